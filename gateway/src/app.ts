@@ -1,0 +1,218 @@
+// HTTP surface of the gateway (Elysia on Bun). Parsing and shape checks only; every decision is
+// made by the gateway.* function the route calls.
+import { Elysia } from 'elysia';
+import { sql, dbStats } from './db';
+import { GatewayError, toGatewayError } from './errors';
+import { sha256 } from './crypto';
+import { options } from './snapshot';
+import { relay, type Endpoint } from './relay';
+import { pendingOutcomes, settleStats } from './settle';
+import { config } from './config';
+
+type Server = { requestIP?: (req: Request) => { address: string } | null; timeout?: (req: Request, s: number) => void } | null;
+
+const decoder = new TextDecoder();
+
+function newRequestId(): string {
+  return Bun.randomUUIDv7();
+}
+
+function clientKey(request: Request): Buffer | null {
+  const auth = request.headers.get('authorization');
+  let key: string | null = null;
+  if (auth) {
+    const m = /^\s*Bearer\s+(.+?)\s*$/i.exec(auth);
+    key = m ? m[1] : auth.trim();
+  } else {
+    key = request.headers.get('x-api-key')?.trim() || null;
+  }
+  return key ? sha256(key) : null;
+}
+
+function clientIp(request: Request, server: Server): string | null {
+  if (config.trustProxy) {
+    const xff = request.headers.get('x-forwarded-for');
+    if (xff) return xff.split(',')[0].trim() || null;
+  }
+  return server?.requestIP?.(request)?.address ?? null;
+}
+
+/** Reads the body, refusing it past MaxRequestBodyBytes without buffering the excess. */
+async function readBody(request: Request): Promise<Uint8Array<ArrayBuffer>> {
+  const limit = options.MaxRequestBodyBytes;
+  const tooLarge = () =>
+    new GatewayError(413, `Request body is larger than the limit of ${limit} bytes (option MaxRequestBodyBytes).`, 'invalid_request_error', 'request_too_large');
+  const declared = request.headers.get('content-length');
+  if (declared !== null && Number(declared) > limit) throw tooLarge();
+  if (!request.body) return new Uint8Array(0);
+  if (declared !== null) return new Uint8Array(await request.arrayBuffer());
+  const reader = request.body.getReader();
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+function parseJsonObject(raw: Uint8Array): Record<string, any> {
+  if (raw.byteLength === 0) {
+    throw new GatewayError(400, 'The request body is empty; send a JSON object.', 'invalid_request_error', 'invalid_json');
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(decoder.decode(raw));
+  } catch (err) {
+    throw new GatewayError(
+      400,
+      `We could not parse the JSON body of your request. (${(err as Error).message})`,
+      'invalid_request_error',
+      'invalid_json',
+    );
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new GatewayError(400, 'The request body must be a JSON object.', 'invalid_request_error', 'invalid_json');
+  }
+  return parsed as Record<string, any>;
+}
+
+const invalid = (message: string, param: string) => new GatewayError(400, message, 'invalid_request_error', 'invalid_request', param);
+
+/** Shape checks that need no database: what OpenAI itself would refuse with 400. */
+function checkShape(endpoint: Endpoint, body: Record<string, any>): void {
+  if (body.model === undefined || body.model === null || body.model === '') throw invalid('you must provide a model parameter', 'model');
+  if (typeof body.model !== 'string') throw invalid(`Invalid type for 'model': expected a string, but got ${typeof body.model}.`, 'model');
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') {
+    throw invalid(`Invalid type for 'stream': expected a boolean, but got ${typeof body.stream}.`, 'stream');
+  }
+  for (const f of ['max_tokens', 'max_completion_tokens', 'n']) {
+    if (body[f] !== undefined && body[f] !== null && (!Number.isInteger(body[f]) || body[f] < 0)) {
+      throw invalid(`Invalid '${f}': expected a non-negative integer.`, f);
+    }
+  }
+  if (endpoint === 'chat/completions') {
+    if (!Array.isArray(body.messages)) throw invalid("Missing required parameter: 'messages'.", 'messages');
+    if (body.messages.length === 0) throw invalid("Invalid 'messages': empty array. Expected an array with minimum length 1.", 'messages');
+    body.messages.forEach((m: unknown, i: number) => {
+      if (!m || typeof m !== 'object' || typeof (m as any).role !== 'string') {
+        throw invalid(`Invalid 'messages[${i}]': expected an object with a 'role'.`, `messages[${i}]`);
+      }
+    });
+  } else if (endpoint === 'completions') {
+    if (body.prompt === undefined || body.prompt === null) throw invalid("Missing required parameter: 'prompt'.", 'prompt');
+  } else if (endpoint === 'embeddings') {
+    if (body.input === undefined || body.input === null || body.input === '') throw invalid("Missing required parameter: 'input'.", 'input');
+  }
+}
+
+async function relayRoute(endpoint: Endpoint, request: Request, server: Server): Promise<Response> {
+  const requestId = newRequestId();
+  try {
+    // Long generations must not be cut by Bun's idle timeout; the relay enforces its own deadlines.
+    server?.timeout?.(request, 0);
+    const raw = await readBody(request);
+    const body = parseJsonObject(raw);
+    checkShape(endpoint, body);
+    return await relay({
+      requestId,
+      endpoint,
+      keyHash: clientKey(request),
+      clientIp: clientIp(request, server),
+      body,
+      raw,
+      clientSignal: request.signal,
+    });
+  } catch (err) {
+    return toGatewayError(err).toResponse(requestId);
+  }
+}
+
+function json(data: unknown, requestId: string, status = 200): Response {
+  return new Response(JSON.stringify(data), {
+    status,
+    headers: { 'content-type': 'application/json', 'x-request-id': requestId },
+  });
+}
+
+async function listModels(request: Request, server: Server, only?: string): Promise<Response> {
+  const requestId = newRequestId();
+  try {
+    const rows = await sql`select * from gateway.models_list(${clientKey(request)}, ${clientIp(request, server)})`;
+    const data = rows.map((r) => ({ id: r.id, object: 'model', created: Number(r.created), owned_by: r.owned_by }));
+    if (only !== undefined) {
+      const model = data.find((m) => m.id === only);
+      if (!model) {
+        throw new GatewayError(404, `The model '${only}' does not exist or you do not have access to it.`, 'invalid_request_error', 'model_not_found', 'model');
+      }
+      return json(model, requestId);
+    }
+    return json({ object: 'list', data }, requestId);
+  } catch (err) {
+    return toGatewayError(err).toResponse(requestId);
+  }
+}
+
+function metrics(): string {
+  const lines = [
+    '# HELP elygate_db_queries_total Database round trips made by this gateway process.',
+    '# TYPE elygate_db_queries_total counter',
+    `elygate_db_queries_total ${dbStats.queries}`,
+    '# HELP elygate_settle_batches_total relay_finish calls that succeeded.',
+    '# TYPE elygate_settle_batches_total counter',
+    `elygate_settle_batches_total ${settleStats.batches}`,
+    '# HELP elygate_settled_outcomes_total Outcomes settled through relay_finish.',
+    '# TYPE elygate_settled_outcomes_total counter',
+    `elygate_settled_outcomes_total ${settleStats.settled}`,
+    '# HELP elygate_settle_failures_total relay_finish calls that failed and were retried.',
+    '# TYPE elygate_settle_failures_total counter',
+    `elygate_settle_failures_total ${settleStats.failures}`,
+    '# HELP elygate_settle_queue_depth Outcomes waiting to be settled.',
+    '# TYPE elygate_settle_queue_depth gauge',
+    `elygate_settle_queue_depth ${pendingOutcomes()}`,
+  ];
+  return lines.join('\n') + '\n';
+}
+
+export function createApp() {
+  return new Elysia({ serve: { idleTimeout: 255, maxRequestBodySize: config.bodyHardLimit } })
+    .onError(({ code, request, error }) => {
+      const requestId = newRequestId();
+      if (code === 'NOT_FOUND') {
+        const url = new URL(request.url);
+        return new GatewayError(404, `Invalid URL (${request.method} ${url.pathname})`, 'invalid_request_error', 'unknown_url').toResponse(requestId);
+      }
+      return toGatewayError(error).toResponse(requestId);
+    })
+    .get('/healthz', () => json({ status: 'ok' }, newRequestId()))
+    .get('/readyz', async () => {
+      const requestId = newRequestId();
+      try {
+        await Promise.race([
+          sql`select gateway.ping()`,
+          new Promise((_, reject) => setTimeout(() => reject(new Error('database did not answer within 2 s')), 2000)),
+        ]);
+        return json({ status: 'ready' }, requestId);
+      } catch (err) {
+        return new GatewayError(503, `Not ready: ${(err as Error).message}`, 'service_unavailable', 'database_unavailable', null, { 'retry-after': '2' }).toResponse(requestId);
+      }
+    })
+    .get('/metrics', () => new Response(metrics(), { headers: { 'content-type': 'text/plain; version=0.0.4' } }))
+    .post('/v1/chat/completions', ({ request, server }) => relayRoute('chat/completions', request, server as Server), { parse: 'none' })
+    .post('/v1/completions', ({ request, server }) => relayRoute('completions', request, server as Server), { parse: 'none' })
+    .post('/v1/embeddings', ({ request, server }) => relayRoute('embeddings', request, server as Server), { parse: 'none' })
+    .get('/v1/models', ({ request, server }) => listModels(request, server as Server))
+    .get('/v1/models/*', ({ request, server, params }) => listModels(request, server as Server, decodeURIComponent((params as any)['*'])));
+}

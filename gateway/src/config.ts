@@ -1,0 +1,31 @@
+// Process configuration, from the environment only. Tunables that operators change at run time
+// live in private.options (see gateway/src/snapshot.ts), not here.
+
+function int(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
+  return n;
+}
+
+const databaseUrl = process.env.GATEWAY_DATABASE_URL || process.env.DATABASE_URL;
+if (!databaseUrl) {
+  throw new Error('Set DATABASE_URL (or GATEWAY_DATABASE_URL). `npm start` does this for the embedded database.');
+}
+
+export const config = {
+  port: int('PORT', 3000),
+  host: process.env.HOST || '0.0.0.0',
+  databaseUrl,
+  // With only DATABASE_URL (an owner or superuser login), the gateway still acts as the
+  // least-privileged role: it switches to elygate_gateway at connection start.
+  databaseRole: process.env.GATEWAY_DATABASE_URL ? undefined : 'elygate_gateway',
+  dbPoolMax: int('ELYGATE_DB_POOL_MAX', 10),
+  masterKey: process.env.ELYGATE_MASTER_KEY || '',
+  // Take the client address from X-Forwarded-For (only behind a proxy you trust).
+  trustProxy: process.env.ELYGATE_TRUST_PROXY === '1' || process.env.ELYGATE_TRUST_PROXY === 'true',
+  production: process.env.NODE_ENV === 'production',
+  // Hard ceiling handed to Bun; the live limit is the MaxRequestBodyBytes option.
+  bodyHardLimit: 268435456,
+};

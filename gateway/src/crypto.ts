@@ -1,0 +1,39 @@
+// Opening upstream keys sealed by private.channel_keys_seal (AES-256-GCM, 96-bit nonce, no AAD),
+// and hashing client keys: the database only ever sees sha256(key).
+import { createDecipheriv, createHash } from 'node:crypto';
+
+export interface SealedKey {
+  ordinal: number;
+  key_id: string;
+  nonce: string; // base64
+  ciphertext: string; // base64
+  tag: string; // base64
+}
+
+export function parseMasterKey(hex: string): Buffer {
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) {
+    throw new Error('ELYGATE_MASTER_KEY must be 64 hex digits (32 bytes); generate one with `openssl rand -hex 32`.');
+  }
+  return Buffer.from(hex, 'hex');
+}
+
+/** The non-secret fingerprint private.master_key_id() stores with every sealed key. */
+export function masterKeyId(master: Buffer): string {
+  return createHash('sha256').update(master).digest().subarray(0, 8).toString('hex');
+}
+
+export function openSealedKey(master: Buffer, masterId: string, sealed: SealedKey, channelName: string): string {
+  if (sealed.key_id !== masterId) {
+    throw new Error(
+      `channel "${channelName}" key #${sealed.ordinal} was sealed with master key ${sealed.key_id}, ` +
+        `but this gateway runs with master key ${masterId}: set ELYGATE_MASTER_KEY to the key used when the channel was saved.`,
+    );
+  }
+  const decipher = createDecipheriv('aes-256-gcm', master, Buffer.from(sealed.nonce, 'base64'));
+  decipher.setAuthTag(Buffer.from(sealed.tag, 'base64'));
+  return Buffer.concat([decipher.update(Buffer.from(sealed.ciphertext, 'base64')), decipher.final()]).toString('utf8');
+}
+
+export function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}

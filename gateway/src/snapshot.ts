@@ -1,0 +1,107 @@
+// Read-only snapshots the gateway may cache (DESIGN §1): options and channel credentials.
+// Never balances or limits. Options reload on NOTIFY elygate_config; a channel's credentials are
+// re-read whenever relay_begin's plan names a version this process has not seen.
+import { sql } from './db';
+import { config } from './config';
+import { masterKeyId, openSealedKey, parseMasterKey, type SealedKey } from './crypto';
+
+export interface Options {
+  MaxRequestBodyBytes: number;
+  RelayTimeoutMs: number;
+  UpstreamAttemptTimeoutMs: number;
+  StreamIdleTimeoutMs: number;
+  MaxAttempts: number;
+  RetryableStatusCodes: number[];
+  SettleBatchSize: number;
+  SettleIntervalMs: number;
+  DefaultMaxTokens: number;
+  [key: string]: unknown;
+}
+
+// Used until the first snapshot arrives (e.g. the database is still starting).
+export let options: Options = {
+  MaxRequestBodyBytes: 16777216,
+  RelayTimeoutMs: 300000,
+  UpstreamAttemptTimeoutMs: 120000,
+  StreamIdleTimeoutMs: 300000,
+  MaxAttempts: 3,
+  RetryableStatusCodes: [408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529],
+  SettleBatchSize: 500,
+  SettleIntervalMs: 5,
+  DefaultMaxTokens: 4096,
+};
+let retryable = new Set(options.RetryableStatusCodes);
+export const isRetryableStatus = (status: number) => retryable.has(status);
+
+export async function loadOptions(): Promise<void> {
+  const [row] = await sql`select gateway.options_snapshot() as o`;
+  options = { ...options, ...(row.o as Options) };
+  retryable = new Set(options.RetryableStatusCodes);
+}
+
+export interface Channel {
+  id: number;
+  version: number;
+  name: string;
+  type: 'openai' | 'azure' | 'anthropic' | 'gemini';
+  baseUrl: string;
+  config: Record<string, unknown>;
+  keys: string[];
+  /** Error that makes the channel unusable from this process (e.g. keys sealed with another master key). */
+  unusable?: string;
+}
+
+const channels = new Map<number, Channel>();
+const master = config.masterKey ? parseMasterKey(config.masterKey) : null;
+const masterId = master ? masterKeyId(master) : '';
+
+export interface PlanEntry {
+  channel_id: number;
+  version: number;
+  model: string;
+}
+
+/** The plan's channels, refreshing (one query, only on change) any this process has stale. */
+export async function channelsFor(plan: PlanEntry[]): Promise<Map<number, Channel>> {
+  const stale = plan.filter((p) => channels.get(p.channel_id)?.version !== p.version).map((p) => p.channel_id);
+  if (stale.length > 0) {
+    const rows = await sql`select * from gateway.channel_credentials(${stale})`;
+    for (const r of rows) {
+      const ch: Channel = {
+        id: Number(r.id),
+        version: r.version,
+        name: r.name,
+        type: r.type,
+        baseUrl: r.base_url,
+        config: r.config ?? {},
+        keys: [],
+      };
+      try {
+        if ((r.keys as SealedKey[]).length > 0 && !master) {
+          throw new Error(`channel "${ch.name}" has sealed keys but ELYGATE_MASTER_KEY is not set`);
+        }
+        ch.keys = (r.keys as SealedKey[]).map((k) => openSealedKey(master!, masterId, k, ch.name));
+      } catch (err) {
+        ch.unusable = (err as Error).message;
+        console.error(JSON.stringify({ level: 'error', msg: 'channel credentials unusable', channel: ch.id, error: ch.unusable }));
+      }
+      channels.set(ch.id, ch);
+    }
+  }
+  return channels;
+}
+
+export async function listenForChanges(): Promise<void> {
+  await sql.listen(
+    'elygate_config',
+    (table) => {
+      if (table === 'options') loadOptions().catch(() => {});
+      else channels.clear();
+    },
+    // After every (re)connect: something may have changed while we were not listening.
+    () => {
+      loadOptions().catch(() => {});
+      channels.clear();
+    },
+  );
+}

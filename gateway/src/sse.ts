@@ -1,0 +1,81 @@
+// Server-sent events, OpenAI flavour: split the upstream byte stream into events, watch for the
+// usage chunk, and drop it when the client did not ask for usage. Everything else is passed on
+// byte for byte, as soon as it arrives.
+
+const encoder = new TextEncoder();
+
+export interface StreamUsage {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+}
+
+export interface SseWatch {
+  usage: StreamUsage | null;
+  sawDone: boolean;
+  /** Characters of content delivered to the client (text and tool-call arguments). */
+  deliveredChars: number;
+  finishReason: string | null;
+}
+
+/**
+ * Returns a function turning upstream text into what the client should receive. Partial events are
+ * held back until their terminating blank line arrives.
+ */
+export function openAiSseFilter(stripUsage: boolean, watch: SseWatch): (text: string, final?: boolean) => Uint8Array | null {
+  let buffer = '';
+  return (text: string, final = false) => {
+    buffer += text;
+    let out = '';
+    for (;;) {
+      const m = /\r?\n\r?\n/.exec(buffer);
+      if (!m) break;
+      const event = buffer.slice(0, m.index);
+      const sep = m[0];
+      buffer = buffer.slice(m.index + sep.length);
+      const kept = filterEvent(event, stripUsage, watch);
+      if (kept !== null) out += kept + sep;
+    }
+    if (final && buffer.length > 0) {
+      const kept = filterEvent(buffer, stripUsage, watch);
+      if (kept !== null) out += kept;
+      buffer = '';
+    }
+    return out.length > 0 ? encoder.encode(out) : null;
+  };
+}
+
+/** The event to send on (usually unchanged), or null to drop it. */
+function filterEvent(event: string, stripUsage: boolean, watch: SseWatch): string | null {
+  const dataAt = event.indexOf('data:');
+  if (dataAt < 0) return event; // comments, keepalives, event names: pass on
+  const data = event.slice(dataAt + 5).trim();
+  if (data === '[DONE]') {
+    watch.sawDone = true;
+    return event;
+  }
+  let chunk: any;
+  try {
+    chunk = JSON.parse(data);
+  } catch {
+    return event; // not JSON: not ours to judge
+  }
+  if (!chunk || typeof chunk !== 'object') return event;
+  const choices: any[] = Array.isArray(chunk.choices) ? chunk.choices : [];
+  for (const c of choices) {
+    const d = c?.delta ?? {};
+    if (typeof d.content === 'string') watch.deliveredChars += d.content.length;
+    if (typeof c?.text === 'string') watch.deliveredChars += c.text.length;
+    if (Array.isArray(d.tool_calls)) {
+      for (const t of d.tool_calls) watch.deliveredChars += (t?.function?.arguments ?? '').length;
+    }
+    if (c?.finish_reason) watch.finishReason = c.finish_reason;
+  }
+  if (!chunk.usage) return event;
+  watch.usage = chunk.usage;
+  if (!stripUsage) return event;
+  // The client did not ask for usage: drop the usage-only chunk OpenAI sends last, and take usage
+  // off a content chunk that carries it (some OpenAI-compatible upstreams do that).
+  if (choices.length === 0) return null;
+  delete chunk.usage;
+  return event.slice(0, dataAt) + 'data: ' + JSON.stringify(chunk);
+}

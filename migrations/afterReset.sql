@@ -1,0 +1,12 @@
+-- Cluster-wide roles. Run on `graphile-migrate reset` and by scripts/migrate.mjs before every
+-- migrate; idempotent. Passwords are set by whoever provisions the cluster, never here.
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'elygate_gateway') then
+    create role elygate_gateway login;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'elygate_admin') then
+    create role elygate_admin login;
+  end if;
+end
+$$;

@@ -1,0 +1,43 @@
+// Applies sql/ (functions, views, grants, cron schedules) to the database in GM_DBURL or
+// DATABASE_URL, in file-name order, in one transaction. Idempotent; graphile-migrate runs it
+// after every migrate (see .gmrc).
+import { readdirSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import postgres from 'postgres';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const url = process.env.GM_DBURL || process.env.DATABASE_URL;
+if (!url) {
+  console.error('apply-sql: set DATABASE_URL (graphile-migrate sets GM_DBURL).');
+  process.exit(2);
+}
+
+const dir = join(root, 'sql');
+const files = readdirSync(dir).filter((f) => /^\d\d_.*\.sql$/.test(f)).sort();
+const sql = postgres(url, { max: 1, onnotice: () => {} });
+try {
+  // A shadow database mid-reset has no tables yet (graphile-migrate runs actions before the first
+  // migration exists); there is nothing to attach behaviour to, so there is nothing to do.
+  const [{ ready }] = await sql`select to_regclass('private.options') is not null as ready`;
+  if (!ready) {
+    console.log('apply-sql: schema not migrated yet; skipped.');
+    await sql.end({ timeout: 5 });
+    process.exit(0);
+  }
+  await sql.begin(async (tx) => {
+    for (const f of files) {
+      try {
+        await tx.file(join(dir, f));
+      } catch (err) {
+        err.message = `sql/${f}: ${err.message}`;
+        throw err;
+      }
+    }
+  });
+} catch (err) {
+  console.error(`apply-sql failed: ${err.message}${err.position ? ` (at character ${err.position})` : ''}`);
+  process.exitCode = 1;
+} finally {
+  await sql.end({ timeout: 5 });
+}

@@ -1,0 +1,75 @@
+// `npm start`: database (embedded by default, or DATABASE_URL), migrations, then the gateway.
+//   node scripts/start.mjs                 start everything
+//   node scripts/start.mjs --migrate-only  provision and migrate, then exit
+import { spawn } from 'node:child_process';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import postgres from 'postgres';
+import { checkServer, migrateDatabase, setRolePasswords } from './migrate.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const migrateOnly = process.argv.includes('--migrate-only');
+const say = (msg) => console.log(`[elygate] ${msg}`);
+
+function redact(url) {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}
+
+async function main() {
+  const t0 = Date.now();
+  const env = { ...process.env };
+  let adminUrl;
+
+  if (process.env.DATABASE_URL) {
+    adminUrl = process.env.DATABASE_URL;
+    say(`Using the database in DATABASE_URL: ${redact(adminUrl)}`);
+    await checkServer(adminUrl, { log: say });
+    await migrateDatabase(adminUrl, { log: say });
+    if (!env.ELYGATE_MASTER_KEY) {
+      say('Note: ELYGATE_MASTER_KEY is not set, so channels with upstream keys cannot be used. Generate one with `openssl rand -hex 32`, keep it safe, and set it for both the gateway and psql sessions that add channels.');
+    }
+  } else {
+    const { ensurePostgres } = await import('./pg.mjs');
+    const st = await ensurePostgres({ log: say });
+    adminUrl = st.url;
+    await checkServer(adminUrl, { log: say });
+    say('Migrating the database…');
+    await migrateDatabase(adminUrl, { log: say });
+    await setRolePasswords(adminUrl, { elygate_gateway: st.gatewayPassword, elygate_admin: st.adminPassword });
+    const gw = new URL(st.url);
+    gw.username = 'elygate_gateway';
+    gw.password = st.gatewayPassword;
+    env.GATEWAY_DATABASE_URL = gw.toString();
+    env.ELYGATE_MASTER_KEY ||= st.masterKey;
+    say(`Data lives in ${st.dataDir}. Connect with: npm run psql   (or psql "${redact(st.url)}", password in ${join(st.dataDir, 'state.json')})`);
+  }
+
+  const sql = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  const [{ keys, channels }] = await sql`
+    select (select count(*) from private.api_keys)::int as keys, (select count(*) from private.channels)::int as channels`;
+  await sql.end({ timeout: 5 });
+  if (channels === 0) say('No channel yet. Add one: npm run psql, then  select admin.channel_create(\'{"name":"openai","base_url":"https://api.openai.com","api_key":"sk-…","models":["gpt-4o-mini"]}\');');
+  if (keys === 0) say('No API key yet. Create one: npm run key -- <username>   (or in psql: select admin.key_create(\'{"username":"…"}\');)');
+  say(`Database ready in ${((Date.now() - t0) / 1000).toFixed(1)} s.`);
+  if (migrateOnly) return;
+
+  const bun = join(root, 'node_modules', 'bun', 'bin', 'bun.exe');
+  const child = spawn(bun, [join(root, 'gateway', 'src', 'index.ts')], { cwd: join(root, 'gateway'), env, stdio: 'inherit' });
+  say(`Starting the gateway on http://localhost:${env.PORT || 3000} (admin panel: not built yet, see admin/README.md)`);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
+  child.on('exit', (code, signal) => {
+    if (!process.env.DATABASE_URL) say('The embedded PostgreSQL keeps running for the next start; stop it with: npm run db:stop');
+    process.exit(code ?? (signal ? 0 : 1));
+  });
+}
+
+main().catch((err) => {
+  console.error(`[elygate] ${err.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,18 @@
+-- Composite return shapes of the gateway API. Created once; a change of shape needs a migration
+-- that drops the type (and the functions returning it) first.
+
+do $$
+begin
+  if to_regtype('gateway.relay_ticket') is null then
+    create type gateway.relay_ticket as (
+      request_id      uuid,         -- echoed back; the gateway's X-Request-Id
+      created_at      timestamptz,  -- partition key of the request row, needed by relay_finish
+      user_id         bigint,
+      key_id          bigint,
+      group_name      text,
+      reserved_micros bigint,       -- money held for this request until it settles
+      plan            jsonb         -- ordered candidates: [{channel_id, version, model}]
+    );
+  end if;
+end
+$$;

@@ -1,0 +1,161 @@
+-- Settings: the defaults, typed getters, and change notification.
+-- Defaults are (re)declared here on every deploy; an operator's value is never overwritten,
+-- only the type, bounds and description are refreshed.
+
+insert into private.options (key, value, value_type, min_value, max_value, description)
+values
+  ('MaxRequestBodyBytes', '16777216', 'int', 1024, 268435456,
+   'Largest request body the gateway accepts, in bytes. Larger bodies get 413 before any database call.'),
+  ('RelayTimeoutMs', '300000', 'int', 1000, 3600000,
+   'Total deadline, in ms, for reaching the first byte of an upstream answer across all failover attempts.'),
+  ('UpstreamAttemptTimeoutMs', '120000', 'int', 500, 3600000,
+   'Deadline, in ms, for one upstream attempt to return its first byte before the next channel is tried.'),
+  ('StreamIdleTimeoutMs', '300000', 'int', 1000, 3600000,
+   'A stream whose upstream sends nothing for this many ms is cut and settled as interrupted.'),
+  ('MaxAttempts', '3', 'int', 1, 20,
+   'Most upstream attempts (channels tried) for one request.'),
+  ('RetryableStatusCodes', '[408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529]', 'json', null, null,
+   'Upstream HTTP statuses that move a request on to the next channel (before the first byte only).'),
+  ('SettleBatchSize', '500', 'int', 1, 10000,
+   'Most outcomes the gateway settles in one relay_finish call.'),
+  ('SettleIntervalMs', '5', 'int', 1, 1000,
+   'How long, in ms, the gateway gathers outcomes before it settles them in one relay_finish call.'),
+  ('DefaultMaxTokens', '4096', 'int', 1, 10000000,
+   'Completion tokens assumed for a request that does not set max_tokens (used for reservations).'),
+  ('LogRetentionDays', '30', 'int', 1, 3650,
+   'Request-log partitions older than this many days are dropped by private.partitions_maintain().'),
+  ('PartitionDaysAhead', '3', 'int', 1, 60,
+   'Daily request-log partitions are created this many days ahead.')
+on conflict (key) do update
+  set value_type  = excluded.value_type,
+      min_value   = excluded.min_value,
+      max_value   = excluded.max_value,
+      description = excluded.description;
+
+-- private.option_text(key): the raw value; raises BADOP for a key that does not exist.
+create or replace function private.option_text(p_key text)
+returns text
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_value text;
+begin
+  select o.value into v_value from private.options o where o.key = p_key;
+  if not found then
+    raise exception using errcode = 'BADOP', message = format('Unknown option "%s".', p_key),
+      hint = 'List options with: select key, value, description from admin.options;';
+  end if;
+  return v_value;
+end
+$$;
+comment on function private.option_text(text) is E'The raw text value of an option; raises BADOP when the key is unknown.';
+
+create or replace function private.option_int(p_key text)
+returns integer
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$ select private.option_text(p_key)::integer $$;
+comment on function private.option_int(text) is E'An integer option.';
+
+-- private.option_validate: checks a value against the option's declared type and bounds.
+create or replace function private.option_validate(p_key text, p_value text)
+returns void
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_opt private.options;
+  v_num numeric;
+begin
+  select * into v_opt from private.options o where o.key = p_key;
+  if not found then
+    raise exception using errcode = 'BADOP', message = format('Unknown option "%s".', p_key),
+      hint = 'List options with: select key, value, description from admin.options;', column = 'key';
+  end if;
+  if p_value is null then
+    raise exception using errcode = 'BADOP', message = format('Option "%s" cannot be null.', p_key), column = 'value';
+  end if;
+  begin
+    case v_opt.value_type
+      when 'int' then
+        if p_value !~ '^-?[0-9]+$' then raise invalid_text_representation; end if;
+        v_num := p_value::bigint;
+      when 'number' then v_num := p_value::numeric;
+      when 'bool' then perform p_value::boolean;
+      when 'json' then perform p_value::jsonb;
+      else null;
+    end case;
+  exception when invalid_text_representation or numeric_value_out_of_range or invalid_parameter_value then
+    raise exception using errcode = 'BADOP',
+      message = format('Option "%s" must be a %s, got "%s".', p_key, v_opt.value_type, left(p_value, 100)),
+      column = 'value';
+  end;
+  if v_num is not null and ((v_opt.min_value is not null and v_num < v_opt.min_value)
+                         or (v_opt.max_value is not null and v_num > v_opt.max_value)) then
+    raise exception using errcode = 'BADOP',
+      message = format('Option "%s" must be between %s and %s, got %s.', p_key,
+                       coalesce(v_opt.min_value::text, '-inf'), coalesce(v_opt.max_value::text, 'inf'), p_value),
+      column = 'value';
+  end if;
+end
+$$;
+comment on function private.option_validate(text, text) is E'Raises BADOP unless the value fits the option''s type and bounds.';
+
+-- Change notification: every gateway LISTENs on elygate_config and reloads its snapshots.
+create or replace function private.tg_config__notify()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform pg_notify('elygate_config', tg_table_name);
+  return null;
+end
+$$;
+
+create or replace trigger _900_notify after insert or update or delete or truncate on private.options
+  for each statement execute function private.tg_config__notify();
+create or replace trigger _900_notify after insert or update or delete or truncate on private.channels
+  for each statement execute function private.tg_config__notify();
+create or replace trigger _900_notify after insert or update or delete or truncate on private.channel_keys
+  for each statement execute function private.tg_config__notify();
+
+-- Keeps updated_at honest and bumps channels.version on every change.
+create or replace function private.tg_row__touch()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  new.updated_at := now();
+  if tg_table_name = 'channels' then
+    new.version := old.version + 1;
+  end if;
+  return new;
+end
+$$;
+
+create or replace trigger _100_touch before update on private.options
+  for each row execute function private.tg_row__touch();
+create or replace trigger _100_touch before update on private.users
+  for each row execute function private.tg_row__touch();
+create or replace trigger _100_touch before update on private.channels
+  for each row execute function private.tg_row__touch();
+create or replace trigger _100_touch before update on private.models
+  for each row execute function private.tg_row__touch();
+
+-- A key change must also make gateways drop their snapshot of the channel.
+create or replace function private.tg_channel_keys__bump_channel()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  update private.channels c set version = c.version
+   where c.id = coalesce(new.channel_id, old.channel_id);
+  return null;
+end
+$$;
+create or replace trigger _200_bump_channel after insert or update or delete on private.channel_keys
+  for each row execute function private.tg_channel_keys__bump_channel();

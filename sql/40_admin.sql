@@ -1,0 +1,365 @@
+-- The operator's API (psql and the admin panel): mutations as admin.* functions, reads as views.
+-- Documented in docs/psql.md.
+
+-- private.args_check: rejects unknown fields, so a typo in psql is an error, not a silent default.
+create or replace function private.args_check(p_args jsonb, p_allowed text[], p_what text)
+returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_unknown text[];
+begin
+  if p_args is null or jsonb_typeof(p_args) <> 'object' then
+    raise exception using errcode = 'BADIN', message = format('%s expects a JSON object.', p_what);
+  end if;
+  select array_agg(k order by k) into v_unknown from jsonb_object_keys(p_args) k where not (k = any(p_allowed));
+  if v_unknown is not null then
+    raise exception using errcode = 'BADIN', column = v_unknown[1],
+      message = format('%s: unknown field(s) %s.', p_what, array_to_string(v_unknown, ', ')),
+      hint = format('Allowed fields: %s.', array_to_string(p_allowed, ', '));
+  end if;
+end
+$$;
+
+create or replace function private.json_text_array(p_value jsonb, p_field text)
+returns text[]
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_value is null or p_value = 'null'::jsonb then
+    return null;
+  end if;
+  if jsonb_typeof(p_value) <> 'array' or exists (select 1 from jsonb_array_elements(p_value) e where jsonb_typeof(e) <> 'string') then
+    raise exception using errcode = 'BADIN', column = p_field, message = format('"%s" must be an array of strings.', p_field);
+  end if;
+  return array(select jsonb_array_elements_text(p_value));
+end
+$$;
+
+-- admin.user_create: creates a user. Fields: username (required), display_name, email, group, role, status.
+create or replace function admin.user_create(p_args jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user private.users;
+begin
+  perform private.args_check(p_args, array['username', 'display_name', 'email', 'group', 'role', 'status'], 'admin.user_create');
+  if coalesce(p_args ->> 'username', '') = '' then
+    raise exception using errcode = 'BADIN', column = 'username', message = 'A user needs a "username".';
+  end if;
+  if p_args ? 'group' and not exists (select 1 from private.groups g where g.name = p_args ->> 'group') then
+    raise exception using errcode = 'BADIN', column = 'group', message = format('Unknown group "%s".', p_args ->> 'group');
+  end if;
+  insert into private.users (username, display_name, email, group_name, role, status)
+  values (p_args ->> 'username', coalesce(p_args ->> 'display_name', ''), p_args ->> 'email',
+          coalesce(p_args ->> 'group', 'default'), coalesce(p_args ->> 'role', 'user'),
+          coalesce(p_args ->> 'status', 'active'))
+  returning * into v_user;
+  return jsonb_build_object('id', v_user.id, 'username', v_user.username, 'group', v_user.group_name,
+                            'role', v_user.role, 'status', v_user.status);
+exception
+  when unique_violation then
+    raise exception using errcode = 'BADIN', column = 'username',
+      message = format('A user named "%s" already exists.', p_args ->> 'username');
+  when check_violation then
+    raise exception using errcode = 'BADIN', message = format('Invalid user: %s', sqlerrm);
+end
+$$;
+comment on function admin.user_create(jsonb) is
+  E'Creates a user. {"username": required, "display_name", "email", "group" (default "default"), "role": user|admin, "status": active|disabled}. Returns the user as JSON.';
+
+-- admin.key_create: creates a client API key and returns its plaintext ONCE (only its sha256 is kept).
+create or replace function admin.key_create(p_args jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user_id bigint;
+  v_plain text;
+  v_key private.api_keys;
+  v_ips cidr[];
+begin
+  perform private.args_check(p_args, array['user_id', 'username', 'name', 'expires_at', 'allowed_models',
+    'allowed_ips', 'quota_micros', 'rpm_limit', 'tpm_limit', 'concurrency_limit'], 'admin.key_create');
+  select u.id into v_user_id from private.users u
+   where u.id = (p_args ->> 'user_id')::bigint or u.username = p_args ->> 'username';
+  if v_user_id is null then
+    raise exception using errcode = 'BADIN', column = 'user_id',
+      message = 'admin.key_create needs an existing "user_id" or "username".';
+  end if;
+  begin
+    v_ips := private.json_text_array(p_args -> 'allowed_ips', 'allowed_ips')::cidr[];
+  exception when invalid_text_representation then
+    raise exception using errcode = 'BADIN', column = 'allowed_ips',
+      message = '"allowed_ips" must hold IP addresses or CIDR ranges such as "10.0.0.0/8".';
+  end;
+  v_plain := 'sk-' || translate(encode(public.gen_random_bytes(36), 'base64'), '+/', '-_');
+  insert into private.api_keys (user_id, name, key_hash, key_prefix, expires_at, allowed_models, allowed_ips,
+                                quota_micros, rpm_limit, tpm_limit, concurrency_limit)
+  values (v_user_id, coalesce(p_args ->> 'name', ''), public.digest(v_plain, 'sha256'),
+          left(v_plain, 7) || '...' || right(v_plain, 4),
+          (p_args ->> 'expires_at')::timestamptz,
+          private.json_text_array(p_args -> 'allowed_models', 'allowed_models'), v_ips,
+          (p_args ->> 'quota_micros')::bigint, (p_args ->> 'rpm_limit')::integer,
+          (p_args ->> 'tpm_limit')::integer, (p_args ->> 'concurrency_limit')::integer)
+  returning * into v_key;
+  return jsonb_build_object('id', v_key.id, 'key', v_plain, 'key_prefix', v_key.key_prefix,
+                            'user_id', v_key.user_id, 'name', v_key.name, 'expires_at', v_key.expires_at);
+exception
+  when invalid_text_representation or invalid_datetime_format or datetime_field_overflow or numeric_value_out_of_range then
+    raise exception using errcode = 'BADIN', message = format('admin.key_create: %s', sqlerrm);
+  when check_violation then
+    raise exception using errcode = 'BADIN', message = format('admin.key_create: invalid value (%s).', sqlerrm);
+end
+$$;
+comment on function admin.key_create(jsonb) is
+  E'Creates an API key; returns {"id", "key", "key_prefix", ...}. The plaintext "key" is shown only here. Fields: "user_id" or "username" (required), "name", "expires_at", "allowed_models" [..], "allowed_ips" [CIDR..], "quota_micros", "rpm_limit", "tpm_limit", "concurrency_limit".';
+
+create or replace function admin.key_revoke(p_key_id bigint)
+returns boolean
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update private.api_keys set status = 'revoked', revoked_at = now()
+   where id = p_key_id and status = 'active'
+  returning true
+$$;
+comment on function admin.key_revoke(bigint) is E'Revokes a key at once (the next request with it gets 401). Returns true, or null if it was not active.';
+
+-- private.channel_fields: validates and normalises channel fields shared by create and update.
+create or replace function private.channel_check(p_args jsonb)
+returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform private.args_check(p_args, array['name', 'type', 'base_url', 'api_key', 'api_keys', 'models',
+    'model_mapping', 'groups', 'priority', 'weight', 'config', 'status', 'status_reason'], 'channel');
+  if p_args ? 'type' and not (p_args ->> 'type' = any(array['openai', 'azure', 'anthropic', 'gemini'])) then
+    raise exception using errcode = 'BADCH', column = 'type',
+      message = format('Unknown channel type "%s"; expected openai, azure, anthropic or gemini.', p_args ->> 'type');
+  end if;
+  if p_args ? 'base_url' and (p_args ->> 'base_url') !~ '^https?://[^\s/]+' then
+    raise exception using errcode = 'BADCH', column = 'base_url',
+      message = format('"base_url" must be an http(s) URL, got "%s".', p_args ->> 'base_url');
+  end if;
+  if p_args ? 'model_mapping' and jsonb_typeof(p_args -> 'model_mapping') <> 'object' then
+    raise exception using errcode = 'BADCH', column = 'model_mapping',
+      message = '"model_mapping" must be an object such as {"gpt-4o": "gpt-4o-2024-08-06"}.';
+  end if;
+  if p_args ? 'model_mapping' and exists (select 1 from jsonb_each(p_args -> 'model_mapping') e where jsonb_typeof(e.value) <> 'string') then
+    raise exception using errcode = 'BADCH', column = 'model_mapping', message = 'Every "model_mapping" value must be a string.';
+  end if;
+  if p_args ? 'config' and jsonb_typeof(p_args -> 'config') <> 'object' then
+    raise exception using errcode = 'BADCH', column = 'config', message = '"config" must be an object.';
+  end if;
+  if p_args ? 'status' and not (p_args ->> 'status' = any(array['enabled', 'manually_disabled'])) then
+    raise exception using errcode = 'BADCH', column = 'status',
+      message = '"status" may be set to "enabled" or "manually_disabled".';
+  end if;
+end
+$$;
+
+create or replace function private.channel_keys_from_args(p_args jsonb)
+returns text[]
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_args ? 'api_keys' then
+    return private.json_text_array(p_args -> 'api_keys', 'api_keys');
+  elsif p_args ? 'api_key' then
+    -- new-api style: several keys in one string, one per line.
+    return array(select btrim(k) from regexp_split_to_table(p_args ->> 'api_key', '\n') k where btrim(k) <> '');
+  end if;
+  return null;
+end
+$$;
+
+-- admin.channel_create: adds an upstream channel; its key(s) are sealed with AES-256-GCM.
+create or replace function admin.channel_create(p_args jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ch private.channels;
+  v_keys text[];
+begin
+  perform private.channel_check(p_args);
+  if coalesce(p_args ->> 'name', '') = '' or coalesce(p_args ->> 'base_url', '') = '' then
+    raise exception using errcode = 'BADCH', column = case when coalesce(p_args ->> 'name', '') = '' then 'name' else 'base_url' end,
+      message = 'A channel needs at least "name", "base_url" and "models".';
+  end if;
+  v_keys := private.channel_keys_from_args(p_args);
+  insert into private.channels (name, type, base_url, models, model_mapping, groups, priority, weight, config,
+                                status, status_reason, status_changed_at)
+  values (p_args ->> 'name', coalesce(p_args ->> 'type', 'openai'), rtrim(p_args ->> 'base_url', '/'),
+          coalesce(private.json_text_array(p_args -> 'models', 'models'), '{}'),
+          coalesce(p_args -> 'model_mapping', '{}'),
+          coalesce(private.json_text_array(p_args -> 'groups', 'groups'), '{default}'),
+          coalesce((p_args ->> 'priority')::integer, 0), coalesce((p_args ->> 'weight')::integer, 1),
+          coalesce(p_args -> 'config', '{}'), coalesce(p_args ->> 'status', 'enabled'),
+          p_args ->> 'status_reason', now())
+  returning * into v_ch;
+  if v_keys is not null then
+    perform private.channel_keys_seal(v_ch.id, v_keys);
+  end if;
+  return jsonb_build_object('id', v_ch.id, 'name', v_ch.name, 'type', v_ch.type, 'base_url', v_ch.base_url,
+                            'models', to_jsonb(v_ch.models), 'keys', coalesce(array_length(v_keys, 1), 0));
+exception
+  when unique_violation then
+    raise exception using errcode = 'BADCH', column = 'name',
+      message = format('A channel named "%s" already exists.', p_args ->> 'name');
+  when invalid_text_representation or numeric_value_out_of_range then
+    raise exception using errcode = 'BADCH', message = format('admin.channel_create: %s', sqlerrm);
+  when check_violation then
+    raise exception using errcode = 'BADCH', message = format('admin.channel_create: invalid value (%s).', sqlerrm);
+end
+$$;
+comment on function admin.channel_create(jsonb) is
+  E'Adds a channel. {"name", "type": openai|azure|anthropic|gemini (default openai), "base_url", "api_key" (one per line) or "api_keys" [..], "models" [..], "model_mapping" {requested: upstream}, "groups" [..] (default ["default"]), "priority" (higher first), "weight", "config" {}}. Keys are sealed with AES-256-GCM: set elygate.master_key in the session first.';
+
+-- admin.channel_update: changes the given fields of a channel; "api_key(s)" replaces its keys.
+create or replace function admin.channel_update(p_channel_id bigint, p_args jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ch private.channels;
+  v_keys text[];
+begin
+  perform private.channel_check(p_args);
+  update private.channels c set
+    name          = coalesce(p_args ->> 'name', c.name),
+    type          = coalesce(p_args ->> 'type', c.type),
+    base_url      = coalesce(rtrim(p_args ->> 'base_url', '/'), c.base_url),
+    models        = coalesce(private.json_text_array(p_args -> 'models', 'models'), c.models),
+    model_mapping = coalesce(p_args -> 'model_mapping', c.model_mapping),
+    groups        = coalesce(private.json_text_array(p_args -> 'groups', 'groups'), c.groups),
+    priority      = coalesce((p_args ->> 'priority')::integer, c.priority),
+    weight        = coalesce((p_args ->> 'weight')::integer, c.weight),
+    config        = coalesce(p_args -> 'config', c.config),
+    status        = coalesce(p_args ->> 'status', c.status),
+    status_reason = case when p_args ? 'status' then p_args ->> 'status_reason' else c.status_reason end,
+    status_changed_at = case when p_args ? 'status' then now() else c.status_changed_at end
+  where c.id = p_channel_id
+  returning * into v_ch;
+  if not found then
+    raise exception using errcode = 'BADCH', message = format('No channel with id %s.', p_channel_id);
+  end if;
+  v_keys := private.channel_keys_from_args(p_args);
+  if v_keys is not null then
+    perform private.channel_keys_seal(v_ch.id, v_keys);
+  end if;
+  return jsonb_build_object('id', v_ch.id, 'name', v_ch.name, 'status', v_ch.status, 'version', v_ch.version);
+exception
+  when unique_violation then
+    raise exception using errcode = 'BADCH', column = 'name', message = format('A channel named "%s" already exists.', p_args ->> 'name');
+  when invalid_text_representation or numeric_value_out_of_range or check_violation then
+    raise exception using errcode = 'BADCH', message = format('admin.channel_update: %s', sqlerrm);
+end
+$$;
+comment on function admin.channel_update(bigint, jsonb) is
+  E'Updates a channel with the same fields as admin.channel_create; only the fields given change. "status": enabled|manually_disabled (a manual disable is never undone automatically).';
+
+-- admin.option_set: validates and stores a setting; every gateway picks it up through NOTIFY.
+create or replace function admin.option_set(p_key text, p_value text)
+returns text
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform private.option_validate(p_key, p_value);
+  update private.options set value = p_value where key = p_key;
+  return p_value;
+end
+$$;
+comment on function admin.option_set(text, text) is E'Sets an option after checking its type and bounds (see admin.options); gateways reload within milliseconds.';
+
+-- admin.model_upsert: declares a model and its prices (micro-USD per 1M tokens, or per call).
+create or replace function admin.model_upsert(p_args jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_m private.models;
+begin
+  perform private.args_check(p_args, array['name', 'owned_by', 'description', 'input_price', 'output_price',
+    'cached_input_price', 'cache_write_price', 'per_call_price'], 'admin.model_upsert');
+  if coalesce(p_args ->> 'name', '') = '' then
+    raise exception using errcode = 'BADIN', column = 'name', message = 'A model needs a "name".';
+  end if;
+  insert into private.models as m (name, owned_by, description, input_price, output_price, cached_input_price,
+                              cache_write_price, per_call_price)
+  values (p_args ->> 'name', coalesce(p_args ->> 'owned_by', 'elygate'), coalesce(p_args ->> 'description', ''),
+          (p_args ->> 'input_price')::bigint, (p_args ->> 'output_price')::bigint,
+          (p_args ->> 'cached_input_price')::bigint, (p_args ->> 'cache_write_price')::bigint,
+          (p_args ->> 'per_call_price')::bigint)
+  on conflict (name) do update set
+    owned_by = coalesce(p_args ->> 'owned_by', m.owned_by),
+    description = coalesce(p_args ->> 'description', m.description),
+    input_price = case when p_args ? 'input_price' then excluded.input_price else m.input_price end,
+    output_price = case when p_args ? 'output_price' then excluded.output_price else m.output_price end,
+    cached_input_price = case when p_args ? 'cached_input_price' then excluded.cached_input_price else m.cached_input_price end,
+    cache_write_price = case when p_args ? 'cache_write_price' then excluded.cache_write_price else m.cache_write_price end,
+    per_call_price = case when p_args ? 'per_call_price' then excluded.per_call_price else m.per_call_price end
+  returning * into v_m;
+  return to_jsonb(v_m);
+exception
+  when invalid_text_representation or numeric_value_out_of_range or check_violation then
+    raise exception using errcode = 'BADIN', message = format('admin.model_upsert: %s', sqlerrm);
+end
+$$;
+comment on function admin.model_upsert(jsonb) is
+  E'Creates or updates a model and its prices in micro-USD per 1M tokens: {"name", "input_price", "output_price", "cached_input_price", "cache_write_price", "per_call_price", "owned_by", "description"}.';
+
+------------------------------------------------------------------------------------------------
+-- Views (what the admin role reads). Secrets never appear: keys show their prefix only.
+------------------------------------------------------------------------------------------------
+create or replace view admin.users as
+  select u.id, u.username, u.display_name, u.email, u.group_name, u.role, u.status,
+         u.balance_micros, u.credit_limit_micros, u.created_at, u.updated_at
+    from private.users u;
+
+create or replace view admin.api_keys as
+  select k.id, k.user_id, u.username, k.name, k.key_prefix, k.status, k.expires_at, k.allowed_models,
+         k.allowed_ips, k.quota_micros, k.rpm_limit, k.tpm_limit, k.concurrency_limit, k.created_at, k.revoked_at
+    from private.api_keys k
+    join private.users u on u.id = k.user_id;
+
+create or replace view admin.channels as
+  select c.id, c.name, c.type, c.base_url, c.models, c.model_mapping, c.groups, c.priority, c.weight,
+         c.status, c.status_reason, c.status_changed_at, c.config, c.version,
+         (select count(*) from private.channel_keys k where k.channel_id = c.id and k.status = 'enabled') as key_count,
+         c.created_at, c.updated_at
+    from private.channels c;
+
+create or replace view admin.options as
+  select o.key, o.value, o.value_type, o.min_value, o.max_value, o.description, o.updated_at
+    from private.options o;
+
+create or replace view admin.models as
+  select m.name, m.owned_by, m.description, m.input_price, m.output_price, m.cached_input_price,
+         m.cache_write_price, m.per_call_price, m.created_at, m.updated_at
+    from private.models m;
+
+create or replace view admin.requests as
+  select r.id, r.created_at, r.finished_at, r.status, r.http_status, r.endpoint, r.model, r.upstream_model,
+         r.stream, r.user_id, r.key_id, r.group_name, r.channel_id, host(r.client_ip) as client_ip,
+         r.prompt_tokens, r.completion_tokens, r.total_tokens, r.usage_source, r.reserved_micros, r.cost_micros,
+         r.ttfb_ms, r.latency_ms, r.error_code, r.error_message, r.route_plan, r.attempts
+    from private.requests r;
+
+create or replace view admin.ledger as
+  select l.id, l.request_id, l.created_at, l.user_id, l.key_id, l.channel_id, l.model, l.prompt_tokens,
+         l.completion_tokens, l.input_price, l.output_price, l.per_call_price, l.group_multiplier,
+         l.amount_micros, l.usage_source, l.abort_policy
+    from private.ledger l;

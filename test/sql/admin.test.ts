@@ -1,0 +1,101 @@
+// The operator's psql API: validation errors carry a SQLSTATE, the offending field and a remedy.
+import { afterAll, describe, expect, it } from 'vitest';
+import { attempt, closeDb, createUser, unique, withTx } from '../support/db';
+
+afterAll(closeDb);
+
+describe('admin.* functions', () => {
+  it('creates a key whose plaintext is returned once and whose hash only is stored', async () => {
+    await withTx(async (tx) => {
+      const user = await createUser(tx);
+      const [{ k }] = await tx`select admin.key_create(${tx.json({ username: user.username, name: 'ci' })}) as k`;
+      expect(k.key).toMatch(/^sk-[A-Za-z0-9_-]{48}$/);
+      expect(k.key_prefix).toBe(`${k.key.slice(0, 7)}...${k.key.slice(-4)}`);
+      const [row] = await tx`select key_hash = sha256(${k.key}::bytea) as matches, key_prefix from private.api_keys where id = ${k.id}`;
+      expect(row.matches).toBe(true);
+      const dump = await tx`select row_to_json(k)::text as j from private.api_keys k where id = ${k.id}`;
+      expect(dump[0].j).not.toContain(k.key);
+    });
+  });
+
+  it('rejects unknown fields (BADIN) with the allowed list as a hint', async () => {
+    await withTx(async (tx) => {
+      await expect(attempt(tx, (sp) => sp`select admin.user_create('{"username":"x","grup":"default"}')`)).rejects.toMatchObject({
+        code: 'BADIN',
+        message: 'admin.user_create: unknown field(s) grup.',
+        column_name: 'grup',
+        hint: expect.stringContaining('Allowed fields'),
+      });
+    });
+  });
+
+  it('rejects a duplicate username and a key for nobody', async () => {
+    await withTx(async (tx) => {
+      const user = await createUser(tx);
+      await expect(attempt(tx, (sp) => sp`select admin.user_create(${sp.json({ username: user.username })})`)).rejects.toMatchObject({
+        code: 'BADIN',
+        message: `A user named "${user.username}" already exists.`,
+      });
+      await expect(attempt(tx, (sp) => sp`select admin.key_create('{"username":"nobody-here"}')`)).rejects.toMatchObject({
+        code: 'BADIN',
+        column_name: 'user_id',
+      });
+      await expect(attempt(tx, (sp) => sp`select admin.key_create(${sp.json({ user_id: user.id, allowed_ips: ['not-an-ip'] })})`)).rejects.toMatchObject({
+        code: 'BADIN',
+        column_name: 'allowed_ips',
+      });
+    });
+  });
+
+  it('validates channels (BADCH)', async () => {
+    await withTx(async (tx) => {
+      await expect(attempt(tx, (sp) => sp`select admin.channel_create('{"name":"x","type":"bogus","base_url":"http://a"}')`)).rejects.toMatchObject({
+        code: 'BADCH',
+        column_name: 'type',
+      });
+      await expect(attempt(tx, (sp) => sp`select admin.channel_create('{"name":"x","base_url":"ftp://a"}')`)).rejects.toMatchObject({
+        code: 'BADCH',
+        column_name: 'base_url',
+      });
+      await expect(attempt(tx, (sp) => sp`select admin.channel_create('{"name":"x","base_url":"http://a","model_mapping":["a"]}')`)).rejects.toMatchObject({
+        code: 'BADCH',
+        column_name: 'model_mapping',
+      });
+      const name = unique('ch');
+      await tx`select admin.channel_create(${tx.json({ name, base_url: 'http://a', api_key: 'sk-1\nsk-2', models: ['m'] })})`;
+      const [c] = await tx`select key_count::int, models from admin.channels where name = ${name}`;
+      expect(c).toEqual({ key_count: 2, models: ['m'] });
+      await expect(attempt(tx, (sp) => sp`select admin.channel_create(${sp.json({ name, base_url: 'http://a' })})`)).rejects.toMatchObject({
+        code: 'BADCH',
+        message: `A channel named "${name}" already exists.`,
+      });
+    });
+  });
+
+  it('refuses to store an upstream key without a master key in the session (NOMKY)', async () => {
+    await withTx(async (tx) => {
+      await tx`select set_config('elygate.master_key', '', true)`;
+      await expect(
+        attempt(tx, (sp) => sp`select admin.channel_create('{"name":"nokey","base_url":"http://a","api_key":"sk-secret"}')`),
+      ).rejects.toMatchObject({ code: 'NOMKY', hint: expect.stringContaining('set elygate.master_key') });
+    });
+  });
+
+  it('validates options by type and range (BADOP) and stores good values', async () => {
+    await withTx(async (tx) => {
+      await expect(attempt(tx, (sp) => sp`select admin.option_set('NoSuchOption', '1')`)).rejects.toMatchObject({ code: 'BADOP', message: 'Unknown option "NoSuchOption".' });
+      await expect(attempt(tx, (sp) => sp`select admin.option_set('MaxAttempts', 'three')`)).rejects.toMatchObject({
+        code: 'BADOP',
+        message: 'Option "MaxAttempts" must be a int, got "three".',
+      });
+      await expect(attempt(tx, (sp) => sp`select admin.option_set('MaxAttempts', '99')`)).rejects.toMatchObject({
+        code: 'BADOP',
+        message: 'Option "MaxAttempts" must be between 1 and 20, got 99.',
+      });
+      await expect(attempt(tx, (sp) => sp`select admin.option_set('RetryableStatusCodes', '[500,')`)).rejects.toMatchObject({ code: 'BADOP' });
+      await tx`select admin.option_set('MaxAttempts', '5')`;
+      const [o] = await tx`select gateway.options_snapshot() -> 'MaxAttempts' as v`;
+      expect(o.v).toBe(5);
+    });
+  });
+});

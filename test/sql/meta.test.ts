@@ -1,0 +1,51 @@
+// Meta-tests over the catalog: privileges, RLS and search_path hold for every object, present and future.
+import { afterAll, describe, expect, it } from 'vitest';
+import { closeDb, db, withTx } from '../support/db';
+
+afterAll(closeDb);
+
+describe('catalog rules', () => {
+  it('every SECURITY DEFINER function pins its search_path', async () => {
+    const rows = await db()`
+      select p.oid::regprocedure::text as fn
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+       where n.nspname in ('private', 'gateway', 'admin') and p.prosecdef
+         and not exists (select 1 from unnest(p.proconfig) c where c like 'search_path=%')`;
+    expect(rows.map((r) => r.fn)).toEqual([]);
+  });
+
+  it('every table in private has row level security enabled', async () => {
+    const rows = await db()`
+      select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+       where n.nspname = 'private' and c.relkind in ('r', 'p') and not c.relrowsecurity`;
+    expect(rows.map((r) => r.relname)).toEqual([]);
+  });
+
+  it('public can execute nothing in private, gateway or admin', async () => {
+    const rows = await db()`
+      select p.oid::regprocedure::text as fn
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+       where n.nspname in ('private', 'gateway', 'admin')
+         and has_function_privilege('public', p.oid, 'execute')`;
+    expect(rows.map((r) => r.fn)).toEqual([]);
+  });
+
+  it('the gateway role cannot read tables directly, nor call admin functions', async () => {
+    await withTx(
+      async (tx) => {
+        await expect(tx.savepoint((sp) => sp`select * from private.api_keys`)).rejects.toMatchObject({ code: '42501' });
+        await expect(tx.savepoint((sp) => sp`select admin.option_set('MaxAttempts', '1')`)).rejects.toMatchObject({ code: '42501' });
+        await expect(tx.savepoint((sp) => sp`select * from admin.channels`)).rejects.toMatchObject({ code: '42501' });
+      },
+      { role: 'elygate_gateway' },
+    );
+  });
+
+  it('every function in gateway and admin has a comment', async () => {
+    const rows = await db()`
+      select p.oid::regprocedure::text as fn
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+       where n.nspname in ('gateway', 'admin') and obj_description(p.oid, 'pg_proc') is null`;
+    expect(rows.map((r) => r.fn)).toEqual([]);
+  });
+});

@@ -1,0 +1,51 @@
+// Creates a throwaway database (gw_test_<random>) on a real PostgreSQL with pgvector and pg_cron,
+// migrates it with the same code as `npm start`, and drops it afterwards.
+// Server: TEST_DATABASE_URL (any database on the server to use, as a superuser), else DATABASE_URL,
+// else the project's embedded cluster (provisioned on first use, like `npm start` does).
+import type { TestProject } from 'vitest/node';
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+// @ts-expect-error plain ESM script without types
+import { checkServer, migrateDatabase } from '../../scripts/migrate.mjs';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    databaseUrl: string;
+    masterKey: string;
+  }
+}
+
+let stopEmbedded: (() => Promise<void>) | null = null;
+
+export default async function setup(project: TestProject) {
+  const log = (m: string) => console.log(`[test-db] ${m}`);
+  let serverUrl = process.env.TEST_DATABASE_URL || process.env.DATABASE_URL;
+  if (!serverUrl) {
+    // @ts-expect-error plain ESM script without types
+    const pg = await import('../../scripts/pg.mjs');
+    const st = await pg.ensurePostgres({ log });
+    serverUrl = st.url as string;
+    if (st.started) stopEmbedded = () => pg.stopPostgres({ log });
+  }
+  const name = `gw_test_${randomBytes(4).toString('hex')}`;
+  const root = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  await root.unsafe(`create database ${name}`);
+  await root.end();
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const databaseUrl = url.toString();
+  log(`created ${name}`);
+  await checkServer(databaseUrl, { log: () => {} });
+  await migrateDatabase(databaseUrl, { log: () => {} });
+
+  project.provide('databaseUrl', databaseUrl);
+  project.provide('masterKey', randomBytes(32).toString('hex'));
+
+  return async () => {
+    const r = postgres(serverUrl!, { max: 1, onnotice: () => {} });
+    await r.unsafe(`drop database if exists ${name} with (force)`);
+    await r.end();
+    log(`dropped ${name}`);
+    if (stopEmbedded) await stopEmbedded();
+  };
+}

@@ -1,0 +1,233 @@
+// A fake upstream model provider speaking OpenAI's real wire format (JSON and SSE streaming with a
+// usage chunk, tool calls, embeddings, error bodies), with switches for failures. The only fake in
+// the test suite: everything between the client and this server is the real gateway and database.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createHash } from 'node:crypto';
+
+export type Mode =
+  | { kind: 'ok' }
+  | { kind: 'status'; status: number; body?: unknown } // answer with this HTTP status and an OpenAI error
+  | { kind: 'hang' } // accept, never answer
+  | { kind: 'reset' } // destroy the socket before answering
+  | { kind: 'stream-break'; afterChunks: number } // stream some chunks, then destroy the socket
+  | { kind: 'slow-stream'; delayMs: number }; // wait between chunks
+
+export interface RecordedCall {
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: any;
+  aborted: boolean;
+}
+
+export interface MockUpstream {
+  url: string;
+  calls: RecordedCall[];
+  mode: Mode;
+  /** Usage reported on chat answers; null answers without a usage object. */
+  reportUsage: boolean;
+  close(): Promise<void>;
+}
+
+/** Deterministic "tokens": whitespace-separated words. The gateway never assumes this. */
+export function countWords(text: string): number {
+  return text.split(/\s+/).filter(Boolean).length;
+}
+
+function promptText(body: any): string {
+  if (Array.isArray(body?.messages)) {
+    return body.messages
+      .map((m: any) => (typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p: any) => p.text ?? '').join(' ') : ''))
+      .join(' ');
+  }
+  if (typeof body?.prompt === 'string') return body.prompt;
+  if (Array.isArray(body?.prompt)) return body.prompt.join(' ');
+  return '';
+}
+
+/** The answer the mock gives: "echo:" plus the last user message, so tests can predict it. */
+export function answerFor(body: any): string {
+  if (Array.isArray(body?.messages)) {
+    const lastUser = [...body.messages].reverse().find((m: any) => m.role === 'user');
+    const text = typeof lastUser?.content === 'string' ? lastUser.content : 'multimodal input';
+    return `echo: ${text}`;
+  }
+  return `echo: ${promptText(body)}`;
+}
+
+/** A deterministic unit vector for a text (hash-seeded), so embeddings are comparable in tests. */
+export function embeddingFor(text: string, dims = 8): number[] {
+  const h = createHash('sha256').update(text).digest();
+  const v = Array.from({ length: dims }, (_, i) => (h[i % h.length] - 127.5) / 127.5);
+  const norm = Math.hypot(...v) || 1;
+  return v.map((x) => x / norm);
+}
+
+function openAiError(status: number) {
+  const map: Record<number, [string, string]> = {
+    400: ['invalid_request_error', 'invalid_value'],
+    401: ['invalid_request_error', 'invalid_api_key'],
+    429: ['requests', 'rate_limit_exceeded'],
+    500: ['server_error', 'server_error'],
+    503: ['server_error', 'overloaded'],
+  };
+  const [type, code] = map[status] ?? ['server_error', 'upstream_error'];
+  return { error: { message: `mock upstream says ${status}`, type, param: null, code } };
+}
+
+async function readJson(req: IncomingMessage): Promise<any> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  return text ? JSON.parse(text) : {};
+}
+
+export async function startMockUpstream(): Promise<MockUpstream> {
+  const state: MockUpstream = {
+    url: '',
+    calls: [],
+    mode: { kind: 'ok' },
+    reportUsage: true,
+    close: async () => {},
+  };
+
+  const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '').split('?')[0];
+    let body: any = {};
+    try {
+      body = req.method === 'POST' ? await readJson(req) : {};
+    } catch {
+      res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify(openAiError(400)));
+      return;
+    }
+    const call: RecordedCall = { path, headers: req.headers, body, aborted: false };
+    state.calls.push(call);
+    res.on('close', () => {
+      if (!res.writableFinished) call.aborted = true;
+    });
+
+    const mode = state.mode;
+    if (mode.kind === 'hang') return;
+    if (mode.kind === 'reset') {
+      req.socket.destroy();
+      return;
+    }
+    if (mode.kind === 'status') {
+      res.writeHead(mode.status, { 'content-type': 'application/json' }).end(JSON.stringify(mode.body ?? openAiError(mode.status)));
+      return;
+    }
+    if (req.headers.authorization?.startsWith('Bearer ') !== true) {
+      res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify(openAiError(401)));
+      return;
+    }
+
+    if (path.endsWith('/embeddings')) {
+      const inputs: string[] = Array.isArray(body.input) ? body.input : [body.input];
+      const tokens = inputs.reduce((n, t) => n + countWords(String(t)), 0);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          object: 'list',
+          model: body.model,
+          data: inputs.map((t, index) => ({ object: 'embedding', index, embedding: embeddingFor(String(t), body.dimensions ?? 8) })),
+          usage: { prompt_tokens: tokens, total_tokens: tokens },
+        }),
+      );
+      return;
+    }
+
+    if (path.endsWith('/models')) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data: [] }));
+      return;
+    }
+
+    const isChat = path.endsWith('/chat/completions');
+    const isCompletion = !isChat && path.endsWith('/completions');
+    if (!isChat && !isCompletion) {
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(openAiError(404)));
+      return;
+    }
+
+    const created = 1700000000;
+    const id = `chatcmpl-mock${state.calls.length}`;
+    const promptTokens = countWords(promptText(body));
+    const wantsTool = isChat && Array.isArray(body.tools) && body.tools.length > 0 && body.tool_choice !== 'none';
+    const answer = answerFor(body);
+    const words = answer.split(' ');
+    const completionTokens = wantsTool ? 5 : words.length;
+    const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+    const toolCall = wantsTool
+      ? { id: 'call_mock1', type: 'function', function: { name: body.tools[0].function.name, arguments: JSON.stringify({ city: 'Paris' }) } }
+      : null;
+
+    if (!body.stream) {
+      const payload = isChat
+        ? {
+            id,
+            object: 'chat.completion',
+            created,
+            model: body.model,
+            choices: [
+              {
+                index: 0,
+                message: toolCall ? { role: 'assistant', content: null, tool_calls: [toolCall] } : { role: 'assistant', content: answer },
+                finish_reason: toolCall ? 'tool_calls' : 'stop',
+                logprobs: null,
+              },
+            ],
+            ...(state.reportUsage ? { usage } : {}),
+            system_fingerprint: 'fp_mock',
+          }
+        : {
+            id: `cmpl-mock${state.calls.length}`,
+            object: 'text_completion',
+            created,
+            model: body.model,
+            choices: [{ index: 0, text: answer, finish_reason: 'stop', logprobs: null }],
+            ...(state.reportUsage ? { usage } : {}),
+          };
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(payload));
+      return;
+    }
+
+    // Streaming, as OpenAI does it: role chunk, content chunks, finish chunk, usage chunk, [DONE].
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    const base = isChat ? { id, object: 'chat.completion.chunk', created, model: body.model, system_fingerprint: 'fp_mock' } : { id, object: 'text_completion', created, model: body.model };
+    const chunks: unknown[] = [];
+    if (isChat) {
+      chunks.push({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] });
+      if (toolCall) {
+        chunks.push({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index: 0, id: toolCall.id, type: 'function', function: { name: toolCall.function.name, arguments: '' } }] }, finish_reason: null }] });
+        chunks.push({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: toolCall.function.arguments } }] }, finish_reason: null }] });
+      } else {
+        words.forEach((w, i) => chunks.push({ ...base, choices: [{ index: 0, delta: { content: (i ? ' ' : '') + w }, finish_reason: null }] }));
+      }
+      chunks.push({ ...base, choices: [{ index: 0, delta: {}, finish_reason: toolCall ? 'tool_calls' : 'stop' }] });
+    } else {
+      words.forEach((w, i) => chunks.push({ ...base, choices: [{ index: 0, text: (i ? ' ' : '') + w, finish_reason: null, logprobs: null }] }));
+      chunks.push({ ...base, choices: [{ index: 0, text: '', finish_reason: 'stop', logprobs: null }] });
+    }
+    if (state.reportUsage && body.stream_options?.include_usage) chunks.push({ ...base, choices: [], usage });
+
+    for (let i = 0; i < chunks.length; i++) {
+      if (mode.kind === 'stream-break' && i === mode.afterChunks) {
+        req.socket.destroy();
+        return;
+      }
+      if (mode.kind === 'slow-stream') await new Promise((r) => setTimeout(r, mode.delayMs));
+      if (res.destroyed) return;
+      send(chunks[i]);
+    }
+    res.end('data: [DONE]\n\n');
+  });
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  state.url = `http://127.0.0.1:${port}`;
+  state.close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return state;
+}
