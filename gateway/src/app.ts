@@ -170,6 +170,7 @@ function metrics(): string {
     '# HELP elygate_db_queries_total Database round trips made by this gateway process.',
     '# TYPE elygate_db_queries_total counter',
     `elygate_db_queries_total ${dbStats.queries}`,
+    ...[...dbStats.byFunction].map(([fn, n]) => `elygate_db_queries_total{function="${fn}"} ${n}`),
     '# HELP elygate_settle_batches_total relay_finish calls that succeeded.',
     '# TYPE elygate_settle_batches_total counter',
     `elygate_settle_batches_total ${settleStats.batches}`,

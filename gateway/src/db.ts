@@ -5,9 +5,14 @@ import { config } from './config';
 export const sql = postgres(config.databaseUrl, {
   max: config.dbPoolMax,
   prepare: true,
+  // Only built-in types cross this connection; skipping the type lookup saves a round trip per
+  // new pooled connection.
+  fetch_types: false,
   onnotice: () => {},
-  debug: () => {
+  debug: (_conn: number, query: string) => {
     dbStats.queries++;
+    const fn = FN.exec(query)?.[1] ?? 'other';
+    dbStats.byFunction.set(fn, (dbStats.byFunction.get(fn) ?? 0) + 1);
   },
   connection: {
     application_name: 'elygate-gateway',
@@ -20,5 +25,7 @@ export const sql = postgres(config.databaseUrl, {
   },
 });
 
-// Counts database round trips, so tests and the benchmark can prove the hot-path budget.
-export const dbStats = { queries: 0 };
+// Counts database round trips per gateway.* function, so tests and the benchmark can prove the
+// hot-path budget (one relay_begin per request; relay_finish once per batch).
+export const dbStats = { queries: 0, byFunction: new Map<string, number>() };
+const FN = /gateway\.([a-z_]+)/;

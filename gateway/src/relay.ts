@@ -276,6 +276,12 @@ function readUsage(payload: Uint8Array): { prompt_tokens?: number; completion_to
   return null;
 }
 
+/** An in-band error for a stream that broke after its status line was sent. */
+function streamErrorEvent(reason: string): Uint8Array {
+  const error = { message: `Upstream stream failed: ${reason}`, type: 'upstream_error', param: null, code: 'upstream_stream_error' };
+  return new TextEncoder().encode(`data: ${JSON.stringify({ error })}\n\n`);
+}
+
 interface StreamContext {
   channel: Channel;
   upstreamModel: string;
@@ -345,7 +351,7 @@ function streamResponse(
         // Tell the client in-band: the HTTP status is long gone.
         if (!clientGone) {
           try {
-            c.enqueue(new TextEncoder().encode(`data: ${JSON.stringify({ error: { message: `Upstream stream failed: ${reason}`, type: 'upstream_error', param: null, code: 'upstream_stream_error' } })}\n\n`));
+            c.enqueue(streamErrorEvent(reason));
             c.close();
           } catch {
             // the client is gone as well
@@ -356,8 +362,10 @@ function streamResponse(
       if (next.done) {
         const tail = filter(decoder.decode(), true);
         if (tail) c.enqueue(tail);
+        const complete = watch.sawDone || watch.finishReason !== null;
         // The outcome is queued before the client sees the end of the stream.
-        finish(watch.sawDone || watch.finishReason ? 'ok' : 'error', watch.sawDone || watch.finishReason ? undefined : 'upstream closed the stream early');
+        finish(complete ? 'ok' : 'error', complete ? undefined : 'upstream closed the stream early');
+        if (!complete) c.enqueue(streamErrorEvent('upstream closed the stream early'));
         c.close();
         return;
       }

@@ -65,7 +65,8 @@ export interface PlanEntry {
 export async function channelsFor(plan: PlanEntry[]): Promise<Map<number, Channel>> {
   const stale = plan.filter((p) => channels.get(p.channel_id)?.version !== p.version).map((p) => p.channel_id);
   if (stale.length > 0) {
-    const rows = await sql`select * from gateway.channel_credentials(${stale})`;
+    // An array literal: with fetch_types off, postgres.js leaves array typing to the server.
+    const rows = await sql`select * from gateway.channel_credentials(${`{${stale.join(',')}}`})`;
     for (const r of rows) {
       const ch: Channel = {
         id: Number(r.id),
@@ -94,14 +95,13 @@ export async function channelsFor(plan: PlanEntry[]): Promise<Map<number, Channe
 export async function listenForChanges(): Promise<void> {
   await sql.listen(
     'elygate_config',
+    // Channels need no notice: relay_begin's plan carries each channel's version.
     (table) => {
       if (table === 'options') loadOptions().catch(() => {});
-      else channels.clear();
     },
-    // After every (re)connect: something may have changed while we were not listening.
+    // After every (re)connect: options may have changed while we were not listening.
     () => {
       loadOptions().catch(() => {});
-      channels.clear();
     },
   );
 }

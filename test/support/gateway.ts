@@ -62,7 +62,8 @@ export async function startGateway(env: Record<string, string> = {}): Promise<Ru
     output: () => out,
     metric: async (name: string) => {
       const text = await (await fetch(`${url}/metrics`)).text();
-      const m = new RegExp(`^${name} (\\d+(?:\\.\\d+)?)$`, 'm').exec(text);
+      const escaped = name.replace(/[{}"=]/g, (c) => `\\${c}`);
+      const m = new RegExp(`^${escaped} (\\d+(?:\\.\\d+)?)$`, 'm').exec(text);
       return m ? Number(m[1]) : NaN;
     },
     stop: (signal: NodeJS.Signals = 'SIGTERM') =>

@@ -215,6 +215,8 @@ export async function startMockUpstream(): Promise<MockUpstream> {
         return;
       }
       if (mode.kind === 'slow-stream') await new Promise((r) => setTimeout(r, mode.delayMs));
+      // Paced, so the chunks before the break reach the client as chunks of their own.
+      if (mode.kind === 'stream-break' && i > 0) await new Promise((r) => setTimeout(r, 30));
       if (res.destroyed) return;
       send(chunks[i]);
     }
