@@ -6,7 +6,7 @@ import type { TestProject } from 'vitest/node';
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 // @ts-expect-error plain ESM script without types
-import { checkServer, migrateDatabase } from '../../scripts/migrate.mjs';
+import { checkServer, migrateDatabase } from '../../../scripts/migrate.mjs';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -22,7 +22,7 @@ export default async function setup(project: TestProject) {
   let serverUrl = process.env.TEST_DATABASE_URL || process.env.DATABASE_URL;
   if (!serverUrl) {
     // @ts-expect-error plain ESM script without types
-    const pg = await import('../../scripts/pg.mjs');
+    const pg = await import('../../../scripts/pg.mjs');
     const st = await pg.ensurePostgres({ log });
     serverUrl = st.url as string;
     if (st.started) stopEmbedded = () => pg.stopPostgres({ log });

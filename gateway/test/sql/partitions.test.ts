@@ -31,7 +31,7 @@ describe('private.partitions_maintain', () => {
       const end = new Date(start.getTime() + 39 * 86400000);
       const day = (offset: number) => new Date(end.getTime() + offset * 86400000).toISOString().slice(0, 10).replace(/-/g, '');
       for (let a = 0; a <= 3; a++) expect(names).toContain(`requests_${day(a)}`);
-      expect(names.filter((n) => n >= 'requests_20310301' && n < `requests_${day(-7)}`)).toEqual([]);
+      expect(names.filter((n: string) => n >= 'requests_20310301' && n < `requests_${day(-7)}`)).toEqual([]);
       const [{ n }] = await tx`select count(*)::int as n from private.requests_default`;
       expect(n).toBe(0);
     });

@@ -74,7 +74,7 @@ describe('openai npm client through the gateway', () => {
 
     const runner = client.chat.completions.stream({ model, tools, messages: [{ role: 'user', content: 'weather?' }] });
     const final = await runner.finalChatCompletion();
-    expect(final.choices[0].message.tool_calls?.[0].function).toEqual({ name: 'get_weather', arguments: '{"city":"Paris"}' });
+    expect((final.choices[0].message.tool_calls?.[0] as any).function).toEqual({ name: 'get_weather', arguments: '{"city":"Paris"}' });
   });
 
   it('vision and JSON mode pass through untouched', async () => {
