@@ -20,7 +20,44 @@ import { fileURLToPath } from 'node:url';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-export const DATA_DIR = path.resolve(process.env.ELYGATE_DATA_DIR || path.join(REPO_ROOT, '.elygate'));
+const IS_ROOT_AT_LOAD = typeof process.getuid === 'function' && process.getuid() === 0;
+
+/** True when every ancestor of dir lets "others" in (the server's OS user is not root's group). */
+function othersCanEnter(dir) {
+  const parts = path.resolve(dir).split(path.sep).filter(Boolean);
+  for (let i = 0; i < parts.length; i++) {
+    const d = path.sep + parts.slice(0, i).join(path.sep);
+    try {
+      if ((fs.statSync(d).mode & 0o001) === 0) return false;
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* why: PostgreSQL will not run as root, so as root the cluster runs as the postgres OS user, which
+   must be able to enter every directory above the data folder. A checkout under /root (mode 700)
+   fails that, so the data goes to /var/lib/elygate/<checkout>-<hash> instead and .elygate in the
+   checkout becomes a symlink to it: the README's "data lives in .elygate" stays true. */
+function chooseDataDir() {
+  if (process.env.ELYGATE_DATA_DIR) return path.resolve(process.env.ELYGATE_DATA_DIR);
+  const local = path.join(REPO_ROOT, '.elygate');
+  try {
+    if (fs.lstatSync(local).isSymbolicLink()) return fs.realpathSync(local);
+  } catch {}
+  if (!IS_ROOT_AT_LOAD || othersCanEnter(REPO_ROOT) || fs.existsSync(local)) return local;
+  const hash = crypto.createHash('sha256').update(REPO_ROOT).digest('hex').slice(0, 12);
+  const target = path.join('/var/lib/elygate', `${path.basename(REPO_ROOT)}-${hash}`);
+  fs.mkdirSync(target, { recursive: true, mode: 0o755 });
+  fs.chmodSync('/var/lib/elygate', 0o755);
+  try {
+    fs.symlinkSync(target, local);
+  } catch {}
+  return target;
+}
+
+export const DATA_DIR = chooseDataDir();
 
 const PG_DIR = path.join(DATA_DIR, 'pg');
 const LOG_DIR = path.join(DATA_DIR, 'logs');
