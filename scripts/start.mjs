@@ -54,7 +54,8 @@ async function main() {
   const [{ keys, channels }] = await sql`
     select (select count(*) from private.api_keys)::int as keys, (select count(*) from private.channels)::int as channels`;
   await sql.end({ timeout: 5 });
-  if (channels === 0) say('No channel yet. Add one: npm run psql, then  select admin.channel_create(\'{"name":"openai","base_url":"https://api.openai.com","api_key":"sk-…","models":["gpt-4o-mini"]}\');');
+  const psqlHow = process.env.DATABASE_URL ? 'psql "$DATABASE_URL" (after: set elygate.master_key = \'…\';)' : 'npm run psql';
+  if (channels === 0) say(`No channel yet. Add one in ${psqlHow}:  select admin.channel_create('{"name":"openai","base_url":"https://api.openai.com","api_key":"sk-…","models":["gpt-4o-mini"]}');`);
   if (keys === 0) say('No API key yet. Create one: npm run key -- <username>   (or in psql: select admin.key_create(\'{"username":"…"}\');)');
   say(`Database ready in ${((Date.now() - t0) / 1000).toFixed(1)} s.`);
   if (migrateOnly) return;

@@ -210,7 +210,7 @@ export function createApp() {
         return new GatewayError(503, `Not ready: ${(err as Error).message}`, 'service_unavailable', 'database_unavailable', null, { 'retry-after': '2' }).toResponse(requestId);
       }
     })
-    .get('/metrics', () => new Response(metrics(), { headers: { 'content-type': 'text/plain; version=0.0.4' } }))
+    .get('/metrics', () => new Response(metrics(), { headers: { 'content-type': 'text/plain; version=0.0.4', 'x-request-id': newRequestId() } }))
     .post('/v1/chat/completions', ({ request, server }) => relayRoute('chat/completions', request, server as Server), { parse: 'none' })
     .post('/v1/completions', ({ request, server }) => relayRoute('completions', request, server as Server), { parse: 'none' })
     .post('/v1/embeddings', ({ request, server }) => relayRoute('embeddings', request, server as Server), { parse: 'none' })
