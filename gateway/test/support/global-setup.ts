@@ -44,8 +44,10 @@ export default async function setup(project: TestProject) {
   return async () => {
     const r = postgres(serverUrl!, { max: 1, onnotice: () => {} });
     await r.unsafe(`drop database if exists ${name} with (force)`);
-    await r.end();
     log(`dropped ${name}`);
-    if (stopEmbedded) await stopEmbedded();
+    // Stop the embedded cluster only if this run started it and no other run is using it.
+    const [{ others }] = await r`select count(*)::int as others from pg_database where datname like 'gw_test_%'`;
+    await r.end();
+    if (stopEmbedded && others === 0) await stopEmbedded();
   };
 }
