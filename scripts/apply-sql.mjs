@@ -13,6 +13,13 @@ if (!url) {
   process.exit(2);
 }
 
+// graphile-migrate's shadow database (commit/watch) only has to prove the migrations apply; sql/
+// may already describe tables that the migration being committed is about to create.
+if (process.env.GM_SHADOW === '1') {
+  console.log('apply-sql: shadow database; skipped.');
+  process.exit(0);
+}
+
 const dir = join(root, 'sql');
 const files = readdirSync(dir).filter((f) => /^\d\d_.*\.sql$/.test(f)).sort();
 const sql = postgres(url, { max: 1, onnotice: () => {} });

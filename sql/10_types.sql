@@ -11,7 +11,8 @@ begin
       key_id          bigint,
       group_name      text,
       reserved_micros bigint,       -- money held for this request until it settles
-      plan            jsonb         -- ordered candidates: [{channel_id, version, model}]
+      plan            jsonb,        -- ordered candidates: [{channel_id, version, model}]
+      price           jsonb         -- price card for the usage receipt (null: free model)
     );
   end if;
 end

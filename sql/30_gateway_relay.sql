@@ -43,7 +43,8 @@ comment on function private.key_check(bytea, inet) is
   E'Authenticates a client key by its sha256: status, expiry, owner status and IP/CIDR allowlist.';
 
 -- gateway.relay_begin: the one call a request makes before the upstream.
--- Authenticates, checks the model allowlist, plans the route and records the request row.
+-- Authenticates, checks the model allowlist, plans the route, admits (wallet, key quota, RPM, TPM,
+-- concurrency), reserves the estimated cost and records the request row.
 create or replace function gateway.relay_begin(
   p_request_id    uuid,
   p_key_hash      bytea,
@@ -59,17 +60,33 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_auth record;
+  v_key private.api_keys;
   v_plan jsonb;
   v_skipped jsonb;
   v_served integer;
   v_created timestamptz;
+  v_price private.models;
+  v_group_multiplier numeric;
+  v_channel_multipliers jsonb;
+  v_max_channel_multiplier numeric;
+  v_out_tokens integer;
+  v_reserve bigint := 0;
+  v_counted boolean;
+  v_wallet record;
+  v_counter record;
+  v_minute timestamptz := date_trunc('minute', now());
+  v_bucket record;
+  v_prev record;
+  v_window numeric;
+  v_retry integer;
 begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
   end if;
   v_auth := private.key_check(p_key_hash, p_client_ip);
+  v_key := v_auth.key;
 
-  if (v_auth.key).allowed_models is not null and not (p_model = any((v_auth.key).allowed_models)) then
+  if v_key.allowed_models is not null and not (p_model = any(v_key.allowed_models)) then
     raise exception using errcode = 'MDENY', column = 'model',
       message = format('This API key is not allowed to use the model `%s`.', p_model);
   end if;
@@ -87,19 +104,117 @@ begin
       hint = 'An operator can see why in admin.channels (status, status_reason).';
   end if;
 
+  ---------------------------------------------------------------------------------------------
+  -- Price and reservation: prompt estimate + max_tokens (or DefaultMaxTokens), at the most
+  -- expensive candidate channel's multiplier, so failover never costs more than was held.
+  ---------------------------------------------------------------------------------------------
+  select * into v_price from private.models m where m.name = p_model;
+  if v_price.name is null or num_nonnulls(v_price.input_price, v_price.output_price, v_price.per_call_price) = 0 then
+    if not private.option_text('AllowUnpricedModels')::boolean then
+      raise exception using errcode = 'NOPRC', column = 'model',
+        message = format('The model `%s` has no price configured, so it cannot be billed.', p_model),
+        hint = 'An operator sets one with admin.model_upsert(...), or allows free use with admin.option_set(''AllowUnpricedModels'', ''true'').';
+    end if;
+    v_price := null;
+  end if;
+
+  if v_price.name is not null then
+    select g.price_multiplier into v_group_multiplier from private.groups g where g.name = v_auth.user_group;
+    select jsonb_object_agg(c.id::text, c.cost_multiplier::text), max(c.cost_multiplier)
+      into v_channel_multipliers, v_max_channel_multiplier
+      from private.channels c
+     where c.id in (select (e ->> 'channel_id')::bigint from jsonb_array_elements(v_plan) e);
+    v_out_tokens := case when p_endpoint = 'embeddings' then 0
+                         else coalesce(p_max_tokens, private.option_int('DefaultMaxTokens')) end;
+    v_reserve := private.cost_micros(p_prompt_tokens, v_out_tokens, 0, 0, v_price.input_price, v_price.output_price,
+                                     v_price.cached_input_price, v_price.cache_write_price, v_price.per_call_price,
+                                     v_group_multiplier, v_max_channel_multiplier);
+  else
+    v_out_tokens := case when p_endpoint = 'embeddings' then 0
+                         else coalesce(p_max_tokens, private.option_int('DefaultMaxTokens')) end;
+  end if;
+
+  -- Wallet: the one atomic write of admission. Balance minus open reservations must cover it.
+  if v_reserve > 0 then
+    update private.wallets w
+       set reserved_micros = w.reserved_micros + v_reserve
+     where w.user_id = v_key.user_id
+       and w.balance_micros - w.reserved_micros - v_reserve >= -w.credit_limit_micros
+    returning w.balance_micros, w.reserved_micros into v_wallet;
+    if not found then
+      select w.balance_micros - w.reserved_micros + w.credit_limit_micros as available into v_wallet
+        from private.wallets w where w.user_id = v_key.user_id;
+      raise exception using errcode = 'QUOTA',
+        message = format('You exceeded your current quota: this request needs up to %s micro-USD and %s is available. Top up, lower max_tokens, or ask your operator.',
+                         v_reserve, coalesce(v_wallet.available, 0)),
+        hint = 'Top up with admin.wallet_credit(...) or a redemption code.';
+    end if;
+  end if;
+
+  -- Key quota and concurrency (only for keys that have them).
+  v_counted := num_nonnulls(v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit) > 0;
+  if v_counted then
+    update private.key_counters k
+       set reserved_micros = k.reserved_micros + v_reserve,
+           inflight = k.inflight + 1
+     where k.key_id = v_key.id
+       and (v_key.quota_micros is null or k.used_micros + k.reserved_micros + v_reserve <= v_key.quota_micros)
+       and (v_key.concurrency_limit is null or k.inflight < v_key.concurrency_limit)
+    returning k.used_micros into v_counter;
+    if not found then
+      select k.used_micros, k.reserved_micros, k.inflight into v_counter from private.key_counters k where k.key_id = v_key.id;
+      if v_key.concurrency_limit is not null and v_counter.inflight >= v_key.concurrency_limit then
+        raise exception using errcode = 'RLIMT', detail = 'retry_after=1',
+          message = format('Rate limit reached: this key allows %s concurrent requests and %s are in flight.',
+                           v_key.concurrency_limit, v_counter.inflight);
+      end if;
+      raise exception using errcode = 'QUOTA',
+        message = format('This API key''s quota of %s micro-USD is used up (%s spent, %s reserved).',
+                         v_key.quota_micros, v_counter.used_micros, v_counter.reserved_micros),
+        hint = 'Raise the key''s quota_micros, or use another key.';
+    end if;
+
+    -- RPM and TPM: a sliding window over this minute's bucket and the previous one.
+    if v_key.rpm_limit is not null or v_key.tpm_limit is not null then
+      insert into private.rate_buckets as b (key_id, minute, requests, tokens)
+      values (v_key.id, v_minute, 1, coalesce(p_prompt_tokens, 0) + v_out_tokens)
+      on conflict (key_id, minute) do update
+        set requests = b.requests + 1, tokens = b.tokens + excluded.tokens
+      returning b.requests, b.tokens into v_bucket;
+      select b.requests, b.tokens into v_prev from private.rate_buckets b
+       where b.key_id = v_key.id and b.minute = v_minute - interval '1 minute';
+      v_window := 1 - extract(epoch from now() - v_minute) / 60;   -- share of the previous minute still in the window
+      v_retry := greatest(ceil(60 - extract(epoch from now() - v_minute))::integer, 1);
+      if v_key.rpm_limit is not null and v_bucket.requests + coalesce(v_prev.requests, 0) * v_window > v_key.rpm_limit then
+        raise exception using errcode = 'RLIMT', detail = format('retry_after=%s', v_retry),
+          message = format('Rate limit reached for requests: this key allows %s requests per minute.', v_key.rpm_limit);
+      end if;
+      if v_key.tpm_limit is not null and v_bucket.tokens + coalesce(v_prev.tokens, 0) * v_window > v_key.tpm_limit then
+        raise exception using errcode = 'TLIMT', detail = format('retry_after=%s', v_retry),
+          message = format('Rate limit reached for tokens: this key allows %s tokens per minute, and this request may use %s.',
+                           v_key.tpm_limit, coalesce(p_prompt_tokens, 0) + v_out_tokens);
+      end if;
+    end if;
+  end if;
+
   insert into private.requests (id, key_id, user_id, group_name, endpoint, model, stream, client_ip,
-                                prompt_tokens, route_plan)
-  values (p_request_id, (v_auth.key).id, (v_auth.key).user_id, v_auth.user_group, p_endpoint, p_model,
+                                prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted)
+  values (p_request_id, v_key.id, v_key.user_id, v_auth.user_group, p_endpoint, p_model,
           coalesce(p_stream, false), p_client_ip, p_prompt_tokens,
-          jsonb_build_object('candidates', v_plan, 'skipped', v_skipped))
+          jsonb_build_object('candidates', v_plan, 'skipped', v_skipped),
+          v_reserve, coalesce(p_prompt_tokens, 0) + v_out_tokens, v_counted)
   returning created_at into v_created;
 
-  return row(p_request_id, v_created, (v_auth.key).user_id, (v_auth.key).id, v_auth.user_group,
-             0::bigint, v_plan)::gateway.relay_ticket;
+  return row(p_request_id, v_created, v_key.user_id, v_key.id, v_auth.user_group, v_reserve, v_plan,
+             case when v_price.name is null then null else jsonb_build_object(
+               'input', v_price.input_price, 'output', v_price.output_price,
+               'cached_input', v_price.cached_input_price, 'cache_write', v_price.cache_write_price,
+               'per_call', v_price.per_call_price, 'group_multiplier', v_group_multiplier::text,
+               'channel_multipliers', v_channel_multipliers) end)::gateway.relay_ticket;
 end
 $$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer) is
-  E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route (priority tiers, weighted random) and records the request row. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
+  E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost and records the request row. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
 -- gateway.relay_finish: settles a batch of outcomes (the gateway's group commit).
 -- Idempotent by request id: a replayed outcome changes nothing.
@@ -107,66 +222,9 @@ create or replace function gateway.relay_finish(p_outcomes jsonb)
 returns integer
 language sql volatile security definer
 set search_path = pg_catalog, pg_temp
-as $$
-  with o as (
-    select *
-      from jsonb_to_recordset(p_outcomes) as x(
-        id uuid, created_at timestamptz, status text, http_status integer, channel_id bigint,
-        upstream_model text, prompt_tokens integer, completion_tokens integer, usage_source text,
-        attempts jsonb, ttfb_ms integer, latency_ms integer, error_code text, error_message text)
-  ),
-  priced as (
-    select o.*, r.user_id, r.key_id, r.model, m.input_price, m.output_price, m.per_call_price,
-           coalesce(g.price_multiplier, 1) as multiplier,
-           case when o.status in ('ok', 'aborted') and o.usage_source in ('upstream', 'estimated') then
-             round((coalesce(o.prompt_tokens, 0)::numeric * coalesce(m.input_price, 0)
-                    + coalesce(o.completion_tokens, 0)::numeric * coalesce(m.output_price, 0)) / 1000000
-                   * coalesce(g.price_multiplier, 1))::bigint
-             + case when o.status = 'ok' then coalesce(m.per_call_price, 0) else 0 end
-           else 0 end as amount
-      from o
-      join private.requests r on r.created_at = o.created_at and r.id = o.id and r.status = 'pending'
-      left join private.models m on m.name = r.model
-      left join private.groups g on g.name = r.group_name
-  ),
-  settled as (
-    update private.requests r
-       set status = p.status,
-           http_status = p.http_status,
-           channel_id = p.channel_id,
-           upstream_model = p.upstream_model,
-           prompt_tokens = coalesce(p.prompt_tokens, r.prompt_tokens),
-           completion_tokens = p.completion_tokens,
-           total_tokens = coalesce(p.prompt_tokens, r.prompt_tokens, 0) + coalesce(p.completion_tokens, 0),
-           usage_source = coalesce(p.usage_source, 'none'),
-           attempts = p.attempts,
-           ttfb_ms = p.ttfb_ms,
-           latency_ms = p.latency_ms,
-           error_code = p.error_code,
-           error_message = left(p.error_message, 2000),
-           cost_micros = p.amount,
-           finished_at = now()
-      from priced p
-     where r.created_at = p.created_at and r.id = p.id and r.status = 'pending'
-    returning p.*
-  ),
-  booked as (
-    insert into private.ledger (request_id, user_id, key_id, channel_id, model, prompt_tokens,
-                                completion_tokens, input_price, output_price, per_call_price,
-                                group_multiplier, amount_micros, usage_source, abort_policy)
-    select s.id, s.user_id, s.key_id, s.channel_id, s.model, coalesce(s.prompt_tokens, 0),
-           coalesce(s.completion_tokens, 0), s.input_price, s.output_price, s.per_call_price,
-           s.multiplier, s.amount, s.usage_source,
-           case when s.status = 'aborted' then 'prompt+delivered' end
-      from settled s
-     where s.status in ('ok', 'aborted') and s.usage_source in ('upstream', 'estimated')
-    on conflict (request_id) do nothing
-    returning 1
-  )
-  select count(*)::integer from settled
-$$;
+as $$ select private.settle(p_outcomes) $$;
 comment on function gateway.relay_finish(jsonb) is
-  E'Settles a batch of request outcomes in one statement: completes the request rows still pending and appends one ledger row per billable request. Idempotent by request id. Called by the gateway''s group commit.';
+  E'Settles a batch of request outcomes in one call (see private.settle): request rows, ledger rows, wallets and key counters. Idempotent by request id. Called by the gateway''s group commit.';
 
 -- gateway.models_list: the models a key may use (GET /v1/models), in one round trip.
 create or replace function gateway.models_list(p_key_hash bytea, p_client_ip inet)

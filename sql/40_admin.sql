@@ -139,7 +139,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
   perform private.args_check(p_args, array['name', 'type', 'base_url', 'api_key', 'api_keys', 'models',
-    'model_mapping', 'groups', 'priority', 'weight', 'config', 'status', 'status_reason'], 'channel');
+    'model_mapping', 'groups', 'priority', 'weight', 'config', 'status', 'status_reason', 'cost_multiplier'], 'channel');
   if p_args ? 'type' and not (p_args ->> 'type' = any(array['openai', 'azure', 'anthropic', 'gemini'])) then
     raise exception using errcode = 'BADCH', column = 'type',
       message = format('Unknown channel type "%s"; expected openai, azure, anthropic or gemini.', p_args ->> 'type');
@@ -198,14 +198,14 @@ begin
   end if;
   v_keys := private.channel_keys_from_args(p_args);
   insert into private.channels (name, type, base_url, models, model_mapping, groups, priority, weight, config,
-                                status, status_reason, status_changed_at)
+                                status, status_reason, status_changed_at, cost_multiplier)
   values (p_args ->> 'name', coalesce(p_args ->> 'type', 'openai'), rtrim(p_args ->> 'base_url', '/'),
           coalesce(private.json_text_array(p_args -> 'models', 'models'), '{}'),
           coalesce(p_args -> 'model_mapping', '{}'),
           coalesce(private.json_text_array(p_args -> 'groups', 'groups'), '{default}'),
           coalesce((p_args ->> 'priority')::integer, 0), coalesce((p_args ->> 'weight')::integer, 1),
           coalesce(p_args -> 'config', '{}'), coalesce(p_args ->> 'status', 'enabled'),
-          p_args ->> 'status_reason', now())
+          p_args ->> 'status_reason', now(), coalesce((p_args ->> 'cost_multiplier')::numeric, 1))
   returning * into v_ch;
   if v_keys is not null then
     perform private.channel_keys_seal(v_ch.id, v_keys);
@@ -223,7 +223,7 @@ exception
 end
 $$;
 comment on function admin.channel_create(jsonb) is
-  E'Adds a channel. {"name", "type": openai|azure|anthropic|gemini (default openai), "base_url", "api_key" (one per line) or "api_keys" [..], "models" [..], "model_mapping" {requested: upstream}, "groups" [..] (default ["default"]), "priority" (higher first), "weight", "config" {}}. Keys are sealed with AES-256-GCM: set elygate.master_key in the session first.';
+  E'Adds a channel. {"name", "type": openai|azure|anthropic|gemini (default openai), "base_url", "api_key" (one per line) or "api_keys" [..], "models" [..], "model_mapping" {requested: upstream}, "groups" [..] (default ["default"]), "priority" (higher first), "weight", "cost_multiplier" (default 1), "config" {}}. Keys are sealed with AES-256-GCM: set elygate.master_key in the session first.';
 
 -- admin.channel_update: changes the given fields of a channel; "api_key(s)" replaces its keys.
 create or replace function admin.channel_update(p_channel_id bigint, p_args jsonb)
@@ -246,6 +246,7 @@ begin
     priority      = coalesce((p_args ->> 'priority')::integer, c.priority),
     weight        = coalesce((p_args ->> 'weight')::integer, c.weight),
     config        = coalesce(p_args -> 'config', c.config),
+    cost_multiplier = coalesce((p_args ->> 'cost_multiplier')::numeric, c.cost_multiplier),
     status        = coalesce(p_args ->> 'status', c.status),
     status_reason = case when p_args ? 'status' then p_args ->> 'status_reason' else c.status_reason end,
     status_changed_at = case when p_args ? 'status' then now() else c.status_changed_at end
@@ -326,20 +327,25 @@ comment on function admin.model_upsert(jsonb) is
 ------------------------------------------------------------------------------------------------
 create or replace view admin.users as
   select u.id, u.username, u.display_name, u.email, u.group_name, u.role, u.status,
-         u.balance_micros, u.credit_limit_micros, u.created_at, u.updated_at
-    from private.users u;
+         w.balance_micros, w.credit_limit_micros, u.created_at, u.updated_at,
+         w.reserved_micros, w.balance_micros - w.reserved_micros + w.credit_limit_micros as available_micros
+    from private.users u
+    left join private.wallets w on w.user_id = u.id;
 
 create or replace view admin.api_keys as
   select k.id, k.user_id, u.username, k.name, k.key_prefix, k.status, k.expires_at, k.allowed_models,
-         k.allowed_ips, k.quota_micros, k.rpm_limit, k.tpm_limit, k.concurrency_limit, k.created_at, k.revoked_at
+         k.allowed_ips, k.quota_micros, k.rpm_limit, k.tpm_limit, k.concurrency_limit, k.created_at, k.revoked_at,
+         coalesce(c.used_micros, 0) as used_micros, coalesce(c.reserved_micros, 0) as reserved_micros,
+         coalesce(c.inflight, 0) as inflight
     from private.api_keys k
-    join private.users u on u.id = k.user_id;
+    join private.users u on u.id = k.user_id
+    left join private.key_counters c on c.key_id = k.id;
 
 create or replace view admin.channels as
   select c.id, c.name, c.type, c.base_url, c.models, c.model_mapping, c.groups, c.priority, c.weight,
          c.status, c.status_reason, c.status_changed_at, c.config, c.version,
          (select count(*) from private.channel_keys k where k.channel_id = c.id and k.status = 'enabled') as key_count,
-         c.created_at, c.updated_at
+         c.created_at, c.updated_at, c.cost_multiplier
     from private.channels c;
 
 create or replace view admin.options as
@@ -355,11 +361,13 @@ create or replace view admin.requests as
   select r.id, r.created_at, r.finished_at, r.status, r.http_status, r.endpoint, r.model, r.upstream_model,
          r.stream, r.user_id, r.key_id, r.group_name, r.channel_id, host(r.client_ip) as client_ip,
          r.prompt_tokens, r.completion_tokens, r.total_tokens, r.usage_source, r.reserved_micros, r.cost_micros,
-         r.ttfb_ms, r.latency_ms, r.error_code, r.error_message, r.route_plan, r.attempts
+         r.ttfb_ms, r.latency_ms, r.error_code, r.error_message, r.route_plan, r.attempts,
+         r.cached_tokens, r.cache_write_tokens, r.reserved_tokens
     from private.requests r;
 
 create or replace view admin.ledger as
   select l.id, l.request_id, l.created_at, l.user_id, l.key_id, l.channel_id, l.model, l.prompt_tokens,
          l.completion_tokens, l.input_price, l.output_price, l.per_call_price, l.group_multiplier,
-         l.amount_micros, l.usage_source, l.abort_policy
+         l.amount_micros, l.usage_source, l.abort_policy, l.cached_tokens, l.cache_write_tokens,
+         l.cached_input_price, l.cache_write_price, l.channel_multiplier, l.group_name
     from private.ledger l;

@@ -8,6 +8,7 @@ begin
      and exists (select 1 from pg_available_extensions where name = 'pg_cron') then
     create extension if not exists pg_cron;
     perform cron.schedule('elygate.partitions', '7 * * * *', 'select private.partitions_maintain()');
+    perform cron.schedule('elygate.reaper', '* * * * *', 'select private.reservations_reap()');
   end if;
 end
 $$;

@@ -22,6 +22,11 @@ const SQLSTATES: Record<string, Mapping> = {
   BADCH: { status: 400, type: 'invalid_request_error', code: 'invalid_channel' },
   BADOP: { status: 400, type: 'invalid_request_error', code: 'invalid_option' },
   NOMKY: { status: 400, type: 'invalid_request_error', code: 'master_key_missing' },
+  NOPRC: { status: 403, type: 'permission_error', code: 'model_not_priced' },
+  QUOTA: { status: 429, type: 'insufficient_quota', code: 'insufficient_quota' },
+  RLIMT: { status: 429, type: 'requests', code: 'rate_limit_exceeded' },
+  TLIMT: { status: 429, type: 'tokens', code: 'rate_limit_exceeded' },
+  BADCD: { status: 400, type: 'invalid_request_error', code: 'invalid_code' },
 };
 
 /** Seconds a client should wait before retrying when the database is unavailable. */
@@ -56,6 +61,7 @@ interface PgLikeError {
   message?: string;
   column_name?: string;
   hint?: string;
+  detail?: string;
   errno?: string;
 }
 
@@ -83,7 +89,15 @@ export function toGatewayError(err: unknown): GatewayError {
   const pg = (err ?? {}) as PgLikeError;
   const mapped = pg.code ? SQLSTATES[pg.code] : undefined;
   if (mapped) {
-    return new GatewayError(mapped.status, pg.message ?? 'Request refused.', mapped.type, mapped.code, pg.column_name ?? null);
+    const retryAfter = /(?:^|\s)retry_after=(\d+)/.exec(pg.detail ?? '')?.[1];
+    return new GatewayError(
+      mapped.status,
+      pg.message ?? 'Request refused.',
+      mapped.type,
+      mapped.code,
+      pg.column_name ?? null,
+      retryAfter ? { 'retry-after': retryAfter } : {},
+    );
   }
   if (isConnectionError(pg)) {
     return new GatewayError(

@@ -23,6 +23,7 @@ beforeAll(async () => {
   await sql`select admin.model_upsert(${sql.json({ name: model, input_price: 1000000, output_price: 2000000 })})`;
   const user = await createUser(sql, { group });
   userId = user.id;
+  await sql`select admin.wallet_credit(${sql.json({ user_id: user.id, amount_micros: 100_000_000 })})`;
   key = (await createKey(sql, { user_id: user.id })).key;
   await createChannel(sql, { base_url: primary.url, models: [model, 'embed-' + model], groups: [group], priority: 10 });
   await createChannel(sql, { base_url: backup.url + '/v1', models: [model, 'embed-' + model], groups: [group], priority: 0 });

@@ -37,6 +37,11 @@ export default async function setup(project: TestProject) {
   log(`created ${name}`);
   await checkServer(databaseUrl, { log: () => {} });
   await migrateDatabase(databaseUrl, { log: () => {} });
+  // Most tests are about routing, streaming or errors, not money: they may use models without a
+  // price. Billing tests use priced models and turn this off inside their own transactions.
+  const opt = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  await opt`select admin.option_set('AllowUnpricedModels', 'true')`;
+  await opt.end();
 
   project.provide('databaseUrl', databaseUrl);
   project.provide('masterKey', randomBytes(32).toString('hex'));

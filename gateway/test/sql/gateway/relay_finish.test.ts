@@ -16,6 +16,7 @@ describe('gateway.relay_finish', () => {
       const user = await createUser(tx, { group });
       const key = await createKey(tx, { user_id: user.id });
       const ch = await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [model], groups: [group] });
+      await tx`select admin.wallet_credit(${tx.json({ user_id: user.id, amount_micros: 10_000_000 })})`;
       await tx`set local role elygate_gateway`;
       const tickets = [];
       for (let i = 0; i < 3; i++) {
@@ -33,6 +34,7 @@ describe('gateway.relay_finish', () => {
         prompt_tokens: usage?.[0] ?? null,
         completion_tokens: usage?.[1] ?? null,
         usage_source: usage ? 'upstream' : 'none',
+        abort_policy: status === 'aborted' ? 'prompt+delivered' : null,
         attempts: [{ channel_id: ch.id, status: 200, ms: 5 }],
         ttfb_ms: 5,
         latency_ms: 6,

@@ -1,0 +1,230 @@
+-- Billing ("O(1) billing"): prices, the cost formula, settlement in batches, and the reaper.
+-- Money is integer micro-USD everywhere; numeric appears only inside the one rounding below.
+
+-- private.cost_micros: THE cost formula. Prices are micro-USD per 1M tokens (or per call); the
+-- group and channel multipliers scale everything; rounding is half-up to the micro-dollar, once.
+-- Cached input tokens are part of prompt_tokens (OpenAI's accounting) and are priced at the
+-- cached-input price; cache writes likewise at the cache-write price; both fall back to the input
+-- price when unset. (The gateway mirrors this formula for its receipt header: see
+-- gateway/src/receipt.ts; a test checks the two agree to the micro-dollar.)
+create or replace function private.cost_micros(
+  p_prompt integer, p_completion integer, p_cached integer, p_cache_write integer,
+  p_input bigint, p_output bigint, p_cached_price bigint, p_cache_write_price bigint, p_per_call bigint,
+  p_group_multiplier numeric, p_channel_multiplier numeric)
+returns bigint
+language sql immutable parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+  select round(
+           (  greatest(coalesce(p_prompt, 0) - coalesce(p_cached, 0) - coalesce(p_cache_write, 0), 0)::numeric * coalesce(p_input, 0)
+            + coalesce(p_cached, 0)::numeric * coalesce(p_cached_price, p_input, 0)
+            + coalesce(p_cache_write, 0)::numeric * coalesce(p_cache_write_price, p_input, 0)
+            + coalesce(p_completion, 0)::numeric * coalesce(p_output, 0)
+            + coalesce(p_per_call, 0)::numeric * 1000000)
+           * coalesce(p_group_multiplier, 1) * coalesce(p_channel_multiplier, 1) / 1000000
+         )::bigint
+$$;
+comment on function private.cost_micros(integer, integer, integer, integer, bigint, bigint, bigint, bigint, bigint, numeric, numeric) is
+  E'Cost in micro-USD of a usage at the given prices (micro-USD per 1M tokens, per call) and multipliers; half-up rounding.';
+
+-- Every user has a wallet and every key its counters, from the moment they exist.
+create or replace function private.tg_users__wallet()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  insert into private.wallets (user_id) values (new.id) on conflict do nothing;
+  return null;
+end
+$$;
+create or replace trigger _500_wallet after insert on private.users
+  for each row execute function private.tg_users__wallet();
+
+create or replace function private.tg_api_keys__counters()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  insert into private.key_counters (key_id) values (new.id) on conflict do nothing;
+  return null;
+end
+$$;
+create or replace trigger _500_counters after insert on private.api_keys
+  for each row execute function private.tg_api_keys__counters();
+
+-- private.settle: settles a batch of outcomes. Shared by gateway.relay_finish (the gateway's group
+-- commit) and private.reservations_reap (requests whose gateway died).
+--
+-- /* why */ One call per batch, whatever its size: the request rows and ledger rows are written by
+-- one statement, then each touched wallet and key counter is updated ONCE with the batch's sum.
+-- Write contention therefore grows with the number of distinct users per batch, not with the
+-- request rate. Rows are locked in id order (wallets, then keys) so two gateways settling
+-- overlapping batches cannot deadlock; relay_begin locks one wallet, then one key, the same way.
+-- Idempotent: only requests still 'pending' are settled, and the ledger is unique on request_id.
+create or replace function private.settle(p_outcomes jsonb)
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_rows jsonb;
+begin
+  with o as (
+    select *
+      from jsonb_to_recordset(p_outcomes) as x(
+        id uuid, created_at timestamptz, status text, http_status integer, channel_id bigint,
+        upstream_model text, prompt_tokens integer, completion_tokens integer, cached_tokens integer,
+        cache_write_tokens integer, usage_source text, abort_policy text, attempts jsonb, ttfb_ms integer,
+        latency_ms integer, error_code text, error_message text)
+  ),
+  pre as (
+    select o.*, r.user_id, r.key_id, r.model, r.group_name, r.reserved_micros, r.reserved_tokens, r.counted,
+           m.input_price, m.output_price, m.cached_input_price, m.cache_write_price, m.per_call_price,
+           coalesce(g.price_multiplier, 1) as group_multiplier,
+           coalesce(c.cost_multiplier, 1) as channel_multiplier,
+           -- Billed only when usage is known and something was delivered: an upstream error
+           -- before any content costs nothing, and error bodies are never billed.
+           (o.usage_source in ('upstream', 'estimated', 'expired') and o.prompt_tokens is not null
+            and (o.status in ('ok', 'expired') or coalesce(o.completion_tokens, 0) > 0)) as billable
+      from o
+      join private.requests r on r.created_at = o.created_at and r.id = o.id and r.status = 'pending'
+      left join private.models m on m.name = r.model
+      left join private.groups g on g.name = r.group_name
+      left join private.channels c on c.id = o.channel_id
+  ),
+  priced as (
+    select pre.*,
+           case
+             when not billable then 0
+             when usage_source = 'expired' then reserved_micros
+             else private.cost_micros(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
+                                      input_price, output_price, cached_input_price, cache_write_price,
+                                      per_call_price, group_multiplier, channel_multiplier)
+           end as amount
+      from pre
+  ),
+  settled as (
+    update private.requests r
+       set status = p.status,
+           http_status = p.http_status,
+           channel_id = p.channel_id,
+           upstream_model = p.upstream_model,
+           prompt_tokens = coalesce(p.prompt_tokens, r.prompt_tokens),
+           completion_tokens = p.completion_tokens,
+           cached_tokens = p.cached_tokens,
+           cache_write_tokens = p.cache_write_tokens,
+           total_tokens = coalesce(p.prompt_tokens, r.prompt_tokens, 0) + coalesce(p.completion_tokens, 0),
+           usage_source = case when p.billable then p.usage_source else 'none' end,
+           attempts = coalesce(p.attempts, r.attempts),
+           ttfb_ms = p.ttfb_ms,
+           latency_ms = p.latency_ms,
+           error_code = p.error_code,
+           error_message = left(p.error_message, 2000),
+           cost_micros = p.amount,
+           finished_at = now()
+      from priced p
+     where r.created_at = p.created_at and r.id = p.id and r.status = 'pending'
+    returning p.*
+  ),
+  booked as (
+    insert into private.ledger (request_id, created_at, user_id, key_id, channel_id, model, group_name,
+                                prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
+                                input_price, output_price, cached_input_price, cache_write_price, per_call_price,
+                                group_multiplier, channel_multiplier, amount_micros, usage_source, abort_policy, folded)
+    select s.id, now(), s.user_id, s.key_id, s.channel_id, s.model, s.group_name,
+           coalesce(s.prompt_tokens, 0), coalesce(s.completion_tokens, 0), coalesce(s.cached_tokens, 0),
+           coalesce(s.cache_write_tokens, 0), s.input_price, s.output_price, s.cached_input_price,
+           s.cache_write_price, s.per_call_price, s.group_multiplier, s.channel_multiplier, s.amount,
+           s.usage_source, s.abort_policy, true
+      from settled s
+     where s.billable
+    on conflict (request_id) do nothing
+    returning 1
+  )
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'user_id', s.user_id, 'key_id', s.key_id, 'amount', s.amount, 'reserved', s.reserved_micros,
+           'counted', s.counted, 'minute', date_trunc('minute', s.created_at),
+           'token_delta', coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0) - s.reserved_tokens)),
+         '[]'::jsonb)
+    into v_rows
+    from settled s;
+
+  if jsonb_array_length(v_rows) = 0 then
+    return 0;
+  end if;
+
+  -- Fold the batch into the wallets: one update per user, in user order.
+  perform 1 from private.wallets w
+   where w.user_id in (select (e ->> 'user_id')::bigint from jsonb_array_elements(v_rows) e)
+   order by w.user_id for update;
+  update private.wallets w
+     set balance_micros = w.balance_micros - a.amount,
+         reserved_micros = w.reserved_micros - a.reserved,
+         updated_at = now()
+    from (select (e ->> 'user_id')::bigint as user_id, sum((e ->> 'amount')::bigint) as amount,
+                 sum((e ->> 'reserved')::bigint) as reserved
+            from jsonb_array_elements(v_rows) e group by 1) a
+   where w.user_id = a.user_id;
+
+  -- Keys with a quota or limits: one update per key, in key order.
+  perform 1 from private.key_counters k
+   where k.key_id in (select (e ->> 'key_id')::bigint from jsonb_array_elements(v_rows) e where (e ->> 'counted')::boolean)
+   order by k.key_id for update;
+  update private.key_counters k
+     set used_micros = k.used_micros + a.amount,
+         reserved_micros = k.reserved_micros - a.reserved,
+         inflight = k.inflight - a.n,
+         updated_at = now()
+    from (select (e ->> 'key_id')::bigint as key_id, sum((e ->> 'amount')::bigint) as amount,
+                 sum((e ->> 'reserved')::bigint) as reserved, count(*)::integer as n
+            from jsonb_array_elements(v_rows) e where (e ->> 'counted')::boolean group by 1) a
+   where k.key_id = a.key_id;
+
+  -- Replace reserved token estimates with actual usage in the TPM window.
+  update private.rate_buckets b
+     set tokens = greatest(b.tokens + a.delta, 0)
+    from (select (e ->> 'key_id')::bigint as key_id, (e ->> 'minute')::timestamptz as minute,
+                 sum((e ->> 'token_delta')::bigint) as delta
+            from jsonb_array_elements(v_rows) e where (e ->> 'counted')::boolean group by 1, 2) a
+   where b.key_id = a.key_id and b.minute = a.minute and a.delta <> 0;
+
+  return jsonb_array_length(v_rows);
+end
+$$;
+comment on function private.settle(jsonb) is
+  E'Settles a batch of outcomes: completes pending request rows, appends ledger rows, folds amounts into wallets and key counters once per user/key. Idempotent by request id.';
+
+-- private.reservations_reap: settles requests whose gateway never reported back (killed
+-- mid-stream) at their reserved estimate, marked usage_source = 'expired'. Bounded per run.
+create or replace function private.reservations_reap(p_now timestamptz default now(), p_limit integer default 5000)
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ttl interval := make_interval(mins => private.option_int('ReservationTtlMinutes'));
+  v_outcomes jsonb;
+begin
+  if not pg_try_advisory_xact_lock(hashtext('private.reservations_reap')) then
+    return 0;
+  end if;
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'id', r.id, 'created_at', r.created_at, 'status', 'expired', 'http_status', null,
+           'prompt_tokens', r.prompt_tokens,
+           'completion_tokens', greatest(r.reserved_tokens - coalesce(r.prompt_tokens, 0), 0),
+           'usage_source', 'expired', 'abort_policy', 'reserved-estimate',
+           'error_code', 'gateway_lost', 'error_message',
+           format('No outcome arrived within %s; settled at the reserved estimate.', v_ttl))), '[]'::jsonb)
+    into v_outcomes
+    from (select r.id, r.created_at, r.prompt_tokens, r.reserved_tokens
+            from private.requests r
+           where r.status = 'pending' and r.created_at < p_now - v_ttl
+           order by r.created_at
+           limit p_limit) r;
+  return private.settle(v_outcomes);
+end
+$$;
+comment on function private.reservations_reap(timestamptz, integer) is
+  E'Settles requests pending longer than ReservationTtlMinutes at their reserved estimate (usage_source expired). The job behind cron elygate.reaper.';
