@@ -26,6 +26,10 @@ export const config = {
   // Take the client address from X-Forwarded-For (only behind a proxy you trust).
   trustProxy: process.env.ELYGATE_TRUST_PROXY === '1' || process.env.ELYGATE_TRUST_PROXY === 'true',
   production: process.env.NODE_ENV === 'production',
+  // Seconds to wait for a database connection before refusing requests with 503.
+  dbConnectTimeout: int('ELYGATE_DB_CONNECT_TIMEOUT_S', 5),
+  // Where outcomes wait, fsynced, while the database is unreachable (replayed at next start too).
+  spoolDir: process.env.ELYGATE_SPOOL_DIR || new URL('../../.elygate/spool', import.meta.url).pathname,
   // Hard ceiling handed to Bun; the live limit is the MaxRequestBodyBytes option.
   bodyHardLimit: 268435456,
 };

@@ -5,6 +5,7 @@ import { config } from './config';
 export const sql = postgres(config.databaseUrl, {
   max: config.dbPoolMax,
   prepare: true,
+  connect_timeout: config.dbConnectTimeout,
   // Only built-in types cross this connection; skipping the type lookup saves a round trip per
   // new pooled connection.
   fetch_types: false,

@@ -65,7 +65,7 @@ interface PgLikeError {
   errno?: string;
 }
 
-function isConnectionError(err: PgLikeError): boolean {
+export function isConnectionError(err: PgLikeError): boolean {
   const code = err.code ?? '';
   return (
     code.startsWith('08') ||

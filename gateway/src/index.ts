@@ -3,7 +3,7 @@ import { createApp } from './app';
 import { config } from './config';
 import { sql } from './db';
 import { listenForChanges, loadOptions } from './snapshot';
-import { drainOutcomes } from './settle';
+import { drainOutcomes, replaySpool } from './settle';
 
 const log = (msg: string, extra: Record<string, unknown> = {}) =>
   console.log(JSON.stringify({ level: 'info', msg, ...extra }));
@@ -11,6 +11,8 @@ const log = (msg: string, extra: Record<string, unknown> = {}) =>
 try {
   await loadOptions();
   await listenForChanges();
+  // Outcomes a previous run spooled while the database was away.
+  await replaySpool();
 } catch (err) {
   // Serve anyway: /readyz says not ready, and requests get 503 until the database answers.
   console.error(JSON.stringify({ level: 'warn', msg: 'database not reachable at start; will retry on demand', error: String((err as Error).message) }));

@@ -1,8 +1,18 @@
 // Group commit of request outcomes: outcomes queue in memory and go to gateway.relay_finish as one
 // call every SettleIntervalMs or SettleBatchSize rows, whichever comes first. A request's response
 // completes only after its outcome is queued here; replays are harmless (relay_finish is idempotent).
+//
+// When the database cannot be reached, a batch goes to an on-disk spool (one fsynced JSON file per
+// batch) and is replayed, oldest first, once the database answers again; a process that dies with
+// spooled batches leaves them for the next start. A batch the database rejects for any other reason
+// is retried outcome by outcome, and an outcome that still fails is kept in spool/dead/ with its
+// error, never dropped silently.
+import { mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
 import { sql } from './db';
 import { options } from './snapshot';
+import { config } from './config';
+import { isConnectionError } from './errors';
 
 export interface Attempt {
   channel_id: number;
@@ -20,7 +30,11 @@ export interface Outcome {
   upstream_model: string | null;
   prompt_tokens: number | null;
   completion_tokens: number | null;
+  cached_tokens?: number | null;
+  cache_write_tokens?: number | null;
   usage_source: 'upstream' | 'estimated' | 'none';
+  /** How an interrupted answer was billed, e.g. 'prompt+delivered'. */
+  abort_policy?: string | null;
   attempts: Attempt[];
   ttfb_ms: number | null;
   latency_ms: number;
@@ -28,12 +42,19 @@ export interface Outcome {
   error_message: string | null;
 }
 
-export const settleStats = { batches: 0, settled: 0, failures: 0 };
+export const settleStats = { batches: 0, settled: 0, failures: 0, spooledBatches: 0, replayedBatches: 0, deadOutcomes: 0 };
 
 let queue: Outcome[] = [];
 let timer: ReturnType<typeof setTimeout> | null = null;
 let inFlight: Promise<void> | null = null;
-let retryDelay = 0;
+let seq = 0;
+
+const spoolDir = config.spoolDir;
+const deadDir = join(spoolDir, 'dead');
+mkdirSync(deadDir, { recursive: true });
+
+const log = (level: string, msg: string, extra: Record<string, unknown> = {}) =>
+  console.error(JSON.stringify({ level, msg, ...extra }));
 
 export function queueOutcome(outcome: Outcome): void {
   queue.push(outcome);
@@ -44,10 +65,21 @@ export function pendingOutcomes(): number {
   return queue.length;
 }
 
+export function spoolDepth(): number {
+  try {
+    return readdirSync(spoolDir).filter((f) => f.endsWith('.json')).length;
+  } catch {
+    return 0;
+  }
+}
+
 function schedule(): void {
   if (inFlight || timer) return;
-  const delay = retryDelay || (queue.length >= options.SettleBatchSize ? 0 : options.SettleIntervalMs);
-  timer = setTimeout(flush, delay);
+  timer = setTimeout(flush, queue.length >= options.SettleBatchSize ? 0 : options.SettleIntervalMs);
+}
+
+async function finish(batch: Outcome[]): Promise<void> {
+  await sql`select gateway.relay_finish(${sql.json(batch as never)}) as n`;
 }
 
 function flush(): void {
@@ -55,32 +87,122 @@ function flush(): void {
   if (inFlight || queue.length === 0) return;
   const batch = queue.slice(0, options.SettleBatchSize);
   queue = queue.slice(batch.length);
-  inFlight = sql`select gateway.relay_finish(${sql.json(batch as never)}) as n`
+  inFlight = finish(batch)
     .then(() => {
       settleStats.batches++;
       settleStats.settled += batch.length;
-      retryDelay = 0;
     })
-    .catch((err) => {
-      // Keep the outcomes and try again; nothing is dropped. (An on-disk spool for long outages
-      // is the billing work's; see docs/architecture.md.)
-      settleStats.failures++;
-      queue = batch.concat(queue);
-      retryDelay = Math.min(retryDelay ? retryDelay * 2 : 100, 5000);
-      console.error(JSON.stringify({ level: 'error', msg: 'settlement failed; will retry', rows: batch.length, retry_ms: retryDelay, error: String(err?.message ?? err) }));
-    })
+    .catch((err) => handleFailure(batch, err))
     .finally(() => {
       inFlight = null;
       if (queue.length > 0) schedule();
     });
 }
 
-/** Settles everything queued; used at shutdown and by tests. */
+async function handleFailure(batch: Outcome[], err: any): Promise<void> {
+  settleStats.failures++;
+  if (isConnectionError(err)) {
+    spool(batch);
+    log('warn', 'database unreachable at settlement; outcomes spooled to disk', { rows: batch.length, dir: spoolDir, error: String(err?.message ?? err) });
+    scheduleReplay();
+    return;
+  }
+  // Not the connection: find the outcome(s) the database refuses, settle the rest.
+  log('error', 'relay_finish rejected a batch; settling its outcomes one by one', { rows: batch.length, error: String(err?.message ?? err) });
+  for (const o of batch) {
+    try {
+      await finish([o]);
+      settleStats.settled++;
+    } catch (e: any) {
+      if (isConnectionError(e)) {
+        spool([o]);
+        scheduleReplay();
+      } else {
+        settleStats.deadOutcomes++;
+        writeDurably(join(deadDir, `${o.id}.json`), JSON.stringify({ outcome: o, error: String(e?.message ?? e) }));
+        log('error', 'outcome refused by the database; kept in the dead-letter folder', { request_id: o.id, error: String(e?.message ?? e) });
+      }
+    }
+  }
+}
+
+function writeDurably(path: string, text: string): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, text);
+  const fd = openSync(tmp, 'r');
+  fsyncSync(fd);
+  closeSync(fd);
+  renameSync(tmp, path);
+}
+
+function spool(batch: Outcome[]): void {
+  const name = `${Date.now().toString().padStart(15, '0')}-${process.pid}-${seq++}.json`;
+  writeDurably(join(spoolDir, name), JSON.stringify(batch));
+  settleStats.spooledBatches++;
+}
+
+let replayTimer: ReturnType<typeof setTimeout> | null = null;
+let replayDelay = 250;
+
+function scheduleReplay(): void {
+  if (replayTimer) return;
+  replayTimer = setTimeout(() => {
+    replayTimer = null;
+    replaySpool().catch(() => {});
+  }, replayDelay);
+}
+
+/** Replays spooled batches, oldest first. Returns true when the spool is empty. */
+export async function replaySpool(): Promise<boolean> {
+  let files: string[];
+  try {
+    files = readdirSync(spoolDir).filter((f) => f.endsWith('.json')).sort();
+  } catch {
+    return true;
+  }
+  for (const f of files) {
+    const path = join(spoolDir, f);
+    let batch: Outcome[];
+    try {
+      batch = JSON.parse(readFileSync(path, 'utf8'));
+    } catch {
+      continue; // another process replayed and removed it, or a partial file from a crash
+    }
+    try {
+      await finish(batch);
+    } catch (err: any) {
+      if (isConnectionError(err)) {
+        replayDelay = Math.min(replayDelay * 2, 5000);
+        scheduleReplay();
+        return false;
+      }
+      await handleFailure(batch, err); // settles or dead-letters each outcome
+    }
+    try {
+      unlinkSync(path);
+    } catch {
+      // replayed concurrently by another gateway: relay_finish is idempotent, nothing to undo
+    }
+    settleStats.replayedBatches++;
+    settleStats.settled += batch.length;
+  }
+  replayDelay = 250;
+  if (files.length > 0) log('info', 'spooled outcomes replayed', { batches: files.length });
+  return true;
+}
+
+/** Settles everything queued (and spooled); used at shutdown and by tests. */
 export async function drainOutcomes(timeoutMs = 10000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while ((queue.length > 0 || inFlight) && Date.now() < deadline) {
     if (!inFlight && !timer) flush();
     await (inFlight ?? new Promise((r) => setTimeout(r, 10)));
   }
-  return queue.length === 0;
+  const settledAll = queue.length === 0;
+  if (!settledAll) {
+    // Out of time (the database is down?): keep them on disk for the next start.
+    spool(queue);
+    queue = [];
+  }
+  return settledAll;
 }

@@ -1,0 +1,47 @@
+// The usage receipt a non-stream response carries in its headers. The cost is SQL's: this mirrors
+// private.cost_micros (sql/25_private_billing.sql) over the price card relay_begin returned, in
+// exact integer arithmetic, so the header equals the ledger row to the micro-dollar (a test checks
+// it). Settlement recomputes it in SQL; the ledger, not this header, is the record.
+import type { Usage } from './usage';
+
+export interface PriceCard {
+  input: number | null;
+  output: number | null;
+  cached_input: number | null;
+  cache_write: number | null;
+  per_call: number | null;
+  group_multiplier: string; // numeric as text, e.g. "1.500000"
+  channel_multipliers: Record<string, string>;
+}
+
+/** A non-negative decimal string as an exact fraction. */
+function fraction(decimal: string | undefined): [bigint, bigint] {
+  const [whole, frac = ''] = (decimal ?? '1').split('.');
+  return [BigInt(whole + frac), 10n ** BigInt(frac.length)];
+}
+
+const big = (n: number | null | undefined) => BigInt(n ?? 0);
+
+export function costMicros(card: PriceCard | null, channelId: number | null, usage: Usage): number {
+  if (!card) return 0;
+  const prompt = big(usage.prompt_tokens);
+  const cached = big(usage.cached_tokens);
+  const written = big(usage.cache_write_tokens);
+  const plain = prompt - cached - written > 0n ? prompt - cached - written : 0n;
+  const input = big(card.input);
+  const base =
+    plain * input +
+    cached * big(card.cached_input ?? card.input) +
+    written * big(card.cache_write ?? card.input) +
+    big(usage.completion_tokens) * big(card.output) +
+    big(card.per_call) * 1000000n;
+  const [gn, gd] = fraction(card.group_multiplier);
+  const [cn, cd] = fraction(channelId === null ? undefined : card.channel_multipliers?.[String(channelId)]);
+  const num = base * gn * cn;
+  const den = 1000000n * gd * cd;
+  return Number((2n * num + den) / (2n * den)); // half-up, as PostgreSQL's round(numeric)
+}
+
+export function receiptHeaders(requestId: string, cost: number, source: 'upstream' | 'estimated' | 'none'): Record<string, string> {
+  return { 'x-elygate-request-id': requestId, 'x-elygate-cost-micros': String(cost), 'x-elygate-usage-source': source };
+}

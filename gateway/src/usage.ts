@@ -1,0 +1,95 @@
+// Usage truth (DESIGN §3): what the upstream reports wins; when it reports nothing (an aborted
+// stream, an upstream without usage), the tokens of the prompt and of the text actually delivered
+// are counted with a real tokenizer and the outcome is flagged 'estimated'.
+//
+// Also the prompt estimate relay_begin reserves against. That one runs on every request, so it is a
+// cheap, deliberately generous character count, not a tokenizer pass: the reservation only has to
+// cover the request, settlement bills what was really used.
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  cached_tokens?: number;
+  cache_write_tokens?: number;
+}
+
+/** Tokens assumed for one image part in the reservation (a high-detail 512px tile set). */
+const IMAGE_TOKENS = 1105;
+/** Tokens OpenAI adds per chat message for role and framing. */
+const MESSAGE_OVERHEAD = 4;
+
+/** Usage from an OpenAI-shaped usage object (chat, completions, embeddings), or null. */
+export function readUsage(u: any): Usage | null {
+  if (!u || typeof u !== 'object') return null;
+  const prompt = Number.isFinite(u.prompt_tokens) ? u.prompt_tokens : Number.isFinite(u.input_tokens) ? u.input_tokens : null;
+  if (prompt === null) return null;
+  const completion = Number.isFinite(u.completion_tokens) ? u.completion_tokens : Number.isFinite(u.output_tokens) ? u.output_tokens : 0;
+  const usage: Usage = { prompt_tokens: prompt, completion_tokens: completion };
+  const cached = u.prompt_tokens_details?.cached_tokens ?? u.input_tokens_details?.cached_tokens ?? u.cache_read_input_tokens;
+  if (Number.isFinite(cached) && cached > 0) usage.cached_tokens = cached;
+  const written = u.cache_creation_input_tokens;
+  if (Number.isFinite(written) && written > 0) usage.cache_write_tokens = written;
+  return usage;
+}
+
+/** The text a request sends as its prompt (messages, tools, prompt or input), and its image count. */
+export function promptParts(body: Record<string, any>): { text: string; images: number; messages: number } {
+  const parts: string[] = [];
+  let images = 0;
+  let messages = 0;
+  const addContent = (c: unknown) => {
+    if (typeof c === 'string') parts.push(c);
+    else if (Array.isArray(c)) {
+      for (const p of c) {
+        if (typeof p === 'string') parts.push(p);
+        else if (p && typeof p === 'object') {
+          if (typeof (p as any).text === 'string') parts.push((p as any).text);
+          else if ((p as any).type === 'image_url' || (p as any).type === 'image' || (p as any).type === 'input_image') images++;
+        }
+      }
+    }
+  };
+  if (Array.isArray(body.messages)) {
+    for (const m of body.messages) {
+      messages++;
+      addContent(m?.content);
+      if (Array.isArray(m?.tool_calls)) parts.push(JSON.stringify(m.tool_calls));
+    }
+  }
+  if (body.system !== undefined) addContent(body.system);
+  if (body.prompt !== undefined) addContent(body.prompt);
+  if (body.input !== undefined) addContent(body.input);
+  if (Array.isArray(body.tools)) parts.push(JSON.stringify(body.tools));
+  return { text: parts.join('\n'), images, messages };
+}
+
+/**
+ * Generous prompt-token estimate for the reservation: one token per 3 UTF-8 bytes of text (real
+ * English runs near 4, CJK near 3), plus per-message framing and a fixed allowance per image.
+ */
+export function promptEstimate(body: Record<string, any>): number {
+  const { text, images, messages } = promptParts(body);
+  return Math.ceil(Buffer.byteLength(text, 'utf8') / 3) + messages * MESSAGE_OVERHEAD + images * IMAGE_TOKENS;
+}
+
+type Counter = (text: string) => number;
+let counter: Promise<Counter> | null = null;
+
+/**
+ * The tokenizer (gpt-tokenizer, o200k_base), loaded on first use only: it costs ~1 s and ~80 MB,
+ * and a gateway whose upstreams always report usage never needs it.
+ */
+function tokenizer(): Promise<Counter> {
+  counter ??= import('gpt-tokenizer').then((m) => (text: string) => (text ? m.countTokens(text) : 0));
+  return counter;
+}
+
+/** Counted usage for when the upstream reported none: the prompt and what was delivered. */
+export async function countUsage(body: Record<string, any>, delivered: string): Promise<Usage> {
+  const count = await tokenizer();
+  const { text, images, messages } = promptParts(body);
+  return {
+    prompt_tokens: count(text) + messages * MESSAGE_OVERHEAD + images * IMAGE_TOKENS,
+    completion_tokens: count(delivered),
+  };
+}
