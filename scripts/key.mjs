@@ -1,12 +1,24 @@
-// `npm run key -- <username> [key name]`: creates the user if needed and prints a new API key.
-// Uses DATABASE_URL, or the embedded database's superuser.
+// `npm run key -- <username> [--name NAME] [--credit USD]`: creates the user if needed, optionally
+// tops up their wallet, and prints a new API key. Uses DATABASE_URL, or the embedded database.
 import postgres from 'postgres';
 
-const [username, name = 'cli'] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const username = args.find((a, i) => !a.startsWith('--') && !(args[i - 1] ?? '').startsWith('--'));
+const flag = (name) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 if (!username) {
-  console.error('usage: npm run key -- <username> [key name]');
+  console.error('usage: npm run key -- <username> [--name NAME] [--credit USD]');
   process.exit(2);
 }
+const name = flag('name') ?? 'cli';
+const credit = flag('credit');
+if (credit !== undefined && !(Number(credit) > 0)) {
+  console.error('--credit takes a positive amount in USD, e.g. --credit 5');
+  process.exit(2);
+}
+
 let url = process.env.DATABASE_URL;
 if (!url) {
   const { readState } = await import('./pg.mjs');
@@ -21,6 +33,10 @@ const sql = postgres(url, { max: 1, onnotice: () => {} });
 try {
   const [exists] = await sql`select 1 from admin.users where username = ${username}`;
   if (!exists) await sql`select admin.user_create(${sql.json({ username })})`;
+  if (credit !== undefined) {
+    const [{ c }] = await sql`select admin.wallet_credit(${sql.json({ username, amount_micros: Math.round(Number(credit) * 1e6), note: 'npm run key' })}) as c`;
+    console.log(`Wallet of ${username}: ${(c.balance_micros / 1e6).toFixed(6)} USD`);
+  }
   const [{ k }] = await sql`select admin.key_create(${sql.json({ username, name })}) as k`;
   console.log(`API key for ${username} (shown once, keep it): ${k.key}`);
   console.log(`Try it: curl http://localhost:${process.env.PORT || 3000}/v1/models -H "Authorization: Bearer ${k.key}"`);
