@@ -2,6 +2,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { databaseUrl, masterKey } from './db';
 
 const root = join(__dirname, '..', '..', '..');
@@ -37,6 +39,9 @@ export async function startGateway(env: Record<string, string> = {}): Promise<Ru
       ELYGATE_MASTER_KEY: masterKey,
       PORT: String(port),
       HOST: '127.0.0.1',
+      // Each process its own spool: outcomes spooled for one test database must not be replayed
+      // into another.
+      ELYGATE_SPOOL_DIR: mkdtempSync(join(tmpdir(), 'elygate-spool-')),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

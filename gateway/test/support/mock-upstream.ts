@@ -18,6 +18,10 @@ export interface RecordedCall {
   headers: Record<string, string | string[] | undefined>;
   body: any;
   aborted: boolean;
+  /** The gateway's request id (X-Client-Request-Id), when it sent one. */
+  requestId?: string;
+  /** The usage this call reported to the gateway, if the answer got that far. */
+  usage?: { prompt_tokens: number; completion_tokens: number };
 }
 
 export interface MockUpstream {
@@ -43,6 +47,12 @@ function promptText(body: any): string {
   if (typeof body?.prompt === 'string') return body.prompt;
   if (Array.isArray(body?.prompt)) return body.prompt.join(' ');
   return '';
+}
+
+function lastUserText(body: any): string {
+  if (!Array.isArray(body?.messages)) return typeof body?.prompt === 'string' ? body.prompt : '';
+  const m = [...body.messages].reverse().find((x: any) => x?.role === 'user');
+  return typeof m?.content === 'string' ? m.content : '';
 }
 
 /** The answer the mock gives: "echo:" plus the last user message, so tests can predict it. */
@@ -106,7 +116,17 @@ export async function startMockUpstream(): Promise<MockUpstream> {
       if (!res.writableFinished) call.aborted = true;
     });
 
-    const mode = state.mode;
+    call.requestId = (req.headers['x-client-request-id'] as string | undefined) ?? undefined;
+    // A per-request directive in the last user message overrides the mock's mode, so one test can
+    // mix behaviours in a single run: "mock:status:500", "mock:break:3", "mock:slow:50".
+    const directive = /mock:(status|break|slow):(\d+)/.exec(lastUserText(body));
+    const mode: Mode = directive
+      ? directive[1] === 'status'
+        ? { kind: 'status', status: Number(directive[2]) }
+        : directive[1] === 'break'
+          ? { kind: 'stream-break', afterChunks: Number(directive[2]) }
+          : { kind: 'slow-stream', delayMs: Number(directive[2]) }
+      : state.mode;
     if (mode.kind === 'hang') return;
     if (mode.kind === 'reset') {
       req.socket.destroy();
@@ -185,6 +205,7 @@ export async function startMockUpstream(): Promise<MockUpstream> {
             choices: [{ index: 0, text: answer, finish_reason: 'stop', logprobs: null }],
             ...(state.reportUsage ? { usage } : {}),
           };
+      if (state.reportUsage) call.usage = usage;
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(payload));
       return;
     }
@@ -219,6 +240,7 @@ export async function startMockUpstream(): Promise<MockUpstream> {
       if (mode.kind === 'stream-break' && i > 0) await new Promise((r) => setTimeout(r, 30));
       if (res.destroyed) return;
       send(chunks[i]);
+      if ((chunks[i] as any).usage) call.usage = usage;
     }
     res.end('data: [DONE]\n\n');
   });

@@ -1,0 +1,68 @@
+// Self-maintenance: the job runner logs every run, the fallback runs each due job once, rollups
+// add up, and the DBA view says what is overdue.
+import { afterAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { closeDb, withTx } from '../support/db';
+
+afterAll(closeDb);
+
+describe('maintenance jobs', () => {
+  it('private.job_run logs success, result and failure', async () => {
+    await withTx(async (tx) => {
+      const r = await tx`select private.job_run('elygate.partitions', 'manual', '2032-01-10T00:00:00Z') as r`;
+      expect(r[0].r.created.length).toBeGreaterThan(0);
+      const [run] = await tx`select runner, status, result, error from private.job_runs where job = 'elygate.partitions' order by id desc limit 1`;
+      expect(run).toMatchObject({ runner: 'manual', status: 'succeeded', error: null });
+      // A failing job is recorded, not raised.
+      await tx`update private.jobs set command = 'private.no_such_function($now)' where name = 'elygate.rollup'`;
+      const f = await tx`select private.job_run('elygate.rollup') as r`;
+      expect(f[0].r.error).toMatch(/does not exist/);
+      const [failed] = await tx`select status, error from private.job_runs where job = 'elygate.rollup' order by id desc limit 1`;
+      expect(failed.status).toBe('failed');
+      const [view] = await tx`select last_status, last_error, overdue from admin.maintenance_jobs where name = 'elygate.rollup'`;
+      expect(view).toMatchObject({ last_status: 'failed', overdue: true });
+    });
+  });
+
+  it('without pg_cron, gateway.maintenance_run runs each due job once', async () => {
+    await withTx(
+      async (tx) => {
+        const [{ a }] = await tx`select gateway.maintenance_run() as a`;
+        expect(a.runner).toBe('gateway');
+        const [{ b }] = await tx`select gateway.maintenance_run() as b`;
+        expect(b.ran).toEqual([]); // nothing is due a second time
+      },
+      { role: 'elygate_gateway' },
+    );
+  });
+
+  it('usage_rollup sums the request log per hour', async () => {
+    await withTx(async (tx) => {
+      const hour = '2033-05-05T10:00:00Z';
+      for (const [lat, status, cost] of [
+        [100, 'ok', 5],
+        [300, 'ok', 7],
+        [900, 'error', 0],
+      ] as const) {
+        await tx`insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms, cost_micros, prompt_tokens, completion_tokens)
+                 values (${randomUUID()}, ${hour}::timestamptz + interval '5 minutes', 424242, 1, 'chat/completions', 'roll', ${status}, ${lat}, ${cost}, 10, 2)`;
+      }
+      await tx`select private.usage_rollup('2033-05-05T11:30:00Z')`;
+      const [h] = await tx`select requests, errors, cost_micros::int, prompt_tokens::int, latency_p50_ms, latency_p95_ms
+                             from private.usage_hourly where user_id = 424242`;
+      expect(h).toEqual({ requests: 3, errors: 1, cost_micros: 12, prompt_tokens: 30, latency_p50_ms: 300, latency_p95_ms: 900 });
+      // Idempotent.
+      await tx`select private.usage_rollup('2033-05-05T11:30:00Z')`;
+      const [{ n }] = await tx`select count(*)::int as n from private.usage_hourly where user_id = 424242`;
+      expect(n).toBe(1);
+    });
+  });
+
+  it('history_purge is bounded and keeps recent runs', async () => {
+    await withTx(async (tx) => {
+      await tx`insert into private.job_runs (job, runner, started_at, status) values ('elygate.reaper', 'manual', '2000-01-01', 'succeeded')`;
+      const [{ r }] = await tx`select private.history_purge() as r`;
+      expect(r.job_runs).toBeGreaterThanOrEqual(1);
+    });
+  });
+});
