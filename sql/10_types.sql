@@ -12,7 +12,8 @@ begin
       group_name      text,
       reserved_micros bigint,       -- money held for this request until it settles
       plan            jsonb,        -- ordered candidates: [{channel_id, version, model}]
-      price           jsonb         -- price card for the usage receipt (null: free model)
+      price           jsonb,        -- price card for the usage receipt (null: free model)
+      cache           jsonb         -- cache result: exact hit (with the answer), or miss (+ semantic plan)
     );
   end if;
 end

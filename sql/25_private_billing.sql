@@ -70,6 +70,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_rows jsonb;
+  v_hit_ratio numeric := private.option_text('SemanticCacheHitPriceRatio')::numeric;
+  v_embed_model text := nullif(private.option_text('SemanticCacheEmbeddingModel'), '');
 begin
   with o as (
     select *
@@ -77,11 +79,12 @@ begin
         id uuid, created_at timestamptz, status text, http_status integer, channel_id bigint,
         upstream_model text, prompt_tokens integer, completion_tokens integer, cached_tokens integer,
         cache_write_tokens integer, usage_source text, abort_policy text, attempts jsonb, ttfb_ms integer,
-        latency_ms integer, error_code text, error_message text)
+        latency_ms integer, error_code text, error_message text, embedding_tokens integer, cache_store jsonb)
   ),
   pre as (
     select o.*, r.user_id, r.key_id, r.model, r.group_name, r.reserved_micros, r.reserved_tokens, r.counted,
-           m.input_price, m.output_price, m.cached_input_price, m.cache_write_price, m.per_call_price,
+           r.cache, m.input_price, m.output_price, m.cached_input_price, m.cache_write_price, m.per_call_price,
+           em.input_price as embedding_price, em.per_call_price as embedding_per_call,
            coalesce(g.price_multiplier, 1) as group_multiplier,
            coalesce(c.cost_multiplier, 1) as channel_multiplier,
            -- Billed only when usage is known and something was delivered: an upstream error
@@ -93,17 +96,29 @@ begin
       left join private.models m on m.name = r.model
       left join private.groups g on g.name = r.group_name
       left join private.channels c on c.id = o.channel_id
+      left join private.models em on em.name = v_embed_model and coalesce(o.embedding_tokens, 0) > 0
   ),
   priced as (
-    select pre.*,
-           case
-             when not billable then 0
-             when usage_source = 'expired' then reserved_micros
-             else private.cost_micros(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
-                                      input_price, output_price, cached_input_price, cache_write_price,
-                                      per_call_price, group_multiplier, channel_multiplier)
-           end as amount
-      from pre
+    select p2.*, p2.answer_amount + p2.embedding_amount as amount
+      from (select pre.*,
+                   case
+                     when not billable then 0
+                     when usage_source = 'expired' then reserved_micros
+                     -- A cache hit: the original answer's price times SemanticCacheHitPriceRatio.
+                     when cache in ('exact', 'semantic') then
+                       round(private.cost_micros(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
+                                                 input_price, output_price, cached_input_price, cache_write_price,
+                                                 per_call_price, group_multiplier, 1) * v_hit_ratio)::bigint
+                     else private.cost_micros(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
+                                              input_price, output_price, cached_input_price, cache_write_price,
+                                              per_call_price, group_multiplier, channel_multiplier)
+                   end as answer_amount,
+                   -- The embedding call of the semantic layer is billed whatever the answer's fate.
+                   case when coalesce(embedding_tokens, 0) > 0 then
+                     private.cost_micros(embedding_tokens, 0, 0, 0, embedding_price, 0, null, null, embedding_per_call,
+                                         group_multiplier, 1)
+                   else 0 end as embedding_amount
+              from pre) p2
   ),
   settled as (
     update private.requests r
@@ -123,6 +138,7 @@ begin
            error_code = p.error_code,
            error_message = left(p.error_message, 2000),
            cost_micros = p.amount,
+           embedding_tokens = p.embedding_tokens,
            finished_at = now()
       from priced p
      where r.created_at = p.created_at and r.id = p.id and r.status = 'pending'
@@ -132,21 +148,30 @@ begin
     insert into private.ledger (request_id, created_at, user_id, key_id, channel_id, model, group_name,
                                 prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
                                 input_price, output_price, cached_input_price, cache_write_price, per_call_price,
-                                group_multiplier, channel_multiplier, amount_micros, usage_source, abort_policy, folded)
+                                group_multiplier, channel_multiplier, amount_micros, usage_source, abort_policy, folded,
+                                cache, embedding_tokens, embedding_micros)
     select s.id, now(), s.user_id, s.key_id, s.channel_id, s.model, s.group_name,
-           coalesce(s.prompt_tokens, 0), coalesce(s.completion_tokens, 0), coalesce(s.cached_tokens, 0),
-           coalesce(s.cache_write_tokens, 0), s.input_price, s.output_price, s.cached_input_price,
-           s.cache_write_price, s.per_call_price, s.group_multiplier, s.channel_multiplier, s.amount,
-           s.usage_source, s.abort_policy, true
+           case when s.billable then coalesce(s.prompt_tokens, 0) else 0 end,
+           case when s.billable then coalesce(s.completion_tokens, 0) else 0 end,
+           coalesce(s.cached_tokens, 0), coalesce(s.cache_write_tokens, 0), s.input_price, s.output_price,
+           s.cached_input_price, s.cache_write_price, s.per_call_price, s.group_multiplier, s.channel_multiplier,
+           s.amount, case when s.billable then s.usage_source else 'none' end, s.abort_policy, true,
+           s.cache, coalesce(s.embedding_tokens, 0), s.embedding_amount
       from settled s
-     where s.billable
+     where s.billable or coalesce(s.embedding_tokens, 0) > 0
     on conflict (request_id) do nothing
     returning 1
   )
   select coalesce(jsonb_agg(jsonb_build_object(
            'user_id', s.user_id, 'key_id', s.key_id, 'amount', s.amount, 'reserved', s.reserved_micros,
            'counted', s.counted, 'minute', date_trunc('minute', s.created_at),
-           'token_delta', coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0) - s.reserved_tokens)),
+           'token_delta', coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0) - s.reserved_tokens)
+           || case when s.cache_store is not null and s.status = 'ok' and s.cache = 'miss' then
+                jsonb_build_object('store', s.cache_store || jsonb_build_object(
+                  'user_id', s.user_id, 'group_name', s.group_name, 'model', s.model, 'request_id', s.id,
+                  'usage', jsonb_build_object('prompt_tokens', s.prompt_tokens, 'completion_tokens', s.completion_tokens,
+                                              'cached_tokens', s.cached_tokens, 'cache_write_tokens', s.cache_write_tokens)))
+              else '{}'::jsonb end),
          '[]'::jsonb)
     into v_rows
     from settled s;
@@ -154,6 +179,10 @@ begin
   if jsonb_array_length(v_rows) = 0 then
     return 0;
   end if;
+
+  -- Answers worth keeping go to the cache (the gateway only offers complete, single-choice ones).
+  perform private.cache_store(coalesce(jsonb_agg(e -> 'store'), '[]'::jsonb))
+     from jsonb_array_elements(v_rows) e where e ? 'store';
 
   -- Fold the batch into the wallets: one update per user, in user order.
   perform 1 from private.wallets w

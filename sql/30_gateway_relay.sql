@@ -53,7 +53,8 @@ create or replace function gateway.relay_begin(
   p_stream        boolean,
   p_client_ip     inet,
   p_prompt_tokens integer,
-  p_max_tokens    integer)
+  p_max_tokens    integer,
+  p_cache         jsonb default null)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool}; null: not cacheable
 returns gateway.relay_ticket
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -79,6 +80,8 @@ declare
   v_prev record;
   v_window numeric;
   v_retry integer;
+  v_cache jsonb;
+  v_hit_ratio numeric;
 begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
@@ -132,6 +135,17 @@ begin
   else
     v_out_tokens := case when p_endpoint = 'embeddings' then 0
                          else coalesce(p_max_tokens, private.option_int('DefaultMaxTokens')) end;
+  end if;
+
+  -- Cache: an exact hit is served without the upstream and reserves only its hit price.
+  v_cache := private.cache_plan(p_cache, v_key, v_auth.user_group, p_model);
+  if v_cache ->> 'result' = 'exact' then
+    v_hit_ratio := private.option_text('SemanticCacheHitPriceRatio')::numeric;
+    v_reserve := case when v_price.name is null then 0 else round(private.cost_micros(
+                   (v_cache -> 'usage' ->> 'prompt_tokens')::integer, (v_cache -> 'usage' ->> 'completion_tokens')::integer,
+                   (v_cache -> 'usage' ->> 'cached_tokens')::integer, (v_cache -> 'usage' ->> 'cache_write_tokens')::integer,
+                   v_price.input_price, v_price.output_price, v_price.cached_input_price, v_price.cache_write_price,
+                   v_price.per_call_price, v_group_multiplier, 1) * v_hit_ratio)::bigint end;
   end if;
 
   -- Wallet: the one atomic write of admission. Balance minus open reservations must cover it.
@@ -198,11 +212,14 @@ begin
   end if;
 
   insert into private.requests (id, key_id, user_id, group_name, endpoint, model, stream, client_ip,
-                                prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted)
+                                prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted,
+                                cache, cache_entry_id, cache_similarity)
   values (p_request_id, v_key.id, v_key.user_id, v_auth.user_group, p_endpoint, p_model,
           coalesce(p_stream, false), p_client_ip, p_prompt_tokens,
           jsonb_build_object('candidates', v_plan, 'skipped', v_skipped),
-          v_reserve, coalesce(p_prompt_tokens, 0) + v_out_tokens, v_counted)
+          v_reserve, coalesce(p_prompt_tokens, 0) + v_out_tokens, v_counted,
+          case when p_cache is null then null when v_cache is null then 'bypass' else v_cache ->> 'result' end,
+          (v_cache ->> 'entry_id')::bigint, (v_cache ->> 'similarity')::real)
   returning created_at into v_created;
 
   return row(p_request_id, v_created, v_key.user_id, v_key.id, v_auth.user_group, v_reserve, v_plan,
@@ -210,11 +227,16 @@ begin
                'input', v_price.input_price, 'output', v_price.output_price,
                'cached_input', v_price.cached_input_price, 'cache_write', v_price.cache_write_price,
                'per_call', v_price.per_call_price, 'group_multiplier', v_group_multiplier::text,
-               'channel_multipliers', v_channel_multipliers) end)::gateway.relay_ticket;
+               'channel_multipliers', v_channel_multipliers,
+               'cache_hit_ratio', private.option_text('SemanticCacheHitPriceRatio'),
+               'embedding', (select jsonb_build_object('input', em.input_price, 'per_call', em.per_call_price)
+                               from private.models em where em.name = nullif(private.option_text('SemanticCacheEmbeddingModel'), '')))
+             end,
+             v_cache)::gateway.relay_ticket;
 end
 $$;
-comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer) is
-  E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost and records the request row. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
+comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
+  E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the request row. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
 -- gateway.relay_finish: settles a batch of outcomes (the gateway's group commit).
 -- Idempotent by request id: a replayed outcome changes nothing.

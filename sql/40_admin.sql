@@ -85,7 +85,7 @@ declare
   v_ips cidr[];
 begin
   perform private.args_check(p_args, array['user_id', 'username', 'name', 'expires_at', 'allowed_models',
-    'allowed_ips', 'quota_micros', 'rpm_limit', 'tpm_limit', 'concurrency_limit'], 'admin.key_create');
+    'allowed_ips', 'quota_micros', 'rpm_limit', 'tpm_limit', 'concurrency_limit', 'cache_enabled'], 'admin.key_create');
   select u.id into v_user_id from private.users u
    where u.id = (p_args ->> 'user_id')::bigint or u.username = p_args ->> 'username';
   if v_user_id is null then
@@ -100,13 +100,14 @@ begin
   end;
   v_plain := 'sk-' || translate(encode(public.gen_random_bytes(36), 'base64'), '+/', '-_');
   insert into private.api_keys (user_id, name, key_hash, key_prefix, expires_at, allowed_models, allowed_ips,
-                                quota_micros, rpm_limit, tpm_limit, concurrency_limit)
+                                quota_micros, rpm_limit, tpm_limit, concurrency_limit, cache_enabled)
   values (v_user_id, coalesce(p_args ->> 'name', ''), public.digest(v_plain, 'sha256'),
           left(v_plain, 7) || '...' || right(v_plain, 4),
           (p_args ->> 'expires_at')::timestamptz,
           private.json_text_array(p_args -> 'allowed_models', 'allowed_models'), v_ips,
           (p_args ->> 'quota_micros')::bigint, (p_args ->> 'rpm_limit')::integer,
-          (p_args ->> 'tpm_limit')::integer, (p_args ->> 'concurrency_limit')::integer)
+          (p_args ->> 'tpm_limit')::integer, (p_args ->> 'concurrency_limit')::integer,
+          coalesce((p_args ->> 'cache_enabled')::boolean, true))
   returning * into v_key;
   return jsonb_build_object('id', v_key.id, 'key', v_plain, 'key_prefix', v_key.key_prefix,
                             'user_id', v_key.user_id, 'name', v_key.name, 'expires_at', v_key.expires_at);
@@ -294,17 +295,18 @@ declare
   v_m private.models;
 begin
   perform private.args_check(p_args, array['name', 'owned_by', 'description', 'input_price', 'output_price',
-    'cached_input_price', 'cache_write_price', 'per_call_price'], 'admin.model_upsert');
+    'cached_input_price', 'cache_write_price', 'per_call_price', 'cache_enabled'], 'admin.model_upsert');
   if coalesce(p_args ->> 'name', '') = '' then
     raise exception using errcode = 'BADIN', column = 'name', message = 'A model needs a "name".';
   end if;
   insert into private.models as m (name, owned_by, description, input_price, output_price, cached_input_price,
-                              cache_write_price, per_call_price)
+                              cache_write_price, per_call_price, cache_enabled)
   values (p_args ->> 'name', coalesce(p_args ->> 'owned_by', 'elygate'), coalesce(p_args ->> 'description', ''),
           (p_args ->> 'input_price')::bigint, (p_args ->> 'output_price')::bigint,
           (p_args ->> 'cached_input_price')::bigint, (p_args ->> 'cache_write_price')::bigint,
-          (p_args ->> 'per_call_price')::bigint)
+          (p_args ->> 'per_call_price')::bigint, coalesce((p_args ->> 'cache_enabled')::boolean, true))
   on conflict (name) do update set
+    cache_enabled = coalesce((p_args ->> 'cache_enabled')::boolean, m.cache_enabled),
     owned_by = coalesce(p_args ->> 'owned_by', m.owned_by),
     description = coalesce(p_args ->> 'description', m.description),
     input_price = case when p_args ? 'input_price' then excluded.input_price else m.input_price end,
@@ -336,7 +338,7 @@ create or replace view admin.api_keys as
   select k.id, k.user_id, u.username, k.name, k.key_prefix, k.status, k.expires_at, k.allowed_models,
          k.allowed_ips, k.quota_micros, k.rpm_limit, k.tpm_limit, k.concurrency_limit, k.created_at, k.revoked_at,
          coalesce(c.used_micros, 0) as used_micros, coalesce(c.reserved_micros, 0) as reserved_micros,
-         coalesce(c.inflight, 0) as inflight
+         coalesce(c.inflight, 0) as inflight, k.cache_enabled
     from private.api_keys k
     join private.users u on u.id = k.user_id
     left join private.key_counters c on c.key_id = k.id;
@@ -354,7 +356,7 @@ create or replace view admin.options as
 
 create or replace view admin.models as
   select m.name, m.owned_by, m.description, m.input_price, m.output_price, m.cached_input_price,
-         m.cache_write_price, m.per_call_price, m.created_at, m.updated_at
+         m.cache_write_price, m.per_call_price, m.created_at, m.updated_at, m.cache_enabled
     from private.models m;
 
 create or replace view admin.requests as
@@ -362,7 +364,8 @@ create or replace view admin.requests as
          r.stream, r.user_id, r.key_id, r.group_name, r.channel_id, host(r.client_ip) as client_ip,
          r.prompt_tokens, r.completion_tokens, r.total_tokens, r.usage_source, r.reserved_micros, r.cost_micros,
          r.ttfb_ms, r.latency_ms, r.error_code, r.error_message, r.route_plan, r.attempts,
-         r.cached_tokens, r.cache_write_tokens, r.reserved_tokens
+         r.cached_tokens, r.cache_write_tokens, r.reserved_tokens, r.cache, r.cache_similarity, r.cache_entry_id,
+         r.embedding_tokens
     from private.requests r;
 
 create or replace view admin.ledger as

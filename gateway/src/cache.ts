@@ -1,0 +1,202 @@
+// The gateway's side of the response cache (DESIGN §4): canonical request hashes, the embedding of
+// the last user message, and replaying a cached answer as JSON or as a proper SSE stream. What is
+// enabled, for whom, at which threshold and price is decided in SQL (sql/27_private_cache.sql).
+import { createHash } from 'node:crypto';
+import type { Channel } from './snapshot';
+
+/** Request fields that do not change the answer, and so stay out of the hashes. */
+const NOT_SEMANTIC = new Set(['stream', 'stream_options', 'user', 'metadata', 'store', 'service_tier', 'safety_identifier', 'prompt_cache_key']);
+
+export interface CacheRequest {
+  exact: string; // hex sha256 of the canonical request
+  context: string; // hex sha256 of the canonical request without the last user message
+  semantic: boolean; // the last user message is plain text: the semantic layer can apply
+  prompt: string; // the last user message's text
+}
+
+/** JSON with object keys sorted at every depth: equal requests hash equally. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value && typeof value === 'object') {
+    return `{${Object.keys(value as object)
+      .sort()
+      .filter((k) => (value as any)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonical((value as any)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
+
+function textOf(content: unknown): string | null {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content) && content.every((p) => p && typeof p === 'object' && (p as any).type === 'text')) {
+    return content.map((p: any) => p.text ?? '').join('\n');
+  }
+  return null;
+}
+
+/**
+ * The cache key of a chat request, or null when the request must not be cached: opted out, more
+ * than one choice, log probabilities, or no user message last.
+ */
+export function cacheRequest(body: Record<string, any>, headers: Headers): CacheRequest | null {
+  const optOut = (headers.get('x-elygate-cache') ?? '').toLowerCase();
+  const cc = (headers.get('cache-control') ?? '').toLowerCase();
+  if (optOut === 'off' || optOut === 'bypass' || /\bno-cache\b|\bno-store\b/.test(cc)) return null;
+  if ((body.n ?? 1) !== 1 || body.logprobs === true || !Array.isArray(body.messages) || body.messages.length === 0) return null;
+  const last = body.messages[body.messages.length - 1];
+  if (!last || last.role !== 'user') return null;
+  const essential: Record<string, unknown> = {};
+  for (const k of Object.keys(body)) if (!NOT_SEMANTIC.has(k)) essential[k] = body[k];
+  const exact = sha256hex(canonical(essential));
+  const context = sha256hex(canonical({ ...essential, messages: [...body.messages.slice(0, -1), { role: 'user', content: '<last>' }] }));
+  const prompt = textOf(last.content);
+  return { exact, context, semantic: prompt !== null && prompt.trim() !== '', prompt: prompt ?? '' };
+}
+
+/** A complete answer as the cache keeps it. */
+export interface CachedAnswer {
+  content: string | null;
+  tool_calls?: unknown[];
+  refusal?: string | null;
+  finish_reason: string;
+}
+
+/** What to store from a non-stream chat completion, or null when it is not a complete single choice. */
+export function answerOf(completion: any): CachedAnswer | null {
+  const choices = completion?.choices;
+  if (!Array.isArray(choices) || choices.length !== 1) return null;
+  const c = choices[0];
+  if (c.finish_reason !== 'stop' && c.finish_reason !== 'tool_calls') return null;
+  return {
+    content: c.message?.content ?? null,
+    ...(c.message?.tool_calls ? { tool_calls: c.message.tool_calls } : {}),
+    ...(c.message?.refusal ? { refusal: c.message.refusal } : {}),
+    finish_reason: c.finish_reason,
+  };
+}
+
+/** Assembles a streamed answer from its chunks (content and tool-call deltas). */
+export class StreamAssembler {
+  private content = '';
+  private tools = new Map<number, { id?: string; type: string; function: { name: string; arguments: string } }>();
+  private finish: string | null = null;
+  private choices = new Set<number>();
+
+  add(chunk: any): void {
+    for (const c of Array.isArray(chunk?.choices) ? chunk.choices : []) {
+      this.choices.add(c.index ?? 0);
+      const d = c.delta ?? {};
+      if (typeof d.content === 'string') this.content += d.content;
+      for (const t of Array.isArray(d.tool_calls) ? d.tool_calls : []) {
+        const i = t.index ?? 0;
+        const cur = this.tools.get(i) ?? { type: 'function', function: { name: '', arguments: '' } };
+        if (t.id) cur.id = t.id;
+        if (t.function?.name) cur.function.name += t.function.name;
+        if (t.function?.arguments) cur.function.arguments += t.function.arguments;
+        this.tools.set(i, cur);
+      }
+      if (c.finish_reason) this.finish = c.finish_reason;
+    }
+  }
+
+  answer(): CachedAnswer | null {
+    if (this.choices.size > 1 || (this.finish !== 'stop' && this.finish !== 'tool_calls')) return null;
+    return {
+      content: this.content || (this.tools.size ? null : ''),
+      ...(this.tools.size ? { tool_calls: [...this.tools.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => t) } : {}),
+      finish_reason: this.finish,
+    };
+  }
+}
+
+interface Usage {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+}
+
+/** A cached answer as a chat completion. */
+export function replayJson(answer: CachedAnswer, model: string, requestId: string, usage: Usage): Uint8Array {
+  const prompt = usage.prompt_tokens ?? 0;
+  const completion = usage.completion_tokens ?? 0;
+  return new TextEncoder().encode(
+    JSON.stringify({
+      id: `chatcmpl-${requestId}`,
+      object: 'chat.completion',
+      created: Math.floor(Date.now() / 1000),
+      model,
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: answer.content, ...(answer.tool_calls ? { tool_calls: answer.tool_calls } : {}), refusal: answer.refusal ?? null },
+          logprobs: null,
+          finish_reason: answer.finish_reason,
+        },
+      ],
+      usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion },
+    }),
+  );
+}
+
+/** A cached answer as an OpenAI SSE stream: role, content in pieces, tool calls, finish, usage, [DONE]. */
+export function replaySse(answer: CachedAnswer, model: string, requestId: string, usage: Usage, includeUsage: boolean): Uint8Array {
+  const base = { id: `chatcmpl-${requestId}`, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model };
+  const events: unknown[] = [{ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] }];
+  const text = answer.content ?? '';
+  // Word-sized pieces, as an upstream would send them.
+  for (const piece of text.match(/\S+\s*|\s+/g) ?? []) {
+    events.push({ ...base, choices: [{ index: 0, delta: { content: piece }, logprobs: null, finish_reason: null }] });
+  }
+  (answer.tool_calls ?? []).forEach((t: any, index: number) => {
+    events.push({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index, id: t.id, type: t.type ?? 'function', function: t.function }] }, logprobs: null, finish_reason: null }] });
+  });
+  events.push({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: answer.finish_reason }] });
+  if (includeUsage) {
+    const p = usage.prompt_tokens ?? 0;
+    const c = usage.completion_tokens ?? 0;
+    events.push({ ...base, choices: [], usage: { prompt_tokens: p, completion_tokens: c, total_tokens: p + c } });
+  }
+  return new TextEncoder().encode(events.map((e) => `data: ${JSON.stringify(e)}\n\n`).join('') + 'data: [DONE]\n\n');
+}
+
+/** The cache header: miss | exact | semantic; similarity=0.97 (| off when the client opted out). */
+export function cacheHeader(result: string | null | undefined, similarity?: number | null): string {
+  if (result === 'semantic') return `semantic; similarity=${(similarity ?? 0).toFixed(2)}`;
+  return result === 'exact' ? 'exact' : result === 'bypass' || result === null || result === undefined ? 'off' : 'miss';
+}
+
+/**
+ * The embedding of a text from the configured embedding channel (OpenAI wire format), with its
+ * token count. Throws on any failure: callers bypass the cache, they never fail the request.
+ */
+export async function embed(channel: Channel, model: string, text: string, timeoutMs: number): Promise<{ vector: number[]; tokens: number }> {
+  const base = channel.baseUrl.replace(/\/+$/, '');
+  const url = `${/^https?:\/\/[^/]+\/./.test(base + '/') ? base : base + '/v1'}/embeddings`;
+  const key = channel.keys[0];
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+    body: JSON.stringify({ model, input: text }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  if (!res.ok) throw new Error(`embedding upstream returned ${res.status}`);
+  const body: any = await res.json();
+  const vector = body?.data?.[0]?.embedding;
+  if (!Array.isArray(vector) || vector.length === 0) throw new Error('embedding upstream returned no vector');
+  return { vector, tokens: Number(body?.usage?.prompt_tokens ?? body?.usage?.total_tokens ?? 0) };
+}
+
+/** Cosine similarity of two vectors (for the false-hit audit of two answers). */
+export function cosine(a: number[], b: number[]): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    dot += a[i] * b[i];
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  return na && nb ? dot / Math.sqrt(na * nb) : 0;
+}

@@ -1,0 +1,205 @@
+-- Semantic cache (DESIGN §4): an exact layer (hash of the canonical request) and a semantic layer
+-- (cosine similarity of the last user message's embedding), the latter only among entries whose
+-- context (model, system prompt, earlier turns, tools, response format, sampling parameters)
+-- hashes identically. Entries are scoped to a tenant that is never empty. The gateway computes
+-- the hashes and the embedding; every decision (enabled, scope, threshold, TTL, price of a hit)
+-- is made here.
+
+insert into private.options (key, value, value_type, min_value, max_value, description)
+values
+  ('SemanticCacheEnabled', 'true', 'bool', null, null,
+   'Master switch of the response cache (exact and semantic layers). Keys and models have their own switch (cache_enabled).'),
+  ('SemanticCacheThreshold', '0.95', 'number', 0.5, 1,
+   'Cosine similarity of the last user message at or above which a cached answer is served (higher is stricter).'),
+  ('SemanticCacheScope', 'user', 'text', null, null,
+   'Who shares cache entries: "user" (default: a user never sees another user''s cached answer) or "group".'),
+  ('SemanticCacheTtlSeconds', '86400', 'int', 60, 31536000,
+   'How long a cached answer may be served.'),
+  ('SemanticCacheEmbeddingChannel', '', 'text', null, null,
+   'Name of the channel that computes embeddings for the semantic layer. Empty: semantic layer off (the exact layer still works).'),
+  ('SemanticCacheEmbeddingModel', '', 'text', null, null,
+   'Embedding model asked of SemanticCacheEmbeddingChannel (e.g. text-embedding-3-small). Its price bills the embedding call.'),
+  ('SemanticCacheDimensions', '1536', 'int', 2, 4000,
+   'Dimensions of the embedding model; an HNSW index exists for this size (halfvec, cosine).'),
+  ('SemanticCacheHitPriceRatio', '0', 'number', 0, 1,
+   'Share of the original answer''s price billed for a cache hit (0 = free; the embedding call is billed regardless).'),
+  ('SemanticCacheAuditRate', '0.02', 'number', 0, 1,
+   'Share of semantic hits re-asked upstream in the background to measure the false-hit rate (admin.cache_audit).'),
+  ('SemanticCacheAuditAgreement', '0.9', 'number', 0, 1,
+   'Similarity of the cached and the fresh answer at or above which an audit counts the hit as correct.')
+on conflict (key) do update
+  set value_type = excluded.value_type, min_value = excluded.min_value, max_value = excluded.max_value,
+      description = excluded.description;
+
+-- The HNSW index for the configured size (an expression index, so entries of another size, e.g.
+-- from before a model change, simply are not found by it). Created here because its shape follows
+-- a setting; `create index if not exists` keeps this idempotent.
+do $$
+declare
+  v_dims integer := (select value::integer from private.options where key = 'SemanticCacheDimensions');
+begin
+  execute format('create index if not exists cache_entries_embedding_%1$s_idx on private.cache_entries
+                    using hnsw ((embedding::public.halfvec(%1$s)) public.halfvec_cosine_ops) where public.vector_dims(embedding) = %1$s', v_dims);
+end
+$$;
+
+-- private.cache_scope: the tenant filter. Never null, never shared across users unless the
+-- operator chose group scope.
+create or replace function private.cache_scope(p_user_id bigint, p_group text)
+returns text
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select case when private.option_text('SemanticCacheScope') = 'group' then 'group:' || p_group
+              else 'user:' || p_user_id::text end
+$$;
+comment on function private.cache_scope(bigint, text) is E'The cache tenant of a request: user:<id> (default) or group:<name> (SemanticCacheScope).';
+
+-- private.cache_plan: called by relay_begin. The exact lookup, and what the gateway needs for the
+-- semantic one. Returns null when the cache does not apply to this request.
+create or replace function private.cache_plan(p_cache jsonb, p_key private.api_keys, p_group text, p_model text)
+returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_scope text;
+  v_hit record;
+  v_channel private.channels;
+  v_embed_model text;
+begin
+  if p_cache is null or not private.option_text('SemanticCacheEnabled')::boolean or not p_key.cache_enabled
+     or not coalesce((select m.cache_enabled from private.models m where m.name = p_model), true) then
+    return null;
+  end if;
+  v_scope := private.cache_scope(p_key.user_id, p_group);
+  select e.id, e.answer, e.usage into v_hit
+    from private.cache_entries e
+   where e.scope = v_scope and e.model = p_model and e.exact_hash = decode(p_cache ->> 'exact', 'hex')
+     and e.expires_at > now()
+   order by e.id desc
+   limit 1;
+  if found then
+    return jsonb_build_object('result', 'exact', 'entry_id', v_hit.id, 'similarity', 1, 'answer', v_hit.answer, 'usage', v_hit.usage);
+  end if;
+  v_embed_model := nullif(private.option_text('SemanticCacheEmbeddingModel'), '');
+  select c.* into v_channel from private.channels c
+   where c.name = nullif(private.option_text('SemanticCacheEmbeddingChannel'), '') and c.status = 'enabled';
+  return jsonb_build_object(
+    'result', 'miss',
+    'semantic', case when v_channel.id is not null and v_embed_model is not null and coalesce((p_cache ->> 'semantic')::boolean, false)
+                     then jsonb_build_object('channel_id', v_channel.id, 'version', v_channel.version, 'model', v_embed_model,
+                                             'dimensions', private.option_int('SemanticCacheDimensions'))
+                end,
+    'store', true);
+end
+$$;
+comment on function private.cache_plan(jsonb, private.api_keys, text, text) is
+  E'Exact-layer lookup for relay_begin, and the embedding channel/model for the semantic layer when it applies.';
+
+-- gateway.cache_lookup: the one follow-up call after the embedding. Nearest entry of the same
+-- tenant, model and context; a hit when its similarity reaches SemanticCacheThreshold. Records
+-- the result on the request row.
+create or replace function gateway.cache_lookup(p_request_id uuid, p_created_at timestamptz, p_context_hash bytea, p_embedding text)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_req record;
+  v_dims integer := private.option_int('SemanticCacheDimensions');
+  v_threshold real := private.option_text('SemanticCacheThreshold')::real;
+  v_best record;
+begin
+  select r.user_id, r.group_name, r.model into v_req from private.requests r
+   where r.created_at = p_created_at and r.id = p_request_id and r.status = 'pending';
+  if not found then
+    return null;
+  end if;
+  -- Iterative scan: with a selective tenant filter, HNSW keeps scanning until it finds rows of
+  -- this tenant instead of returning the nearest neighbours of everyone else, filtered to nothing.
+  perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
+  execute format(
+    'select e.id, (1 - (e.embedding::public.halfvec(%1$s) operator(public.<=>) $1::public.halfvec(%1$s)))::real as similarity,
+            e.answer, e.usage
+       from private.cache_entries e
+      where public.vector_dims(e.embedding) = %1$s and e.scope = $2 and e.model = $3 and e.context_hash = $4
+        and e.expires_at > now()
+      order by e.embedding::public.halfvec(%1$s) operator(public.<=>) $1::public.halfvec(%1$s)
+      limit 1', v_dims)
+    into v_best
+    using p_embedding, private.cache_scope(v_req.user_id, v_req.group_name), v_req.model, p_context_hash;
+  if v_best.id is null or v_best.similarity < v_threshold then
+    update private.requests set cache_similarity = v_best.similarity
+     where created_at = p_created_at and id = p_request_id;
+    return jsonb_build_object('result', 'miss', 'best_similarity', v_best.similarity, 'threshold', v_threshold);
+  end if;
+  update private.requests set cache = 'semantic', cache_similarity = v_best.similarity, cache_entry_id = v_best.id
+   where created_at = p_created_at and id = p_request_id;
+  return jsonb_build_object('result', 'semantic', 'entry_id', v_best.id, 'similarity', v_best.similarity,
+                            'threshold', v_threshold, 'answer', v_best.answer, 'usage', v_best.usage,
+                            'audit', random() < private.option_text('SemanticCacheAuditRate')::real);
+end
+$$;
+comment on function gateway.cache_lookup(uuid, timestamptz, bytea, text) is
+  E'Semantic-layer lookup after the gateway embedded the last user message: the nearest live entry of the same tenant, model and context; a hit at or above SemanticCacheThreshold.';
+
+-- gateway.cache_audit_record: results of background re-asks of semantic hits (a batch).
+create or replace function gateway.cache_audit_record(p_audits jsonb)
+returns integer
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with ins as (
+    insert into private.cache_audits (request_id, entry_id, model, similarity, threshold, agreement, agree, error)
+    select a.request_id, a.entry_id, a.model, a.similarity, a.threshold, a.agreement,
+           case when a.agreement is null then null
+                else a.agreement >= private.option_text('SemanticCacheAuditAgreement')::real end,
+           a.error
+      from jsonb_to_recordset(p_audits) as a(request_id uuid, entry_id bigint, model text, similarity real,
+                                             threshold real, agreement real, error text)
+    returning 1)
+  select count(*)::integer from ins
+$$;
+comment on function gateway.cache_audit_record(jsonb) is
+  E'Records false-hit audits: for a semantic hit, how similar a fresh upstream answer was to the cached one.';
+
+-- private.cache_store: entries written by settlement for complete, single-choice answers.
+create or replace function private.cache_store(p_rows jsonb)
+returns integer
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with ins as (
+    insert into private.cache_entries (expires_at, scope, model, exact_hash, context_hash, prompt, embedding, answer, usage, request_id)
+    select now() + make_interval(secs => private.option_int('SemanticCacheTtlSeconds')),
+           private.cache_scope(s.user_id, s.group_name), s.model, decode(s.exact, 'hex'), decode(s.context, 'hex'),
+           coalesce(s.prompt, ''), s.embedding::public.halfvec, s.answer, s.usage, s.request_id
+      from jsonb_to_recordset(p_rows) as s(user_id bigint, group_name text, model text, exact text, context text,
+                                           prompt text, embedding text, answer jsonb, usage jsonb, request_id uuid)
+     where s.exact ~ '^[0-9a-f]{64}$' and s.context ~ '^[0-9a-f]{64}$'
+    returning 1)
+  select count(*)::integer from ins
+$$;
+
+-- private.cache_expire: the cache-expiry job; bounded batches, never an unbounded DELETE.
+create or replace function private.cache_expire(p_now timestamptz default now(), p_limit integer default 20000)
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_n integer;
+begin
+  delete from private.cache_entries where id in (
+    select id from private.cache_entries where expires_at <= p_now order by expires_at limit p_limit);
+  get diagnostics v_n = row_count;
+  return v_n;
+end
+$$;
+comment on function private.cache_expire(timestamptz, integer) is E'Deletes up to p_limit expired cache entries (the elygate.cache_expiry job).';
+
+insert into private.jobs (name, cron_schedule, every, command, description)
+values ('elygate.cache_expiry', '*/2 * * * *', '2 minutes', 'private.cache_expire($now)', 'Deletes expired cache entries in bounded batches.')
+on conflict (name) do update
+  set cron_schedule = excluded.cron_schedule, every = excluded.every, command = excluded.command, description = excluded.description;
