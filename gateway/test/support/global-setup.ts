@@ -41,6 +41,9 @@ export default async function setup(project: TestProject) {
   // price. Billing tests use priced models and turn this off inside their own transactions.
   const opt = postgres(databaseUrl, { max: 1, onnotice: () => {} });
   await opt`select admin.option_set('AllowUnpricedModels', 'true')`;
+  // Likewise the response cache: tests about other things send identical requests and expect the
+  // upstream to answer each. Cache tests switch it on for themselves.
+  await opt`select admin.option_set('SemanticCacheEnabled', 'false')`;
   await opt.end();
 
   project.provide('databaseUrl', databaseUrl);

@@ -67,6 +67,13 @@ export function answerFor(body: any): string {
 
 /** A deterministic unit vector for a text (hash-seeded), so embeddings are comparable in tests. */
 export function embeddingFor(text: string, dims = 8): number[] {
+  // "vec:0.96,0.28" in the text pins the vector (padded with zeros), so tests can choose the
+  // cosine similarity between two prompts exactly.
+  const pinned = /vec:(-?[\d.]+(?:,-?[\d.]+)*)/.exec(text);
+  if (pinned) {
+    const v = pinned[1].split(',').map(Number);
+    return Array.from({ length: dims }, (_, i) => v[i] ?? 0);
+  }
   const h = createHash('sha256').update(text).digest();
   const v = Array.from({ length: dims }, (_, i) => (h[i % h.length] - 127.5) / 127.5);
   const norm = Math.hypot(...v) || 1;
