@@ -200,3 +200,27 @@ export function cosine(a: number[], b: number[]): number {
   }
   return na && nb ? dot / Math.sqrt(na * nb) : 0;
 }
+
+/** The response for a cache hit: JSON, or SSE when the client asked for a stream. */
+export function hitResponse(opts: {
+  requestId: string;
+  model: string;
+  stream: boolean;
+  includeUsage: boolean;
+  answer: CachedAnswer;
+  usage: Usage;
+  headers: Record<string, string>;
+}): Response {
+  const bytes = opts.stream
+    ? replaySse(opts.answer, opts.model, opts.requestId, opts.usage, opts.includeUsage)
+    : replayJson(opts.answer, opts.model, opts.requestId, opts.usage);
+  return new Response(bytes, {
+    status: 200,
+    headers: {
+      'content-type': opts.stream ? 'text/event-stream; charset=utf-8' : 'application/json',
+      ...(opts.stream ? { 'cache-control': 'no-cache' } : {}),
+      'x-request-id': opts.requestId,
+      ...opts.headers,
+    },
+  });
+}

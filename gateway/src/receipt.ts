@@ -12,6 +12,8 @@ export interface PriceCard {
   per_call: number | null;
   group_multiplier: string; // numeric as text, e.g. "1.500000"
   channel_multipliers: Record<string, string>;
+  cache_hit_ratio?: string; // SemanticCacheHitPriceRatio, as text
+  embedding?: { input: number | null; per_call: number | null } | null;
 }
 
 /** A non-negative decimal string as an exact fraction. */
@@ -40,6 +42,27 @@ export function costMicros(card: PriceCard | null, channelId: number | null, usa
   const num = base * gn * cn;
   const den = 1000000n * gd * cd;
   return Number((2n * num + den) / (2n * den)); // half-up, as PostgreSQL's round(numeric)
+}
+
+/** A fraction times an integer amount, half-up (PostgreSQL's round(bigint * numeric)). */
+function scaled(amount: number, decimal: string | undefined): number {
+  const [n, d] = fraction(decimal ?? '0');
+  return Number((2n * BigInt(amount) * n + d) / (2n * d));
+}
+
+/** The price of a cache hit: the original answer at the hit ratio (no channel multiplier). */
+export function hitCostMicros(card: PriceCard | null, usage: Usage): number {
+  return card ? scaled(costMicros(card, null, usage), card.cache_hit_ratio) : 0;
+}
+
+/** The price of the semantic cache's embedding call. */
+export function embeddingCostMicros(card: PriceCard | null, tokens: number): number {
+  if (!card?.embedding || tokens <= 0) return 0;
+  const e = card.embedding;
+  return costMicros({ ...card, input: e.input, output: 0, cached_input: null, cache_write: null, per_call: e.per_call }, null, {
+    prompt_tokens: tokens,
+    completion_tokens: 0,
+  });
 }
 
 export function receiptHeaders(requestId: string, cost: number, source: 'upstream' | 'estimated' | 'none'): Record<string, string> {

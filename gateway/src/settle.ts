@@ -35,6 +35,10 @@ export interface Outcome {
   usage_source: 'upstream' | 'estimated' | 'none';
   /** How an interrupted answer was billed, e.g. 'prompt+delivered'. */
   abort_policy?: string | null;
+  /** Tokens of the semantic cache's embedding call, billed at the embedding model's price. */
+  embedding_tokens?: number | null;
+  /** An answer for the cache: {exact, context, prompt, embedding, answer} (see gateway/src/cache.ts). */
+  cache_store?: Record<string, unknown> | null;
   attempts: Attempt[];
   ttfb_ms: number | null;
   latency_ms: number;
