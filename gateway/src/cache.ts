@@ -214,7 +214,7 @@ export function hitResponse(opts: {
   const bytes = opts.stream
     ? replaySse(opts.answer, opts.model, opts.requestId, opts.usage, opts.includeUsage)
     : replayJson(opts.answer, opts.model, opts.requestId, opts.usage);
-  return new Response(bytes, {
+  return new Response(bytes as Uint8Array<ArrayBuffer>, {
     status: 200,
     headers: {
       'content-type': opts.stream ? 'text/event-stream; charset=utf-8' : 'application/json',
