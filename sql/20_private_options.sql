@@ -24,6 +24,8 @@ values
    'Completion tokens assumed for a request that does not set max_tokens (used for reservations).'),
   ('AllowUnpricedModels', 'false', 'bool', null, null,
    'When true, models without a price are served free of charge; when false they are refused (403 model_not_priced).'),
+  ('DurableAdmission', 'false', 'bool', null, null,
+   'When true, relay_begin waits for its WAL flush (one fsync per request on the hot path). When false, a database crash can forget admissions of the last few hundred ms; their bills still arrive, since outcomes carry the ticket.'),
   ('ReservationTtlMinutes', '60', 'int', 1, 10080,
    'A request still open after this many minutes (its gateway died) is settled by the reaper at its reserved estimate, marked expired.'),
   ('LogRetentionDays', '30', 'int', 1, 3650,

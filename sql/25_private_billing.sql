@@ -73,6 +73,19 @@ declare
   v_hit_ratio numeric := private.option_text('SemanticCacheHitPriceRatio')::numeric;
   v_embed_model text := nullif(private.option_text('SemanticCacheEmbeddingModel'), '');
 begin
+  -- Outcomes whose request row is missing (an asynchronously committed admission lost in a
+  -- database crash) get their row back from the ticket they carry, with nothing reserved, so they
+  -- are billed and nothing is released twice. Never for a request already in the ledger.
+  insert into private.requests (id, created_at, key_id, user_id, group_name, endpoint, model, status, cache)
+  select x.id, x.created_at, (x.ticket ->> 'key_id')::bigint, (x.ticket ->> 'user_id')::bigint,
+         x.ticket ->> 'group_name', coalesce(x.ticket ->> 'endpoint', 'chat/completions'), x.ticket ->> 'model',
+         'pending', x.ticket ->> 'cache'
+    from jsonb_to_recordset(p_outcomes) as x(id uuid, created_at timestamptz, ticket jsonb)
+   where x.ticket ->> 'user_id' is not null and x.ticket ->> 'model' is not null
+     and not exists (select 1 from private.requests r where r.created_at = x.created_at and r.id = x.id)
+     and not exists (select 1 from private.ledger l where l.request_id = x.id)
+  on conflict do nothing;
+
   with o as (
     select *
       from jsonb_to_recordset(p_outcomes) as x(

@@ -86,6 +86,14 @@ begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
   end if;
+  /* why: on most disks the WAL flush is the dearest part of admission, and it is paid per request
+     on the hot path. Admission commits asynchronously (unless DurableAdmission): the row locks are
+     released at commit, the flush follows within wal_writer_delay, and the request's own
+     relay_finish (synchronous) flushes it anyway. A crash in between loses the admission, never the
+     bill: the outcome carries the ticket and private.settle re-creates a missing request row. */
+  if not private.option_text('DurableAdmission')::boolean then
+    perform set_config('synchronous_commit', 'off', true);
+  end if;
   v_auth := private.key_check(p_key_hash, p_client_ip);
   v_key := v_auth.key;
 

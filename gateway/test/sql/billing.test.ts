@@ -153,6 +153,19 @@ describe('settlement', () => {
     expect(ledger).toEqual([{ amount_micros: 44 }]);
   });
 
+  it('bills an outcome whose admission a crash lost, from the ticket it carries, once', async () => {
+    const f = await setup({ balance: 10_000 });
+    const lost = { request_id: randomUUID(), created_at: new Date().toISOString() };
+    const batch = [{ ...outcome(lost, [30, 7]), ticket: { user_id: f.user.id, key_id: f.key.id, group_name: f.group, model: f.model, endpoint: 'chat/completions' } }];
+    await db()`select gateway.relay_finish(${db().json(batch)})`;
+    await db()`select gateway.relay_finish(${db().json(batch)})`; // replayed from a spool
+    expect(await wallet(f.user.id)).toEqual({ balance: 10_000 - 44, reserved: 0 });
+    const rows = await db()`select status, cost_micros::int from private.requests where id = ${lost.request_id}`;
+    expect(rows).toEqual([{ status: 'ok', cost_micros: 44 }]);
+    const ledger = await db()`select amount_micros::int from private.ledger where request_id = ${lost.request_id}`;
+    expect(ledger).toEqual([{ amount_micros: 44 }]);
+  });
+
   it('bills nothing for an upstream error before any content, and never an error body', async () => {
     const f = await setup({ balance: 10_000 });
     const t = await begin(db(), f.key.key, f.model, 60, 20);
