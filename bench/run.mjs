@@ -1,0 +1,641 @@
+#!/usr/bin/env node
+// Elygate gateway benchmark (issue #7): `npm run bench` (never part of `npm test`).
+//
+// One run, on 127.0.0.1 only, bounded in time, stopping every process it starts:
+//   1. wrk from apt (installed if missing), the embedded PostgreSQL (started if needed), a
+//      throwaway database bench_<random> migrated like `npm start` does, seeded through admin.*:
+//      a channel on the mock, priced models, 1,001 funded users with one limited key each.
+//   2. The mock upstream (bench/mock-upstream.ts) and two gateway processes: "bare" (env
+//      ELYGATE_BARE_PROXY=1, no database on the request path) and "elygate" (everything on).
+//   3. For each scenario and target (direct to the mock, bare, elygate): a 1 s warm-up, then a
+//      measured wrk run; CPU from /proc/<pid>/stat, database round trips from /metrics.
+//   4. Results: bench/results/latest.json, bench/results/plot.svg, and the results section of
+//      docs/performance.md (between its bench:results markers).
+//
+// Options: --runs N (default 2)  --duration S (default 5)  --profile (bun --cpu-prof of the
+// gateway, pg_stat_statements with track=all, auto_explain of relay_begin)  --no-docs  --keep-db
+//
+// Pinning: the gateways on core 0; wrk, the mock, the TTFB probe and the bench database's
+// PostgreSQL backends on core 1 (taskset). On a 1-core machine nothing is pinned.
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes, randomUUID, createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir, loadavg, cpus } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createServer } from 'node:net';
+import postgres from 'postgres';
+import { ensurePostgres, readState } from '../scripts/pg.mjs';
+import { summarize, renderMarkdown, renderSvg, updateDocs } from './report.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const BUN = join(ROOT, 'node_modules', 'bun', 'bin', 'bun.exe');
+const RESULTS = join(ROOT, 'bench', 'results');
+
+// ───────────────────────────── options ─────────────────────────────
+const argv = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1] : fallback;
+};
+const RUNS = Math.max(1, Number(opt('runs', process.env.BENCH_RUNS ?? 2)));
+const DURATION = Math.max(1, Number(opt('duration', process.env.BENCH_DURATION ?? 5)));
+const WARMUP = 1;
+const PROFILE = argv.includes('--profile');
+const NO_DOCS = argv.includes('--no-docs');
+const KEEP_DB = argv.includes('--keep-db');
+// --head: benchmark the last commit (a `git archive HEAD` snapshot) instead of the working tree.
+// Without it, a working tree whose migrations do not apply (someone mid-change) falls back to HEAD.
+const FORCE_HEAD = argv.includes('--head');
+const N_SPREAD_KEYS = 1000;
+const HARD_DEADLINE_MS = 9 * 60 * 1000; // never run longer than this, whatever happens
+
+const log = (m) => console.log(`[bench] ${m}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const t0 = Date.now();
+
+// ───────────────────────────── processes we start ─────────────────────────────
+const children = new Map(); // pid → { name, proc }
+let cleanupHooks = [];
+
+function startProc(name, cmd, args, { env = {}, core = null, stdio } = {}) {
+  const pinned = core !== null && PIN;
+  const [c, a] = pinned ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
+  const proc = spawn(c, a, { cwd: ROOT, env: { ...process.env, ...env }, stdio: stdio ?? ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout?.on('data', (d) => (out = (out + d).slice(-20000)));
+  proc.stderr?.on('data', (d) => (out = (out + d).slice(-20000)));
+  children.set(proc.pid, { name, proc });
+  proc.once('exit', () => children.delete(proc.pid));
+  return { proc, pid: proc.pid, output: () => out };
+}
+
+function stopProc(p, signal = 'SIGTERM', graceMs = 8000) {
+  return new Promise((resolve) => {
+    if (!p || p.proc.exitCode !== null || p.proc.signalCode !== null) return resolve();
+    const timer = setTimeout(() => {
+      try {
+        p.proc.kill('SIGKILL');
+      } catch {}
+    }, graceMs);
+    p.proc.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    try {
+      p.proc.kill(signal);
+    } catch {
+      resolve();
+    }
+  });
+}
+
+async function cleanup() {
+  for (const hook of cleanupHooks.reverse()) {
+    try {
+      await hook();
+    } catch (err) {
+      console.error(`[bench] cleanup: ${err.message}`);
+    }
+  }
+  cleanupHooks = [];
+  for (const { proc } of children.values()) {
+    try {
+      proc.kill('SIGKILL');
+    } catch {}
+  }
+}
+
+let exiting = false;
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, async () => {
+    if (exiting) return;
+    exiting = true;
+    console.error(`[bench] ${sig}: stopping everything this run started`);
+    await cleanup();
+    process.exit(130);
+  });
+}
+const deadline = setTimeout(async () => {
+  console.error('[bench] hard deadline reached: stopping');
+  exiting = true;
+  await cleanup();
+  process.exit(2);
+}, HARD_DEADLINE_MS);
+deadline.unref();
+
+// ───────────────────────────── small helpers ─────────────────────────────
+const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const PIN = has('taskset') && cpus().length >= 2;
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = s.address().port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** utime+stime of one process in microseconds, or null if it is gone. */
+function cpuUs(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields after "comm": state(3) ppid(4) … utime(14) stime(15) → indexes 11, 12
+    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
+  } catch {
+    return null;
+  }
+}
+
+function ppidOf(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return null;
+  }
+}
+
+function rssKb(pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return { rss: Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? NaN), hwm: Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? NaN) };
+  } catch {
+    return { rss: NaN, hwm: NaN };
+  }
+}
+
+/** The postmaster and every process it forked: the whole cluster. */
+function clusterPids(postmaster) {
+  const pids = [postmaster];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    if (ppidOf(Number(d)) === postmaster) pids.push(Number(d));
+  }
+  return pids;
+}
+
+function cpuOf(pids) {
+  const m = new Map();
+  for (const p of pids) {
+    const c = cpuUs(p);
+    if (c !== null) m.set(p, c);
+  }
+  return m;
+}
+
+/** CPU used between two snapshots by the processes alive at the second (new ones count from 0). */
+function cpuDelta(before, after) {
+  let sum = 0;
+  for (const [pid, c] of after) sum += c - (before.get(pid) ?? 0);
+  return sum;
+}
+
+function ensureWrk() {
+  if (has('wrk')) return;
+  log('wrk is not installed: installing it from Debian (apt-get install wrk) — the load generator of this benchmark…');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const pre = process.getuid?.() === 0 ? [] : ['sudo', '-n'];
+  const apt = (args) => spawnSync(pre[0] ?? args[0], pre.length ? [...pre.slice(1), ...args] : args.slice(1), { stdio: 'inherit', env });
+  let r = apt(['apt-get', 'install', '-y', '-q', '--no-install-recommends', 'wrk']);
+  if (r.status !== 0) {
+    apt(['apt-get', 'update', '-q']);
+    r = apt(['apt-get', 'install', '-y', '-q', '--no-install-recommends', 'wrk']);
+  }
+  if (r.status !== 0 || !has('wrk')) throw new Error('could not install wrk (apt-get install wrk); install it and re-run');
+}
+
+async function metrics(url) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const get = (name) => {
+    const escaped = name.replace(/[{}"=]/g, (c) => `\\${c}`);
+    const m = new RegExp(`^${escaped} (\\d+(?:\\.\\d+)?)$`, 'm').exec(text);
+    return m ? Number(m[1]) : 0;
+  };
+  const byFunction = {};
+  for (const m of text.matchAll(/^elygate_db_queries_total\{function="([^"]+)"\} (\d+)$/gm)) byFunction[m[1]] = Number(m[2]);
+  return {
+    queries: get('elygate_db_queries_total'),
+    begin: get('elygate_db_queries_total{function="relay_begin"}'),
+    finish: get('elygate_db_queries_total{function="relay_finish"}'),
+    outcomes: get('elygate_settled_outcomes_total'),
+    queue: get('elygate_settle_queue_depth'),
+    byFunction,
+  };
+}
+
+/** Waits until every request that called relay_begin has its outcome settled (a batch still in
+ *  flight is not in the queue depth, so compare the two counters). */
+async function waitSettled(url) {
+  let last = null;
+  for (let i = 0; i < 300; i++) {
+    const m = await metrics(url);
+    if (m.queue === 0 && m.outcomes >= m.begin) return;
+    // A gateway that makes no database calls (bare) settles nothing: stop once nothing moves.
+    if (m.queue === 0 && last && last.outcomes === m.outcomes && last.begin === m.begin && i > 20) return;
+    last = m;
+    await sleep(10);
+  }
+}
+
+// ───────────────────────────── main ─────────────────────────────
+async function main() {
+  ensureWrk();
+  mkdirSync(RESULTS, { recursive: true });
+  const work = mkdtempSync(join(tmpdir(), 'elygate-bench-'));
+  cleanupHooks.push(() => rmSync(work, { recursive: true, force: true }));
+
+  const env0 = {
+    load_start: loadavg().map((x) => x.toFixed(2)).join(' '),
+    cores: cpus().length,
+    cpu_model: cpus()[0]?.model ?? '?',
+    pinned: PIN,
+    bun: spawnSync(BUN, ['--version'], { encoding: 'utf8' }).stdout.trim(),
+    wrk: (spawnSync('wrk', ['--version'], { encoding: 'utf8' }).stdout || '').split('\n')[0].trim(),
+  };
+
+  // ── database ──
+  const st0 = await ensurePostgres({ log: () => {} });
+  const st = readState() ?? st0;
+  const pgVersion = st.version;
+  const superUrl = st.url;
+  const dbName = `bench_${randomBytes(4).toString('hex')}`;
+  const root = postgres(superUrl, { max: 1, onnotice: () => {} });
+  await root.unsafe(`create database ${dbName}`);
+  const othersTesting = (await root`select count(*)::int as n from pg_database where datname like 'gw_test_%' or (datname like 'bench_%' and datname <> ${dbName})`)[0].n;
+  await root.end();
+  const u = new URL(superUrl);
+  u.pathname = `/${dbName}`;
+  const dbUrl = u.toString();
+  cleanupHooks.push(async () => {
+    if (KEEP_DB) return log(`kept database ${dbName}`);
+    const r = postgres(superUrl, { max: 1, onnotice: () => {} });
+    await r.unsafe(`drop database if exists ${dbName} with (force)`);
+    await r.end();
+    log(`dropped ${dbName}`);
+  });
+  log(`PostgreSQL ${pgVersion} on 127.0.0.1:${st.port}; database ${dbName}; migrating…`);
+  let SRC = ROOT;
+  let source = 'working tree';
+  if (!FORCE_HEAD) {
+    try {
+      const { migrateDatabase } = await import(join(ROOT, 'scripts', 'migrate.mjs'));
+      await migrateDatabase(dbUrl, { log: () => {} });
+    } catch (err) {
+      log(`the working tree does not migrate (${String(err.message).split('\n').filter((l) => /failed|error/i.test(l)).slice(-1)[0] ?? err.message}); benchmarking HEAD instead`);
+      SRC = null;
+    }
+  }
+  if (FORCE_HEAD || SRC === null) {
+    SRC = headSnapshot(work);
+    const head = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
+    source = `HEAD ${head} (git archive snapshot${FORCE_HEAD ? '' : '; the working tree did not migrate'})`;
+    const r = postgres(superUrl, { max: 1, onnotice: () => {} });
+    await r.unsafe(`drop database if exists ${dbName} with (force)`);
+    await r.unsafe(`create database ${dbName}`);
+    await r.end();
+    const { migrateDatabase } = await import(join(SRC, 'scripts', 'migrate.mjs'));
+    await migrateDatabase(dbUrl, { log: () => {} });
+  }
+  env0.source = source;
+
+  const masterKey = randomBytes(32).toString('hex');
+  const sql = postgres(dbUrl, { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': masterKey } });
+  cleanupHooks.push(() => sql.end({ timeout: 5 }));
+  await sql`create extension if not exists pg_stat_statements`;
+  if (PROFILE) await sql.unsafe(`alter database ${dbName} set pg_stat_statements.track = 'all'`);
+  const pgSettings = Object.fromEntries(
+    (await sql`select name, setting from pg_settings where name in ('fsync','synchronous_commit','wal_level','shared_buffers','max_connections','commit_delay')`).map((r) => [r.name, r.setting]),
+  );
+  const postmaster = Number(readFileSync(join(st.pgDataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+
+  // ── mock upstream ──
+  const mock = startProc('mock', BUN, [join(ROOT, 'bench', 'mock-upstream.ts')], { core: 1, env: { MOCK_CHUNKS: '20' } });
+  cleanupHooks.push(() => stopProc(mock));
+  let mockPort = null;
+  for (let i = 0; i < 100 && !mockPort; i++) {
+    await sleep(50);
+    const m = /\{"port":(\d+)\}/.exec(mock.output());
+    if (m) mockPort = Number(m[1]);
+  }
+  if (!mockPort) throw new Error(`mock upstream did not start:\n${mock.output()}`);
+  const mockUrl = `http://127.0.0.1:${mockPort}`;
+
+  // ── seed: a channel, prices, 1,001 funded users with a limited key each ──
+  log('seeding: channel, prices, 1,001 users, wallets, keys (admin.* API)…');
+  await sql`select admin.model_upsert('{"name": "bench-model", "input_price": 150000, "output_price": 600000}')`;
+  await sql`select admin.model_upsert('{"name": "bench-embed", "input_price": 20000}')`;
+  await sql`select admin.channel_create(${sql.json({ name: 'bench-mock', base_url: mockUrl, api_key: 'sk-bench-upstream', models: ['bench-model', 'bench-embed'] })})`;
+  await sql`select admin.user_create(jsonb_build_object('username', 'bench_' || i)) from generate_series(0, ${N_SPREAD_KEYS}) i`;
+  await sql`select admin.wallet_credit(jsonb_build_object('username', 'bench_' || i, 'amount_micros', 1000000000000)) from generate_series(0, ${N_SPREAD_KEYS}) i`;
+  const keyRows = await sql`
+    select i, admin.key_create(jsonb_build_object('username', 'bench_' || i, 'name', 'bench',
+             'quota_micros', 1000000000000000, 'rpm_limit', 1000000000, 'tpm_limit', 2000000000,
+             'concurrency_limit', 100000)) ->> 'key' as key
+      from generate_series(0, ${N_SPREAD_KEYS}) i order by i`;
+  await sql`vacuum analyze`;
+  const hotKey = keyRows[0].key;
+  const spreadKeys = keyRows.slice(1).map((r) => r.key);
+  writeFileSync(join(work, 'hot.keys'), hotKey + '\n');
+  writeFileSync(join(work, 'spread.keys'), spreadKeys.join('\n') + '\n');
+
+  const messages = [{ role: 'user', content: 'Say hello to the benchmark in twenty words, please.' }];
+  const bodies = {
+    chat: { model: 'bench-model', messages, max_tokens: 64 },
+    stream: { model: 'bench-model', messages, max_tokens: 64, stream: true, stream_options: { include_usage: true } },
+    embed: { model: 'bench-embed', input: 'The quick brown fox jumps over the lazy dog.' },
+  };
+  for (const [k, b] of Object.entries(bodies)) writeFileSync(join(work, `${k}.json`), JSON.stringify(b));
+
+  // ── gateways ──
+  async function startGateway(name, extraEnv) {
+    const port = await freePort();
+    const args = [];
+    if (PROFILE && name === 'elygate') args.push('--cpu-prof', '--cpu-prof-md', `--cpu-prof-dir=${join(RESULTS, 'profile')}`, '--cpu-prof-name=gateway.cpuprofile');
+    args.push(join(SRC, 'gateway', 'src', 'index.ts'));
+    const g = startProc(name, BUN, args, {
+      core: 0,
+      env: {
+        DATABASE_URL: dbUrl,
+        GATEWAY_DATABASE_URL: '',
+        ELYGATE_MASTER_KEY: masterKey,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        ELYGATE_SPOOL_DIR: mkdtempSync(join(work, `spool-${name}-`)),
+        NODE_ENV: 'production',
+        ...extraEnv,
+      },
+    });
+    g.url = `http://127.0.0.1:${port}`;
+    g.name = name;
+    cleanupHooks.push(() => stopProc(g));
+    const until = Date.now() + 30000;
+    for (;;) {
+      if (g.proc.exitCode !== null) throw new Error(`gateway ${name} exited early:\n${g.output()}`);
+      try {
+        const r = await fetch(`${g.url}/healthz`);
+        if (r.ok) break;
+      } catch {}
+      if (Date.now() > until) throw new Error(`gateway ${name} did not start:\n${g.output()}`);
+      await sleep(100);
+    }
+    await sleep(300);
+    g.rssIdle = rssKb(g.pid).rss;
+    return g;
+  }
+  const bare = await startGateway('bare', { ELYGATE_BARE_PROXY: '1', ELYGATE_BARE_UPSTREAM: mockUrl });
+  const ely = await startGateway('elygate', {});
+  const gateways = { bare, elygate: ely };
+  log(`mock ${mockUrl}, bare ${bare.url}, elygate ${ely.url}; gateways pinned to core 0, the rest to core 1: ${PIN}`);
+
+  // Sanity: one request through each target before measuring.
+  for (const [name, url, key] of [['direct', mockUrl, null], ['bare', bare.url, hotKey], ['elygate', ely.url, hotKey]]) {
+    const r = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: JSON.stringify(bodies.chat),
+    });
+    const text = await r.text();
+    if (r.status !== 200) throw new Error(`${name}: sanity request got ${r.status}: ${text.slice(0, 300)}`);
+  }
+
+  /** Pins this database's PostgreSQL backends to core 1 (only ours: the cluster is shared). */
+  async function pinBackends() {
+    if (!PIN) return;
+    const rows = await sql`select pid from pg_stat_activity where datname = ${dbName}`;
+    for (const { pid } of rows) spawnSync('taskset', ['-p', '-c', '1', String(pid)], { stdio: 'ignore' });
+  }
+  async function benchPgPids() {
+    const rows = await sql`select pid from pg_stat_activity where datname = ${dbName} and pid <> pg_backend_pid()`;
+    return rows.map((r) => r.pid);
+  }
+
+  function runWrk(url, path, bodyFile, keysFile, conns, seconds) {
+    return new Promise((resolve, reject) => {
+      const lua = join(ROOT, 'bench', 'wrk', 'post.lua');
+      const p = startProc('wrk', 'wrk', ['-t1', `-c${conns}`, `-d${seconds}s`, '--timeout', '10s', '-s', lua, `${url}${path}`], {
+        core: 1,
+        env: { BENCH_PATH: path, BENCH_BODY_FILE: bodyFile, BENCH_KEYS_FILE: keysFile ?? '' },
+      });
+      const timer = setTimeout(() => p.proc.kill('SIGKILL'), (seconds + 20) * 1000);
+      p.proc.once('exit', (code) => {
+        clearTimeout(timer);
+        const m = /BENCH_JSON (\{.*\})/.exec(p.output());
+        if (!m) return reject(new Error(`wrk failed (exit ${code}):\n${p.output()}`));
+        resolve(JSON.parse(m[1]));
+      });
+    });
+  }
+
+  function runTtfb(url, keysFile, count = 300, warmup = 30) {
+    return new Promise((resolve, reject) => {
+      const key = keysFile ? readFileSync(keysFile, 'utf8').split('\n')[0] : '-';
+      const p = startProc('ttfb', process.execPath, [join(ROOT, 'bench', 'ttfb.mjs'), url, '/v1/chat/completions', join(work, 'stream.json'), key, String(count), String(warmup)], { core: 1 });
+      const timer = setTimeout(() => p.proc.kill('SIGKILL'), 60000);
+      p.proc.once('exit', (code) => {
+        clearTimeout(timer);
+        const m = /BENCH_JSON (\{.*\})/.exec(p.output());
+        if (!m) return reject(new Error(`ttfb probe failed (exit ${code}):\n${p.output()}`));
+        resolve(JSON.parse(m[1]));
+      });
+    });
+  }
+
+  const scenarios = [
+    { id: 'chat-c32', title: 'non-stream chat, 32 connections', body: 'chat', conns: 32, keys: 'hot', targets: ['direct', 'bare', 'elygate'] },
+    { id: 'stream-c32', title: 'stream chat (20 chunks + usage), 32 connections', body: 'stream', conns: 32, keys: 'hot', targets: ['direct', 'bare', 'elygate'] },
+    { id: 'chat-c1', title: 'non-stream chat, 1 connection', body: 'chat', conns: 1, keys: 'hot', targets: ['direct', 'bare', 'elygate'] },
+    { id: 'chat-c32-spread', title: 'non-stream chat, 32 connections, 1,000 keys of 1,000 users', body: 'chat', conns: 32, keys: 'spread', targets: ['elygate'] },
+    { id: 'embed-c32', title: 'embeddings, 32 connections', body: 'embed', path: '/v1/embeddings', conns: 32, keys: 'hot', targets: ['direct', 'bare', 'elygate'] },
+  ];
+
+  const runs = [];
+  const ttfbs = [];
+  let bareHitDb = false;
+  for (let rep = 1; rep <= RUNS; rep++) {
+    for (const sc of scenarios) {
+      for (const target of sc.targets) {
+        const gw = gateways[target] ?? null;
+        const url = gw ? gw.url : mockUrl;
+        const path = sc.path ?? '/v1/chat/completions';
+        const bodyFile = join(work, `${sc.body}.json`);
+        const keysFile = target === 'direct' ? null : join(work, `${sc.keys}.keys`);
+        await runWrk(url, path, bodyFile, keysFile, sc.conns, WARMUP);
+        if (gw) await waitSettled(gw.url);
+        await pinBackends();
+        const pgPids0 = await benchPgPids();
+        const m0 = gw ? await metrics(gw.url) : null;
+        const g0 = gw ? cpuUs(gw.pid) : 0;
+        const pgB0 = cpuOf(pgPids0);
+        const pgC0 = cpuOf(clusterPids(postmaster));
+        const mk0 = cpuUs(mock.pid);
+        const w = await runWrk(url, path, bodyFile, keysFile, sc.conns, DURATION);
+        if (gw) await waitSettled(gw.url);
+        const g1 = gw ? cpuUs(gw.pid) : 0;
+        const pgPids1 = await benchPgPids();
+        const pgB1 = cpuOf([...new Set([...pgPids0, ...pgPids1])]);
+        const pgC1 = cpuOf(clusterPids(postmaster));
+        const mk1 = cpuUs(mock.pid);
+        const m1 = gw ? await metrics(gw.url) : null;
+        // Requests the gateway handled: every relay_begin is settled by exactly one outcome,
+        // including the connections wrk cuts at the end of its run (which it does not count).
+        const settledOutcomes = gw ? m1.outcomes - m0.outcomes : 0;
+        const n = settledOutcomes > 0 ? settledOutcomes : w.requests || 1;
+        const errors = w.errors.connect + w.errors.read + w.errors.write + w.errors.status + w.errors.timeout;
+        const r = {
+          rep,
+          scenario: sc.id,
+          target,
+          conns: sc.conns,
+          requests: w.requests,
+          rps: w.requests / (w.duration_us / 1e6),
+          p50_us: w.latency_us.p50,
+          p90_us: w.latency_us.p90,
+          p99_us: w.latency_us.p99,
+          max_us: w.latency_us.max,
+          errors,
+          error_detail: w.errors,
+          gw_cpu_us_per_req: gw ? (g1 - g0) / n : null,
+          pg_cpu_us_per_req: cpuDelta(pgB0, pgB1) / n,
+          pg_cluster_cpu_us_per_req: cpuDelta(pgC0, pgC1) / n,
+          mock_cpu_us_per_req: (mk1 - mk0) / n,
+        };
+        if (gw) {
+          const d = (k) => m1[k] - m0[k];
+          r.handled = n;
+          r.db_round_trips_per_req = d('queries') / n;
+          r.relay_begin_per_req = d('begin') / n;
+          r.relay_finish_calls = d('finish');
+          r.outcomes_per_finish = d('finish') > 0 ? d('outcomes') / d('finish') : null;
+          r.other_queries = Object.fromEntries(
+            Object.entries(m1.byFunction)
+              .map(([f, v]) => [f, v - (m0.byFunction[f] ?? 0)])
+              .filter(([f, v]) => v > 0 && f !== 'relay_begin' && f !== 'relay_finish'),
+          );
+          if (target === 'bare' && d('queries') > 0) bareHitDb = true;
+        }
+        runs.push(r);
+        log(
+          `run ${rep}/${RUNS} ${sc.id.padEnd(16)} ${target.padEnd(8)} ${r.rps.toFixed(0).padStart(6)} rps  p50 ${(r.p50_us / 1000).toFixed(2)} ms  p99 ${(r.p99_us / 1000).toFixed(2)} ms  err ${errors}` +
+            (gw ? `  gw ${r.gw_cpu_us_per_req.toFixed(0)} µs/req  pg ${r.pg_cpu_us_per_req.toFixed(0)} µs/req  rt/req ${r.db_round_trips_per_req.toFixed(3)}  outcomes/finish ${r.outcomes_per_finish?.toFixed(1) ?? '-'}` : ''),
+        );
+      }
+      if (sc.id === 'stream-c32') {
+        for (const target of sc.targets) {
+          const gw = gateways[target] ?? null;
+          const t = await runTtfb(gw ? gw.url : mockUrl, target === 'direct' ? null : join(work, 'hot.keys'));
+          ttfbs.push({ rep, target, ...t });
+          log(`run ${rep}/${RUNS} stream TTFB c=1   ${target.padEnd(8)} p50 ${(t.ttfb_us.p50 / 1000).toFixed(3)} ms  p99 ${(t.ttfb_us.p99 / 1000).toFixed(3)} ms  err ${t.errors}`);
+        }
+      }
+    }
+  }
+
+  // ── RSS after, profiles, statement statistics ──
+  const rss = {};
+  for (const [name, g] of Object.entries(gateways)) {
+    const after = rssKb(g.pid);
+    rss[name] = { idle_mb: g.rssIdle / 1024, after_mb: after.rss / 1024, peak_mb: after.hwm / 1024 };
+  }
+
+  const statements = await sql`
+    select calls, round(total_exec_time::numeric, 1) as total_ms, round(mean_exec_time::numeric, 4) as mean_ms,
+           rows, shared_blks_hit, shared_blks_read, wal_records, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) as query
+      from pg_stat_statements s join pg_database d on d.oid = s.dbid
+     where d.datname = ${dbName}
+     order by total_exec_time desc limit 15`;
+
+  let explain = null;
+  if (PROFILE) explain = await explainRelayBegin(dbUrl, hotKey);
+
+  // Stop the gateways now (a --cpu-prof profile is written at exit).
+  await stopProc(ely);
+  await stopProc(bare);
+
+  const result = {
+    when: new Date().toISOString(),
+    command: `npm run bench${argv.length ? ' -- ' + argv.join(' ') : ''}`,
+    duration_s: DURATION,
+    warmup_s: WARMUP,
+    runs: RUNS,
+    env: { ...env0, load_end: loadavg().map((x) => x.toFixed(2)).join(' '), others_testing: othersTesting, postgres: pgVersion, pg_settings: pgSettings },
+    bare_switch_working: !bareHitDb,
+    scenarios: scenarios.map(({ id, title, conns, targets }) => ({ id, title, conns, targets })),
+    runs_raw: runs,
+    ttfb_raw: ttfbs,
+    rss,
+    statements,
+    explain,
+    elapsed_s: Math.round((Date.now() - t0) / 1000),
+  };
+  result.summary = summarize(result);
+  writeFileSync(join(RESULTS, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(join(RESULTS, 'plot.svg'), renderSvg(result));
+  const md = renderMarkdown(result);
+  writeFileSync(join(RESULTS, 'latest.md'), md);
+  if (!NO_DOCS) updateDocs(join(ROOT, 'docs', 'performance.md'), md);
+  if (explain) writeFileSync(join(RESULTS, 'relay_begin-explain.txt'), explain);
+  console.log('\n' + md);
+  log(`done in ${result.elapsed_s} s; results in bench/results/ and docs/performance.md`);
+}
+
+/** A read-only snapshot of the last commit, with this checkout's node_modules linked in. */
+function headSnapshot(work) {
+  const dir = join(work, 'head');
+  mkdirSync(dir, { recursive: true });
+  const r = spawnSync('sh', ['-c', `git -C "${ROOT}" archive HEAD | tar -x -C "${dir}"`], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error('git archive HEAD failed');
+  for (const nm of ['node_modules', 'gateway/node_modules', 'admin/node_modules']) {
+    if (existsSync(join(ROOT, nm)) && !existsSync(join(dir, nm))) symlinkSync(join(ROOT, nm), join(dir, nm));
+  }
+  return dir;
+}
+
+/** auto_explain of every statement inside one relay_begin call (ANALYZE, BUFFERS). */
+async function explainRelayBegin(dbUrl, key) {
+  const notices = [];
+  const s = postgres(dbUrl, { max: 1, onnotice: (n) => notices.push(n.message) });
+  try {
+    await s.begin(async (tx) => {
+      await tx`load 'auto_explain'`;
+      const hash = createHash('sha256').update(key).digest();
+      // Warm the session first (plpgsql caches its plans per session), like a pooled connection.
+      for (let i = 0; i < 20; i++) {
+        await tx`select * from gateway.relay_begin(${randomUUID()}, ${hash}, 'bench-model', 'chat/completions', false, '127.0.0.1', 20, 64)`;
+      }
+      await tx`set local auto_explain.log_min_duration = 0`;
+      await tx`set local auto_explain.log_analyze = on`;
+      await tx`set local auto_explain.log_buffers = on`;
+      await tx`set local auto_explain.log_timing = on`;
+      await tx`set local auto_explain.log_nested_statements = on`;
+      await tx`set local client_min_messages = log`;
+      await tx`select * from gateway.relay_begin(${randomUUID()}, ${hash}, 'bench-model', 'chat/completions', false, '127.0.0.1', 20, 64)`;
+      await tx`set local client_min_messages = notice`;
+      const top = await tx.unsafe(
+        `explain (analyze, buffers) select * from gateway.relay_begin('${randomUUID()}', '\\x${hash.toString('hex')}', 'bench-model', 'chat/completions', false, '127.0.0.1', 20, 64)`,
+      );
+      notices.push('-- top level:\n' + top.map((r) => r['QUERY PLAN']).join('\n'));
+      throw new Error('rollback');
+    });
+  } catch (err) {
+    if (err.message !== 'rollback') notices.push(`explain failed: ${err.message}`);
+  } finally {
+    await s.end({ timeout: 5 });
+  }
+  return notices.join('\n\n');
+}
+
+try {
+  await main();
+  await cleanup();
+  process.exit(0);
+} catch (err) {
+  console.error(`[bench] failed: ${err.stack ?? err}`);
+  await cleanup();
+  process.exit(1);
+}
