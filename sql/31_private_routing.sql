@@ -1,4 +1,6 @@
--- Routing: which channels may serve a request, and in what order.
+-- Routing: which channels may serve a request, in what order, with which key; channel config
+-- checks; and the routing trace view. The circuit breaker that moves channels in and out of the
+-- plan is sql/32_private_breaker.sql.
 
 -- private.route_plan: the ordered candidates for a model and group (called by relay_begin).
 create or replace function private.route_plan(p_model text, p_group text,
@@ -9,16 +11,148 @@ as $$
   /* why: the route plan is decided here, not in the gateway, so every instance routes alike.
      Candidates go by priority tier (higher first); inside a tier by weighted random order
      (Efraimidis-Spirakis: ascending -ln(U)/weight), so a channel with twice the weight is picked
-     first twice as often. Weight 0 channels are a last resort inside their tier. */
+     first twice as often. Weight 0 channels are a last resort inside their tier.
+     The key of a multi-key channel is chosen here too: config.key_selection "random" (default) or
+     "round_robin", which rotates through the enabled keys with a sequence (nextval takes no row
+     lock and is not rolled back, so it adds no contention). key_index counts enabled keys in
+     ordinal order, the order gateway.channel_credentials hands them to the gateway.
+     Skipped channels carry the reason: manually_disabled (an operator), breaker_open (the circuit
+     breaker, with its stored reason as detail), no_enabled_key (every key disabled). */
+  with c as (
+    select c.id, c.version, c.priority, c.weight, c.status, c.status_reason, c.config,
+           coalesce(c.model_mapping ->> p_model, p_model) as upstream_model,
+           k.n_keys, k.ordinals
+      from private.channels c
+      cross join lateral (
+        select count(*)::integer as n_keys, array_agg(ck.ordinal order by ck.ordinal) as ordinals
+          from private.channel_keys ck
+         where ck.channel_id = c.id and ck.status = 'enabled') k
+     where p_model = any(c.models) and p_group = any(c.groups)
+  ),
+  picked as (
+    select c.*,
+           case when c.status = 'enabled' and c.n_keys > 0 then
+             case when c.config ->> 'key_selection' = 'round_robin'
+                  then (nextval('private.channel_key_rotation') % c.n_keys)::integer
+                  else floor(random() * c.n_keys)::integer
+             end
+           end as key_index
+      from c
+  )
   select count(*)::integer,
-         jsonb_agg(jsonb_build_object('channel_id', c.id, 'version', c.version,
-                                      'model', coalesce(c.model_mapping ->> p_model, p_model))
-                   order by c.priority desc, (c.weight = 0), -ln(1.0 - random()) / greatest(c.weight, 1))
-           filter (where c.status = 'enabled'),
-         coalesce(jsonb_agg(jsonb_build_object('channel_id', c.id, 'reason', c.status))
-                    filter (where c.status <> 'enabled'), '[]'::jsonb)
-    from private.channels c
-   where p_model = any(c.models) and p_group = any(c.groups)
+         jsonb_agg(jsonb_build_object('channel_id', p.id, 'version', p.version, 'model', p.upstream_model,
+                                      'key_index', p.key_index, 'key_ordinal', p.ordinals[p.key_index + 1])
+                   order by p.priority desc, (p.weight = 0), -ln(1.0 - random()) / greatest(p.weight, 1))
+           filter (where p.key_index is not null),
+         coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                    'channel_id', p.id,
+                    'reason', case p.status when 'enabled' then 'no_enabled_key'
+                                            when 'auto_disabled' then 'breaker_open'
+                                            else p.status end,
+                    'detail', p.status_reason)))
+                    filter (where p.key_index is null), '[]'::jsonb)
+    from picked p
 $$;
 comment on function private.route_plan(text, text) is
-  E'Channels serving p_model for p_group: how many, the enabled ones in try order (priority tiers, weighted random inside a tier) and the skipped ones with the reason.';
+  E'Channels serving p_model for p_group: how many, the usable ones in try order (priority tiers, weighted random inside a tier, with the key to use) and the skipped ones with the reason (manually_disabled, breaker_open, no_enabled_key).';
+
+-- private.channel_config_check: validates channels.config, the adapter and routing settings.
+create or replace function private.channel_config_check(p_config jsonb)
+returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_allowed constant text[] := array['key_selection', 'param_override', 'header_override', 'status_code_mapping',
+                                     'api_version', 'anthropic_version', 'deployments', 'probe_model'];
+  v_key text;
+begin
+  select array_to_string(array_agg(k order by k), ', ') into v_key
+    from jsonb_object_keys(p_config) k where not (k = any(v_allowed));
+  if v_key is not null then
+    raise exception using errcode = 'BADCH', column = 'config',
+      message = format('Unknown channel config field(s): %s.', v_key),
+      hint = format('Allowed: %s.', array_to_string(v_allowed, ', '));
+  end if;
+  if p_config ? 'key_selection' and not (p_config ->> 'key_selection' = any(array['random', 'round_robin'])) then
+    raise exception using errcode = 'BADCH', column = 'config',
+      message = '"config.key_selection" must be "random" or "round_robin".';
+  end if;
+  foreach v_key in array array['param_override', 'header_override', 'status_code_mapping', 'deployments'] loop
+    if p_config ? v_key and jsonb_typeof(p_config -> v_key) <> 'object' then
+      raise exception using errcode = 'BADCH', column = 'config', message = format('"config.%s" must be an object.', v_key);
+    end if;
+  end loop;
+  if exists (select 1 from jsonb_each(coalesce(p_config -> 'header_override', '{}')) e
+              where jsonb_typeof(e.value) <> 'string' or e.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]+$'
+                 or lower(e.key) in ('host', 'content-length', 'transfer-encoding', 'connection')) then
+    raise exception using errcode = 'BADCH', column = 'config',
+      message = '"config.header_override" maps header names to strings (and may not set host, content-length, transfer-encoding or connection).';
+  end if;
+  if exists (select 1 from jsonb_each(coalesce(p_config -> 'status_code_mapping', '{}')) e
+              where e.key !~ '^[1-5][0-9][0-9]$' or (e.value #>> '{}') !~ '^[1-5][0-9][0-9]$') then
+    raise exception using errcode = 'BADCH', column = 'config',
+      message = '"config.status_code_mapping" maps upstream statuses to statuses, e.g. {"404": 500}.';
+  end if;
+  foreach v_key in array array['api_version', 'anthropic_version', 'probe_model'] loop
+    if p_config ? v_key and jsonb_typeof(p_config -> v_key) <> 'string' then
+      raise exception using errcode = 'BADCH', column = 'config', message = format('"config.%s" must be a string.', v_key);
+    end if;
+  end loop;
+end
+$$;
+comment on function private.channel_config_check(jsonb) is
+  E'Raises BADCH unless channels.config holds only known adapter and routing settings of the right types.';
+
+create or replace function private.tg_channels__check_config()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform private.channel_config_check(new.config);
+  return new;
+end
+$$;
+create or replace trigger _050_check_config before insert or update of config on private.channels
+  for each row execute function private.tg_channels__check_config();
+
+-- admin.request_routes: the routing trace, one row per step of each request.
+create or replace view admin.request_routes as
+  select r.id as request_id, r.created_at, r.model, r.status as request_status, r.http_status as request_http_status,
+         t.step, t.kind, t.channel_id, ch.name as channel_name, ch.type as channel_type, t.upstream_model,
+         t.key_ordinal, t.status, t.ms, t.detail,
+         (t.kind = 'attempt' and t.channel_id = r.channel_id and r.status = 'ok'
+          and t.step = max(t.step) filter (where t.kind = 'attempt') over (partition by r.id)) as served
+    from private.requests r
+    cross join lateral (
+      -- 1. channels the plan skipped, and why
+      select s.ord::integer as step, 'skipped'::text as kind, (s.e ->> 'channel_id')::bigint as channel_id,
+             null::text as upstream_model, null::integer as key_ordinal, null::integer as status, null::integer as ms,
+             concat_ws(': ', s.e ->> 'reason', s.e ->> 'detail') as detail
+        from jsonb_array_elements(coalesce(r.route_plan -> 'skipped', '[]'::jsonb)) with ordinality s(e, ord)
+      union all
+      -- 2. candidates in the order they were tried (or passed over by the gateway)
+      select (jsonb_array_length(coalesce(r.route_plan -> 'skipped', '[]'::jsonb)) + a.ord)::integer,
+             case when coalesce((a.e ->> 'skipped')::boolean, false) then 'passed_over' else 'attempt' end,
+             (a.e ->> 'channel_id')::bigint,
+             (select c.e ->> 'model' from jsonb_array_elements(r.route_plan -> 'candidates') c(e)
+               where c.e ->> 'channel_id' = a.e ->> 'channel_id' limit 1),
+             (a.e ->> 'key')::integer, (a.e ->> 'status')::integer, (a.e ->> 'ms')::integer,
+             concat_ws('; ', a.e ->> 'error', 'mapped from ' || (a.e ->> 'mapped_from'))
+        from jsonb_array_elements(case when jsonb_typeof(r.attempts) = 'array' then r.attempts else '[]'::jsonb end)
+             with ordinality a(e, ord)
+      union all
+      -- 3. candidates never reached (an earlier one answered, or the deadline or MaxAttempts hit)
+      select (jsonb_array_length(coalesce(r.route_plan -> 'skipped', '[]'::jsonb))
+               + coalesce(jsonb_array_length(case when jsonb_typeof(r.attempts) = 'array' then r.attempts end), 0) + c.ord)::integer,
+             'not_tried', (c.e ->> 'channel_id')::bigint, c.e ->> 'model', (c.e ->> 'key_ordinal')::integer,
+             null, null, null
+        from jsonb_array_elements(coalesce(r.route_plan -> 'candidates', '[]'::jsonb)) with ordinality c(e, ord)
+       where r.status <> 'pending'
+         and not exists (select 1 from jsonb_array_elements(case when jsonb_typeof(r.attempts) = 'array' then r.attempts else '[]'::jsonb end) a(e)
+                          where a.e ->> 'channel_id' = c.e ->> 'channel_id')
+    ) t
+    left join private.channels ch on ch.id = t.channel_id;
+comment on view admin.request_routes is
+  'The routing trace: for each request, the channels the plan skipped (and why), each attempt in order (status, ms, error, key), the candidates never tried, and which attempt served it.';

@@ -5,7 +5,9 @@ import { sql, dbStats } from './db';
 import { GatewayError, toGatewayError } from './errors';
 import { sha256 } from './crypto';
 import { options } from './snapshot';
-import { relay, type Endpoint } from './relay';
+import { relay, type Endpoint, type Protocol } from './relay';
+import { anthropicError } from './inbound/anthropic';
+import { startProbeWorker } from './adapters/probe';
 import { pendingOutcomes, settleStats } from './settle';
 import { config } from './config';
 
@@ -115,11 +117,33 @@ function checkShape(endpoint: Endpoint, body: Record<string, any>): void {
     if (body.prompt === undefined || body.prompt === null) throw invalid("Missing required parameter: 'prompt'.", 'prompt');
   } else if (endpoint === 'embeddings') {
     if (body.input === undefined || body.input === null || body.input === '') throw invalid("Missing required parameter: 'input'.", 'input');
+  } else if (endpoint === 'responses') {
+    if (body.input === undefined || body.input === null) throw invalid("Missing required parameter: 'input'.", 'input');
+    if (typeof body.input !== 'string' && !Array.isArray(body.input)) throw invalid("Invalid 'input': expected a string or an array of input items.", 'input');
+  } else if (endpoint === 'messages') {
+    // What Anthropic's API itself refuses with 400.
+    if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) throw invalid('max_tokens: Field required (a positive integer).', 'max_tokens');
+    if (!Array.isArray(body.messages) || body.messages.length === 0) throw invalid('messages: Field required (a non-empty array).', 'messages');
+    body.messages.forEach((m: any, i: number) => {
+      if (!m || (m.role !== 'user' && m.role !== 'assistant')) throw invalid(`messages.${i}.role: Input should be 'user' or 'assistant'.`, `messages.${i}.role`);
+      if (typeof m.content !== 'string' && !Array.isArray(m.content)) throw invalid(`messages.${i}.content: expected a string or an array of content blocks.`, `messages.${i}.content`);
+    });
   }
+}
+
+/** A refusal in the client's protocol: OpenAI's error shape, or Anthropic's on /v1/messages. */
+function errorResponse(protocol: Protocol, err: unknown, requestId: string): Response {
+  const e = toGatewayError(err);
+  if (protocol !== 'anthropic') return e.toResponse(requestId);
+  return new Response(JSON.stringify(anthropicError(e.status, e.message)), {
+    status: e.status,
+    headers: { 'content-type': 'application/json', 'x-request-id': requestId, 'request-id': requestId, ...e.headers },
+  });
 }
 
 async function relayRoute(endpoint: Endpoint, request: Request, server: Server): Promise<Response> {
   const requestId = newRequestId();
+  const protocol: Protocol = endpoint === 'messages' ? 'anthropic' : endpoint === 'responses' ? 'responses' : 'openai';
   try {
     // Long generations must not be cut by Bun's idle timeout; the relay enforces its own deadlines.
     server?.timeout?.(request, 0);
@@ -128,6 +152,7 @@ async function relayRoute(endpoint: Endpoint, request: Request, server: Server):
     checkShape(endpoint, body);
     return await relay({
       requestId,
+      protocol,
       endpoint,
       keyHash: clientKey(request),
       clientIp: clientIp(request, server),
@@ -136,7 +161,7 @@ async function relayRoute(endpoint: Endpoint, request: Request, server: Server):
       clientSignal: request.signal,
     });
   } catch (err) {
-    return toGatewayError(err).toResponse(requestId);
+    return errorResponse(protocol, err, requestId);
   }
 }
 
@@ -189,6 +214,8 @@ function metrics(): string {
 
 export function createApp() {
   return new Elysia({ serve: { idleTimeout: 255, maxRequestBodySize: config.bodyHardLimit } })
+    // Channel probes (breaker recovery, channel tests) run in every serving gateway.
+    .onStart(() => startProbeWorker())
     .onError(({ code, request, error }) => {
       const requestId = newRequestId();
       if (code === 'NOT_FOUND') {
@@ -214,6 +241,8 @@ export function createApp() {
     .post('/v1/chat/completions', ({ request, server }) => relayRoute('chat/completions', request, server as Server), { parse: 'none' })
     .post('/v1/completions', ({ request, server }) => relayRoute('completions', request, server as Server), { parse: 'none' })
     .post('/v1/embeddings', ({ request, server }) => relayRoute('embeddings', request, server as Server), { parse: 'none' })
+    .post('/v1/messages', ({ request, server }) => relayRoute('messages', request, server as Server), { parse: 'none' })
+    .post('/v1/responses', ({ request, server }) => relayRoute('responses', request, server as Server), { parse: 'none' })
     .get('/v1/models', ({ request, server }) => listModels(request, server as Server))
     .get('/v1/models/*', ({ request, server, params }) => listModels(request, server as Server, decodeURIComponent((params as any)['*'])));
 }

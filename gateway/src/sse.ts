@@ -79,3 +79,48 @@ function filterEvent(event: string, stripUsage: boolean, watch: SseWatch): strin
   delete chunk.usage;
   return event.slice(0, dataAt) + 'data: ' + JSON.stringify(chunk);
 }
+
+/** One server-sent event: its `event:` name (if any) and its `data:` lines joined. */
+export interface SseEvent {
+  event: string | null;
+  data: string;
+}
+
+/**
+ * Splits a byte stream (as text) into whole events; an incomplete event waits for its blank line.
+ * Used by the adapters that convert a provider's stream into another wire format.
+ */
+export function sseParser(): (text: string, final?: boolean) => SseEvent[] {
+  let buffer = '';
+  const parse = (block: string): SseEvent | null => {
+    let event: string | null = null;
+    const data: string[] = [];
+    for (const line of block.split(/\r?\n/)) {
+      if (line.startsWith('event:')) event = line.slice(6).trim();
+      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+    }
+    return data.length > 0 || event ? { event, data: data.join('\n') } : null;
+  };
+  return (text: string, final = false) => {
+    buffer += text;
+    const out: SseEvent[] = [];
+    for (;;) {
+      const m = /\r?\n\r?\n/.exec(buffer);
+      if (!m) break;
+      const ev = parse(buffer.slice(0, m.index));
+      buffer = buffer.slice(m.index + m[0].length);
+      if (ev) out.push(ev);
+    }
+    if (final && buffer.trim().length > 0) {
+      const ev = parse(buffer);
+      buffer = '';
+      if (ev) out.push(ev);
+    }
+    return out;
+  };
+}
+
+/** Formats one event for the wire. */
+export function sseFormat(data: unknown, event?: string): string {
+  return `${event ? `event: ${event}\n` : ''}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`;
+}

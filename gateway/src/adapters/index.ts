@@ -1,0 +1,168 @@
+// Picks the adapter for a (client protocol, channel type) pair and builds the upstream call:
+// OpenAI ⇄ OpenAI/Azure and Anthropic ⇄ Anthropic pass the client's bytes through; every other
+// pair converts through the OpenAI chat shape (see types.ts). Channel config adds parameter and
+// header overrides. Wire formats only: no routing or billing decisions are made here.
+import { ANTHROPIC_VERSION, anthropicChunkDecoder, anthropicToChat, chatToAnthropic } from './anthropic';
+import { chatToGemini, geminiChunkDecoder, geminiToChat } from './gemini';
+import { azureHeaders, azureUrl, openAiChunkDecoder, openAiHeaders, openAiUrl } from './openai';
+import { safeJson, type ChatCompletion, type ChatRequest, type ChunkDecoder, type UpstreamCall } from './types';
+import { messagesToChat } from '../inbound/anthropic';
+import { responsesToChat, responsesUnconvertible } from '../inbound/responses';
+
+/** The protocol the client speaks. */
+export type Protocol = 'openai' | 'anthropic' | 'responses';
+/** The wire format an upstream answers in. */
+export type Wire = 'openai' | 'anthropic' | 'gemini';
+
+export interface ChannelLike {
+  type: 'openai' | 'azure' | 'anthropic' | 'gemini';
+  baseUrl: string;
+  config: Record<string, any>;
+}
+
+export interface CallInput {
+  protocol: Protocol;
+  /** OpenAI endpoint path for protocol openai ('chat/completions', 'completions', 'embeddings'). */
+  endpoint: string;
+  body: Record<string, any>;
+  raw: Uint8Array<ArrayBuffer>;
+  stream: boolean;
+  upstreamModel: string;
+  defaultMaxTokens: number;
+}
+
+export interface PreparedCall extends UpstreamCall {
+  /** The upstream answers in the client's own format: pass its bytes through. */
+  native: boolean;
+  wire: Wire;
+}
+
+const encoder = new TextEncoder();
+
+function chatOf(input: CallInput): ChatRequest {
+  if (input.protocol === 'anthropic') return messagesToChat(input.body);
+  if (input.protocol === 'responses') return responsesToChat(input.body);
+  return input.body as ChatRequest;
+}
+
+/** The client's bytes when nothing must change; otherwise a re-serialised copy (OpenAI wire). */
+function openAiBody(input: CallInput, forceUsage: boolean): Record<string, any> | Uint8Array<ArrayBuffer> {
+  const { body } = input;
+  const needsUsage = forceUsage && input.stream && !(body.stream_options && body.stream_options.include_usage === true);
+  if (input.upstreamModel === body.model && !needsUsage) return input.raw;
+  const copy: Record<string, any> = { ...body, model: input.upstreamModel };
+  if (needsUsage) copy.stream_options = { ...(body.stream_options ?? {}), include_usage: true };
+  return copy;
+}
+
+/** Builds the upstream request, or returns why this channel type cannot serve the request. */
+export function prepareCall(channel: ChannelLike, key: string, input: CallInput): PreparedCall | { unsupported: string } {
+  const cfg = channel.config ?? {};
+  let url: string;
+  let headers: Record<string, string>;
+  let body: Record<string, any> | Uint8Array<ArrayBuffer>;
+  let native = false;
+  let wire: Wire;
+
+  if (channel.type === 'openai' || channel.type === 'azure') {
+    wire = 'openai';
+    let endpoint = input.endpoint;
+    if (input.protocol === 'openai') {
+      native = true;
+      body = openAiBody(input, endpoint === 'chat/completions' || endpoint === 'completions');
+    } else if (input.protocol === 'responses') {
+      native = true;
+      endpoint = 'responses';
+      body = openAiBody(input, false);
+    } else {
+      endpoint = 'chat/completions';
+      const chat: Record<string, any> = { ...chatOf(input), model: input.upstreamModel };
+      if (input.stream) chat.stream_options = { include_usage: true };
+      body = chat;
+    }
+    url = channel.type === 'azure' ? azureUrl(channel.baseUrl, endpoint, input.upstreamModel, cfg) : openAiUrl(channel.baseUrl, endpoint);
+    headers = channel.type === 'azure' ? azureHeaders(key) : openAiHeaders(key);
+  } else if (channel.type === 'anthropic') {
+    wire = 'anthropic';
+    if (input.protocol === 'anthropic') {
+      native = true;
+      body = input.upstreamModel === input.body.model ? input.raw : { ...input.body, model: input.upstreamModel };
+    } else if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
+      return { unsupported: `an anthropic channel cannot serve /v1/${input.endpoint}` };
+    } else {
+      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body) : null;
+      if (why) return { unsupported: why };
+      body = chatToAnthropic({ ...chatOf(input), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
+    }
+    url = `${channel.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1/messages`;
+    headers = {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'x-api-key': key,
+      'anthropic-version': String(cfg.anthropic_version ?? ANTHROPIC_VERSION),
+    };
+  } else if (channel.type === 'gemini') {
+    wire = 'gemini';
+    if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
+      return { unsupported: `a gemini channel cannot serve /v1/${input.endpoint}` };
+    }
+    const why = input.protocol === 'responses' ? responsesUnconvertible(input.body) : null;
+    if (why) return { unsupported: why };
+    body = chatToGemini(chatOf(input));
+    const base = channel.baseUrl.replace(/\/+$/, '');
+    const root = /\/v1(beta|alpha)?$/.test(base) ? base : `${base}/${cfg.api_version ?? 'v1beta'}`;
+    const model = encodeURIComponent(input.upstreamModel.replace(/^models\//, ''));
+    url = input.stream ? `${root}/models/${model}:streamGenerateContent?alt=sse` : `${root}/models/${model}:generateContent`;
+    headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'x-goog-api-key': key };
+  } else {
+    return { unsupported: `channel type ${(channel as any).type} has no adapter` };
+  }
+
+  // Per-channel overrides: parameters merged into the upstream body (in the upstream's format),
+  // headers set on the upstream request.
+  const override = cfg.param_override;
+  if (override && typeof override === 'object' && Object.keys(override).length > 0) {
+    const obj = body instanceof Uint8Array ? safeJson(new TextDecoder().decode(body)) : body;
+    body = { ...obj, ...override };
+  }
+  const headerOverride = cfg.header_override;
+  if (headerOverride && typeof headerOverride === 'object') {
+    for (const [k, v] of Object.entries(headerOverride)) headers[k.toLowerCase()] = String(v);
+  }
+  return { url, headers, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)), native, wire };
+}
+
+/** An upstream's non-stream answer read as an OpenAI chat completion. */
+export function decodeCompletion(wire: Wire, payload: Uint8Array, clientModel: string): ChatCompletion {
+  const parsed = safeJson(new TextDecoder().decode(payload));
+  if (wire === 'anthropic') return anthropicToChat(parsed, clientModel);
+  if (wire === 'gemini') return geminiToChat(parsed, clientModel);
+  return { ...parsed, model: clientModel };
+}
+
+export function chunkDecoder(wire: Wire, clientModel: string): ChunkDecoder {
+  if (wire === 'anthropic') return anthropicChunkDecoder(clientModel);
+  if (wire === 'gemini') return geminiChunkDecoder(clientModel);
+  return openAiChunkDecoder();
+}
+
+/** The message and kind of an upstream error body, whatever the provider. */
+export function upstreamErrorOf(payload: Uint8Array): { message: string; type: string | null; code: string | null } {
+  const text = new TextDecoder().decode(payload.subarray(0, 64 * 1024));
+  const parsed = safeJson(text);
+  const e = parsed?.error;
+  if (e && typeof e === 'object') {
+    return {
+      message: String(e.message ?? text.slice(0, 2000)),
+      type: e.type ?? e.status ?? null,
+      code: e.code != null ? String(e.code) : null,
+    };
+  }
+  return { message: text.slice(0, 2000) || 'upstream error', type: null, code: null };
+}
+
+/** A refusal on content grounds: the same on every channel, so never worth a retry. */
+export function isContentRefusal(payload: Uint8Array): boolean {
+  const { message, type, code } = upstreamErrorOf(payload);
+  return /content[_ ]?(policy|filter|management)|safety|responsible ?ai/i.test(`${type ?? ''} ${code ?? ''} ${message}`);
+}
