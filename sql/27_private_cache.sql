@@ -19,6 +19,8 @@ values
    'Name of the channel that computes embeddings for the semantic layer. Empty: semantic layer off (the exact layer still works).'),
   ('SemanticCacheEmbeddingModel', '', 'text', null, null,
    'Embedding model asked of SemanticCacheEmbeddingChannel (e.g. text-embedding-3-small). Its price bills the embedding call.'),
+  ('SemanticCacheEmbeddingTimeoutMs', '3000', 'int', 100, 60000,
+   'Longest wait for the embedding of a prompt; past it the request goes upstream as a miss.'),
   ('SemanticCacheDimensions', '1536', 'int', 2, 4000,
    'Dimensions of the embedding model; an HNSW index exists for this size (halfvec, cosine).'),
   ('SemanticCacheHitPriceRatio', '0', 'number', 0, 1,

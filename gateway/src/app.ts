@@ -8,7 +8,7 @@ import { options } from './snapshot';
 import { relay, type Endpoint, type Protocol } from './relay';
 import { anthropicError } from './inbound/anthropic';
 import { startProbeWorker } from './adapters/probe';
-import { pendingOutcomes, settleStats } from './settle';
+import { pendingOutcomes, settleStats, spoolDepth } from './settle';
 import { config } from './config';
 
 type Server = { requestIP?: (req: Request) => { address: string } | null; timeout?: (req: Request, s: number) => void } | null;
@@ -159,6 +159,7 @@ async function relayRoute(endpoint: Endpoint, request: Request, server: Server):
       body,
       raw,
       clientSignal: request.signal,
+      headers: request.headers,
     });
   } catch (err) {
     return errorResponse(protocol, err, requestId);
@@ -208,6 +209,12 @@ function metrics(): string {
     '# HELP elygate_settle_queue_depth Outcomes waiting to be settled.',
     '# TYPE elygate_settle_queue_depth gauge',
     `elygate_settle_queue_depth ${pendingOutcomes()}`,
+    '# HELP elygate_spool_batches Outcome batches waiting on disk for the database.',
+    '# TYPE elygate_spool_batches gauge',
+    `elygate_spool_batches ${spoolDepth()}`,
+    '# HELP elygate_spooled_batches_total Batches written to the spool because the database was unreachable.',
+    '# TYPE elygate_spooled_batches_total counter',
+    `elygate_spooled_batches_total ${settleStats.spooledBatches}`,
   ];
   return lines.join('\n') + '\n';
 }

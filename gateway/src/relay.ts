@@ -10,7 +10,11 @@ import { sql } from './db';
 import { GatewayError } from './errors';
 import { channelsFor, isRetryableStatus, options, type Channel, type PlanEntry } from './snapshot';
 import { queueOutcome, type Attempt, type Outcome } from './settle';
-import { openAiSseFilter, sseFormat, sseParser, type SseWatch } from './sse';
+import { newWatch, noteDelivered, openAiSseFilter, sseFormat, sseParser, type SseWatch } from './sse';
+import { promptEstimate } from './usage';
+import { usageFields } from './outcome';
+import { costMicros, embeddingCostMicros, hitCostMicros, receiptHeaders, type PriceCard } from './receipt';
+import { answerOf, cacheHeader, cacheRequest, cosine, embed, hitResponse, StreamAssembler, type CacheRequest, type CachedAnswer } from './cache';
 import {
   chunkDecoder,
   decodeCompletion,
@@ -40,6 +44,8 @@ export interface RelayInput {
   raw: Uint8Array<ArrayBuffer>;
   /** Fires when the client goes away. */
   clientSignal: AbortSignal;
+  /** The client's request headers (cache opt-out). */
+  headers: Headers;
 }
 
 /** A plan entry as route_plan writes it: the key to use is chosen in SQL as well. */
@@ -56,6 +62,26 @@ interface Ticket {
   group_name: string;
   reserved_micros: string;
   plan: RouteEntry[];
+  price: PriceCard | null;
+  cache: CachePlan | null;
+}
+
+/** relay_begin's cache result: an exact hit with its answer, or a miss with the semantic plan. */
+interface CachePlan {
+  result: 'exact' | 'miss';
+  entry_id?: number;
+  answer?: CachedAnswer;
+  usage?: { prompt_tokens?: number; completion_tokens?: number; cached_tokens?: number; cache_write_tokens?: number };
+  semantic?: { channel_id: number; version: number; model: string; dimensions: number } | null;
+}
+
+/** What the cache knows about a request by the time it is answered. */
+interface CacheState {
+  request: CacheRequest;
+  result: 'miss' | 'exact' | 'semantic';
+  similarity: number | null;
+  embedding: number[] | null;
+  embeddingTokens: number;
 }
 
 type ReadResult = Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>['read']>>;
@@ -64,10 +90,12 @@ const HOP_HEADERS = ['content-type', 'openai-processing-ms', 'openai-version', '
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Cheap prompt-size estimate for the request row until the billing work brings a tokenizer. */
-function promptEstimate(raw: Uint8Array): number {
-  return Math.ceil(raw.byteLength / 4);
-}
+/* why: the bare proxy is the same process with the database switched off, so the benchmark can
+   tell the database's cost from the proxy's (bench/). Never for production: nothing is checked. */
+const bare = process.env.ELYGATE_BARE_PROXY === '1' ? process.env.ELYGATE_BARE_UPSTREAM ?? '' : null;
+const bareChannel: Channel | null = bare
+  ? { id: 0, version: 0, name: 'bare', type: 'openai', baseUrl: bare, config: {}, keys: ['bare'] }
+  : null;
 
 const errMessage = (controller: AbortController, err: unknown) =>
   controller.signal.aborted ? String(controller.signal.reason?.message ?? 'aborted') : String((err as Error)?.message ?? err);
@@ -97,16 +125,26 @@ export async function relay(input: RelayInput): Promise<Response> {
         ? body.max_output_tokens
         : null;
 
-  // The one round trip before the upstream.
-  const [ticket] = (await sql`
-    select * from gateway.relay_begin(${input.requestId}, ${input.keyHash}, ${body.model}, ${input.endpoint},
-                                      ${stream}, ${input.clientIp}, ${promptEstimate(input.raw)}, ${maxTokens})
-  `) as unknown as Ticket[];
+  const cacheReq = protocol === 'openai' && input.endpoint === 'chat/completions' ? cacheRequest(body, input.headers) : null;
 
-  const channels = await channelsFor(ticket.plan);
+  // The one round trip before the upstream.
+  const [ticket] = bareChannel
+    ? [{ request_id: input.requestId, created_at: '', plan: [{ channel_id: 0, version: 0, model: body.model }], price: null, cache: null } as unknown as Ticket]
+    : ((await sql`
+        select * from gateway.relay_begin(${input.requestId}, ${input.keyHash}, ${body.model}, ${input.endpoint},
+                                          ${stream}, ${input.clientIp}, ${promptEstimate(body)}, ${maxTokens},
+                                          ${cacheReq ? sql.json({ exact: cacheReq.exact, context: cacheReq.context, semantic: cacheReq.semantic }) : null})
+      `) as unknown as Ticket[]);
+
+  const channels = bareChannel ? new Map([[0, bareChannel]]) : await channelsFor(ticket.plan);
   const attempts: RouteAttempt[] = [];
   const deadline = Date.now() + options.RelayTimeoutMs;
-  const settle = (o: Partial<Outcome> & Pick<Outcome, 'status' | 'http_status'>) =>
+  const cache: CacheState | null =
+    cacheReq && ticket.cache
+      ? { request: cacheReq, result: ticket.cache.result, similarity: ticket.cache.result === 'exact' ? 1 : null, embedding: null, embeddingTokens: 0 }
+      : null;
+  const settle = (o: Partial<Outcome> & Pick<Outcome, 'status' | 'http_status'>) => {
+    if (bareChannel) return;
     queueOutcome({
       id: ticket.request_id,
       created_at: ticket.created_at,
@@ -120,8 +158,78 @@ export async function relay(input: RelayInput): Promise<Response> {
       latency_ms: Math.round(performance.now() - started),
       error_code: null,
       error_message: null,
+      embedding_tokens: cache?.embeddingTokens || null,
+      ticket: { user_id: ticket.user_id, key_id: ticket.key_id, group_name: ticket.group_name, model: body.model, endpoint: input.endpoint, cache: cache?.result ?? null },
       ...o,
     });
+  };
+  // x-elygate-cache on every chat answer: miss | exact | semantic; similarity=… | off (opted out or disabled).
+  const cacheHeaders = (): Record<string, string> =>
+    protocol === 'openai' && input.endpoint === 'chat/completions' && !bareChannel
+      ? { 'x-elygate-cache': cacheHeader(cache?.result ?? 'bypass', cache?.similarity) }
+      : {};
+
+  // The response cache: an exact hit from relay_begin, or a semantic hit after one embedding call
+  // and one lookup. Any failure on this path is a miss, never an error.
+  if (cache && ticket.cache) {
+    let hit: { answer: CachedAnswer; usage: NonNullable<CachePlan['usage']>; entryId: number } | null = null;
+    if (ticket.cache.result === 'exact' && ticket.cache.answer) {
+      hit = { answer: ticket.cache.answer, usage: ticket.cache.usage ?? {}, entryId: ticket.cache.entry_id! };
+    } else if (ticket.cache.semantic && cache.request.semantic) {
+      try {
+        const sem = ticket.cache.semantic;
+        const embedChannel = (await channelsFor([{ channel_id: sem.channel_id, version: sem.version, model: sem.model }])).get(sem.channel_id);
+        if (!embedChannel || embedChannel.unusable) throw new Error('embedding channel unusable');
+        const e = await embed(embedChannel, sem.model, cache.request.prompt, options.SemanticCacheEmbeddingTimeoutMs);
+        cache.embeddingTokens = e.tokens;
+        if (e.vector.length === sem.dimensions) {
+          cache.embedding = e.vector;
+          const [row] = await sql`
+            select gateway.cache_lookup(${ticket.request_id}, ${ticket.created_at}, ${Buffer.from(cache.request.context, 'hex')},
+                                        ${'[' + e.vector.join(',') + ']'}) as r`;
+          const r = row.r as any;
+          if (r?.result === 'semantic') {
+            cache.result = 'semantic';
+            cache.similarity = r.similarity;
+            hit = { answer: r.answer, usage: r.usage ?? {}, entryId: r.entry_id };
+            if (r.audit) auditLater(ticket, channels, body, r);
+          }
+        } else {
+          console.error(JSON.stringify({ level: 'warn', msg: 'embedding size differs from SemanticCacheDimensions; semantic cache bypassed', got: e.vector.length, want: sem.dimensions }));
+        }
+      } catch (err) {
+        console.error(JSON.stringify({ level: 'warn', msg: 'semantic cache bypassed', request_id: input.requestId, error: String((err as Error).message) }));
+      }
+    }
+    if (hit) {
+      const usage = hit.usage;
+      settle({
+        status: 'ok',
+        http_status: 200,
+        prompt_tokens: usage.prompt_tokens ?? 0,
+        completion_tokens: usage.completion_tokens ?? 0,
+        cached_tokens: usage.cached_tokens ?? null,
+        cache_write_tokens: usage.cache_write_tokens ?? null,
+        usage_source: 'upstream',
+        ttfb_ms: Math.round(performance.now() - started),
+      });
+      const cost = hitCostMicros(ticket.price, { prompt_tokens: usage.prompt_tokens ?? 0, completion_tokens: usage.completion_tokens ?? 0, cached_tokens: usage.cached_tokens, cache_write_tokens: usage.cache_write_tokens }) + embeddingCostMicros(ticket.price, cache.embeddingTokens);
+      return hitResponse({
+        requestId: input.requestId,
+        model: body.model,
+        stream,
+        includeUsage: body.stream_options?.include_usage === true,
+        answer: hit.answer,
+        usage,
+        headers: { ...cacheHeaders(), ...(stream ? {} : receiptHeaders(input.requestId, cost, 'upstream')) },
+      });
+    }
+  }
+  /** What settlement should store in the cache for a complete answer of this request. */
+  const cacheStore = (answer: CachedAnswer | null) =>
+    cache && cache.result === 'miss' && answer
+      ? { exact: cache.request.exact, context: cache.request.context, prompt: cache.request.prompt, embedding: cache.embedding ? '[' + cache.embedding.join(',') + ']' : null, answer }
+      : null;
 
   let lastFailure: { status: number; body: Uint8Array<ArrayBuffer> | null; wire: Wire | null; message: string } | null = null;
   let tries = 0;
@@ -150,6 +258,7 @@ export async function relay(input: RelayInput): Promise<Response> {
       attempts.push({ channel_id: channel.id, status: null, ms: 0, error: call.unsupported, skipped: true });
       continue;
     }
+    if (call.wire === 'openai') call.headers['x-client-request-id'] = input.requestId;
     tries++;
     const t0 = performance.now();
     const controller = new AbortController();
@@ -217,18 +326,28 @@ export async function relay(input: RelayInput): Promise<Response> {
       release();
       const ms = record(res.status);
       const answer = renderCompletion(input, call, payload);
+      const usage = await usageFields(body, answer.usage, answer.text, true);
       settle({
         status: 'ok',
         http_status: res.status,
         channel_id: channel.id,
         upstream_model: entry.model,
-        prompt_tokens: answer.usage?.prompt_tokens ?? null,
-        completion_tokens: answer.usage?.completion_tokens ?? (answer.usage ? 0 : null),
-        usage_source: answer.usage ? 'upstream' : 'none',
+        ...usage,
         ttfb_ms: ms,
+        cache_store: cacheStore(answer.cacheable),
       });
       const headers = responseHeaders(input.requestId, res);
       if (!call.native) headers.set('content-type', 'application/json');
+      const cost =
+        usage.usage_source === 'none'
+          ? 0
+          : costMicros(ticket.price, channel.id, {
+              prompt_tokens: usage.prompt_tokens ?? 0,
+              completion_tokens: usage.completion_tokens ?? 0,
+              cached_tokens: usage.cached_tokens ?? undefined,
+              cache_write_tokens: usage.cache_write_tokens ?? undefined,
+            }) + embeddingCostMicros(ticket.price, cache?.embeddingTokens ?? 0);
+      for (const [k, v] of Object.entries({ ...receiptHeaders(input.requestId, cost, usage.usage_source), ...cacheHeaders() })) headers.set(k, v);
       return new Response(answer.bytes, { status: 200, headers });
     }
 
@@ -237,6 +356,8 @@ export async function relay(input: RelayInput): Promise<Response> {
     const reader = res.body!.getReader();
     const text = new TextDecoder();
     const pipe = makePipe(input, call);
+    const assembler = cache?.result === 'miss' ? new StreamAssembler() : null;
+    if (assembler) pipe.watch.onChunk = (c) => assembler.add(c);
     let firstOut: Uint8Array | null = null;
     let upstreamDone = false;
     let failure: string | null = null;
@@ -269,6 +390,9 @@ export async function relay(input: RelayInput): Promise<Response> {
       upstreamModel: entry.model,
       ttfb,
       settle,
+      assembler,
+      cacheStore,
+      headers: cacheHeaders(),
     });
   }
 
@@ -338,40 +462,50 @@ function upstreamError(input: RelayInput, status: number, body: Uint8Array<Array
   return new Response(JSON.stringify(payload), { status, headers });
 }
 
-/** A non-stream answer in the client's protocol, and the usage it reports. */
-function renderCompletion(input: RelayInput, call: PreparedCall, payload: Uint8Array<ArrayBuffer>): { bytes: Uint8Array<ArrayBuffer>; usage: { prompt_tokens?: number; completion_tokens?: number } | null } {
-  const model = input.body.model;
-  if (call.native) {
-    if (call.wire === 'anthropic') {
-      const usage = decodeCompletion('anthropic', payload, model).usage ?? null;
-      return { bytes: payload, usage };
-    }
-    return { bytes: payload, usage: readUsage(payload) };
-  }
-  const chat = decodeCompletion(call.wire, payload, model);
-  const usage = chat.usage ?? null;
-  const out =
-    input.protocol === 'anthropic' ? chatToMessage(chat, model) : input.protocol === 'responses' ? chatToResponse(chat, model, input.body) : chat;
-  return { bytes: encoder.encode(JSON.stringify(out)), usage };
+interface Rendered {
+  bytes: Uint8Array<ArrayBuffer>;
+  /** The usage object the upstream reported (any provider's field names), or null. */
+  usage: unknown;
+  /** The answer's text (for a tokenizer count when no usage was reported). */
+  text: string;
+  /** The answer as the cache keeps it, when it is a complete single-choice chat answer. */
+  cacheable: CachedAnswer | null;
 }
 
-function readUsage(payload: Uint8Array): { prompt_tokens?: number; completion_tokens?: number } | null {
-  try {
-    const parsed = JSON.parse(decoder.decode(payload));
-    const u = parsed?.usage;
-    if (u && typeof u === 'object') {
-      // Chat/completions/embeddings name them prompt/completion; the Responses API input/output.
-      const prompt = u.prompt_tokens ?? u.input_tokens;
-      const completion = u.completion_tokens ?? u.output_tokens;
-      return {
-        prompt_tokens: Number.isFinite(prompt) ? prompt : undefined,
-        completion_tokens: Number.isFinite(completion) ? completion : 0,
-      };
-    }
-  } catch {
-    // a non-JSON 200 is passed on as it is; usage unknown
+/** Text of the answer in a chat completion, legacy completion or Responses object. */
+function answerText(parsed: any): string {
+  const parts: string[] = [];
+  for (const c of parsed?.choices ?? []) {
+    if (typeof c?.message?.content === 'string') parts.push(c.message.content);
+    if (typeof c?.text === 'string') parts.push(c.text);
+    for (const t of c?.message?.tool_calls ?? []) parts.push(t?.function?.arguments ?? '');
   }
-  return null;
+  for (const b of parsed?.content ?? []) if (typeof b?.text === 'string') parts.push(b.text);
+  if (typeof parsed?.output_text === 'string') parts.push(parsed.output_text);
+  return parts.join('');
+}
+
+/** A non-stream answer in the client's protocol, and the usage it reports. */
+function renderCompletion(input: RelayInput, call: PreparedCall, payload: Uint8Array<ArrayBuffer>): Rendered {
+  const model = input.body.model;
+  const chatAnswer = input.protocol === 'openai' && input.endpoint === 'chat/completions';
+  if (call.native) {
+    if (call.wire === 'anthropic') {
+      const chat = decodeCompletion('anthropic', payload, model);
+      return { bytes: payload, usage: chat.usage ?? null, text: answerText(chat), cacheable: null };
+    }
+    let parsed: any = null;
+    try {
+      parsed = JSON.parse(decoder.decode(payload));
+    } catch {
+      // a non-JSON 200 is passed on as it is; usage unknown
+    }
+    return { bytes: payload, usage: parsed?.usage ?? null, text: answerText(parsed), cacheable: chatAnswer ? answerOf(parsed) : null };
+  }
+  const chat = decodeCompletion(call.wire, payload, model);
+  const out =
+    input.protocol === 'anthropic' ? chatToMessage(chat, model) : input.protocol === 'responses' ? chatToResponse(chat, model, input.body) : chat;
+  return { bytes: encoder.encode(JSON.stringify(out)), usage: chat.usage ?? null, text: answerText(chat), cacheable: chatAnswer ? answerOf(chat) : null };
 }
 
 /**
@@ -392,10 +526,11 @@ function watchChunk(watch: SseWatch, c: ChatChunk): void {
   if (c.usage) watch.usage = c.usage;
   for (const ch of c.choices ?? []) {
     const d = ch?.delta ?? {};
-    if (typeof d.content === 'string') watch.deliveredChars += d.content.length;
-    for (const t of d.tool_calls ?? []) watch.deliveredChars += (t?.function?.arguments ?? '').length;
+    if (typeof d.content === 'string') noteDelivered(watch, d.content);
+    for (const t of d.tool_calls ?? []) noteDelivered(watch, t?.function?.arguments ?? '');
     if (ch?.finish_reason) watch.finishReason = ch.finish_reason;
   }
+  watch.onChunk?.(c);
 }
 
 function openAiStreamError(reason: string): Uint8Array {
@@ -404,7 +539,7 @@ function openAiStreamError(reason: string): Uint8Array {
 }
 
 function makePipe(input: RelayInput, call: PreparedCall): Pipe {
-  const watch: SseWatch = { usage: null, sawDone: false, deliveredChars: 0, finishReason: null };
+  const watch: SseWatch = newWatch();
   const model = input.body.model;
   const anthropicErrorEvent = (reason: string) => encoder.encode(sseFormat(anthropicError(502, `Upstream stream failed: ${reason}`), 'error'));
 
@@ -529,6 +664,10 @@ interface StreamContext {
   upstreamModel: string;
   ttfb: number;
   settle: (o: Partial<Outcome> & Pick<Outcome, 'status' | 'http_status'>) => void;
+  /** Assembles the answer for the cache (null when the request is not cacheable). */
+  assembler: StreamAssembler | null;
+  cacheStore: (answer: CachedAnswer | null) => Record<string, unknown> | null;
+  headers: Record<string, string>;
 }
 
 function streamResponse(
@@ -546,42 +685,42 @@ function streamResponse(
   let settled = false;
   let idleTimer: ReturnType<typeof setTimeout> | null = null;
 
-  const finish = (status: Outcome['status'], error?: string) => {
+  /** Queues the outcome; resolves once it is queued (after a tokenizer count if one is needed). */
+  const finish = async (status: Outcome['status'], error?: string): Promise<void> => {
     if (settled) return;
     settled = true;
     if (idleTimer) clearTimeout(idleTimer);
-    const usage = watch.usage;
+    const usage = await usageFields(input.body, watch.usage, watch.delivered.join(''), status === 'ok');
     ctx.settle({
       status,
       http_status: upstream.status,
       channel_id: ctx.channel.id,
       upstream_model: ctx.upstreamModel,
-      prompt_tokens: usage?.prompt_tokens ?? null,
-      completion_tokens: usage?.completion_tokens ?? null,
-      usage_source: usage ? 'upstream' : 'none',
+      ...usage,
       ttfb_ms: ctx.ttfb,
       error_code: error ? (status === 'aborted' ? 'client_closed' : 'upstream_stream_error') : null,
       error_message: error ?? null,
+      cache_store: status === 'ok' ? ctx.cacheStore(ctx.assembler?.answer() ?? null) : null,
     });
   };
   const armIdle = () => {
     if (idleTimer) clearTimeout(idleTimer);
     idleTimer = setTimeout(() => controller.abort(new Error('upstream stream idle timeout')), options.StreamIdleTimeoutMs);
   };
-  const closeOut = (c: ReadableStreamDefaultController<Uint8Array>) => {
+  const closeOut = async (c: ReadableStreamDefaultController<Uint8Array>) => {
     const complete = pipe.complete() && !pipe.error();
     const reason = pipe.error() ?? 'upstream closed the stream early';
     // The outcome is queued before the client sees the end of the stream.
-    finish(complete ? 'ok' : 'error', complete ? undefined : reason);
+    await finish(complete ? 'ok' : 'error', complete ? undefined : reason);
     if (!complete) c.enqueue(pipe.errorEvent(reason));
     c.close();
   };
 
   const body = new ReadableStream<Uint8Array>({
-    start(c) {
+    async start(c) {
       armIdle();
       c.enqueue(first);
-      if (upstreamDone) closeOut(c);
+      if (upstreamDone) await closeOut(c);
     },
     async pull(c) {
       if (settled) return;
@@ -591,7 +730,7 @@ function streamResponse(
       } catch (err) {
         const reason = errMessage(controller, err);
         const clientGone = input.clientSignal.aborted;
-        finish(clientGone ? 'aborted' : 'error', reason);
+        await finish(clientGone ? 'aborted' : 'error', reason);
         // Tell the client in-band: the HTTP status is long gone.
         if (!clientGone) {
           try {
@@ -606,7 +745,7 @@ function streamResponse(
       if (next.done) {
         const tail = pipe.push(decoder.decode(), true);
         if (tail) c.enqueue(tail);
-        closeOut(c);
+        await closeOut(c);
         return;
       }
       armIdle();
@@ -636,6 +775,37 @@ function streamResponse(
     'cache-control': 'no-cache',
     connection: 'keep-alive',
     'x-request-id': input.requestId,
+    ...ctx.headers,
   });
   return new Response(body, { status: 200, headers });
+}
+
+/**
+ * The false-hit audit: after a semantic hit was served, ask the first candidate upstream the same
+ * question, embed the fresh and the cached answers, and record how similar they are. Background
+ * work at the operator's cost (not the tenant's); failures are recorded, never raised.
+ */
+function auditLater(ticket: Ticket, channels: Map<number, Channel>, body: Record<string, any>, hit: any): void {
+  const sem = ticket.cache?.semantic;
+  const entry = ticket.plan[0];
+  const channel = entry ? channels.get(entry.channel_id) : undefined;
+  const record = (agreement: number | null, error: string | null) =>
+    sql`select gateway.cache_audit_record(${sql.json([{ request_id: ticket.request_id, entry_id: hit.entry_id, model: body.model, similarity: hit.similarity, threshold: hit.threshold, agreement, error }])})`.catch(() => {});
+  void (async () => {
+    try {
+      if (!sem || !channel || channel.unusable) throw new Error('no channel to re-ask');
+      const { key } = pickKey(channel, entry);
+      const call = prepareCall(channel, key, { protocol: 'openai', endpoint: 'chat/completions', body: { ...body, stream: false }, raw: new Uint8Array(0) as Uint8Array<ArrayBuffer>, stream: false, upstreamModel: entry.model, defaultMaxTokens: options.DefaultMaxTokens });
+      if ('unsupported' in call) throw new Error(call.unsupported);
+      const res = await fetch(call.url, { method: 'POST', headers: call.headers, body: call.body, signal: AbortSignal.timeout(options.UpstreamAttemptTimeoutMs) });
+      if (!res.ok) throw new Error(`upstream returned ${res.status}`);
+      const fresh = answerText(decodeCompletion(call.wire, new Uint8Array(await res.arrayBuffer()), body.model));
+      const embedChannel = (await channelsFor([{ channel_id: sem.channel_id, version: sem.version, model: sem.model }])).get(sem.channel_id)!;
+      const cached = answerText({ choices: [{ message: hit.answer }] });
+      const [a, b] = await Promise.all([embed(embedChannel, sem.model, fresh, 10000), embed(embedChannel, sem.model, cached, 10000)]);
+      await record(cosine(a.vector, b.vector), null);
+    } catch (err) {
+      await record(null, String((err as Error).message));
+    }
+  })();
 }

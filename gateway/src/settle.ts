@@ -53,6 +53,7 @@ export const settleStats = { batches: 0, settled: 0, failures: 0, spooledBatches
 let queue: Outcome[] = [];
 let timer: ReturnType<typeof setTimeout> | null = null;
 let inFlight: Promise<void> | null = null;
+let inFlightRows = 0;
 let seq = 0;
 
 const spoolDir = config.spoolDir;
@@ -67,8 +68,9 @@ export function queueOutcome(outcome: Outcome): void {
   schedule();
 }
 
+/** Outcomes not yet settled: queued, or in the relay_finish call now running. */
 export function pendingOutcomes(): number {
-  return queue.length;
+  return queue.length + inFlightRows;
 }
 
 export function spoolDepth(): number {
@@ -93,6 +95,7 @@ function flush(): void {
   if (inFlight || queue.length === 0) return;
   const batch = queue.slice(0, options.SettleBatchSize);
   queue = queue.slice(batch.length);
+  inFlightRows = batch.length;
   inFlight = finish(batch)
     .then(() => {
       settleStats.batches++;
@@ -101,6 +104,7 @@ function flush(): void {
     .catch((err) => handleFailure(batch, err))
     .finally(() => {
       inFlight = null;
+      inFlightRows = 0;
       if (queue.length > 0) schedule();
     });
 }

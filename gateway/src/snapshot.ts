@@ -15,6 +15,7 @@ export interface Options {
   SettleBatchSize: number;
   SettleIntervalMs: number;
   DefaultMaxTokens: number;
+  SemanticCacheEmbeddingTimeoutMs: number;
   [key: string]: unknown;
 }
 
@@ -29,6 +30,7 @@ export let options: Options = {
   SettleBatchSize: 500,
   SettleIntervalMs: 5,
   DefaultMaxTokens: 4096,
+  SemanticCacheEmbeddingTimeoutMs: 3000,
 };
 let retryable = new Set(options.RetryableStatusCodes);
 export const isRetryableStatus = (status: number) => retryable.has(status);

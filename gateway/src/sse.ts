@@ -14,7 +14,22 @@ export interface SseWatch {
   sawDone: boolean;
   /** Characters of content delivered to the client (text and tool-call arguments). */
   deliveredChars: number;
+  /** The content itself, for a tokenizer count when the upstream reports no usage. */
+  delivered: string[];
   finishReason: string | null;
+  /** Sees every chat chunk that reaches the client (the cache assembles answers with it). */
+  onChunk?: (chunk: any) => void;
+}
+
+export function newWatch(): SseWatch {
+  return { usage: null, sawDone: false, deliveredChars: 0, delivered: [], finishReason: null };
+}
+
+/** Notes delivered content (text or tool-call arguments). */
+export function noteDelivered(watch: SseWatch, text: string): void {
+  if (!text) return;
+  watch.deliveredChars += text.length;
+  watch.delivered.push(text);
 }
 
 /**
@@ -63,13 +78,14 @@ function filterEvent(event: string, stripUsage: boolean, watch: SseWatch): strin
   const choices: any[] = Array.isArray(chunk.choices) ? chunk.choices : [];
   for (const c of choices) {
     const d = c?.delta ?? {};
-    if (typeof d.content === 'string') watch.deliveredChars += d.content.length;
-    if (typeof c?.text === 'string') watch.deliveredChars += c.text.length;
+    if (typeof d.content === 'string') noteDelivered(watch, d.content);
+    if (typeof c?.text === 'string') noteDelivered(watch, c.text);
     if (Array.isArray(d.tool_calls)) {
-      for (const t of d.tool_calls) watch.deliveredChars += (t?.function?.arguments ?? '').length;
+      for (const t of d.tool_calls) noteDelivered(watch, t?.function?.arguments ?? '');
     }
     if (c?.finish_reason) watch.finishReason = c.finish_reason;
   }
+  watch.onChunk?.(chunk);
   if (!chunk.usage) return event;
   watch.usage = chunk.usage;
   if (!stripUsage) return event;

@@ -64,7 +64,9 @@ async function ask(content: string, opts: { k?: string; stream?: boolean; system
   });
   const text = await res.text();
   // Let the miss settle (and be stored) before the next request looks for it.
-  await new Promise((r) => setTimeout(r, 80));
+  await new Promise((r) => setTimeout(r, 20));
+  while ((await gw.metric('elygate_settle_queue_depth')) > 0) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 30));
   return { res, text, cache: res.headers.get('x-elygate-cache') };
 }
 

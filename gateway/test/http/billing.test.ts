@@ -1,0 +1,285 @@
+// Billing end to end through the real gateway: usage receipts, 10,000 mixed requests that must
+// reconcile to the micro-dollar, a gateway killed mid-stream, and a database restart under load.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import postgres from 'postgres';
+import { closeDb, createChannel, createGroup, createKey, createUser, db, masterKey, unique } from '../support/db';
+import { startGateway, type RunningGateway } from '../support/gateway';
+import { startMockUpstream, type MockUpstream } from '../support/mock-upstream';
+import { startPrivateCluster } from '../support/cluster';
+
+let upstream: MockUpstream;
+
+beforeAll(async () => {
+  upstream = await startMockUpstream();
+});
+
+afterAll(async () => {
+  await upstream?.close();
+  await closeDb();
+});
+
+/** A funded user and key in a fresh group, on a model with fractional prices and multipliers. */
+async function tenant(sql = db(), balance = 1_000_000_000) {
+  const group = await createGroup(sql);
+  await sql`update private.groups set price_multiplier = 1.3 where name = ${group}`;
+  const model = unique('billed');
+  await sql`select admin.model_upsert(${sql.json({ name: model, input_price: 150_000, output_price: 600_000, per_call_price: 3 })})`;
+  const user = await createUser(sql, { group });
+  await sql`select admin.wallet_credit(${sql.json({ user_id: user.id, amount_micros: balance })})`;
+  const key = (await createKey(sql, { user_id: user.id })).key;
+  const channel = await createChannel(sql, { base_url: upstream.url, models: [model], groups: [group], cost_multiplier: 1.1 });
+  return { model, user, key, channel, group };
+}
+
+const post = (gw: RunningGateway, key: string, body: unknown, signal?: AbortSignal) =>
+  fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal,
+  });
+
+async function settledAll(gw: RunningGateway) {
+  for (let i = 0; i < 500; i++) {
+    if ((await gw.metric('elygate_settle_queue_depth')) === 0) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('usage receipts', () => {
+  let gw: RunningGateway;
+  let t: Awaited<ReturnType<typeof tenant>>;
+  beforeAll(async () => {
+    t = await tenant();
+    gw = await startGateway();
+  });
+  afterAll(() => gw?.stop());
+
+  it('a non-stream answer carries its cost, equal to its ledger row', async () => {
+    const res = await post(gw, t.key, { model: t.model, messages: [{ role: 'user', content: 'one two three four' }] });
+    expect(res.status).toBe(200);
+    const id = res.headers.get('x-request-id')!;
+    expect(res.headers.get('x-elygate-request-id')).toBe(id);
+    expect(res.headers.get('x-elygate-usage-source')).toBe('upstream');
+    const cost = Number(res.headers.get('x-elygate-cost-micros'));
+    await res.json();
+    await settledAll(gw);
+    const [l] = await db()`select amount_micros::int from admin.ledger where request_id = ${id}`;
+    // (4 * 0.15 + 5 * 0.6 + 3) * 1.3 * 1.1 = 6.6 * 1.43 = 9.438 → 9
+    expect(l.amount_micros).toBe(9);
+    expect(cost).toBe(9);
+  });
+
+  it('a stream has its receipt in the log, by request id', async () => {
+    const res = await post(gw, t.key, { model: t.model, stream: true, messages: [{ role: 'user', content: 'a b' }] });
+    const id = res.headers.get('x-request-id')!;
+    await res.text();
+    await settledAll(gw);
+    const [r] = await db()`select usage_source, cost_micros::int, prompt_tokens, completion_tokens from admin.receipts where request_id = ${id}`;
+    expect(r).toEqual({ usage_source: 'upstream', cost_micros: expect.any(Number), prompt_tokens: 2, completion_tokens: 3 });
+  });
+
+  it('an upstream without usage is billed from a real tokenizer, flagged estimated', async () => {
+    upstream.reportUsage = false;
+    try {
+      const res = await post(gw, t.key, { model: t.model, messages: [{ role: 'user', content: 'count these words please' }] });
+      expect(res.headers.get('x-elygate-usage-source')).toBe('estimated');
+      const id = res.headers.get('x-request-id')!;
+      const cost = Number(res.headers.get('x-elygate-cost-micros'));
+      await res.json();
+      await settledAll(gw);
+      const [l] = await db()`select usage_source, amount_micros::int, prompt_tokens, completion_tokens from admin.ledger where request_id = ${id}`;
+      expect(l.usage_source).toBe('estimated');
+      expect(l.completion_tokens).toBeGreaterThan(0);
+      expect(l.amount_micros).toBe(cost);
+    } finally {
+      upstream.reportUsage = true;
+    }
+  });
+
+  it('429 insufficient_quota when the wallet cannot cover the reservation', async () => {
+    const poor = await tenant(db(), 10);
+    const res = await post(gw, poor.key, { model: poor.model, max_tokens: 1000, messages: [{ role: 'user', content: 'x' }] });
+    expect(res.status).toBe(429);
+    expect((await res.json()).error).toMatchObject({ type: 'insufficient_quota', code: 'insufficient_quota' });
+  });
+
+  it('429 rate_limit_exceeded with Retry-After when the key is over its RPM', async () => {
+    const sql = db();
+    const limited = await createKey(sql, { user_id: t.user.id, rpm_limit: 2 });
+    for (let i = 0; i < 2; i++) expect((await post(gw, limited.key, { model: t.model, messages: [{ role: 'user', content: 'x' }] })).status).toBe(200);
+    const res = await post(gw, limited.key, { model: t.model, messages: [{ role: 'user', content: 'x' }] });
+    expect(res.status).toBe(429);
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect((await res.json()).error.code).toBe('rate_limit_exceeded');
+  });
+});
+
+describe('10,000 mixed requests reconcile to the micro-dollar', () => {
+  it('Σ ledger = Σ cost of the usage the upstream reported; one ledger row per billed request', async () => {
+    const t = await tenant();
+    const gw = await startGateway();
+    const [{ before }] = await db()`select balance_micros::bigint as before from private.wallets where user_id = ${t.user.id}`;
+    const kinds = ['plain', 'plain', 'plain', 'stream', 'stream', 'stream', 'abort', 'break', 'fail', 'plain'] as const;
+    const counts: Record<string, number> = {};
+    const total = 10_000;
+    let next = 0;
+    const t0 = Date.now();
+    const worker = async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= total) return;
+        const kind = kinds[i % kinds.length];
+        counts[kind] = (counts[kind] ?? 0) + 1;
+        const words = 'w '.repeat(1 + (i % 17)).trim();
+        const content = kind === 'break' ? `${words} mock:break:3` : kind === 'fail' ? `${words} mock:status:500` : kind === 'abort' ? `${words} mock:slow:20` : words;
+        const stream = kind !== 'plain' && kind !== 'fail';
+        const ac = new AbortController();
+        try {
+          const res = await post(gw, t.key, { model: t.model, stream, messages: [{ role: 'user', content }] }, ac.signal);
+          if (kind === 'abort') {
+            const reader = res.body!.getReader();
+            await reader.read();
+            ac.abort();
+            await reader.cancel().catch(() => {});
+          } else {
+            await res.arrayBuffer();
+          }
+        } catch {
+          // the aborted ones
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 32 }, worker));
+    const seconds = (Date.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 300));
+    await settledAll(gw);
+    await gw.stop();
+
+    const sql = db();
+    const [{ pending }] = await sql`select count(*)::int as pending from private.requests where user_id = ${t.user.id} and status = 'pending'`;
+    const [{ dupes }] = await sql`select count(*)::int as dupes from (select request_id from private.ledger where user_id = ${t.user.id} group by 1 having count(*) > 1) d`;
+    const bySource = await sql`select usage_source, count(*)::int as n, sum(amount_micros)::bigint as amount from private.ledger where user_id = ${t.user.id} group by 1 order by 1`;
+    // What the upstream reported, priced by the SQL formula, per request.
+    const reported = upstream.calls
+      .filter((c) => c.usage && c.requestId)
+      .map((c) => ({ id: c.requestId!, p: c.usage!.prompt_tokens, c: c.usage!.completion_tokens }));
+    const [{ expected, rows }] = await sql`
+      select sum(private.cost_micros(r.p, r.c, 0, 0, 150000, 600000, null, null, 3, 1.3, 1.1))::bigint as expected, count(*)::int as rows
+        from jsonb_to_recordset(${sql.json(reported)}) as r(id uuid, p int, c int)
+        join private.ledger l on l.request_id = r.id and l.usage_source = 'upstream' and l.user_id = ${t.user.id}`;
+    const [{ ledgerUpstream }] = await sql`select sum(amount_micros)::bigint as "ledgerUpstream" from private.ledger where user_id = ${t.user.id} and usage_source = 'upstream'`;
+    const [{ after, reserved }] = await sql`select balance_micros::bigint as after, reserved_micros::bigint as reserved from private.wallets where user_id = ${t.user.id}`;
+    const [{ spent }] = await sql`select sum(amount_micros)::bigint as spent from private.ledger where user_id = ${t.user.id}`;
+    const [{ failBilled }] = await sql`
+      select count(*)::int as "failBilled" from private.requests r join private.ledger l on l.request_id = r.id
+       where r.user_id = ${t.user.id} and r.error_code like 'upstream_%' and r.completion_tokens is null`;
+    console.log(
+      `10,000 mixed requests in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} req/s): ${JSON.stringify(counts)}; ` +
+        `ledger by source ${JSON.stringify(bySource)}; upstream rows ${rows}, Σ ledger ${ledgerUpstream} = Σ reported cost ${expected}; ` +
+        `duplicates ${dupes}; still pending ${pending}`,
+    );
+    expect(pending).toBe(0);
+    expect(dupes).toBe(0);
+    expect(BigInt(ledgerUpstream)).toBe(BigInt(expected));
+    expect(rows).toBe(bySource.find((s) => s.usage_source === 'upstream')!.n);
+    expect(failBilled).toBe(0);
+    expect(BigInt(before) - BigInt(after)).toBe(BigInt(spent));
+    expect(Number(reserved)).toBe(0);
+    // Aborted and broken streams were billed for prompt + delivered, from the tokenizer.
+    const [{ aborted }] = await sql`select count(*)::int as aborted from private.ledger where user_id = ${t.user.id} and abort_policy = 'prompt+delivered' and usage_source = 'estimated'`;
+    expect(aborted).toBeGreaterThan(0);
+  }, 240_000);
+});
+
+describe('faults', () => {
+  it('SIGKILL with streams in flight: after the reaper no reservation is open, and delivered answers are billed', async () => {
+    const t = await tenant();
+    const gw = await startGateway();
+    const done = await post(gw, t.key, { model: t.model, messages: [{ role: 'user', content: 'finished before the kill' }] });
+    const doneId = done.headers.get('x-request-id')!;
+    await done.json();
+    await settledAll(gw);
+    const streams = await Promise.all(
+      Array.from({ length: 8 }, () => post(gw, t.key, { model: t.model, stream: true, messages: [{ role: 'user', content: 'long answer mock:slow:300' }] })),
+    );
+    for (const s of streams) await s.body!.getReader().read();
+    gw.proc.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    const sql = db();
+    const [{ open }] = await sql`select count(*)::int as open from private.requests where user_id = ${t.user.id} and status = 'pending'`;
+    expect(open).toBe(8);
+    await sql`select private.reservations_reap(now() + interval '61 minutes')`;
+    const [{ still }] = await sql`select count(*)::int as still from private.requests where user_id = ${t.user.id} and status = 'pending'`;
+    const [w] = await sql`select reserved_micros::int as reserved from private.wallets where user_id = ${t.user.id}`;
+    const [{ billed }] = await sql`select count(*)::int as billed from private.ledger where request_id = ${doneId}`;
+    const [{ expired }] = await sql`select count(*)::int as expired from private.ledger where user_id = ${t.user.id} and usage_source = 'expired'`;
+    console.log(`SIGKILL: 8 streams open at the kill → reaped ${expired}, still open ${still}, reserved ${w.reserved}`);
+    expect(still).toBe(0);
+    expect(w.reserved).toBe(0);
+    expect(billed).toBe(1);
+    expect(expired).toBe(8);
+  });
+
+  it('database restart during load: no settled usage lost, no duplicate ledger row, no unadmitted answer', async () => {
+    const cluster = await startPrivateCluster();
+    const sql = postgres(cluster.url, { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': masterKey } as Record<string, string> });
+    try {
+      await sql`select admin.option_set('AllowUnpricedModels', 'false')`;
+      const group = unique('g');
+      await sql`select admin.group_upsert(${sql.json({ name: group })})`;
+      const model = unique('m');
+      await sql`select admin.model_upsert(${sql.json({ name: model, input_price: 1_000_000, output_price: 1_000_000 })})`;
+      const [{ u }] = await sql`select admin.user_create(${sql.json({ username: unique('u'), group })}) as u`;
+      await sql`select admin.wallet_credit(${sql.json({ user_id: u.id, amount_micros: 1_000_000_000 })})`;
+      const [{ k }] = await sql`select admin.key_create(${sql.json({ user_id: u.id })}) as k`;
+      await sql`select admin.channel_create(${sql.json({ name: unique('c'), base_url: upstream.url, api_key: 'sk-upstream', models: [model], groups: [group] })})`;
+      await sql.end();
+
+      const gw = await startGateway({ DATABASE_URL: cluster.url, ELYGATE_DB_CONNECT_TIMEOUT_S: '1' });
+      const answered: string[] = [];
+      const statuses: Record<number, number> = {};
+      let stop = false;
+      const loop = async () => {
+        while (!stop) {
+          try {
+            const res = await post(gw, k.key, { model, messages: [{ role: 'user', content: 'steady load' }] });
+            statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+            if (res.status === 200) answered.push(res.headers.get('x-request-id')!);
+            await res.arrayBuffer();
+            if (res.status !== 200) await new Promise((r) => setTimeout(r, 50));
+          } catch {
+            statuses[0] = (statuses[0] ?? 0) + 1;
+          }
+        }
+      };
+      const loops = Array.from({ length: 8 }, loop);
+      await new Promise((r) => setTimeout(r, 1500));
+      cluster.stop();
+      await new Promise((r) => setTimeout(r, 5000));
+      cluster.start();
+      await new Promise((r) => setTimeout(r, 2500));
+      stop = true;
+      await Promise.all(loops);
+      // Let the spool replay.
+      for (let i = 0; i < 200 && (await gw.metric('elygate_spool_batches')) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      await settledAll(gw);
+      await gw.stop();
+
+      const check = postgres(cluster.url, { max: 1, onnotice: () => {} });
+      const [{ billed }] = await check`select count(*)::int as billed from private.ledger where request_id = any(${answered}::uuid[])`;
+      const [{ dupes }] = await check`select count(*)::int as dupes from (select request_id from private.ledger group by 1 having count(*) > 1) d`;
+      const [{ unadmitted }] = await check`
+        select count(*)::int as unadmitted from unnest(${answered}::uuid[]) a(id)
+         where not exists (select 1 from private.requests r where r.id = a.id)`;
+      await check.end();
+      console.log(`DB restart under load: ${JSON.stringify(statuses)} (status: count); answered ${answered.length}, billed ${billed}, lost ${answered.length - billed}, duplicates ${dupes}, served without admission ${unadmitted}`);
+      expect(statuses[503] ?? 0).toBeGreaterThan(0);
+      expect(billed).toBe(answered.length);
+      expect(dupes).toBe(0);
+      expect(unadmitted).toBe(0);
+    } finally {
+      cluster.destroy();
+    }
+  }, 60_000);
+});
