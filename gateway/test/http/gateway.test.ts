@@ -313,7 +313,7 @@ describe('relaying', () => {
     const results = await Promise.all(Array.from({ length: n }, () => post('/v1/chat/completions', chat())));
     expect(results.every((r) => r.status === 200)).toBe(true);
     await Promise.all(results.map((r) => r.arrayBuffer()));
-    await new Promise((r) => setTimeout(r, 200));
+    while ((await gw.metric('elygate_settle_queue_depth')) > 0) await new Promise((r) => setTimeout(r, 20));
     const batches = (await gw.metric('elygate_settle_batches_total')) - b0;
     const outcomes = (await gw.metric('elygate_settled_outcomes_total')) - s0;
     const queries = (await gw.metric('elygate_db_queries_total')) - q0;

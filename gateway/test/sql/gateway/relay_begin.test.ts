@@ -185,13 +185,12 @@ describe('gateway.relay_begin', () => {
       const b = await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [f.model], groups: [f.group], weight: 20 });
       // A lower tier never comes first while the upper tier has a channel.
       await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [f.model], groups: [f.group], weight: 100, priority: -1 });
-      // 10,000 real relay_begin calls in one statement, counting who came first. (The call must
-      // depend on i, or PostgreSQL evaluates the lateral function once.)
+      // 10,000 picks by the function relay_begin takes its plan from, counting who came first.
+      // (The call must depend on i, or PostgreSQL evaluates the lateral function once.)
       const rows = await tx`
-        select (t.plan -> 0 ->> 'channel_id')::bigint as first, count(*)::int as n
+        select (t.candidates -> 0 ->> 'channel_id')::bigint as first, count(*)::int as n
           from generate_series(1, 10000) i,
-               lateral gateway.relay_begin(gen_random_uuid(), ${sha256(f.key.key)}, ${f.model}, 'chat/completions',
-                                           false, '127.0.0.1', i, 1) t
+               lateral private.route_plan(${f.model} || left(i::text, 0), ${f.group}) t
          group by 1`;
       const share = new Map(rows.map((r) => [Number(r.first), r.n / 10000]));
       const expected = new Map([
