@@ -109,23 +109,40 @@ $$;
 comment on function private.option_validate(text, text) is E'Raises BADOP unless the value fits the option''s type and bounds.';
 
 -- Change notification: every gateway LISTENs on elygate_config and reloads its snapshots.
+-- /* why */ Statements that change nothing (the circuit breaker's "disable what tripped" runs on
+-- every settlement batch and usually matches no row) must not notify: NOTIFY takes a cluster-wide
+-- lock at commit. So each event has its own trigger with a transition table, and only a
+-- statement that touched rows notifies.
 create or replace function private.tg_config__notify()
 returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  perform pg_notify('elygate_config', tg_table_name);
+  if tg_op = 'TRUNCATE' or exists (select 1 from changed) then
+    perform pg_notify('elygate_config', tg_table_name);
+  end if;
   return null;
 end
 $$;
 
-create or replace trigger _900_notify after insert or update or delete or truncate on private.options
-  for each statement execute function private.tg_config__notify();
-create or replace trigger _900_notify after insert or update or delete or truncate on private.channels
-  for each statement execute function private.tg_config__notify();
-create or replace trigger _900_notify after insert or update or delete or truncate on private.channel_keys
-  for each statement execute function private.tg_config__notify();
+do $$
+declare
+  v_table text;
+begin
+  foreach v_table in array array['options', 'channels', 'channel_keys'] loop
+    execute format('drop trigger if exists _900_notify on private.%I', v_table);
+    execute format('create or replace trigger _900_notify_insert after insert on private.%I
+                      referencing new table as changed for each statement execute function private.tg_config__notify()', v_table);
+    execute format('create or replace trigger _900_notify_update after update on private.%I
+                      referencing new table as changed for each statement execute function private.tg_config__notify()', v_table);
+    execute format('create or replace trigger _900_notify_delete after delete on private.%I
+                      referencing old table as changed for each statement execute function private.tg_config__notify()', v_table);
+    execute format('create or replace trigger _900_notify_truncate after truncate on private.%I
+                      for each statement execute function private.tg_config__notify()', v_table);
+  end loop;
+end
+$$;
 
 -- Keeps updated_at honest and bumps channels.version on every change.
 create or replace function private.tg_row__touch()

@@ -5,9 +5,12 @@
 -- private.route_plan: the ordered candidates for a model and group (called by relay_begin).
 create or replace function private.route_plan(p_model text, p_group text,
                                               out served integer, out candidates jsonb, out skipped jsonb)
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
+/* plpgsql, not sql: the statement's plan is cached for the session instead of being made on
+   every call (a language sql function with OUT parameters is never inlined). */
+begin
   /* why: the route plan is decided here, not in the gateway, so every instance routes alike.
      Candidates go by priority tier (higher first); inside a tier by weighted random order
      (Efraimidis-Spirakis: ascending -ln(U)/weight), so a channel with twice the weight is picked
@@ -51,7 +54,9 @@ as $$
                                             else p.status end,
                     'detail', p.status_reason)))
                     filter (where p.key_index is null), '[]'::jsonb)
-    from picked p
+    into served, candidates, skipped
+    from picked p;
+end
 $$;
 comment on function private.route_plan(text, text) is
   E'Channels serving p_model for p_group: how many, the usable ones in try order (priority tiers, weighted random inside a tier, with the key to use) and the skipped ones with the reason (manually_disabled, breaker_open, no_enabled_key).';
