@@ -46,6 +46,11 @@ async function main() {
     gw.username = 'elygate_gateway';
     gw.password = st.gatewayPassword;
     env.GATEWAY_DATABASE_URL = gw.toString();
+    // The admin panel logs in as elygate_admin (select on admin views, execute on admin functions).
+    const ad = new URL(st.url);
+    ad.username = 'elygate_admin';
+    ad.password = st.adminPassword;
+    env.ADMIN_DATABASE_URL ||= ad.toString();
     env.ELYGATE_MASTER_KEY ||= st.masterKey;
     say(`Data lives in ${st.dataDir}. Connect with: npm run psql   (or psql "${redact(st.url)}", password in ${join(st.dataDir, 'state.json')})`);
   }
@@ -60,14 +65,38 @@ async function main() {
   say(`Database ready in ${((Date.now() - t0) / 1000).toFixed(1)} s.`);
   if (migrateOnly) return;
 
+  // The admin panel: built when its build is missing or older than its sources, then served on
+  // ADMIN_PORT (3001) next to the gateway. With DATABASE_URL and no ADMIN_DATABASE_URL it uses
+  // DATABASE_URL (give it an elygate_admin login of its own in production).
+  const { ensureAdminBuild, serverEntry } = await import('../admin/build.mjs');
+  ensureAdminBuild({ log: say });
+  const adminPort = env.ADMIN_PORT || '3001';
+  const adminEnv = {
+    ...env,
+    ADMIN_DATABASE_URL: env.ADMIN_DATABASE_URL || adminUrl,
+    GATEWAY_URL: env.GATEWAY_URL || `http://127.0.0.1:${env.PORT || 3000}`,
+    PORT: adminPort,
+    HOST: env.ADMIN_HOST || env.HOST || '0.0.0.0',
+  };
+
   const bun = join(root, 'node_modules', 'bun', 'bin', 'bun.exe');
   const child = spawn(bun, [join(root, 'gateway', 'src', 'index.ts')], { cwd: join(root, 'gateway'), env, stdio: 'inherit' });
-  say(`Starting the gateway on http://localhost:${env.PORT || 3000} (admin panel: not built yet, see admin/README.md)`);
-  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
-  child.on('exit', (code, signal) => {
+  say(`Starting the gateway on http://localhost:${env.PORT || 3000}`);
+  const admin = spawn(process.execPath, [serverEntry], { cwd: join(root, 'admin'), env: adminEnv, stdio: 'inherit' });
+  say(`Starting the admin panel on http://localhost:${adminPort}  (first login: admin / admin123 from this machine, or the setup token it prints; see README "Admin panel")`);
+  const children = [child, admin];
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => children.forEach((c) => c.exitCode === null && c.kill(sig)));
+  let exiting = false;
+  const onExit = (which) => (code, signal) => {
+    if (exiting) return;
+    exiting = true;
+    if (code) say(`The ${which} exited with code ${code}; stopping.`);
+    children.forEach((c) => c.exitCode === null && c.kill('SIGTERM'));
     if (!process.env.DATABASE_URL) say('The embedded PostgreSQL keeps running for the next start; stop it with: npm run db:stop');
-    process.exit(code ?? (signal ? 0 : 1));
-  });
+    setTimeout(() => process.exit(code ?? (signal ? 0 : 1)), 500);
+  };
+  child.on('exit', onExit('gateway'));
+  admin.on('exit', onExit('admin panel'));
 }
 
 main().catch((err) => {

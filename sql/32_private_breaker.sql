@@ -430,7 +430,9 @@ create or replace view admin.channel_health as
     left join private.channel_breakers b on b.channel_id = c.id
     left join lateral (
       select sum(o.ok)::integer as ok, sum(o.failed)::integer as failed from private.channel_outcomes o
-       where o.channel_id = c.id and o.bucket > now() - make_interval(secs => private.option_int('BreakerWindowSeconds'))) w on true
+       -- (the option read inline: a view runs functions as its reader, who may not call private.*)
+       where o.channel_id = c.id
+         and o.bucket > now() - make_interval(secs => (select op.value::integer from private.options op where op.key = 'BreakerWindowSeconds'))) w on true
     left join lateral (
       select p.finished_at, p.ok, p.error from private.channel_probes p
        where p.channel_id = c.id and p.finished_at is not null order by p.finished_at desc limit 1) lp on true;

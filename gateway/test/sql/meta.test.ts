@@ -49,3 +49,19 @@ describe('catalog rules', () => {
     expect(rows.map((r) => r.fn)).toEqual([]);
   });
 });
+
+describe('the admin role can read every admin view', () => {
+  it('selects from each view in schema admin as elygate_admin', async () => {
+    const views = await db()`select table_name from information_schema.views where table_schema = 'admin' order by 1`;
+    const failures: string[] = [];
+    for (const v of views) {
+      await withTx(
+        async (tx) => {
+          await tx.unsafe(`select * from admin.${v.table_name} limit 1`).catch((e: Error) => failures.push(`${v.table_name}: ${e.message}`));
+        },
+        { role: 'elygate_admin' },
+      );
+    }
+    expect(failures).toEqual([]);
+  });
+});

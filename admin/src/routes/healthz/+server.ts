@@ -1,0 +1,2 @@
+import type { RequestHandler } from './$types';
+export const GET: RequestHandler = () => new Response('ok');

@@ -1,0 +1,36 @@
+import { fail, redirect } from '@sveltejs/kit';
+import type { Actions, PageServerLoad } from './$types';
+import { sql } from '$lib/server/db';
+import { setSessionCookie, verifyPassword } from '$lib/server/auth';
+
+export const load: PageServerLoad = async ({ locals }) => {
+  if (locals.user?.stage === 'full') redirect(303, locals.user.role === 'admin' ? '/' : '/me');
+  return {};
+};
+
+const messages: Record<string, string> = {
+  invalid: 'Wrong username or password.',
+  throttled: 'Too many failed attempts. Wait a few minutes and try again.',
+  loopback_only: 'The default password works only from the machine running Elygate. Use the setup token printed at start, or ELYGATE_ADMIN_PASSWORD.',
+  default_used: 'The default password was already used once. Use the setup token printed at start.',
+};
+
+export const actions: Actions = {
+  default: async ({ request, cookies, url, getClientAddress }) => {
+    const form = await request.formData();
+    const username = String(form.get('username') ?? '').trim();
+    const password = String(form.get('password') ?? '');
+    const ip = getClientAddress();
+    const db = sql();
+    const [{ b }] = await db`select admin.login_begin(${username}, ${ip}::inet) as b`;
+    if (b.status === 'throttled') return fail(429, { username, message: messages.throttled });
+    const ok = await verifyPassword(password, b.password_hash ?? null);
+    const [{ r }] = await db`select admin.login_finish(${username}, ${ip}::inet, ${ok}, ${request.headers.get('user-agent')}) as r`;
+    if (r.status !== 'ok') return fail(r.status === 'throttled' ? 429 : 400, { username, message: messages[r.status] ?? 'Login refused.' });
+    setSessionCookie(cookies, url, r.token);
+    const next = url.searchParams.get('next');
+    if (r.stage === 'totp') redirect(303, '/login/totp');
+    if (r.must_change) redirect(303, '/password');
+    redirect(303, next && next.startsWith('/') && !next.startsWith('//') ? next : '/');
+  },
+};

@@ -1,0 +1,38 @@
+import type { Actions, PageServerLoad } from './$types';
+import { act, run } from '$lib/server/db';
+import { compact, jsonField } from '$lib/server/forms';
+
+export const load: PageServerLoad = async ({ locals }) =>
+  run(locals, async (tx) => ({ models: [...(await tx`select * from admin.models order by name`)] }));
+
+const price = (v: FormDataEntryValue | null) => {
+  const s = String(v ?? '').trim();
+  return s === '' ? undefined : Math.round(Number(s) * 1e6); // USD per 1M tokens → micro-USD per 1M tokens
+};
+
+export const actions: Actions = {
+  save: async ({ request, locals }) => {
+    const f = await request.formData();
+    return act(locals, async (tx) => {
+      const args = compact({
+        name: String(f.get('name') ?? '').trim(),
+        input_price: price(f.get('input_price')),
+        output_price: price(f.get('output_price')),
+        cached_input_price: price(f.get('cached_input_price')),
+        cache_write_price: price(f.get('cache_write_price')),
+        per_call_price: price(f.get('per_call_price')),
+      });
+      await tx`select admin.model_upsert(${tx.json(args as never)})`;
+      return { done: `Saved ${args.name}.` };
+    });
+  },
+  import: async ({ request, locals }) => {
+    const f = await request.formData();
+    return act(locals, async (tx) => {
+      const file = f.get('file');
+      const text = file instanceof File && file.size ? await file.text() : String(f.get('json') ?? '');
+      const [{ n }] = await tx`select admin.prices_import(${tx.json(jsonField(text, 'json') as never)}) as n`;
+      return { done: `Imported ${n} model(s).` };
+    });
+  },
+};

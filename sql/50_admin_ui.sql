@@ -1,0 +1,877 @@
+-- The admin panel's SQL: login and sessions, bootstrap of the first admin, the dashboard, jobs and
+-- partition views, a few more admin.* mutations, and the self-service schema `me`.
+-- Called by the admin server (admin/src/lib/server/), which logs in as elygate_admin. Documented in
+-- admin/README.md and docs/admin/README.md.
+/*
+  Who may see what (DESIGN §7, issue #6):
+  - The admin server verifies the browser's session token with admin.session_get() (SQL), then runs
+    the page's queries in one transaction. For a session whose user is not an admin (or that still
+    owes a password change or a TOTP code) it first does `set local role elygate_user`: that role has
+    no grant on schema admin, so every admin view and function answers 42501 (HTTP 403).
+  - elygate_user may use schema `me` only. Its views and functions take the user from the session
+    token in the transaction setting elygate.session, checked here against private.sessions
+    (sha256, expiry, stage, password not owed); a user can only ever reach rows of their own.
+  - Passwords are argon2id, hashed and verified by the admin server (PostgreSQL has no argon2);
+    SQL keeps the PHC strings, decides throttling, the loopback rule, sessions and TOTP.
+*/
+
+-- The least-privileged role a regular user's page runs as. Cluster-wide, idempotent; the admin
+-- login role must be a member to switch to it.
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'elygate_user') then
+    create role elygate_user nologin;
+  end if;
+  if not pg_has_role('elygate_admin', 'elygate_user', 'member') then
+    grant elygate_user to elygate_admin;
+  end if;
+end
+$$;
+
+insert into private.options (key, value, value_type, min_value, max_value, description)
+values
+  ('LoginMaxFailures', '5', 'int', 1, 1000,
+   'Failed admin-panel logins allowed per username within LoginWindowMinutes before further attempts are refused (429).'),
+  ('LoginMaxFailuresPerIp', '30', 'int', 1, 100000,
+   'Failed admin-panel logins allowed per client address within LoginWindowMinutes.'),
+  ('LoginWindowMinutes', '15', 'int', 1, 1440,
+   'The window, in minutes, over which failed admin-panel logins are counted.'),
+  ('SessionTtlHours', '12', 'int', 1, 720,
+   'An admin-panel session ends after this many hours without a request.')
+on conflict (key) do update
+  set value_type = excluded.value_type, min_value = excluded.min_value,
+      max_value = excluded.max_value, description = excluded.description;
+
+------------------------------------------------------------------------------------------------
+-- Helpers
+------------------------------------------------------------------------------------------------
+
+-- private.token_new: 32 random bytes as URL-safe base64 (a session or setup token).
+create or replace function private.token_new()
+returns text
+language sql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+  select rtrim(translate(encode(public.gen_random_bytes(32), 'base64'), '+/', '-_'), '=')
+$$;
+
+create or replace function private.token_hash(p_token text)
+returns bytea
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select public.digest(coalesce(p_token, ''), 'sha256')
+$$;
+
+create or replace function private.is_loopback(p_ip inet)
+returns boolean
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select p_ip is not null and (p_ip <<= inet '127.0.0.0/8' or p_ip = inet '::1' or p_ip <<= inet '::ffff:127.0.0.0/104')
+$$;
+
+-- private.base32: RFC 4648 base32 without padding (TOTP secrets for authenticator apps).
+create or replace function private.base32(p_data bytea)
+returns text
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_alpha constant text := 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  v_bits text := '';
+  v_out text := '';
+  i integer;
+begin
+  for i in 0 .. length(p_data) - 1 loop
+    v_bits := v_bits || get_byte(p_data, i)::bit(8)::text;
+  end loop;
+  while length(v_bits) % 5 <> 0 loop
+    v_bits := v_bits || '0';
+  end loop;
+  for i in 0 .. length(v_bits) / 5 - 1 loop
+    v_out := v_out || substr(v_alpha, ('b' || substr(v_bits, i * 5 + 1, 5))::text::bit(5)::integer + 1, 1);
+  end loop;
+  return v_out;
+end
+$$;
+
+-- private.totp_code: RFC 6238 TOTP (HMAC-SHA1, 6 digits) for one 30-second step.
+create or replace function private.totp_code(p_secret bytea, p_step bigint)
+returns text
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_h bytea := public.hmac(int8send(p_step), p_secret, 'sha1');
+  v_o integer := get_byte(v_h, 19) & 15;
+  v_bin bigint;
+begin
+  v_bin := ((get_byte(v_h, v_o) & 127)::bigint << 24) | (get_byte(v_h, v_o + 1)::bigint << 16)
+         | (get_byte(v_h, v_o + 2)::bigint << 8) | get_byte(v_h, v_o + 3)::bigint;
+  return lpad((v_bin % 1000000)::text, 6, '0');
+end
+$$;
+
+-- private.totp_check: accepts the code of the current step or one step either side, never a step
+-- at or before the last one accepted (no replay). Returns the accepted step, or null.
+create or replace function private.totp_check(p_secret bytea, p_code text, p_last_step bigint, p_now timestamptz default now())
+returns bigint
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select s from generate_series(floor(extract(epoch from p_now) / 30)::bigint - 1,
+                                floor(extract(epoch from p_now) / 30)::bigint + 1) s
+   where private.totp_code(p_secret, s) = btrim(coalesce(p_code, ''))
+     and (p_last_step is null or s > p_last_step)
+   order by s limit 1
+$$;
+
+-- private.session_row: the live session for a token (any stage), or nothing.
+create or replace function private.session_row(p_token text)
+returns setof private.sessions
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.* from private.sessions s
+    join private.users u on u.id = s.user_id
+   where s.token_hash = private.token_hash(p_token) and s.expires_at > now() and u.status = 'active'
+$$;
+
+-- me.current_user_id: the user of the fully logged-in session in the transaction setting
+-- elygate.session (password not owed, TOTP passed); null otherwise. Every view and function in
+-- schema me uses it. (In schema me, not private: functions in a view run with the caller's
+-- execute privilege, and elygate_user may use nothing in private.)
+create or replace function me.current_user_id()
+returns bigint
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select s.user_id from private.session_row(current_setting('elygate.session', true)) s
+    join private.credentials c on c.user_id = s.user_id
+   where s.stage = 'full' and not c.must_change
+$$;
+comment on function me.current_user_id() is E'The user id of the session in the setting elygate.session (fully logged in), or null.';
+
+create or replace function private.me_require()
+returns bigint
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_id bigint := me.current_user_id();
+begin
+  if v_id is null then
+    raise exception using errcode = 'NOSES', message = 'Not logged in, or the session has ended.',
+      hint = 'Log in to the admin panel again.';
+  end if;
+  return v_id;
+end
+$$;
+
+-- private.session_open: creates a session for a user; returns the token (shown to the browser only).
+create or replace function private.session_open(p_user_id bigint, p_ip inet, p_user_agent text)
+returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_token text := private.token_new();
+  v_cred private.credentials;
+  v_stage text;
+begin
+  select * into v_cred from private.credentials c where c.user_id = p_user_id;
+  v_stage := case when v_cred.totp_enabled then 'totp' else 'full' end;
+  insert into private.sessions (token_hash, user_id, stage, expires_at, ip, user_agent)
+  values (private.token_hash(v_token), p_user_id, v_stage,
+          now() + make_interval(hours => private.option_int('SessionTtlHours')), p_ip, left(p_user_agent, 300));
+  -- Expired sessions of this user go now; the table never grows with abandoned logins.
+  delete from private.sessions s where s.user_id = p_user_id and s.expires_at < now();
+  return jsonb_build_object('status', 'ok', 'token', v_token, 'stage', v_stage,
+                            'must_change', coalesce(v_cred.must_change, false));
+end
+$$;
+
+------------------------------------------------------------------------------------------------
+-- Bootstrap: the first admin
+------------------------------------------------------------------------------------------------
+
+-- admin.bootstrap_status: what the admin server should do at start.
+create or replace function admin.bootstrap_status()
+returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select jsonb_build_object(
+    'admins', (select count(*) from private.credentials c join private.users u on u.id = c.user_id
+                where u.role = 'admin' and u.status = 'active' and not c.is_default),
+    'default_pending', exists (select 1 from private.credentials c where c.is_default))
+$$;
+comment on function admin.bootstrap_status() is
+  E'{"admins": admins who can log in with a password of their own, "default_pending": the admin/admin123 credential still exists}. Called by the admin server at start.';
+
+-- admin.bootstrap: while no admin has a password of their own, installs user "admin" with the given
+-- argon2id hash: the environment's password (p_is_default false), or admin123 (p_is_default true:
+-- usable once, from loopback only, forcing a change). Does nothing once a real admin exists.
+create or replace function admin.bootstrap(p_password_hash text, p_is_default boolean)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user_id bigint;
+begin
+  if (admin.bootstrap_status() ->> 'admins')::integer > 0 then
+    return false;
+  end if;
+  if p_is_default and exists (select 1 from private.credentials c where c.is_default) then
+    return false;   -- keep the existing default (and the record of whether it was used)
+  end if;
+  insert into private.users (username, display_name, role)
+  values ('admin', 'Administrator', 'admin')
+  on conflict (username) do update set role = 'admin', status = 'active'
+  returning id into v_user_id;
+  insert into private.credentials (user_id, password_hash, must_change, is_default)
+  values (v_user_id, p_password_hash, p_is_default, p_is_default)
+  on conflict (user_id) do update set password_hash = excluded.password_hash, must_change = excluded.must_change,
+                                      is_default = excluded.is_default, updated_at = now();
+  return true;
+end
+$$;
+comment on function admin.bootstrap(text, boolean) is
+  E'While no admin has a password of their own, installs user "admin" with this argon2id hash (p_is_default: the original admin/admin123, loopback only, once, forcing a change). Returns whether it did.';
+
+-- admin.setup_token_create: a one-time token that lets whoever holds it set the first admin's
+-- password from anywhere. Only while no admin has a password of their own.
+create or replace function admin.setup_token_create(p_ttl interval default interval '24 hours')
+returns text
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_token text;
+begin
+  if (admin.bootstrap_status() ->> 'admins')::integer > 0 then
+    return null;
+  end if;
+  delete from private.setup_tokens t where t.used_at is null or t.expires_at < now();
+  v_token := 'setup-' || private.token_new();
+  insert into private.setup_tokens (token_hash, expires_at) values (private.token_hash(v_token), now() + p_ttl);
+  return v_token;
+end
+$$;
+comment on function admin.setup_token_create(interval) is
+  E'Returns a one-time setup token (printed by the admin server at start) while no admin has a password of their own; null otherwise.';
+
+-- admin.setup_token_use: spends a setup token to create (or reset) an admin with this argon2id hash
+-- and logs them in. Failures are recorded like failed logins and throttled per address.
+create or replace function admin.setup_token_use(p_token text, p_username text, p_password_hash text,
+                                                 p_ip inet, p_user_agent text default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user_id bigint;
+  v_window interval := make_interval(mins => private.option_int('LoginWindowMinutes'));
+begin
+  if (select count(*) from private.login_attempts a
+       where a.ip = p_ip and not a.ok and a.at > now() - v_window) >= private.option_int('LoginMaxFailuresPerIp') then
+    return jsonb_build_object('status', 'throttled');
+  end if;
+  update private.setup_tokens t set used_at = now()
+   where t.token_hash = private.token_hash(p_token) and t.used_at is null and t.expires_at > now();
+  if not found then
+    insert into private.login_attempts (username, ip, ok, reason) values ('(setup token)', p_ip, false, 'bad setup token');
+    return jsonb_build_object('status', 'invalid');
+  end if;
+  if coalesce(p_username, '') !~ '^[A-Za-z0-9_.@+-]{1,64}$' then
+    raise exception using errcode = 'BADIN', column = 'username', message = 'A username is 1-64 letters, digits or _.@+-';
+  end if;
+  insert into private.users (username, display_name, role) values (p_username, p_username, 'admin')
+  on conflict (username) do update set role = 'admin', status = 'active'
+  returning id into v_user_id;
+  insert into private.credentials (user_id, password_hash) values (v_user_id, p_password_hash)
+  on conflict (user_id) do update set password_hash = excluded.password_hash, must_change = false,
+                                      is_default = false, updated_at = now();
+  delete from private.credentials c where c.is_default;     -- admin123 is moot once a real admin exists
+  delete from private.setup_tokens t where t.used_at is null;
+  insert into private.login_attempts (username, ip, ok, reason) values (p_username, p_ip, true, 'setup token');
+  return private.session_open(v_user_id, p_ip, p_user_agent);
+end
+$$;
+comment on function admin.setup_token_use(text, text, text, inet, text) is
+  E'Spends a one-time setup token: creates or resets admin p_username with this argon2id hash and opens a session. Returns {"status": ok|invalid|throttled, "token", ...}.';
+
+------------------------------------------------------------------------------------------------
+-- Login, sessions, passwords, TOTP
+------------------------------------------------------------------------------------------------
+
+-- admin.login_begin: the stored argon2id hash to verify against (null for an unknown user, so the
+-- server still spends the same time on a dummy hash), or "throttled".
+create or replace function admin.login_begin(p_username text, p_ip inet)
+returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select case
+    when (select count(*) from private.login_attempts a
+           where a.username = p_username and not a.ok
+             and a.at > now() - make_interval(mins => private.option_int('LoginWindowMinutes'))) >= private.option_int('LoginMaxFailures')
+      or (select count(*) from private.login_attempts a
+           where a.ip = p_ip and not a.ok
+             and a.at > now() - make_interval(mins => private.option_int('LoginWindowMinutes'))) >= private.option_int('LoginMaxFailuresPerIp')
+    then jsonb_build_object('status', 'throttled', 'retry_after_s', private.option_int('LoginWindowMinutes') * 60)
+    else jsonb_build_object('status', 'ok', 'password_hash',
+           (select c.password_hash from private.credentials c join private.users u on u.id = c.user_id
+             where u.username = p_username and u.status = 'active'))
+  end
+$$;
+comment on function admin.login_begin(text, inet) is
+  E'First half of a login: {"status": "throttled"} or {"status": "ok", "password_hash": argon2id PHC string or null}. The admin server verifies the password, then calls admin.login_finish.';
+
+-- admin.login_finish: records the attempt and, when the password matched and every rule holds,
+-- opens a session. Never raises for a refused login, so the attempt row always survives.
+create or replace function admin.login_finish(p_username text, p_ip inet, p_password_ok boolean,
+                                              p_user_agent text default null)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user private.users;
+  v_cred private.credentials;
+  v_status text;
+begin
+  if (admin.login_begin(p_username, p_ip) ->> 'status') = 'throttled' then
+    v_status := 'throttled';
+  else
+    select * into v_user from private.users u where u.username = p_username and u.status = 'active';
+    select * into v_cred from private.credentials c where c.user_id = v_user.id;
+    if v_cred.user_id is null or not coalesce(p_password_ok, false) then
+      v_status := 'invalid';
+    elsif v_cred.is_default and not private.is_loopback(p_ip) then
+      v_status := 'loopback_only';
+    elsif v_cred.is_default and exists (select 1 from private.login_attempts a
+                                          where a.username = p_username and a.ok and a.reason = 'default password') then
+      v_status := 'default_used';
+    else
+      v_status := 'ok';
+    end if;
+  end if;
+  insert into private.login_attempts (username, ip, ok, reason)
+  values (left(coalesce(p_username, ''), 200), p_ip, v_status = 'ok',
+          case when v_status = 'ok' and v_cred.is_default then 'default password' else v_status end);
+  if v_status <> 'ok' then
+    return jsonb_build_object('status', v_status);
+  end if;
+  return private.session_open(v_user.id, p_ip, p_user_agent);
+end
+$$;
+comment on function admin.login_finish(text, inet, boolean, text) is
+  E'Second half of a login: records the attempt; returns {"status": ok|invalid|throttled|loopback_only|default_used} and, when ok, {"token", "stage": full|totp, "must_change"}. The default admin/admin123 works once and from loopback only.';
+
+-- admin.session_get: who a session token belongs to (null when it is unknown or has ended).
+-- Slides the expiry at most once a minute, so page views do not write on every request.
+create or replace function admin.session_get(p_token text)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_s private.sessions;
+  v_out jsonb;
+begin
+  select * into v_s from private.session_row(p_token);
+  if v_s.token_hash is null then
+    return null;
+  end if;
+  if v_s.last_seen_at < now() - interval '1 minute' then
+    update private.sessions s set last_seen_at = now(),
+           expires_at = now() + make_interval(hours => private.option_int('SessionTtlHours'))
+     where s.token_hash = v_s.token_hash;
+  end if;
+  select jsonb_build_object('user_id', u.id, 'username', u.username, 'display_name', u.display_name,
+                            'role', u.role, 'stage', v_s.stage, 'must_change', c.must_change,
+                            'is_default', c.is_default, 'totp_enabled', c.totp_enabled,
+                            'expires_at', v_s.expires_at)
+    into v_out
+    from private.users u join private.credentials c on c.user_id = u.id
+   where u.id = v_s.user_id;
+  return v_out;
+end
+$$;
+comment on function admin.session_get(text) is
+  E'The session behind a token: {"user_id", "username", "role", "stage": full|totp, "must_change", "totp_enabled", "expires_at"}, or null.';
+
+create or replace function admin.session_end(p_token text)
+returns boolean
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with d as (delete from private.sessions s where s.token_hash = private.token_hash(p_token) returning 1)
+  select exists (select 1 from d)
+$$;
+comment on function admin.session_end(text) is E'Logs a session out. Returns whether it existed.';
+
+-- admin.session_password: the session user's own hash, so the server can check the current
+-- password before a voluntary change. Never another user's.
+create or replace function admin.session_password(p_token text)
+returns text
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select c.password_hash from private.session_row(p_token) s join private.credentials c on c.user_id = s.user_id
+   where s.stage = 'full'
+$$;
+comment on function admin.session_password(text) is E'The argon2id hash of the session''s own user (to verify the current password before a change); null for an unknown session.';
+
+-- admin.session_password_set: the session's user gets a new password (argon2id hash); their other
+-- sessions end. Clears a forced change; a changed default password is no longer the default.
+create or replace function admin.session_password_set(p_token text, p_password_hash text)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_s private.sessions;
+begin
+  select * into v_s from private.session_row(p_token) where stage = 'full';
+  if v_s.token_hash is null then
+    raise exception using errcode = 'NOSES', message = 'Not logged in, or the session has ended.';
+  end if;
+  update private.credentials c set password_hash = p_password_hash, must_change = false, is_default = false,
+         updated_at = now()
+   where c.user_id = v_s.user_id;
+  delete from private.sessions s where s.user_id = v_s.user_id and s.token_hash <> v_s.token_hash;
+  delete from private.setup_tokens t where t.used_at is null
+     and (admin.bootstrap_status() ->> 'admins')::integer > 0;
+  return true;
+exception
+  when check_violation then
+    raise exception using errcode = 'BADIN', message = 'The password hash must be an argon2id PHC string.';
+end
+$$;
+comment on function admin.session_password_set(text, text) is
+  E'Sets the session user''s password (argon2id hash), clears a forced change and ends their other sessions.';
+
+-- admin.session_totp_setup: a fresh secret for the session's user (not yet enabled).
+create or replace function admin.session_totp_setup(p_token text)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_s private.sessions;
+  v_secret bytea := public.gen_random_bytes(20);
+  v_user text;
+begin
+  select * into v_s from private.session_row(p_token) where stage = 'full';
+  if v_s.token_hash is null then
+    raise exception using errcode = 'NOSES', message = 'Not logged in, or the session has ended.';
+  end if;
+  update private.credentials c set totp_secret = v_secret, totp_last_step = null
+   where c.user_id = v_s.user_id and not c.totp_enabled;
+  if not found then
+    raise exception using errcode = 'BADIN', message = 'Two-factor authentication is already on; turn it off first.';
+  end if;
+  select u.username into v_user from private.users u where u.id = v_s.user_id;
+  return jsonb_build_object('secret', private.base32(v_secret),
+    'uri', format('otpauth://totp/Elygate:%s?secret=%s&issuer=Elygate&digits=6&period=30', v_user, private.base32(v_secret)));
+end
+$$;
+comment on function admin.session_totp_setup(text) is E'Generates a TOTP secret for the session''s user; {"secret" (base32), "uri" (otpauth://)}. Enabled by admin.session_totp_enable with a valid code.';
+
+-- admin.session_totp_enable / _disable: need a valid current code.
+create or replace function admin.session_totp_enable(p_token text, p_code text, p_enable boolean default true)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_s private.sessions;
+  v_c private.credentials;
+  v_step bigint;
+begin
+  select * into v_s from private.session_row(p_token) where stage = 'full';
+  select * into v_c from private.credentials c where c.user_id = v_s.user_id for update;
+  if v_c.totp_secret is null then
+    raise exception using errcode = 'BADIN', message = 'No two-factor secret; set one up first.';
+  end if;
+  v_step := private.totp_check(v_c.totp_secret, p_code, v_c.totp_last_step);
+  if v_step is null then
+    raise exception using errcode = 'TOTPX', column = 'code', message = 'That code is not valid (or was already used).';
+  end if;
+  update private.credentials c set totp_enabled = p_enable, totp_last_step = v_step,
+         totp_secret = case when p_enable then c.totp_secret end
+   where c.user_id = v_c.user_id;
+  return p_enable;
+end
+$$;
+comment on function admin.session_totp_enable(text, text, boolean) is E'Turns TOTP two-factor on (p_enable) or off for the session''s user, given a valid current code.';
+
+-- admin.session_totp_verify: the second step of a login; moves a "totp" session to "full".
+-- A wrong code counts as a failed login (throttled like passwords).
+create or replace function admin.session_totp_verify(p_token text, p_code text, p_ip inet)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_s private.sessions;
+  v_c private.credentials;
+  v_user text;
+  v_step bigint;
+begin
+  select * into v_s from private.session_row(p_token) where stage = 'totp';
+  if v_s.token_hash is null then
+    return jsonb_build_object('status', 'invalid');
+  end if;
+  select u.username into v_user from private.users u where u.id = v_s.user_id;
+  if (admin.login_begin(v_user, p_ip) ->> 'status') = 'throttled' then
+    return jsonb_build_object('status', 'throttled');
+  end if;
+  select * into v_c from private.credentials c where c.user_id = v_s.user_id for update;
+  v_step := private.totp_check(v_c.totp_secret, p_code, v_c.totp_last_step);
+  insert into private.login_attempts (username, ip, ok, reason)
+  values (v_user, p_ip, v_step is not null, case when v_step is null then 'bad totp code' else 'totp' end);
+  if v_step is null then
+    return jsonb_build_object('status', 'invalid');
+  end if;
+  update private.credentials c set totp_last_step = v_step where c.user_id = v_c.user_id;
+  update private.sessions s set stage = 'full' where s.token_hash = v_s.token_hash;
+  return jsonb_build_object('status', 'ok', 'must_change', v_c.must_change);
+end
+$$;
+comment on function admin.session_totp_verify(text, text, inet) is E'Second login step for users with TOTP: {"status": ok|invalid|throttled}. Wrong codes count as failed logins.';
+
+------------------------------------------------------------------------------------------------
+-- More operator mutations
+------------------------------------------------------------------------------------------------
+
+-- admin.user_update: changes the given fields of a user.
+create or replace function admin.user_update(p_user_id bigint, p_args jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user private.users;
+begin
+  perform private.args_check(p_args, array['display_name', 'email', 'group', 'role', 'status'], 'admin.user_update');
+  if p_args ? 'group' and not exists (select 1 from private.groups g where g.name = p_args ->> 'group') then
+    raise exception using errcode = 'BADIN', column = 'group', message = format('Unknown group "%s".', p_args ->> 'group');
+  end if;
+  update private.users u set
+    display_name = coalesce(p_args ->> 'display_name', u.display_name),
+    email = case when p_args ? 'email' then nullif(p_args ->> 'email', '') else u.email end,
+    group_name = coalesce(p_args ->> 'group', u.group_name),
+    role = coalesce(p_args ->> 'role', u.role),
+    status = coalesce(p_args ->> 'status', u.status),
+    updated_at = now()
+  where u.id = p_user_id
+  returning * into v_user;
+  if not found then
+    raise exception using errcode = 'BADIN', message = format('No user with id %s.', p_user_id);
+  end if;
+  if v_user.status = 'disabled' then
+    delete from private.sessions s where s.user_id = v_user.id;
+  end if;
+  return jsonb_build_object('id', v_user.id, 'username', v_user.username, 'group', v_user.group_name,
+                            'role', v_user.role, 'status', v_user.status);
+exception
+  when check_violation then
+    raise exception using errcode = 'BADIN', message = format('admin.user_update: invalid value (%s).', sqlerrm);
+end
+$$;
+comment on function admin.user_update(bigint, jsonb) is
+  E'Updates a user: {"display_name", "email", "group", "role": user|admin, "status": active|disabled}. Disabling ends their panel sessions.';
+
+-- admin.user_password_set: an operator sets a user's panel password (argon2id hash from the admin
+-- server). By default the user must change it at their next login.
+create or replace function admin.user_password_set(p_user_id bigint, p_password_hash text, p_must_change boolean default true)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not exists (select 1 from private.users u where u.id = p_user_id) then
+    raise exception using errcode = 'BADIN', message = format('No user with id %s.', p_user_id);
+  end if;
+  insert into private.credentials (user_id, password_hash, must_change) values (p_user_id, p_password_hash, p_must_change)
+  on conflict (user_id) do update set password_hash = excluded.password_hash, must_change = excluded.must_change,
+                                      is_default = false, updated_at = now();
+  delete from private.sessions s where s.user_id = p_user_id;
+  return true;
+exception
+  when check_violation then
+    raise exception using errcode = 'BADIN', message = 'The password hash must be an argon2id PHC string.';
+end
+$$;
+comment on function admin.user_password_set(bigint, text, boolean) is
+  E'Sets a user''s admin-panel password (argon2id hash); by default they must change it at their next login. Ends their sessions.';
+
+-- admin.key_update: changes a key's label and limits; a field given as null clears that limit.
+create or replace function admin.key_update(p_key_id bigint, p_args jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_key private.api_keys;
+begin
+  perform private.args_check(p_args, array['name', 'expires_at', 'allowed_models', 'allowed_ips', 'quota_micros',
+    'rpm_limit', 'tpm_limit', 'concurrency_limit'], 'admin.key_update');
+  update private.api_keys k set
+    name = coalesce(p_args ->> 'name', k.name),
+    expires_at = case when p_args ? 'expires_at' then (p_args ->> 'expires_at')::timestamptz else k.expires_at end,
+    allowed_models = case when p_args ? 'allowed_models' then private.json_text_array(p_args -> 'allowed_models', 'allowed_models') else k.allowed_models end,
+    allowed_ips = case when p_args ? 'allowed_ips' then private.json_text_array(p_args -> 'allowed_ips', 'allowed_ips')::cidr[] else k.allowed_ips end,
+    quota_micros = case when p_args ? 'quota_micros' then (p_args ->> 'quota_micros')::bigint else k.quota_micros end,
+    rpm_limit = case when p_args ? 'rpm_limit' then (p_args ->> 'rpm_limit')::integer else k.rpm_limit end,
+    tpm_limit = case when p_args ? 'tpm_limit' then (p_args ->> 'tpm_limit')::integer else k.tpm_limit end,
+    concurrency_limit = case when p_args ? 'concurrency_limit' then (p_args ->> 'concurrency_limit')::integer else k.concurrency_limit end
+  where k.id = p_key_id
+  returning * into v_key;
+  if not found then
+    raise exception using errcode = 'BADIN', message = format('No key with id %s.', p_key_id);
+  end if;
+  return jsonb_build_object('id', v_key.id, 'name', v_key.name, 'status', v_key.status);
+exception
+  when invalid_text_representation or invalid_datetime_format or datetime_field_overflow or numeric_value_out_of_range then
+    raise exception using errcode = 'BADIN', message = format('admin.key_update: %s', sqlerrm);
+  when check_violation then
+    raise exception using errcode = 'BADIN', message = format('admin.key_update: invalid value (%s).', sqlerrm);
+end
+$$;
+comment on function admin.key_update(bigint, jsonb) is
+  E'Updates a key: {"name", "expires_at", "allowed_models", "allowed_ips", "quota_micros", "rpm_limit", "tpm_limit", "concurrency_limit"}; null clears a limit.';
+
+-- admin.channel_test_key: a key that lives five minutes, for the panel's "Test" button. The panel
+-- calls the gateway with it (never the upstream directly: upstream keys are decrypted only in the
+-- gateway, DESIGN §7) and revokes it right after. Owned by the system user "channel-test", put in
+-- the channel's first group so the gateway routes to the channels of that group.
+create or replace function admin.channel_test_key(p_channel_id bigint, p_model text)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ch private.channels;
+  v_user_id bigint;
+begin
+  select * into v_ch from private.channels c where c.id = p_channel_id;
+  if not found then
+    raise exception using errcode = 'BADCH', message = format('No channel with id %s.', p_channel_id);
+  end if;
+  insert into private.users (username, display_name, group_name, role, status)
+  values ('channel-test', 'Channel tests from the admin panel', coalesce(v_ch.groups[1], 'default'), 'user', 'active')
+  on conflict (username) do update set group_name = excluded.group_name, status = 'active'
+  returning id into v_user_id;
+  -- Test calls are billed like any other (to this user, so they show in spend); a small credit
+  -- limit lets them through without anyone topping this user up.
+  if to_regprocedure('admin.wallet_update(jsonb)') is not null then
+    execute 'select admin.wallet_update($1)'
+      using jsonb_build_object('user_id', v_user_id, 'credit_limit_micros', 1000000);
+  end if;
+  -- Old test keys go; they were valid for minutes anyway.
+  update private.api_keys k set status = 'revoked', revoked_at = now()
+   where k.user_id = v_user_id and k.status = 'active' and k.expires_at < now();
+  return admin.key_create(jsonb_build_object('user_id', v_user_id, 'name', format('test of channel %s', p_channel_id),
+                                             'expires_at', now() + interval '5 minutes',
+                                             'allowed_models', jsonb_build_array(p_model)));
+end
+$$;
+comment on function admin.channel_test_key(bigint, text) is
+  E'A key valid five minutes for one model, owned by system user "channel-test" in the channel''s first group: the panel''s channel test calls the gateway with it, then revokes it.';
+
+------------------------------------------------------------------------------------------------
+-- Views for the panel
+------------------------------------------------------------------------------------------------
+
+create or replace view admin.sessions as
+  select u.username, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, host(s.ip) as ip, s.user_agent
+    from private.sessions s join private.users u on u.id = s.user_id
+   where s.expires_at > now();
+
+create or replace view admin.login_attempts as
+  select a.id, a.at, a.username, host(a.ip) as ip, a.ok, a.reason from private.login_attempts a;
+
+create or replace view admin.panel_users as
+  select u.id as user_id, u.username, (c.user_id is not null) as can_log_in, c.must_change, c.totp_enabled, c.updated_at
+    from private.users u left join private.credentials c on c.user_id = u.id;
+
+-- Per hour and dimension; the dashboard filters by hour and sums. (A rollup table can replace the
+-- body later without changing the columns.)
+create or replace view admin.usage_hourly as
+  select date_trunc('hour', r.created_at) as hour, r.model, r.user_id, r.key_id, r.channel_id,
+         count(*) as requests,
+         count(*) filter (where r.status in ('error', 'aborted')) as errors,
+         coalesce(sum(r.prompt_tokens), 0) as prompt_tokens,
+         coalesce(sum(r.completion_tokens), 0) as completion_tokens,
+         coalesce(sum(r.cost_micros), 0) as cost_micros
+    from private.requests r
+   group by 1, 2, 3, 4, 5;
+
+create or replace view admin.latency_hourly as
+  select date_trunc('hour', r.created_at) as hour, count(*) as requests,
+         count(*) filter (where r.status in ('error', 'aborted')) as errors,
+         percentile_cont(0.5) within group (order by r.latency_ms) as p50_ms,
+         percentile_cont(0.95) within group (order by r.latency_ms) as p95_ms
+    from private.requests r
+   where r.status <> 'pending'
+   group by 1;
+
+create or replace view admin.partitions as
+  select c.relname as name,
+         pg_get_expr(c.relpartbound, c.oid) as bounds,
+         c.reltuples::bigint as rows_estimate,
+         pg_total_relation_size(c.oid) as bytes
+    from pg_inherits i join pg_class c on c.oid = i.inhrelid
+   where i.inhparent = 'private.requests'::regclass;
+
+-- pg_cron may be absent (a test database, a server without it): the function reads cron.* only
+-- when it exists, so the views work everywhere. (A function in admin, not private: functions in a
+-- view run with the caller's execute privilege.)
+create or replace function admin.cron_jobs()
+returns table (jobid bigint, jobname text, schedule text, command text, active boolean, last_status text,
+               last_start timestamptz, last_end timestamptz, last_message text, runs_24h bigint, failures_24h bigint)
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if to_regclass('cron.job') is null then
+    return;
+  end if;
+  return query execute $q$
+    select j.jobid, j.jobname::text, j.schedule::text, j.command::text, j.active, d.status::text, d.start_time, d.end_time,
+           d.return_message::text,
+           (select count(*) from cron.job_run_details x where x.jobid = j.jobid and x.start_time > now() - interval '24 hours'),
+           (select count(*) from cron.job_run_details x where x.jobid = j.jobid and x.start_time > now() - interval '24 hours' and x.status = 'failed')
+      from cron.job j
+      left join lateral (select * from cron.job_run_details r where r.jobid = j.jobid order by r.start_time desc limit 1) d on true
+     where j.database = current_database()
+     order by j.jobname $q$;
+end
+$$;
+
+comment on function admin.cron_jobs() is E'pg_cron jobs of this database with their last run and 24-hour counts; no rows when pg_cron is not installed here. Read through admin.jobs.';
+
+create or replace view admin.jobs as select * from admin.cron_jobs();
+
+-- cron.database_name is readable by superusers only; the panel may know it.
+create or replace function admin.cron_database()
+returns text
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select current_setting('cron.database_name', true)
+$$;
+comment on function admin.cron_database() is E'The database pg_cron runs in (cron.database_name), or null.';
+
+create or replace view admin.cron_status as
+  select exists (select 1 from pg_extension where extname = 'pg_cron') as installed,
+         exists (select 1 from pg_available_extensions where name = 'pg_cron') as available,
+         admin.cron_database() as cron_database,
+         current_database() as this_database;
+
+-- What exists yet: pages show an honest "not available yet" for what other work has not landed.
+create or replace view admin.features as
+  -- pg_catalog only: the roles reading this view may not look inside schema private.
+  select exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                  where n.nspname = 'admin' and p.proname = 'code_redeem') as redeem,
+         exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                  where n.nspname = 'admin' and p.proname = 'wallet_credit') as topup,
+         exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                  where n.nspname = 'private' and c.relname = 'cache_entries') as cache;
+
+------------------------------------------------------------------------------------------------
+-- Self-service: schema me (role elygate_user). Every row is the session user's own.
+------------------------------------------------------------------------------------------------
+
+create or replace view me.profile as
+  select u.id, u.username, u.display_name, u.email, u.group_name, u.role,
+         coalesce(w.balance_micros, 0) as balance_micros, coalesce(w.reserved_micros, 0) as reserved_micros,
+         coalesce(w.credit_limit_micros, 0) as credit_limit_micros, c.totp_enabled, u.created_at
+    from private.users u join private.credentials c on c.user_id = u.id
+    left join private.wallets w on w.user_id = u.id
+   where u.id = me.current_user_id();
+
+create or replace view me.api_keys as
+  select k.id, k.name, k.key_prefix, k.status, k.expires_at, k.allowed_models, k.allowed_ips, k.quota_micros,
+         k.rpm_limit, k.tpm_limit, k.concurrency_limit, k.created_at, k.revoked_at
+    from private.api_keys k
+   where k.user_id = me.current_user_id();
+
+create or replace view me.requests as
+  select r.id, r.created_at, r.status, r.http_status, r.endpoint, r.model, r.stream, r.key_id,
+         r.prompt_tokens, r.completion_tokens, r.total_tokens, r.usage_source, r.cost_micros, r.latency_ms, r.error_code
+    from private.requests r
+   where r.user_id = me.current_user_id();
+
+create or replace view me.daily_usage as
+  select date_trunc('day', r.created_at) as day, r.model, count(*) as requests,
+         coalesce(sum(r.total_tokens), 0) as tokens, coalesce(sum(r.cost_micros), 0) as cost_micros
+    from private.requests r
+   where r.user_id = me.current_user_id()
+   group by 1, 2;
+
+create or replace view me.features as
+  select f.redeem from admin.features f;
+
+create or replace function me.key_create(p_args jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform private.args_check(p_args, array['name', 'expires_at', 'allowed_models', 'allowed_ips', 'quota_micros',
+    'rpm_limit', 'tpm_limit', 'concurrency_limit'], 'me.key_create');
+  return admin.key_create(p_args || jsonb_build_object('user_id', private.me_require()));
+end
+$$;
+comment on function me.key_create(jsonb) is E'Creates a key for the session''s own user (same fields as admin.key_create but no owner); the plaintext is returned once.';
+
+create or replace function me.key_revoke(p_key_id bigint)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_me bigint := private.me_require();
+begin
+  update private.api_keys k set status = 'revoked', revoked_at = now()
+   where k.id = p_key_id and k.user_id = v_me and k.status = 'active';
+  return found;
+end
+$$;
+comment on function me.key_revoke(bigint) is E'Revokes one of the session user''s own keys; false for any other key.';
+
+-- me.redeem: the billing work's admin.code_redeem for the session's own user; where that does not
+-- exist (an older schema) this says so (NOTYT) instead of pretending.
+create or replace function me.redeem(p_code text)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_me bigint := private.me_require();
+  v_out jsonb;
+begin
+  if to_regprocedure('admin.code_redeem(bigint,text)') is null then
+    raise exception using errcode = 'NOTYT', message = 'Redemption codes are not available yet.',
+      hint = 'They arrive with the billing work; ask an operator for a top-up meanwhile.';
+  end if;
+  execute 'select admin.code_redeem($1, $2)' into v_out using v_me, p_code;
+  return v_out;
+end
+$$;
+comment on function me.redeem(text) is E'Redeems a code for the session''s own user; NOTYT until redemption codes exist.';
+
+-- Grants for schema me (80_grants.sql covers private, gateway and admin).
+revoke all on schema me from public;
+revoke execute on all functions in schema me from public;
+alter default privileges in schema me revoke execute on functions from public;
+grant usage on schema me to elygate_user, elygate_admin;
+grant select on all tables in schema me to elygate_user, elygate_admin;
+grant execute on all functions in schema me to elygate_user, elygate_admin;
