@@ -308,6 +308,8 @@ async function main() {
   const sql = postgres(dbUrl, { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': masterKey } });
   cleanupHooks.push(() => sql.end({ timeout: 5 }));
   await sql`create extension if not exists pg_stat_statements`;
+  // The mock upstream listens on 127.0.0.1: allow private upstreams in this benchmark database.
+  await sql`select admin.option_set('AllowPrivateUpstreams', 'true')`;
   if (PROFILE) await sql.unsafe(`alter database ${dbName} set pg_stat_statements.track = 'all'`);
   const pgSettings = Object.fromEntries(
     (await sql`select name, setting from pg_settings where name in ('fsync','synchronous_commit','wal_level','shared_buffers','max_connections','commit_delay')`).map((r) => [r.name, r.setting]),

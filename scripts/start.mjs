@@ -85,15 +85,29 @@ async function main() {
   const admin = spawn(process.execPath, [serverEntry], { cwd: join(root, 'admin'), env: adminEnv, stdio: 'inherit' });
   say(`Starting the admin panel on http://localhost:${adminPort}  (first login: admin / admin123 from this machine, or the setup token it prints; see README "Admin panel")`);
   const children = [child, admin];
-  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => children.forEach((c) => c.exitCode === null && c.kill(sig)));
+  // Signals are passed on once; each child drains and exits, and onExit below waits for both.
+  let forwarded = false;
+  for (const sig of ['SIGINT', 'SIGTERM'])
+    process.on(sig, () => {
+      if (forwarded) return;
+      forwarded = true;
+      children.forEach((c) => c.exitCode === null && c.signalCode === null && c.kill(sig));
+    });
   let exiting = false;
+  // When one process ends, stop the other and wait for it: the gateway's SIGTERM drain (live
+  // streams, settlement) must not be cut short by this script exiting.
   const onExit = (which) => (code, signal) => {
     if (exiting) return;
     exiting = true;
     if (code) say(`The ${which} exited with code ${code}; stopping.`);
-    children.forEach((c) => c.exitCode === null && c.kill('SIGTERM'));
+    const others = children.filter((c) => c.exitCode === null && c.signalCode === null);
+    if (!forwarded) others.forEach((c) => c.kill('SIGTERM'));
     if (!process.env.DATABASE_URL) say('The embedded PostgreSQL keeps running for the next start; stop it with: npm run db:stop');
-    setTimeout(() => process.exit(code ?? (signal ? 0 : 1)), 500);
+    const done = () => process.exit(code ?? (signal ? 0 : 1));
+    if (others.length === 0) return done();
+    let left = others.length;
+    others.forEach((c) => c.once('exit', () => --left === 0 && done()));
+    setTimeout(done, 60_000).unref();
   };
   child.on('exit', onExit('gateway'));
   admin.on('exit', onExit('admin panel'));

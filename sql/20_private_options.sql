@@ -6,6 +6,8 @@ insert into private.options (key, value, value_type, min_value, max_value, descr
 values
   ('MaxRequestBodyBytes', '16777216', 'int', 1024, 268435456,
    'Largest request body the gateway accepts, in bytes. Larger bodies get 413 before any database call.'),
+  ('MaxJsonDepth', '128', 'int', 8, 4096,
+   'Deepest nesting of arrays and objects accepted in a request body; deeper bodies get 400 before any database call.'),
   ('RelayTimeoutMs', '300000', 'int', 1000, 3600000,
    'Total deadline, in ms, for reaching the first byte of an upstream answer across all failover attempts.'),
   ('UpstreamAttemptTimeoutMs', '120000', 'int', 500, 3600000,

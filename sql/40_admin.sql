@@ -193,6 +193,7 @@ declare
   v_keys text[];
 begin
   perform private.channel_check(p_args);
+  perform private.channel_url_check(p_args ->> 'base_url');
   if coalesce(p_args ->> 'name', '') = '' or coalesce(p_args ->> 'base_url', '') = '' then
     raise exception using errcode = 'BADCH', column = case when coalesce(p_args ->> 'name', '') = '' then 'name' else 'base_url' end,
       message = 'A channel needs at least "name", "base_url" and "models".';
@@ -237,6 +238,9 @@ declare
   v_keys text[];
 begin
   perform private.channel_check(p_args);
+  if p_args ? 'base_url' then
+    perform private.channel_url_check(p_args ->> 'base_url');
+  end if;
   update private.channels c set
     name          = coalesce(p_args ->> 'name', c.name),
     type          = coalesce(p_args ->> 'type', c.type),

@@ -9,6 +9,8 @@ import { relay, type Endpoint, type Protocol } from './relay';
 import { anthropicError } from './inbound/anthropic';
 import { startProbeWorker } from './adapters/probe';
 import { pendingOutcomes, settleStats, spoolDepth } from './settle';
+import { readinessGate } from './shutdown';
+import { observeResponse, renderMetrics } from './metrics';
 import { config } from './config';
 
 type Server = { requestIP?: (req: Request) => { address: string } | null; timeout?: (req: Request, s: number) => void } | null;
@@ -70,9 +72,34 @@ async function readBody(request: Request): Promise<Uint8Array<ArrayBuffer>> {
   return out;
 }
 
+/** Deepest [ / { nesting outside strings: a body nested past MaxJsonDepth is refused before
+ *  anything recursive (hashing for the cache, re-serialising for the upstream) walks it. */
+function jsonDepth(raw: Uint8Array, limit: number): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i];
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) {
+        max = depth;
+        if (max > limit) return max;
+      }
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return max;
+}
+
 function parseJsonObject(raw: Uint8Array): Record<string, any> {
   if (raw.byteLength === 0) {
     throw new GatewayError(400, 'The request body is empty; send a JSON object.', 'invalid_request_error', 'invalid_json');
+  }
+  if (jsonDepth(raw, options.MaxJsonDepth) > options.MaxJsonDepth) {
+    throw new GatewayError(400, `The JSON body is nested deeper than ${options.MaxJsonDepth} levels (option MaxJsonDepth).`, 'invalid_request_error', 'invalid_json');
   }
   let parsed: unknown;
   try {
@@ -150,7 +177,7 @@ async function relayRoute(endpoint: Endpoint, request: Request, server: Server):
     const raw = await readBody(request);
     const body = parseJsonObject(raw);
     checkShape(endpoint, body);
-    return await relay({
+    const res = await relay({
       requestId,
       protocol,
       endpoint,
@@ -161,8 +188,12 @@ async function relayRoute(endpoint: Endpoint, request: Request, server: Server):
       clientSignal: request.signal,
       headers: request.headers,
     });
+    observeResponse(endpoint, res.status, requestId);
+    return res;
   } catch (err) {
-    return errorResponse(protocol, err, requestId);
+    const res = errorResponse(protocol, err, requestId);
+    observeResponse(endpoint, res.status, requestId);
+    return res;
   }
 }
 
@@ -233,6 +264,8 @@ export function createApp() {
     })
     .get('/healthz', () => json({ status: 'ok' }, newRequestId()))
     .get('/readyz', async () => {
+      const gate = readinessGate();
+      if (gate) return gate;
       const requestId = newRequestId();
       try {
         await Promise.race([
@@ -244,7 +277,7 @@ export function createApp() {
         return new GatewayError(503, `Not ready: ${(err as Error).message}`, 'service_unavailable', 'database_unavailable', null, { 'retry-after': '2' }).toResponse(requestId);
       }
     })
-    .get('/metrics', () => new Response(metrics(), { headers: { 'content-type': 'text/plain; version=0.0.4', 'x-request-id': newRequestId() } }))
+    .get('/metrics', () => new Response(metrics() + renderMetrics(), { headers: { 'content-type': 'text/plain; version=0.0.4', 'x-request-id': newRequestId() } }))
     .post('/v1/chat/completions', ({ request, server }) => relayRoute('chat/completions', request, server as Server), { parse: 'none' })
     .post('/v1/completions', ({ request, server }) => relayRoute('completions', request, server as Server), { parse: 'none' })
     .post('/v1/embeddings', ({ request, server }) => relayRoute('embeddings', request, server as Server), { parse: 'none' })

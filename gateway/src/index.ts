@@ -5,6 +5,8 @@ import { sql } from './db';
 import { listenForChanges, loadOptions } from './snapshot';
 import { drainOutcomes, replaySpool } from './settle';
 import { startMaintenance, stopMaintenance } from './maintenance';
+import { installShutdown, isDraining } from './shutdown';
+import { registerCollectors } from './metrics';
 
 const log = (msg: string, extra: Record<string, unknown> = {}) =>
   console.log(JSON.stringify({ level: 'info', msg, ...extra }));
@@ -23,17 +25,15 @@ try {
 const app = createApp().listen({ port: config.port, hostname: config.host });
 log('gateway listening', { url: `http://${config.host}:${config.port}`, pool: config.dbPoolMax });
 
-let stopping = false;
-async function shutdown(signal: string) {
-  if (stopping) return;
-  stopping = true;
-  log('shutting down', { signal });
-  stopMaintenance();
-  await app.stop();
-  const drained = await drainOutcomes(10000);
-  if (!drained) console.error(JSON.stringify({ level: 'error', msg: 'outcomes left unsettled at exit; the reaper will settle them' }));
-  await sql.end({ timeout: 5 });
-  process.exit(0);
-}
-process.on('SIGTERM', () => void shutdown('SIGTERM'));
-process.on('SIGINT', () => void shutdown('SIGINT'));
+const inFlight = () => (app.server as { pendingRequests?: number } | null)?.pendingRequests ?? 0;
+registerCollectors({ dbPoolMax: config.dbPoolMax, inFlight, draining: isDraining });
+
+// SIGTERM/SIGINT: not ready, stop accepting, drain live streams (ELYGATE_SHUTDOWN_DRAIN_MS), settle
+// what remains as interrupted, flush outcomes (or spool them), exit 0. See gateway/src/shutdown.ts.
+installShutdown({
+  stopServer: (force) => app.stop(force),
+  inFlight,
+  drainOutcomes,
+  closeDb: () => sql.end({ timeout: 5 }),
+  beforeStop: stopMaintenance,
+});

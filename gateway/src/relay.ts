@@ -14,6 +14,10 @@ import { newWatch, noteDelivered, openAiSseFilter, sseFormat, sseParser, type Ss
 import { promptEstimate } from './usage';
 import { usageFields } from './outcome';
 import { costMicros, embeddingCostMicros, hitCostMicros, receiptHeaders, type PriceCard } from './receipt';
+import { upstreamFetch } from './ssrf';
+import { redactBytes } from './redact';
+import { withKeepalive } from './keepalive';
+import { cacheResults } from './metrics';
 import { answerOf, cacheHeader, cacheRequest, cosine, embed, hitResponse, StreamAssembler, type CacheRequest, type CachedAnswer } from './cache';
 import {
   chunkDecoder,
@@ -164,6 +168,7 @@ export async function relay(input: RelayInput): Promise<Response> {
     });
   };
   // x-elygate-cache on every chat answer: miss | exact | semantic; similarity=… | off (opted out or disabled).
+  if (cacheReq) cacheResults.inc({ result: ticket.cache ? ticket.cache.result : 'bypass' });
   const cacheHeaders = (): Record<string, string> =>
     protocol === 'openai' && input.endpoint === 'chat/completions' && !bareChannel
       ? { 'x-elygate-cache': cacheHeader(cache?.result ?? 'bypass', cache?.similarity) }
@@ -189,6 +194,7 @@ export async function relay(input: RelayInput): Promise<Response> {
                                         ${'[' + e.vector.join(',') + ']'}) as r`;
           const r = row.r as any;
           if (r?.result === 'semantic') {
+            cacheResults.inc({ result: 'semantic' });
             cache.result = 'semantic';
             cache.similarity = r.similarity;
             hit = { answer: r.answer, usage: r.usage ?? {}, entryId: r.entry_id };
@@ -283,7 +289,7 @@ export async function relay(input: RelayInput): Promise<Response> {
 
     let res: Response;
     try {
-      res = await fetch(call.url, { method: 'POST', headers: call.headers, body: call.body, signal: controller.signal });
+      res = await upstreamFetch(call.url, { method: 'POST', headers: call.headers, body: call.body, signal: controller.signal }, options.AllowPrivateUpstreams === true);
     } catch (err) {
       release();
       const message = errMessage(controller, err);
@@ -294,7 +300,8 @@ export async function relay(input: RelayInput): Promise<Response> {
 
     const status = mapStatus(channel, res.status);
     if (status < 200 || status > 299) {
-      const errBody = new Uint8Array(await res.arrayBuffer().catch(() => new ArrayBuffer(0)));
+      // Some providers quote the key they were sent in their error: mask it before it is recorded or passed on.
+      const errBody = redactBytes(new Uint8Array(await res.arrayBuffer().catch(() => new ArrayBuffer(0))), channel.keys) as Uint8Array<ArrayBuffer>;
       release();
       const refusal = isContentRefusal(errBody);
       record(status, refusal ? 'content refusal' : undefined, res.status);
@@ -777,7 +784,7 @@ function streamResponse(
     'x-request-id': input.requestId,
     ...ctx.headers,
   });
-  return new Response(body, { status: 200, headers });
+  return new Response(withKeepalive(body), { status: 200, headers });
 }
 
 /**

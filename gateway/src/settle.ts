@@ -13,6 +13,7 @@ import { sql } from './db';
 import { options } from './snapshot';
 import { config } from './config';
 import { isConnectionError } from './errors';
+import { observeOutcome } from './metrics';
 
 export interface Attempt {
   channel_id: number;
@@ -64,6 +65,7 @@ const log = (level: string, msg: string, extra: Record<string, unknown> = {}) =>
   console.error(JSON.stringify({ level, msg, ...extra }));
 
 export function queueOutcome(outcome: Outcome): void {
+  observeOutcome(outcome.ticket?.endpoint ?? 'unknown', outcome);
   queue.push(outcome);
   schedule();
 }

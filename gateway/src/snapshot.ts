@@ -7,6 +7,7 @@ import { masterKeyId, openSealedKey, parseMasterKey, type SealedKey } from './cr
 
 export interface Options {
   MaxRequestBodyBytes: number;
+  MaxJsonDepth: number;
   RelayTimeoutMs: number;
   UpstreamAttemptTimeoutMs: number;
   StreamIdleTimeoutMs: number;
@@ -22,6 +23,7 @@ export interface Options {
 // Used until the first snapshot arrives (e.g. the database is still starting).
 export let options: Options = {
   MaxRequestBodyBytes: 16777216,
+  MaxJsonDepth: 128,
   RelayTimeoutMs: 300000,
   UpstreamAttemptTimeoutMs: 120000,
   StreamIdleTimeoutMs: 300000,

@@ -41,6 +41,8 @@ export default async function setup(project: TestProject) {
   // price. Billing tests use priced models and turn this off inside their own transactions.
   const opt = postgres(databaseUrl, { max: 1, onnotice: () => {} });
   await opt`select admin.option_set('AllowUnpricedModels', 'true')`;
+  // Every mock upstream listens on 127.0.0.1; SSRF tests turn this off for themselves.
+  await opt`select admin.option_set('AllowPrivateUpstreams', 'true')`;
   // Likewise the response cache: tests about other things send identical requests and expect the
   // upstream to answer each. Cache tests switch it on for themselves.
   await opt`select admin.option_set('SemanticCacheEnabled', 'false')`;

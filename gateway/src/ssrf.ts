@@ -1,0 +1,171 @@
+// SSRF guard for upstream calls (DESIGN §7), the connect-time half: before each upstream request
+// the channel's host is resolved and every address it resolves to must be public, unless the
+// option AllowPrivateUpstreams is on. Redirects are followed by hand, each hop checked the same
+// way, so a public URL that answers "302 Location: http://169.254.169.254/" cannot reach the
+// metadata service. The save-time half is private.channel_url_check (sql/60_private_ssrf.sql);
+// this one also covers DNS names (which SQL cannot resolve) and channels saved while the option
+// was on.
+//
+// relay.ts hook (the upstream fetch):
+//   res = await upstreamFetch(call.url, { method: 'POST', headers: call.headers, body: call.body, signal: controller.signal }, options.AllowPrivateUpstreams === true);
+// A refusal throws SsrfError before any connection is made; relay.ts records it as a failed
+// attempt (like a connection error) and moves to the next channel.
+//
+// Residual risk, stated: the name is resolved here and again by fetch, so a DNS server that
+// answers differently within milliseconds (rebinding) could still win the race. Closing it needs
+// connecting to the checked address itself, which fetch does not offer for TLS hosts.
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+
+export class SsrfError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SsrfError';
+  }
+}
+
+type Lookup = (host: string) => Promise<{ address: string; family: number }[]>;
+/* why: the guard runs before every upstream call; a resolver round trip per request would put
+   DNS on the hot path. Answers are reused for DNS_TTL_MS, as a resolver cache would. */
+const DNS_TTL_MS = 30_000;
+const dnsCache = new Map<string, { at: number; addrs: { address: string; family: number }[] }>();
+const systemLookup: Lookup = async (host) => {
+  const hit = dnsCache.get(host);
+  if (hit && Date.now() - hit.at < DNS_TTL_MS) return hit.addrs;
+  const addrs = await dnsLookup(host, { all: true, verbatim: true });
+  if (dnsCache.size > 1000) dnsCache.clear();
+  dnsCache.set(host, { at: Date.now(), addrs });
+  return addrs;
+};
+
+const v4 = (a: string) => a.split('.').map(Number);
+
+/** True for any IPv4 address outside the public unicast space. */
+function privateV4(addr: string): boolean {
+  const [a, b, c] = v4(addr);
+  return (
+    a === 0 || a === 10 || a === 127 || a >= 224 ||
+    (a === 100 && b >= 64 && b <= 127) ||
+    (a === 169 && b === 254) ||
+    (a === 172 && b >= 16 && b <= 31) ||
+    (a === 192 && b === 168) ||
+    (a === 192 && b === 0 && (c === 0 || c === 2)) ||
+    (a === 198 && (b === 18 || b === 19)) ||
+    (a === 198 && b === 51 && c === 100) ||
+    (a === 203 && b === 0 && c === 113)
+  );
+}
+
+/** Expands an IPv6 address to its eight 16-bit groups. */
+function groups6(addr: string): number[] {
+  let a = addr.toLowerCase().split('%')[0];
+  // A dotted IPv4 tail (::ffff:1.2.3.4) becomes two groups.
+  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(a);
+  if (tail) {
+    const [p, q, r, s] = v4(tail[1]);
+    a = a.slice(0, -tail[1].length) + `${((p << 8) | q).toString(16)}:${((r << 8) | s).toString(16)}`;
+  }
+  const [head, rest] = a.split('::');
+  const h = head ? head.split(':') : [];
+  const t = rest !== undefined && rest !== '' ? rest.split(':') : [];
+  const fill = rest !== undefined ? Array(8 - h.length - t.length).fill('0') : [];
+  return [...h, ...fill, ...t].map((g) => parseInt(g, 16));
+}
+
+/** True for loopback, unspecified, mapped, NAT64, ULA, link-local, multicast and documentation. */
+function privateV6(addr: string): boolean {
+  const g = groups6(addr);
+  const zeroTo = (n: number) => g.slice(0, n).every((x) => x === 0);
+  if (zeroTo(7) && (g[7] === 0 || g[7] === 1)) return true; // :: and ::1
+  if (zeroTo(5) && g[5] === 0xffff) return true; // IPv4-mapped
+  if (g[0] === 0x64 && g[1] === 0xff9b) return true; // NAT64
+  if (g[0] === 0x100 && g[1] === 0 && g[2] === 0 && g[3] === 0) return true; // discard-only
+  if (g[0] === 0x2001 && g[1] === 0xdb8) return true; // documentation
+  if ((g[0] & 0xfe00) === 0xfc00) return true; // fc00::/7 unique local
+  if ((g[0] & 0xffc0) === 0xfe80 || (g[0] & 0xffc0) === 0xfec0) return true; // link/site-local
+  if ((g[0] & 0xff00) === 0xff00) return true; // multicast
+  return false;
+}
+
+/** True when an IP address (v4 or v6) is not a public internet address. */
+export function isPrivateAddress(addr: string): boolean {
+  const kind = isIP(addr);
+  if (kind === 4) return privateV4(addr);
+  if (kind === 6) return privateV6(addr);
+  return true; // not an address at all: refuse rather than guess
+}
+
+const PRIVATE_NAMES = new Set(['localhost', 'metadata', 'metadata.google.internal', 'metadata.goog', 'instance-data']);
+
+/**
+ * Resolves the URL's host and throws SsrfError when it is, or resolves to, a private address.
+ * Returns the addresses it checked.
+ */
+export async function assertPublicUrl(url: string | URL, opts: { allowPrivate?: boolean; lookup?: Lookup } = {}): Promise<string[]> {
+  if (opts.allowPrivate) return [];
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new SsrfError(`upstream URL is not a valid URL`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new SsrfError(`upstream URL scheme ${u.protocol} is not allowed`);
+  // WHATWG parsing already turned 2130706433 or 0x7f.1 into 127.0.0.1, and keeps IPv6 in brackets.
+  const host = u.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
+  const refuse = (what: string) =>
+    new SsrfError(`upstream host ${host} ${what}; private upstreams are refused (option AllowPrivateUpstreams is off)`);
+  if (PRIVATE_NAMES.has(host) || /\.(localhost|internal|local)$/.test(host)) throw refuse('is a private name');
+  if (isIP(host)) {
+    if (isPrivateAddress(host)) throw refuse('is a private address');
+    return [host];
+  }
+  let addrs: { address: string }[];
+  try {
+    addrs = await (opts.lookup ?? systemLookup)(host);
+  } catch (err) {
+    throw new SsrfError(`upstream host ${host} does not resolve (${(err as Error).message})`);
+  }
+  if (addrs.length === 0) throw new SsrfError(`upstream host ${host} does not resolve`);
+  const bad = addrs.find((a) => isPrivateAddress(a.address));
+  if (bad) throw refuse(`resolves to a private address (${bad.address})`);
+  return addrs.map((a) => a.address);
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/**
+ * fetch() with the guard on the URL and on every redirect hop (at most maxRedirects). With
+ * allowPrivate the guard is off but redirects are still followed by hand, with the same rules.
+ */
+export async function upstreamFetch(
+  url: string,
+  init: RequestInit,
+  allowPrivate: boolean,
+  deps: { lookup?: Lookup; fetch?: typeof fetch; maxRedirects?: number } = {},
+): Promise<Response> {
+  const doFetch = deps.fetch ?? fetch;
+  const max = deps.maxRedirects ?? 3;
+  let current = url;
+  let req = { ...init, redirect: 'manual' as const };
+  for (let hop = 0; ; hop++) {
+    await assertPublicUrl(current, { allowPrivate, lookup: deps.lookup });
+    const res = await doFetch(current, req);
+    const location = res.headers.get('location');
+    if (!REDIRECTS.has(res.status) || !location) return res;
+    if (hop >= max) throw new SsrfError(`upstream redirected more than ${max} times`);
+    await res.body?.cancel().catch(() => {});
+    const next = new URL(location, current);
+    // Credentials are for the channel's own host: never sent on to another origin.
+    if (next.origin !== new URL(current).origin) {
+      const headers = new Headers(req.headers);
+      for (const h of ['authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'cookie']) headers.delete(h);
+      req = { ...req, headers };
+    }
+    current = next.toString();
+    // 303, and 301/302 after a POST, turn into a body-less GET (what fetch itself does).
+    if (res.status === 303 || ((res.status === 301 || res.status === 302) && (req.method ?? 'GET').toUpperCase() === 'POST')) {
+      const { body: _drop, ...rest } = req;
+      req = { ...rest, method: 'GET' };
+    }
+  }
+}

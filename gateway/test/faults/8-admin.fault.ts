@@ -1,0 +1,128 @@
+// Fault scenario 8: the admin panel's login. The original's admin/admin123 must never open a
+// session for a client that is not on loopback (0 accepted), and guessing passwords must be
+// throttled. Runs against the admin engineer's real server (node admin/build/index.js) bound to
+// 0.0.0.0. Only loopback traffic is allowed here, so a remote client is simulated the way a
+// reverse proxy presents one: adapter-node's ADDRESS_HEADER takes the client address from
+// X-Forwarded-For (documentation addresses, 203.0.113.0/24).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { closeDb, databaseUrl, db, masterKey } from '../support/db';
+import { freePort } from '../support/gateway';
+import { figure, root, saveLogs, short } from './support';
+
+const build = join(root, 'admin', 'build', 'index.js');
+// The admin engineer's own build step (vite build when admin/build is missing or stale).
+const builder = join(root, 'admin', 'build.mjs');
+if (existsSync(builder)) (await import(builder)).ensureAdminBuild({ log: (m: string) => console.log(`[admin] ${m}`) });
+let proc: ChildProcess | null = null;
+let out = '';
+let url = '';
+
+beforeAll(async () => {
+  if (!existsSync(build)) return;
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  proc = spawn(process.execPath, [build], {
+    env: {
+      ...process.env,
+      ADMIN_DATABASE_URL: databaseUrl,
+      ELYGATE_MASTER_KEY: masterKey,
+      ELYGATE_ADMIN_PASSWORD: '',
+      PORT: String(port),
+      HOST: '0.0.0.0', // a non-loopback bind
+      ORIGIN: url,
+      ADDRESS_HEADER: 'x-forwarded-for',
+      XFF_DEPTH: '1',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`${url}/healthz`, { headers: { 'x-forwarded-for': '127.0.0.1' } })).ok) return;
+    } catch {
+      // starting
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`admin did not start:\n${out}`);
+}, 60_000);
+
+afterAll(async () => {
+  if (proc && proc.exitCode === null) {
+    const exited = new Promise((r) => proc!.once('exit', r));
+    proc.kill('SIGTERM');
+    await exited;
+  }
+  saveLogs('admin', out);
+  await closeDb();
+});
+
+/** Posts the login form as SvelteKit's enhanced forms do; returns the action's JSON result. */
+async function login(username: string, password: string, from: string): Promise<{ type: string; status: number; location?: string }> {
+  const res = await fetch(`${url}/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', origin: url, 'x-sveltekit-action': 'true', accept: 'application/json', 'x-forwarded-for': from },
+    body: new URLSearchParams({ username, password }),
+    redirect: 'manual',
+  });
+  const body = await res.json();
+  return { type: body.type, status: body.status ?? res.status, location: body.location };
+}
+
+describe('8. admin login', () => {
+  it.skipIf(!existsSync(build))('default credentials: 0 accepted from non-loopback clients; brute force throttled', async () => {
+    const [{ s }] = await db()`select admin.bootstrap_status() as s`;
+    const opt = async (k: string) => (await db()`select value::int as v from private.options where key = ${k}`)[0].v as number;
+    const maxPerUser = await opt('LoginMaxFailures');
+    const maxPerIp = await opt('LoginMaxFailuresPerIp');
+    // A. Non-loopback clients: the default password is refused (fewer tries than the per-user
+    //    limit, so a refusal here is the loopback rule, not the throttle).
+    const remote = ['203.0.113.7', '198.51.100.4', '::ffff:203.0.113.9', '2001:db8::5'].slice(0, Math.max(1, maxPerUser - 1));
+    const remoteResults: string[] = [];
+    for (const ip of remote) remoteResults.push((await login('admin', 'admin123', ip)).type);
+    const defaultAccepted = remoteResults.filter((t) => t === 'redirect').length;
+    // B. Loopback may use it, once, and must then change it: the check tells the two apart.
+    const local = await login('admin', 'admin123', '127.0.0.1');
+    const localAgain = await login('admin', 'admin123', '::1');
+    // C. Guessing from one address, over many usernames: throttled after LoginMaxFailuresPerIp.
+    const attempts = short ? maxPerIp + 10 : maxPerIp * 3;
+    const perIp: Record<string, number> = {};
+    let ipThrottledAt = -1;
+    for (let i = 0; i < attempts; i++) {
+      const r = await login(`user${i}`, `guess-${i}`, '203.0.113.66');
+      perIp[`${r.type}:${r.status}`] = (perIp[`${r.type}:${r.status}`] ?? 0) + 1;
+      if (r.status === 429 && ipThrottledAt < 0) ipThrottledAt = i + 1;
+    }
+    // D. Guessing one username from many addresses: throttled after LoginMaxFailures.
+    const victim = `victim${Date.now()}`;
+    let userThrottledAt = -1;
+    for (let i = 0; i < maxPerUser * 3; i++) {
+      const r = await login(victim, `guess-${i}`, `198.51.100.${10 + i}`);
+      if (r.status === 429 && userThrottledAt < 0) userThrottledAt = i + 1;
+    }
+    figure('admin login', {
+      admins_before: s.admins,
+      default_tries_from_non_loopback: remote.length,
+      default_accepted_non_loopback: defaultAccepted,
+      loopback_default_first: `${local.type}:${local.location ?? local.status}`,
+      loopback_default_second: `${localAgain.type}:${localAgain.status}`,
+      per_ip_attempts: attempts,
+      per_ip_results: perIp,
+      per_ip_throttled_from_attempt: ipThrottledAt,
+      per_ip_limit: maxPerIp,
+      per_user_throttled_from_attempt: userThrottledAt,
+      per_user_limit: maxPerUser,
+    });
+    expect(defaultAccepted).toBe(0);
+    expect(remoteResults.every((t) => t === 'failure')).toBe(true);
+    expect(local).toMatchObject({ type: 'redirect', location: '/password' });
+    expect(localAgain.type).toBe('failure');
+    expect(ipThrottledAt).toBe(maxPerIp + 1);
+    expect(perIp['failure:429']).toBe(attempts - maxPerIp);
+    expect(userThrottledAt).toBe(maxPerUser + 1);
+  }, 120_000);
+});

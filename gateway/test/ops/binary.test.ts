@@ -1,0 +1,117 @@
+// The single executable: built with `bun build --compile` (scripts/build.mjs), started against a
+// fresh database given by DATABASE_URL, it migrates it to the same schema `npm start` produces,
+// serves the gateway (and the admin, when admin/build exists), and stops cleanly on SIGTERM.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { closeDb, databaseUrl, db, masterKey } from '../support/db';
+import { freePort } from '../support/gateway';
+// @ts-expect-error plain ESM script without types
+import { buildBinary } from '../../../scripts/build.mjs';
+
+const root = join(__dirname, '..', '..', '..');
+const work = mkdtempSync(join(tmpdir(), 'elygate-bin-'));
+const dbName = `gw_bin_${randomBytes(4).toString('hex')}`;
+const serverUrl = (name: string) => {
+  const u = new URL(databaseUrl);
+  u.pathname = `/${name}`;
+  return u.toString();
+};
+let binary = '';
+let proc: ChildProcess | null = null;
+let out = '';
+
+beforeAll(async () => {
+  // What `npm run build` does: the admin panel (when its sources are there), then the binary.
+  const builder = join(root, 'admin', 'build.mjs');
+  if (existsSync(builder)) (await import(builder)).ensureAdminBuild({ log: (m: string) => console.log(`[admin] ${m}`) });
+  binary = buildBinary(join(work, 'elygate'));
+  const s = postgres(serverUrl('postgres'), { max: 1, onnotice: () => {} });
+  await s.unsafe(`create database ${dbName}`);
+  await s.end();
+}, 240_000);
+
+afterAll(async () => {
+  if (proc && proc.exitCode === null) proc.kill('SIGKILL');
+  const s = postgres(serverUrl('postgres'), { max: 1, onnotice: () => {} });
+  await s.unsafe(`drop database if exists ${dbName} with (force)`);
+  await s.end();
+  rmSync(work, { recursive: true, force: true });
+  await closeDb();
+});
+
+async function until(fn: () => Promise<boolean>, ms: number, what: string) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      if (await fn()) return;
+    } catch {
+      // not up yet
+    }
+    if (proc?.exitCode !== null && proc?.exitCode !== undefined) throw new Error(`binary exited (${proc.exitCode}) before ${what}:\n${out}`);
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms:\n${out}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('dist/elygate (bun build --compile)', () => {
+  it('migrates a fresh database, serves the gateway and the admin, and exits 0 on SIGTERM', async () => {
+    const port = await freePort();
+    const adminPort = await freePort();
+    const adminBuilt = existsSync(join(root, 'admin', 'build', 'handler.js'));
+    proc = spawn(binary, [], {
+      cwd: work, // nothing of the repository is needed at run time but the admin build
+      env: {
+        PATH: process.env.PATH,
+        DATABASE_URL: serverUrl(dbName),
+        ELYGATE_MASTER_KEY: masterKey,
+        PORT: String(port),
+        ADMIN_PORT: String(adminPort),
+        HOST: '127.0.0.1',
+        ELYGATE_ADMIN_BUILD: join(root, 'admin', 'build'),
+        ELYGATE_SPOOL_DIR: join(work, 'spool'),
+        NODE_ENV: 'production',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    proc.stdout!.on('data', (d) => (out += d));
+    proc.stderr!.on('data', (d) => (out += d));
+    await until(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 60_000, 'gateway ready');
+
+    const res = await fetch(`http://127.0.0.1:${port}/v1/models`);
+    expect(res.status).toBe(401);
+    expect((await res.json()).error.code).toBe('invalid_api_key');
+
+    // The same schema as the test database, which scripts/migrate.mjs (npm start's code) migrated.
+    const schemaOf = async (sql: postgres.Sql) =>
+      (await sql`
+        select (select array_agg(filename order by filename) from graphile_migrate.migrations) as migrations,
+               (select count(*)::int from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname in ('private', 'gateway', 'admin')) as functions,
+               (select count(*)::int from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname in ('private', 'gateway', 'admin') and c.relkind in ('r', 'p', 'v')) as relations,
+               (select count(*)::int from private.options) as options`)[0];
+    const fresh = postgres(serverUrl(dbName), { max: 1, onnotice: () => {} });
+    try {
+      expect(await schemaOf(fresh)).toEqual(await schemaOf(db()));
+    } finally {
+      await fresh.end();
+    }
+
+    if (adminBuilt) {
+      await until(async () => (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).ok, 30_000, 'admin ready');
+      const login = await fetch(`http://127.0.0.1:${adminPort}/login`);
+      expect(login.status).toBeLessThan(500);
+    } else {
+      console.log('binary: admin/build is missing, so only the gateway was served (run npm run build first)');
+    }
+
+    const exited = new Promise<number | null>((r) => proc!.once('exit', (code) => r(code)));
+    proc.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    // The admin child went down with it.
+    await expect(fetch(`http://127.0.0.1:${adminPort}/healthz`)).rejects.toThrow();
+  }, 120_000);
+});

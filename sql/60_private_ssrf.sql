@@ -1,0 +1,87 @@
+-- SSRF guard for channel base URLs (DESIGN §7), the save-time half: a URL whose host is a
+-- loopback, private, link-local, shared, metadata or otherwise non-public address is refused when a
+-- channel is created or changed, unless the operator turned on AllowPrivateUpstreams (self-hosted
+-- models on the same network). The connect-time half is gateway/src/ssrf.ts: only it can resolve
+-- DNS names (and catch a name that resolves to a private address, or a redirect to one).
+
+insert into private.options (key, value, value_type, min_value, max_value, description)
+values
+  ('AllowPrivateUpstreams', 'false', 'bool', null, null,
+   'When true, channel base URLs may point at loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local and metadata addresses (self-hosted models). When false they are refused when saved and when connecting.')
+on conflict (key) do update
+  set value_type  = excluded.value_type,
+      min_value   = excluded.min_value,
+      max_value   = excluded.max_value,
+      description = excluded.description;
+
+-- private.url_host: the host of an http(s) URL, lower case, without IPv6 brackets or a trailing dot.
+create or replace function private.url_host(p_url text)
+returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select rtrim(lower(coalesce(
+           substring(p_url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?\[([0-9A-Fa-f:.]+)\]'),
+           substring(p_url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:\[\]@]+)'))), '.')
+$$;
+comment on function private.url_host(text) is E'The host part of an http(s) URL, lower case, IPv6 brackets and a trailing dot removed; null when there is none.';
+
+-- private.url_is_private: true when the URL's host is not a public internet address.
+create or replace function private.url_is_private(p_url text)
+returns boolean
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_host text := private.url_host(p_url);
+  v_addr inet;
+begin
+  if v_host is null or v_host = '' then
+    return true;
+  end if;
+  /* Names that always mean "this machine" or "the cloud's metadata service", whatever DNS says.
+     .internal is reserved for private use (ICANN, 2024) and is what GCP's metadata name uses. */
+  if v_host in ('localhost', 'metadata', 'metadata.google.internal', 'metadata.goog', 'instance-data')
+     or v_host like '%.localhost' or v_host like '%.internal' or v_host like '%.local' then
+    return true;
+  end if;
+  /* Numeric hosts that are not a plain dotted quad (2130706433, 0x7f.1, 0177.0.0.1) are how
+     filters get bypassed: clients and resolvers read them as 127.0.0.1. No real upstream uses them. */
+  if v_host ~ '^[0-9a-fx.]+$' and v_host ~ '^[0-9]' and v_host !~ '^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$' then
+    return true;
+  end if;
+  begin
+    v_addr := v_host::inet;
+  exception when invalid_text_representation then
+    return false; -- a DNS name: checked where it is resolved, at connect time
+  end;
+  if family(v_addr) = 4 then
+    return v_addr <<= any (array['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16',
+                                 '172.16.0.0/12', '192.0.0.0/24', '192.0.2.0/24', '192.168.0.0/16', '198.18.0.0/15',
+                                 '198.51.100.0/24', '203.0.113.0/24', '224.0.0.0/4', '240.0.0.0/4']::inet[]);
+  end if;
+  /* IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::/96) addresses reach IPv4 hosts that this
+     check cannot see through reliably: refused like private ones. */
+  return v_addr <<= any (array['::/128', '::1/128', '::ffff:0:0/96', '64:ff9b::/96', '100::/64', '2001:db8::/32',
+                               'fc00::/7', 'fe80::/10', 'fec0::/10', 'ff00::/8']::inet[]);
+end
+$$;
+comment on function private.url_is_private(text) is E'True when the URL''s host is loopback, private, link-local, shared, reserved, a metadata name or an obfuscated numeric address; false for public addresses and DNS names (resolved at connect time by the gateway).';
+
+-- private.channel_url_check: the save-time guard, called by admin.channel_create and
+-- admin.channel_update with the base_url they are given (null: nothing to check).
+create or replace function private.channel_url_check(p_url text)
+returns void
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_url is null or private.option_text('AllowPrivateUpstreams')::boolean or not private.url_is_private(p_url) then
+    return;
+  end if;
+  raise exception using errcode = 'BADCH', column = 'base_url',
+    message = format('"base_url" points at a private, loopback, link-local or metadata address (%s); channels must use a public host.', private.url_host(p_url)),
+    hint = 'For a self-hosted model on your own network: select admin.option_set(''AllowPrivateUpstreams'', ''true'');';
+end
+$$;
+comment on function private.channel_url_check(text) is E'Raises BADCH (column base_url) when the URL''s host is private and AllowPrivateUpstreams is off. Called when a channel is saved.';
