@@ -226,6 +226,7 @@ describe('faults', () => {
     const sql = postgres(cluster.url, { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': masterKey } as Record<string, string> });
     try {
       await sql`select admin.option_set('AllowUnpricedModels', 'false')`;
+      await sql`select admin.option_set('AllowPrivateUpstreams', 'true')`; // the mock is on 127.0.0.1
       const group = unique('g');
       await sql`select admin.group_upsert(${sql.json({ name: group })})`;
       const model = unique('m');
