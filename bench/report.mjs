@@ -94,8 +94,8 @@ export function renderMarkdown(result) {
   );
   if (!result.bare_switch_working) {
     L.push('');
-    L.push('> **The bare-proxy switch was not active**: the "bare" gateway made database calls, so its numbers are those of a full gateway. ' +
-      '`ELYGATE_BARE_PROXY=1` / `ELYGATE_BARE_UPSTREAM` are not implemented in gateway/src/relay.ts yet.');
+    L.push('> **The bare-proxy switch was not active**: the "bare" gateway called relay_begin or relay_finish, so its numbers are those of a full gateway ' +
+      '(is `ELYGATE_BARE_PROXY=1` / `ELYGATE_BARE_UPSTREAM` honoured by gateway/src/relay.ts?).');
   }
   L.push('');
   L.push('Medians over the runs; `±` is half the min–max spread across runs. Latencies in ms. CPU is utime+stime per request the gateway handled (its settled outcomes; wrk\'s completed requests for direct): the gateway process; PostgreSQL = the bench database\'s backends (whole cluster in brackets, which includes other users\' work when the cluster is shared). Round trips per request count every query the gateway made, relay_finish included, per settled outcome.');
@@ -135,7 +135,13 @@ export function renderMarkdown(result) {
   L.push('|---|---:|---:|---:|');
   for (const [name, r] of Object.entries(result.rss)) L.push(`| ${name} | ${fmt(r.idle_mb, 0)} | ${fmt(r.after_mb, 0)} | ${fmt(r.peak_mb, 0)} |`);
   L.push('');
-  L.push('**Cache hit vs miss:** not measured — the gateway does not serve cache hits yet (the SQL side of the exact/semantic cache is landing, the gateway wiring is not in gateway/src/relay.ts); every request above is a miss by construction.');
+  const hit = cells['chat-c32-cache']?.elygate;
+  const miss = cells['chat-c32']?.elygate;
+  L.push(
+    hit && miss
+      ? `**Cache hit vs miss:** exact cache hits ${hit.rps.toFixed(0)} RPS, p50 ${(hit.p50_us / 1000).toFixed(2)} ms, p99 ${(hit.p99_us / 1000).toFixed(2)} ms, against misses (the upstream path, \`chat-c32\`) ${miss.rps.toFixed(0)} RPS, p50 ${(miss.p50_us / 1000).toFixed(2)} ms, p99 ${(miss.p99_us / 1000).toFixed(2)} ms (hits skip the upstream, not the database: relay_begin finds the entry, relay_finish books the hit). The semantic layer needs an embedding upstream and is not measured here.`
+      : '**Cache hit vs miss:** not measured in this run.',
+  );
   L.push('');
   L.push('**Targets**');
   L.push('');

@@ -43,8 +43,9 @@ on conflict (key) do update
 -- private.option_text(key): the raw value; raises BADOP for a key that does not exist.
 create or replace function private.option_text(p_key text)
 returns text
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
+language plpgsql stable
+-- Invoker's rights and no search_path change (which costs a settings save/restore per call): it is
+-- only called from security definer functions, which pin search_path = pg_catalog, pg_temp.
 as $$
 declare
   v_value text;
@@ -61,8 +62,7 @@ comment on function private.option_text(text) is E'The raw text value of an opti
 
 create or replace function private.option_int(p_key text)
 returns integer
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
+language sql stable
 as $$ select private.option_text(p_key)::integer $$;
 comment on function private.option_int(text) is E'An integer option.';
 

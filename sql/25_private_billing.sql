@@ -13,7 +13,8 @@ create or replace function private.cost_micros(
   p_group_multiplier numeric, p_channel_multiplier numeric)
 returns bigint
 language sql immutable parallel safe
-set search_path = pg_catalog, pg_temp
+-- No "set search_path": that would stop PostgreSQL inlining it into settlement's statement (it is
+-- called per row). It is not security definer and names only pg_catalog functions.
 as $$
   select round(
            (  greatest(coalesce(p_prompt, 0) - coalesce(p_cached, 0) - coalesce(p_cache_write, 0), 0)::numeric * coalesce(p_input, 0)
