@@ -1,13 +1,12 @@
 // Shared pieces of the fault suite: a funded tenant on a priced model served by the mock upstream,
 // a gateway started from any entry file, and the figure each scenario prints.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Sql } from 'postgres';
 import { createChannel, createGroup, createKey, createUser, databaseUrl, db, masterKey, unique } from '../support/db';
-import { freePort, type RunningGateway } from '../support/gateway';
+import { startGateway, type RunningGateway } from '../support/gateway';
 
 export const root = join(__dirname, '..', '..', '..');
 export const bun = join(root, 'node_modules', 'bun', 'bin', 'bun.exe');
@@ -79,54 +78,8 @@ export async function settledAll(gw: RunningGateway): Promise<void> {
 
 /** support/gateway.ts's startGateway, for any entry file (the fixtures under faults/fixtures). */
 export async function startEntry(entry: string, env: Record<string, string> = {}): Promise<RunningGateway & { logs: () => string }> {
-  const port = await freePort();
-  let out = '';
-  const proc: ChildProcess = spawn(bun, [entry], {
-    cwd: join(root, 'gateway'),
-    env: {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      GATEWAY_DATABASE_URL: '',
-      ELYGATE_MASTER_KEY: masterKey,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      ELYGATE_SPOOL_DIR: mkdtempSync(join(tmpdir(), 'elygate-spool-')),
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20000;
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`gateway exited early:\n${out}`);
-    try {
-      if ((await fetch(`${url}/readyz`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`gateway did not become ready:\n${out}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    url,
-    proc,
-    output: () => out,
-    logs: () => out,
-    metric: async (name: string) => {
-      const text = await (await fetch(`${url}/metrics`)).text();
-      const escaped = name.replace(/[{}"=]/g, (c) => `\\${c}`);
-      const m = new RegExp(`^${escaped} (\\d+(?:\\.\\d+)?)$`, 'm').exec(text);
-      return m ? Number(m[1]) : NaN;
-    },
-    stop: (signal: NodeJS.Signals = 'SIGTERM') =>
-      new Promise((resolve) => {
-        if (proc.exitCode !== null) return resolve(proc.exitCode);
-        proc.once('exit', (code) => resolve(code));
-        proc.kill(signal);
-      }),
-  };
+  const gw = await startGateway(env, entry);
+  return { ...gw, logs: gw.output };
 }
 
 /** Reads an SSE body to its end; returns the text and whether it ended with [DONE]. */

@@ -27,10 +27,11 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startGateway(env: Record<string, string> = {}): Promise<RunningGateway> {
+/** Starts the gateway (or another entry file, e.g. a fault-suite fixture) and waits for /readyz. */
+export async function startGateway(env: Record<string, string> = {}, entry = join(root, 'gateway', 'src', 'index.ts')): Promise<RunningGateway> {
   const port = await freePort();
   let out = '';
-  const proc = spawn(join(root, 'node_modules', 'bun', 'bin', 'bun.exe'), [join(root, 'gateway', 'src', 'index.ts')], {
+  const proc = spawn(join(root, 'node_modules', 'bun', 'bin', 'bun.exe'), [entry], {
     cwd: join(root, 'gateway'),
     env: {
       ...process.env,
