@@ -129,7 +129,12 @@ export async function relay(input: RelayInput): Promise<Response> {
         ? body.max_output_tokens
         : null;
 
-  const cacheReq = protocol === 'openai' && input.endpoint === 'chat/completions' ? cacheRequest(body, input.headers) : null;
+  // The cache key costs a canonical serialisation and two hashes of the body: skip it when the
+  // cache is off altogether (SQL still decides per key and model when it is on).
+  const cacheReq =
+    protocol === 'openai' && input.endpoint === 'chat/completions' && options.SemanticCacheEnabled !== false
+      ? cacheRequest(body, input.headers)
+      : null;
 
   // The one round trip before the upstream.
   const [ticket] = bareChannel
