@@ -60,6 +60,28 @@ end
 $$;
 comment on function private.option_text(text) is E'The raw text value of an option; raises BADOP when the key is unknown.';
 
+-- private.options_pick(keys...): several raw values as one JSON object {key: text}, in one read;
+-- raises BADOP when a key does not exist. For functions that need several options per call.
+create or replace function private.options_pick(variadic p_keys text[])
+returns jsonb
+language plpgsql stable
+-- Invoker's rights, no search_path change: see option_text.
+as $$
+declare
+  v_values jsonb;
+begin
+  select jsonb_object_agg(o.key, o.value) into v_values from private.options o where o.key = any(p_keys);
+  if v_values is null or cardinality(p_keys) <> (select count(*) from jsonb_object_keys(v_values)) then
+    raise exception using errcode = 'BADOP',
+      message = format('Unknown option(s): %s.', array_to_string(array(
+        select k from unnest(p_keys) k where not coalesce(v_values ? k, false)), ', ')),
+      hint = 'List options with: select key, value, description from admin.options;';
+  end if;
+  return v_values;
+end
+$$;
+comment on function private.options_pick(text[]) is E'Raw text values of several options as one JSON object; raises BADOP when a key is unknown.';
+
 create or replace function private.option_int(p_key text)
 returns integer
 language sql stable

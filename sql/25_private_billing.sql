@@ -59,34 +59,38 @@ create or replace trigger _500_counters after insert on private.api_keys
 -- commit) and private.reservations_reap (requests whose gateway died).
 --
 -- /* why */ One call per batch, whatever its size: the request rows and ledger rows are written by
--- one statement, then each touched wallet and key counter is updated ONCE with the batch's sum.
--- Write contention therefore grows with the number of distinct users per batch, not with the
--- request rate. Rows are locked in id order (wallets, then keys) so two gateways settling
--- overlapping batches cannot deadlock; relay_begin locks one wallet, then one key, the same way.
+-- one statement, which also sums the batch per user and per key; then each touched wallet and key
+-- counter is updated ONCE with its sum. Write contention therefore grows with the number of
+-- distinct users per batch, not with the request rate. Rows are locked in id order (wallets, then
+-- keys) so two gateways settling overlapping batches cannot deadlock; relay_begin locks one wallet,
+-- then one key, the same way. The sums travel as typed arrays, so each follow-up statement is an
+-- index lookup per user or key (jsonb rows would be re-parsed and estimated at 100 rows each time).
 -- Idempotent: only requests still 'pending' are settled, and the ledger is unique on request_id.
 create or replace function private.settle(p_outcomes jsonb)
 returns integer
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+-- Generic plans: with custom ones (PostgreSQL's pick for the array-parameter statements below) every
+-- statement is planned again at every call, which cost more than running them.
+set plan_cache_mode = force_generic_plan
 as $$
 declare
-  v_rows jsonb;
-  v_hit_ratio numeric := private.option_text('SemanticCacheHitPriceRatio')::numeric;
-  v_embed_model text := nullif(private.option_text('SemanticCacheEmbeddingModel'), '');
+  v_opt jsonb := private.options_pick('SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel');
+  v_hit_ratio numeric := (v_opt ->> 'SemanticCacheHitPriceRatio')::numeric;
+  v_embed_model text := nullif(v_opt ->> 'SemanticCacheEmbeddingModel', '');
+  v_n integer;
+  v_users bigint[];
+  v_user_amounts bigint[];
+  v_user_reserved bigint[];
+  v_keys bigint[];
+  v_key_amounts bigint[];
+  v_key_reserved bigint[];
+  v_key_n integer[];
+  v_tok_keys bigint[];
+  v_tok_minutes timestamptz[];
+  v_tok_deltas bigint[];
+  v_store jsonb;
 begin
-  -- Outcomes whose request row is missing (an asynchronously committed admission lost in a
-  -- database crash) get their row back from the ticket they carry, with nothing reserved, so they
-  -- are billed and nothing is released twice. Never for a request already in the ledger.
-  insert into private.requests (id, created_at, key_id, user_id, group_name, endpoint, model, status, cache)
-  select x.id, x.created_at, (x.ticket ->> 'key_id')::bigint, (x.ticket ->> 'user_id')::bigint,
-         x.ticket ->> 'group_name', coalesce(x.ticket ->> 'endpoint', 'chat/completions'), x.ticket ->> 'model',
-         'pending', x.ticket ->> 'cache'
-    from jsonb_to_recordset(p_outcomes) as x(id uuid, created_at timestamptz, ticket jsonb)
-   where x.ticket ->> 'user_id' is not null and x.ticket ->> 'model' is not null
-     and not exists (select 1 from private.requests r where r.created_at = x.created_at and r.id = x.id)
-     and not exists (select 1 from private.ledger l where l.request_id = x.id)
-  on conflict do nothing;
-
   with o as (
     select *
       from jsonb_to_recordset(p_outcomes) as x(
@@ -106,7 +110,11 @@ begin
            (o.usage_source in ('upstream', 'estimated', 'expired') and o.prompt_tokens is not null
             and (o.status in ('ok', 'expired') or coalesce(o.completion_tokens, 0) > 0)) as billable
       from o
-      join private.requests r on r.created_at = o.created_at and r.id = o.id and r.status = 'pending'
+      /* why "is not distinct from": written as "status = 'pending'" the planner may read the rows
+         through the partial index requests_pending_idx and hash them all, and that index holds an
+         entry for every admission until vacuum reaches it; this form only matches the primary key,
+         one lookup per outcome. */
+      join private.requests r on r.created_at = o.created_at and r.id = o.id and r.status is not distinct from 'pending'
       left join private.models m on m.name = r.model
       left join private.groups g on g.name = r.group_name
       left join private.channels c on c.id = o.channel_id
@@ -155,7 +163,7 @@ begin
            embedding_tokens = p.embedding_tokens,
            finished_at = now()
       from priced p
-     where r.created_at = p.created_at and r.id = p.id and r.status = 'pending'
+     where r.created_at = p.created_at and r.id = p.id and r.status is not distinct from 'pending'
     returning p.*
   ),
   booked as (
@@ -175,65 +183,92 @@ begin
      where s.billable or coalesce(s.embedding_tokens, 0) > 0
     on conflict (request_id) do nothing
     returning 1
+  ),
+  per_user as (
+    select s.user_id, sum(s.amount)::bigint as amount, sum(s.reserved_micros)::bigint as reserved
+      from settled s group by s.user_id
+  ),
+  per_key as (
+    select s.key_id, sum(s.amount)::bigint as amount, sum(s.reserved_micros)::bigint as reserved, count(*)::integer as n
+      from settled s where s.counted group by s.key_id
+  ),
+  -- Reserved token estimates are replaced with actual usage in the TPM window (per admission minute).
+  per_minute as (
+    select s.key_id, date_trunc('minute', s.created_at) as minute,
+           sum(coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0) - s.reserved_tokens)::bigint as delta
+      from settled s where s.counted group by 1, 2
   )
-  select coalesce(jsonb_agg(jsonb_build_object(
-           'user_id', s.user_id, 'key_id', s.key_id, 'amount', s.amount, 'reserved', s.reserved_micros,
-           'counted', s.counted, 'minute', date_trunc('minute', s.created_at),
-           'token_delta', coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0) - s.reserved_tokens)
-           || case when s.cache_store is not null and s.status = 'ok' and s.cache = 'miss' then
-                jsonb_build_object('store', s.cache_store || jsonb_build_object(
-                  'user_id', s.user_id, 'group_name', s.group_name, 'model', s.model, 'request_id', s.id,
-                  'usage', jsonb_build_object('prompt_tokens', s.prompt_tokens, 'completion_tokens', s.completion_tokens,
-                                              'cached_tokens', s.cached_tokens, 'cache_write_tokens', s.cache_write_tokens)))
-              else '{}'::jsonb end),
-         '[]'::jsonb)
-    into v_rows
-    from settled s;
-
-  if jsonb_array_length(v_rows) = 0 then
-    return 0;
-  end if;
+  select (select count(*) from settled)::integer,
+         u.ids, u.amounts, u.reserved, k.ids, k.amounts, k.reserved, k.n, t.keys, t.minutes, t.deltas,
+         (select jsonb_agg(s.cache_store || jsonb_build_object(
+                   'user_id', s.user_id, 'group_name', s.group_name, 'model', s.model, 'request_id', s.id,
+                   'usage', jsonb_build_object('prompt_tokens', s.prompt_tokens, 'completion_tokens', s.completion_tokens,
+                                               'cached_tokens', s.cached_tokens, 'cache_write_tokens', s.cache_write_tokens)))
+            from settled s where s.cache_store is not null and s.status = 'ok' and s.cache = 'miss')
+    into v_n, v_users, v_user_amounts, v_user_reserved, v_keys, v_key_amounts, v_key_reserved, v_key_n,
+         v_tok_keys, v_tok_minutes, v_tok_deltas, v_store
+    from (select array_agg(user_id order by user_id) as ids, array_agg(amount order by user_id) as amounts,
+                 array_agg(reserved order by user_id) as reserved from per_user) u,
+         (select array_agg(key_id order by key_id) as ids, array_agg(amount order by key_id) as amounts,
+                 array_agg(reserved order by key_id) as reserved, array_agg(n order by key_id) as n from per_key) k,
+         (select array_agg(key_id) as keys, array_agg(minute) as minutes, array_agg(delta) as deltas
+            from per_minute where delta <> 0) t;
 
   -- Answers worth keeping go to the cache (the gateway only offers complete, single-choice ones).
-  perform private.cache_store(coalesce(jsonb_agg(e -> 'store'), '[]'::jsonb))
-     from jsonb_array_elements(v_rows) e where e ? 'store';
+  if v_store is not null then
+    perform private.cache_store(v_store);
+  end if;
 
-  -- Fold the batch into the wallets: one update per user, in user order.
-  perform 1 from private.wallets w
-   where w.user_id in (select (e ->> 'user_id')::bigint from jsonb_array_elements(v_rows) e)
-   order by w.user_id for update;
-  update private.wallets w
-     set balance_micros = w.balance_micros - a.amount,
-         reserved_micros = w.reserved_micros - a.reserved,
-         updated_at = now()
-    from (select (e ->> 'user_id')::bigint as user_id, sum((e ->> 'amount')::bigint) as amount,
-                 sum((e ->> 'reserved')::bigint) as reserved
-            from jsonb_array_elements(v_rows) e group by 1) a
-   where w.user_id = a.user_id;
+  if v_n > 0 then
+    -- Fold the batch into the wallets: one update per user, locked in user order.
+    perform 1 from private.wallets w where w.user_id = any(v_users) order by w.user_id for update;
+    update private.wallets w
+       set balance_micros = w.balance_micros - a.amount,
+           reserved_micros = w.reserved_micros - a.reserved,
+           updated_at = now()
+      from unnest(v_users, v_user_amounts, v_user_reserved) as a(user_id, amount, reserved)
+     where w.user_id = a.user_id;
 
-  -- Keys with a quota or limits: one update per key, in key order.
-  perform 1 from private.key_counters k
-   where k.key_id in (select (e ->> 'key_id')::bigint from jsonb_array_elements(v_rows) e where (e ->> 'counted')::boolean)
-   order by k.key_id for update;
-  update private.key_counters k
-     set used_micros = k.used_micros + a.amount,
-         reserved_micros = k.reserved_micros - a.reserved,
-         inflight = k.inflight - a.n,
-         updated_at = now()
-    from (select (e ->> 'key_id')::bigint as key_id, sum((e ->> 'amount')::bigint) as amount,
-                 sum((e ->> 'reserved')::bigint) as reserved, count(*)::integer as n
-            from jsonb_array_elements(v_rows) e where (e ->> 'counted')::boolean group by 1) a
-   where k.key_id = a.key_id;
+    -- Keys with a quota or limits: one update per key, locked in key order. A request's token
+    -- delta lands in the counters' minute it was admitted in, if that is still in the window.
+    if v_keys is not null then
+      perform 1 from private.key_counters k where k.key_id = any(v_keys) order by k.key_id for update;
+      update private.key_counters k
+         set used_micros = k.used_micros + a.amount,
+             reserved_micros = k.reserved_micros - a.reserved,
+             inflight = k.inflight - a.n,
+             minute_tokens = greatest(k.minute_tokens + coalesce(
+               (select sum(t.delta) from unnest(v_tok_keys, v_tok_minutes, v_tok_deltas) t(key_id, minute, delta)
+                 where t.key_id = k.key_id and t.minute = k.rate_minute), 0), 0),
+             prev_tokens = greatest(k.prev_tokens + coalesce(
+               (select sum(t.delta) from unnest(v_tok_keys, v_tok_minutes, v_tok_deltas) t(key_id, minute, delta)
+                 where t.key_id = k.key_id and t.minute = k.rate_minute - interval '1 minute'), 0), 0),
+             updated_at = now()
+        from unnest(v_keys, v_key_amounts, v_key_reserved, v_key_n) as a(key_id, amount, reserved, n)
+       where k.key_id = a.key_id;
+    end if;
+  end if;
 
-  -- Replace reserved token estimates with actual usage in the TPM window.
-  update private.rate_buckets b
-     set tokens = greatest(b.tokens + a.delta, 0)
-    from (select (e ->> 'key_id')::bigint as key_id, (e ->> 'minute')::timestamptz as minute,
-                 sum((e ->> 'token_delta')::bigint) as delta
-            from jsonb_array_elements(v_rows) e where (e ->> 'counted')::boolean group by 1, 2) a
-   where b.key_id = a.key_id and b.minute = a.minute and a.delta <> 0;
+  -- Outcomes whose request row is missing (an asynchronously committed admission lost in a
+  -- database crash) get their row back from the ticket they carry, with nothing reserved, and are
+  -- settled by a second pass. Never for a request already in the ledger. Only looked for when
+  -- the batch settled fewer rows than it carried (a replay of settled outcomes also lands here).
+  if v_n < jsonb_array_length(p_outcomes) then
+    insert into private.requests (id, created_at, key_id, user_id, group_name, endpoint, model, status, cache)
+    select x.id, x.created_at, (x.ticket ->> 'key_id')::bigint, (x.ticket ->> 'user_id')::bigint,
+           x.ticket ->> 'group_name', coalesce(x.ticket ->> 'endpoint', 'chat/completions'), x.ticket ->> 'model',
+           'pending', x.ticket ->> 'cache'
+      from jsonb_to_recordset(p_outcomes) as x(id uuid, created_at timestamptz, ticket jsonb)
+     where x.ticket ->> 'user_id' is not null and x.ticket ->> 'model' is not null
+       and not exists (select 1 from private.requests r where r.created_at = x.created_at and r.id = x.id)
+       and not exists (select 1 from private.ledger l where l.request_id = x.id)
+    on conflict do nothing;
+    if found then
+      v_n := v_n + private.settle(p_outcomes);
+    end if;
+  end if;
 
-  return jsonb_array_length(v_rows);
+  return v_n;
 end
 $$;
 comment on function private.settle(jsonb) is

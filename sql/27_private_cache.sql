@@ -169,19 +169,23 @@ comment on function gateway.cache_audit_record(jsonb) is
 -- private.cache_store: entries written by settlement for complete, single-choice answers.
 create or replace function private.cache_store(p_rows jsonb)
 returns integer
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+-- plpgsql, not sql: the insert's plan is cached for the session (it runs for every settlement batch).
 as $$
-  with ins as (
-    insert into private.cache_entries (expires_at, scope, model, exact_hash, context_hash, prompt, embedding, answer, usage, request_id)
-    select now() + make_interval(secs => private.option_int('SemanticCacheTtlSeconds')),
-           private.cache_scope(s.user_id, s.group_name), s.model, decode(s.exact, 'hex'), decode(s.context, 'hex'),
-           coalesce(s.prompt, ''), s.embedding::public.halfvec, s.answer, s.usage, s.request_id
-      from jsonb_to_recordset(p_rows) as s(user_id bigint, group_name text, model text, exact text, context text,
-                                           prompt text, embedding text, answer jsonb, usage jsonb, request_id uuid)
-     where s.exact ~ '^[0-9a-f]{64}$' and s.context ~ '^[0-9a-f]{64}$'
-    returning 1)
-  select count(*)::integer from ins
+declare
+  v_n integer;
+begin
+  insert into private.cache_entries (expires_at, scope, model, exact_hash, context_hash, prompt, embedding, answer, usage, request_id)
+  select now() + make_interval(secs => private.option_int('SemanticCacheTtlSeconds')),
+         private.cache_scope(s.user_id, s.group_name), s.model, decode(s.exact, 'hex'), decode(s.context, 'hex'),
+         coalesce(s.prompt, ''), s.embedding::public.halfvec, s.answer, s.usage, s.request_id
+    from jsonb_to_recordset(p_rows) as s(user_id bigint, group_name text, model text, exact text, context text,
+                                         prompt text, embedding text, answer jsonb, usage jsonb, request_id uuid)
+   where s.exact ~ '^[0-9a-f]{64}$' and s.context ~ '^[0-9a-f]{64}$';
+  get diagnostics v_n = row_count;
+  return v_n;
+end
 $$;
 
 -- private.cache_expire: the cache-expiry job; bounded batches, never an unbounded DELETE.

@@ -1,25 +1,42 @@
 -- The gateway's API: what the elygate_gateway role may execute. Everything that decides who may
 -- use what lives here; the gateway only parses, streams and reports.
 
--- private.key_check: authenticates a client key (by sha256) for a request from p_client_ip.
+-- private.key_check: authenticates a client key (by sha256) for a request from p_client_ip, and
+-- reads in the same statement what admission needs next: the model's price row and the owner's
+-- group multiplier (relay_begin passes p_model; models_list does not).
 -- Called by gateway.relay_begin and gateway.models_list. Raises NOKEY/KREVK/KEXPD/UDSBL/IPDNY.
-create or replace function private.key_check(p_key_hash bytea, p_client_ip inet,
-                                             out key private.api_keys, out user_group text)
+-- (The signature gained p_model and two OUT columns; the old one goes.)
+drop function if exists private.key_check(bytea, inet);
+create or replace function private.key_check(p_key_hash bytea, p_client_ip inet, p_model text default null,
+                                             out key private.api_keys, out user_group text,
+                                             out model private.models, out group_multiplier numeric)
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user_status text;
+  v_row record;
 begin
   if p_key_hash is null then
     raise exception using errcode = 'NOKEY',
       message = 'You didn''t provide an API key. Send it as "Authorization: Bearer <key>" or "x-api-key: <key>".';
   end if;
-  select k.* into key from private.api_keys k where k.key_hash = p_key_hash;
+  /* why one statement: each statement a PL/pgSQL function runs costs an executor start-up, and
+     this runs once per request; key, owner, price and group used to be four. */
+  select k as key, u.status as user_status, u.group_name, m as model, g.price_multiplier
+    into v_row
+    from private.api_keys k
+    join private.users u on u.id = k.user_id
+    left join private.models m on m.name = p_model
+    left join private.groups g on g.name = u.group_name
+   where k.key_hash = p_key_hash;
   if not found then
     raise exception using errcode = 'NOKEY', message = 'Incorrect API key provided.',
       hint = 'Create a key with admin.key_create(), or check for a truncated copy.';
   end if;
+  key := v_row.key;
+  user_group := v_row.group_name;
+  model := v_row.model;
+  group_multiplier := v_row.price_multiplier;
   if key.status <> 'active' then
     raise exception using errcode = 'KREVK', message = format('This API key (%s) has been revoked.', key.key_prefix);
   end if;
@@ -28,8 +45,7 @@ begin
       message = format('This API key (%s) expired at %s.', key.key_prefix,
                        to_char(key.expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
   end if;
-  select u.status, u.group_name into v_user_status, user_group from private.users u where u.id = key.user_id;
-  if v_user_status <> 'active' then
+  if v_row.user_status <> 'active' then
     raise exception using errcode = 'UDSBL', message = 'The account that owns this API key is disabled.';
   end if;
   if key.allowed_ips is not null
@@ -39,8 +55,8 @@ begin
   end if;
 end
 $$;
-comment on function private.key_check(bytea, inet) is
-  E'Authenticates a client key by its sha256: status, expiry, owner status and IP/CIDR allowlist.';
+comment on function private.key_check(bytea, inet, text) is
+  E'Authenticates a client key by its sha256: status, expiry, owner status and IP/CIDR allowlist. Also returns the owner''s group, its price multiplier and the price row of p_model (null when unknown).';
 
 -- gateway.relay_begin: the one call a request makes before the upstream.
 -- Authenticates, checks the model allowlist, plans the route, admits (wallet, key quota, RPM, TPM,
@@ -62,39 +78,40 @@ as $$
 declare
   v_auth record;
   v_key private.api_keys;
+  v_price private.models;
+  v_opt jsonb;
   v_plan jsonb;
   v_skipped jsonb;
   v_served integer;
   v_created timestamptz;
-  v_price private.models;
-  v_group_multiplier numeric;
   v_channel_multipliers jsonb;
   v_max_channel_multiplier numeric;
   v_out_tokens integer;
+  v_tokens integer;
   v_reserve bigint := 0;
   v_counted boolean;
   v_wallet record;
   v_counter record;
   v_minute timestamptz := date_trunc('minute', now());
-  v_bucket record;
-  v_prev record;
   v_window numeric;
   v_retry integer;
   v_cache jsonb;
-  v_hit_ratio numeric;
 begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
   end if;
+  -- Every option admission may need, in one read.
+  v_opt := private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens',
+                                'SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel');
   /* why: on most disks the WAL flush is the dearest part of admission, and it is paid per request
      on the hot path. Admission commits asynchronously (unless DurableAdmission): the row locks are
      released at commit, the flush follows within wal_writer_delay, and the request's own
      relay_finish (synchronous) flushes it anyway. A crash in between loses the admission, never the
      bill: the outcome carries the ticket and private.settle re-creates a missing request row. */
-  if not private.option_text('DurableAdmission')::boolean then
+  if not (v_opt ->> 'DurableAdmission')::boolean then
     perform set_config('synchronous_commit', 'off', true);
   end if;
-  v_auth := private.key_check(p_key_hash, p_client_ip);
+  v_auth := private.key_check(p_key_hash, p_client_ip, p_model);
   v_key := v_auth.key;
 
   if v_key.allowed_models is not null and not (p_model = any(v_key.allowed_models)) then
@@ -119,41 +136,40 @@ begin
   -- Price and reservation: prompt estimate + max_tokens (or DefaultMaxTokens), at the most
   -- expensive candidate channel's multiplier, so failover never costs more than was held.
   ---------------------------------------------------------------------------------------------
-  select * into v_price from private.models m where m.name = p_model;
+  v_price := v_auth.model;
   if v_price.name is null or num_nonnulls(v_price.input_price, v_price.output_price, v_price.per_call_price) = 0 then
-    if not private.option_text('AllowUnpricedModels')::boolean then
+    if not (v_opt ->> 'AllowUnpricedModels')::boolean then
       raise exception using errcode = 'NOPRC', column = 'model',
         message = format('The model `%s` has no price configured, so it cannot be billed.', p_model),
         hint = 'An operator sets one with admin.model_upsert(...), or allows free use with admin.option_set(''AllowUnpricedModels'', ''true'').';
     end if;
     v_price := null;
   end if;
+  v_out_tokens := case when p_endpoint = 'embeddings' then 0
+                       else coalesce(p_max_tokens, (v_opt ->> 'DefaultMaxTokens')::integer) end;
+  v_tokens := coalesce(p_prompt_tokens, 0) + v_out_tokens;
 
   if v_price.name is not null then
-    select g.price_multiplier into v_group_multiplier from private.groups g where g.name = v_auth.user_group;
-    select jsonb_object_agg(c.id::text, c.cost_multiplier::text), max(c.cost_multiplier)
+    -- Each candidate carries its channel's cost multiplier (private.route_plan).
+    select jsonb_object_agg(e ->> 'channel_id', e ->> 'multiplier'), max((e ->> 'multiplier')::numeric)
       into v_channel_multipliers, v_max_channel_multiplier
-      from private.channels c
-     where c.id in (select (e ->> 'channel_id')::bigint from jsonb_array_elements(v_plan) e);
-    v_out_tokens := case when p_endpoint = 'embeddings' then 0
-                         else coalesce(p_max_tokens, private.option_int('DefaultMaxTokens')) end;
+      from jsonb_array_elements(v_plan) e;
     v_reserve := private.cost_micros(p_prompt_tokens, v_out_tokens, 0, 0, v_price.input_price, v_price.output_price,
                                      v_price.cached_input_price, v_price.cache_write_price, v_price.per_call_price,
-                                     v_group_multiplier, v_max_channel_multiplier);
-  else
-    v_out_tokens := case when p_endpoint = 'embeddings' then 0
-                         else coalesce(p_max_tokens, private.option_int('DefaultMaxTokens')) end;
+                                     v_auth.group_multiplier, v_max_channel_multiplier);
   end if;
 
   -- Cache: an exact hit is served without the upstream and reserves only its hit price.
-  v_cache := private.cache_plan(p_cache, v_key, v_auth.user_group, p_model);
-  if v_cache ->> 'result' = 'exact' then
-    v_hit_ratio := private.option_text('SemanticCacheHitPriceRatio')::numeric;
-    v_reserve := case when v_price.name is null then 0 else round(private.cost_micros(
-                   (v_cache -> 'usage' ->> 'prompt_tokens')::integer, (v_cache -> 'usage' ->> 'completion_tokens')::integer,
-                   (v_cache -> 'usage' ->> 'cached_tokens')::integer, (v_cache -> 'usage' ->> 'cache_write_tokens')::integer,
-                   v_price.input_price, v_price.output_price, v_price.cached_input_price, v_price.cache_write_price,
-                   v_price.per_call_price, v_group_multiplier, 1) * v_hit_ratio)::bigint end;
+  if p_cache is not null and v_key.cache_enabled then
+    v_cache := private.cache_plan(p_cache, v_key, v_auth.user_group, p_model);
+    if v_cache ->> 'result' = 'exact' then
+      v_reserve := case when v_price.name is null then 0 else round(private.cost_micros(
+                     (v_cache -> 'usage' ->> 'prompt_tokens')::integer, (v_cache -> 'usage' ->> 'completion_tokens')::integer,
+                     (v_cache -> 'usage' ->> 'cached_tokens')::integer, (v_cache -> 'usage' ->> 'cache_write_tokens')::integer,
+                     v_price.input_price, v_price.output_price, v_price.cached_input_price, v_price.cache_write_price,
+                     v_price.per_call_price, v_auth.group_multiplier, 1)
+                     * (v_opt ->> 'SemanticCacheHitPriceRatio')::numeric)::bigint end;
+    end if;
   end if;
 
   -- Wallet: the one atomic write of admission. Balance minus open reservations must cover it.
@@ -173,16 +189,26 @@ begin
     end if;
   end if;
 
-  -- Key quota and concurrency (only for keys that have them).
+  -- Key quota, concurrency, RPM and TPM (only for keys that have them): one row, one UPDATE.
   v_counted := num_nonnulls(v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit) > 0;
   if v_counted then
+    /* why: RPM/TPM are a sliding window over this minute's counts and the previous minute's,
+       kept on the key's counters row and rolled over by this same UPDATE, so a limited key costs
+       one contended row write per request. A refusal below raises, which undoes the increment. */
     update private.key_counters k
        set reserved_micros = k.reserved_micros + v_reserve,
-           inflight = k.inflight + 1
+           inflight = k.inflight + 1,
+           prev_requests = case when k.rate_minute = v_minute then k.prev_requests
+                                when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
+           prev_tokens = case when k.rate_minute = v_minute then k.prev_tokens
+                              when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
+           minute_requests = case when k.rate_minute = v_minute then k.minute_requests else 0 end + 1,
+           minute_tokens = case when k.rate_minute = v_minute then k.minute_tokens else 0 end + v_tokens,
+           rate_minute = v_minute
      where k.key_id = v_key.id
        and (v_key.quota_micros is null or k.used_micros + k.reserved_micros + v_reserve <= v_key.quota_micros)
        and (v_key.concurrency_limit is null or k.inflight < v_key.concurrency_limit)
-    returning k.used_micros into v_counter;
+    returning k.minute_requests, k.minute_tokens, k.prev_requests, k.prev_tokens into v_counter;
     if not found then
       select k.used_micros, k.reserved_micros, k.inflight into v_counter from private.key_counters k where k.key_id = v_key.id;
       if v_key.concurrency_limit is not null and v_counter.inflight >= v_key.concurrency_limit then
@@ -196,25 +222,17 @@ begin
         hint = 'Raise the key''s quota_micros, or use another key.';
     end if;
 
-    -- RPM and TPM: a sliding window over this minute's bucket and the previous one.
     if v_key.rpm_limit is not null or v_key.tpm_limit is not null then
-      insert into private.rate_buckets as b (key_id, minute, requests, tokens)
-      values (v_key.id, v_minute, 1, coalesce(p_prompt_tokens, 0) + v_out_tokens)
-      on conflict (key_id, minute) do update
-        set requests = b.requests + 1, tokens = b.tokens + excluded.tokens
-      returning b.requests, b.tokens into v_bucket;
-      select b.requests, b.tokens into v_prev from private.rate_buckets b
-       where b.key_id = v_key.id and b.minute = v_minute - interval '1 minute';
       v_window := 1 - extract(epoch from now() - v_minute) / 60;   -- share of the previous minute still in the window
       v_retry := greatest(ceil(60 - extract(epoch from now() - v_minute))::integer, 1);
-      if v_key.rpm_limit is not null and v_bucket.requests + coalesce(v_prev.requests, 0) * v_window > v_key.rpm_limit then
+      if v_key.rpm_limit is not null and v_counter.minute_requests + v_counter.prev_requests * v_window > v_key.rpm_limit then
         raise exception using errcode = 'RLIMT', detail = format('retry_after=%s', v_retry),
           message = format('Rate limit reached for requests: this key allows %s requests per minute.', v_key.rpm_limit);
       end if;
-      if v_key.tpm_limit is not null and v_bucket.tokens + coalesce(v_prev.tokens, 0) * v_window > v_key.tpm_limit then
+      if v_key.tpm_limit is not null and v_counter.minute_tokens + v_counter.prev_tokens * v_window > v_key.tpm_limit then
         raise exception using errcode = 'TLIMT', detail = format('retry_after=%s', v_retry),
           message = format('Rate limit reached for tokens: this key allows %s tokens per minute, and this request may use %s.',
-                           v_key.tpm_limit, coalesce(p_prompt_tokens, 0) + v_out_tokens);
+                           v_key.tpm_limit, v_tokens);
       end if;
     end if;
   end if;
@@ -225,7 +243,7 @@ begin
   values (p_request_id, v_key.id, v_key.user_id, v_auth.user_group, p_endpoint, p_model,
           coalesce(p_stream, false), p_client_ip, p_prompt_tokens,
           jsonb_build_object('candidates', v_plan, 'skipped', v_skipped),
-          v_reserve, coalesce(p_prompt_tokens, 0) + v_out_tokens, v_counted,
+          v_reserve, v_tokens, v_counted,
           case when p_cache is null then null when v_cache is null then 'bypass' else v_cache ->> 'result' end,
           (v_cache ->> 'entry_id')::bigint, (v_cache ->> 'similarity')::real)
   returning created_at into v_created;
@@ -234,11 +252,12 @@ begin
              case when v_price.name is null then null else jsonb_build_object(
                'input', v_price.input_price, 'output', v_price.output_price,
                'cached_input', v_price.cached_input_price, 'cache_write', v_price.cache_write_price,
-               'per_call', v_price.per_call_price, 'group_multiplier', v_group_multiplier::text,
+               'per_call', v_price.per_call_price, 'group_multiplier', v_auth.group_multiplier::text,
                'channel_multipliers', v_channel_multipliers,
-               'cache_hit_ratio', private.option_text('SemanticCacheHitPriceRatio'),
-               'embedding', (select jsonb_build_object('input', em.input_price, 'per_call', em.per_call_price)
-                               from private.models em where em.name = nullif(private.option_text('SemanticCacheEmbeddingModel'), '')))
+               'cache_hit_ratio', v_opt ->> 'SemanticCacheHitPriceRatio',
+               'embedding', case when v_opt ->> 'SemanticCacheEmbeddingModel' <> '' then
+                              (select jsonb_build_object('input', em.input_price, 'per_call', em.per_call_price)
+                                 from private.models em where em.name = v_opt ->> 'SemanticCacheEmbeddingModel') end)
              end,
              v_cache)::gateway.relay_ticket;
 end
@@ -250,9 +269,10 @@ comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, 
 -- Idempotent by request id: a replayed outcome changes nothing.
 create or replace function gateway.relay_finish(p_outcomes jsonb)
 returns integer
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
-as $$ select private.settle(p_outcomes) $$;
+-- plpgsql, not sql: a language sql body is planned again at every call.
+as $$ begin return private.settle(p_outcomes); end $$;
 comment on function gateway.relay_finish(jsonb) is
   E'Settles a batch of request outcomes in one call (see private.settle): request rows, ledger rows, wallets and key counters. Idempotent by request id. Called by the gateway''s group commit.';
 

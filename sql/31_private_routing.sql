@@ -18,11 +18,12 @@ begin
      The key of a multi-key channel is chosen here too: config.key_selection "random" (default) or
      "round_robin", which rotates through the enabled keys with a sequence (nextval takes no row
      lock and is not rolled back, so it adds no contention). key_index counts enabled keys in
-     ordinal order, the order gateway.channel_credentials hands them to the gateway.
+     ordinal order, the order gateway.channel_credentials hands them to the gateway. Each candidate
+     carries its channel's cost multiplier, so relay_begin prices the route without reading channels.
      Skipped channels carry the reason: manually_disabled (an operator), breaker_open (the circuit
      breaker, with its stored reason as detail), no_enabled_key (every key disabled). */
   with c as (
-    select c.id, c.version, c.priority, c.weight, c.status, c.status_reason, c.config,
+    select c.id, c.version, c.priority, c.weight, c.status, c.status_reason, c.config, c.cost_multiplier,
            coalesce(c.model_mapping ->> p_model, p_model) as upstream_model,
            k.n_keys, k.ordinals
       from private.channels c
@@ -44,7 +45,8 @@ begin
   )
   select count(*)::integer,
          jsonb_agg(jsonb_build_object('channel_id', p.id, 'version', p.version, 'model', p.upstream_model,
-                                      'key_index', p.key_index, 'key_ordinal', p.ordinals[p.key_index + 1])
+                                      'key_index', p.key_index, 'key_ordinal', p.ordinals[p.key_index + 1],
+                                      'multiplier', p.cost_multiplier::text)
                    order by p.priority desc, (p.weight = 0), -ln(1.0 - random()) / greatest(p.weight, 1))
            filter (where p.key_index is not null),
          coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(

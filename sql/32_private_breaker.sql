@@ -43,24 +43,31 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  v_opt jsonb;
   v_codes integer[];
-  v_window interval := make_interval(secs => private.option_int('BreakerWindowSeconds'));
-  v_min integer := private.option_int('BreakerMinRequests');
-  v_pct integer := private.option_int('BreakerFailurePercent');
-  v_open integer := private.option_int('BreakerOpenSeconds');
-  v_key_auth integer := private.option_int('KeyDisableAuthFailures');
+  v_window interval;
+  v_min integer;
+  v_pct integer;
+  v_open integer;
+  v_key_auth integer;
   v_bucket timestamptz := to_timestamp(floor(extract(epoch from p_now) / 10) * 10);
-  v_opened integer;
+  v_failing jsonb;
+  v_opened integer := 0;
 begin
   if p_attempts is null or jsonb_typeof(p_attempts) <> 'array' or jsonb_array_length(p_attempts) = 0 then
     return 0;
   end if;
-  v_codes := array(select jsonb_array_elements_text(private.option_text('BreakerFailureStatusCodes')::jsonb)::integer);
+  v_opt := private.options_pick('BreakerWindowSeconds', 'BreakerMinRequests', 'BreakerFailurePercent',
+                                'BreakerOpenSeconds', 'KeyDisableAuthFailures', 'BreakerFailureStatusCodes');
+  v_window := make_interval(secs => (v_opt ->> 'BreakerWindowSeconds')::integer);
+  v_min := (v_opt ->> 'BreakerMinRequests')::integer;
+  v_pct := (v_opt ->> 'BreakerFailurePercent')::integer;
+  v_open := (v_opt ->> 'BreakerOpenSeconds')::integer;
+  v_key_auth := (v_opt ->> 'KeyDisableAuthFailures')::integer;
+  v_codes := array(select jsonb_array_elements_text((v_opt ->> 'BreakerFailureStatusCodes')::jsonb)::integer);
 
   /* why: one row per (channel, key, 10 s bucket) keeps a batch to a handful of upserts whatever
-     the request rate; the window is a sum over the last BreakerWindowSeconds of buckets. One
-     statement (no temporary table: this runs for every settlement batch): the window read from
-     the table does not yet see this batch's upsert, so the batch's own counts are added to it.
+     the request rate; the window is a sum over the last BreakerWindowSeconds of buckets.
      A failure is a connection error or timeout (no status), a status in BreakerFailureStatusCodes,
      or a 2xx whose stream broke before its first byte (an error recorded with it). Attempts the
      gateway passed over without calling (skipped) are not outcomes. */
@@ -90,44 +97,55 @@ begin
     on conflict (channel_id, bucket, key_ordinal) do update
       set ok = o.ok + excluded.ok, failed = o.failed + excluded.failed, auth_failed = o.auth_failed + excluded.auth_failed
     returning 1
-  ),
-  bc as (
-    select b.channel_id, sum(b.ok)::integer as ok, sum(b.failed)::integer as failed,
-           (array_agg(b.last_error order by b.failed desc) filter (where b.last_error is not null))[1] as last_error
-      from b group by b.channel_id having sum(b.failed) > 0
-  ),
-  w as (
-    select bc.channel_id as id, bc.last_error,
-           bc.ok + coalesce((select sum(o.ok) from private.channel_outcomes o
-                              where o.channel_id = bc.channel_id and o.bucket > p_now - v_window and o.bucket <= p_now), 0)::integer as ok,
-           bc.failed + coalesce((select sum(o.failed) from private.channel_outcomes o
-                                  where o.channel_id = bc.channel_id and o.bucket > p_now - v_window and o.bucket <= p_now), 0)::integer as failed
-      from bc
-      join private.channels c on c.id = bc.channel_id and c.status = 'enabled'
-  ),
-  tripped as (
-    select w.* from w where w.ok + w.failed >= v_min and w.failed * 100 >= v_pct * (w.ok + w.failed)
-  ),
-  disabled as (
-    update private.channels c
-       set status = 'auto_disabled',
-           status_changed_at = p_now,
-           status_reason = format('circuit breaker: %s of %s attempts failed in the last %s s (last: %s)',
-                                  t.failed, t.ok + t.failed, extract(epoch from v_window)::integer,
-                                  left(coalesce(t.last_error, 'unknown'), 300))
-      from tripped t
-     where c.id = t.id and c.status = 'enabled'
-    returning c.id, t.last_error
-  ),
-  opened as (
-    insert into private.channel_breakers as br (channel_id, state, opened_at, next_probe_at, probe_failures, last_error, updated_at)
-    select d.id, 'open', p_now, p_now + make_interval(secs => v_open), 0, d.last_error, p_now from disabled d
-    on conflict (channel_id) do update
-      set state = 'open', opened_at = p_now, next_probe_at = excluded.next_probe_at, probe_failures = 0,
-          last_error = excluded.last_error, updated_at = p_now
-    returning 1
   )
-  select (select count(*) from opened)::integer into v_opened;
+  -- (up runs whether or not it is read: PostgreSQL executes every data-modifying CTE.)
+  select (select jsonb_agg(jsonb_build_object('channel_id', f.channel_id, 'last_error', f.last_error))
+            from (select b.channel_id,
+                         (array_agg(b.last_error order by b.failed desc) filter (where b.last_error is not null))[1] as last_error
+                    from b group by b.channel_id having sum(b.failed) > 0) f)
+    into v_failing;
+
+  /* why a second statement: most batches have no failure, and then nothing below runs (reading
+     the window, and an UPDATE of channels whose statement trigger would fire even for no row).
+     The window it reads already includes this batch (the upsert above has completed). */
+  if v_failing is not null then
+    with bc as (
+      select (f ->> 'channel_id')::bigint as channel_id, f ->> 'last_error' as last_error
+        from jsonb_array_elements(v_failing) f
+    ),
+    w as (
+      select bc.channel_id as id, bc.last_error,
+             coalesce((select sum(o.ok) from private.channel_outcomes o
+                        where o.channel_id = bc.channel_id and o.bucket > p_now - v_window and o.bucket <= p_now), 0)::integer as ok,
+             coalesce((select sum(o.failed) from private.channel_outcomes o
+                        where o.channel_id = bc.channel_id and o.bucket > p_now - v_window and o.bucket <= p_now), 0)::integer as failed
+        from bc
+        join private.channels c on c.id = bc.channel_id and c.status = 'enabled'
+    ),
+    tripped as (
+      select w.* from w where w.ok + w.failed >= v_min and w.failed * 100 >= v_pct * (w.ok + w.failed)
+    ),
+    disabled as (
+      update private.channels c
+         set status = 'auto_disabled',
+             status_changed_at = p_now,
+             status_reason = format('circuit breaker: %s of %s attempts failed in the last %s s (last: %s)',
+                                    t.failed, t.ok + t.failed, extract(epoch from v_window)::integer,
+                                    left(coalesce(t.last_error, 'unknown'), 300))
+        from tripped t
+       where c.id = t.id and c.status = 'enabled'
+      returning c.id, t.last_error
+    ),
+    opened as (
+      insert into private.channel_breakers as br (channel_id, state, opened_at, next_probe_at, probe_failures, last_error, updated_at)
+      select d.id, 'open', p_now, p_now + make_interval(secs => v_open), 0, d.last_error, p_now from disabled d
+      on conflict (channel_id) do update
+        set state = 'open', opened_at = p_now, next_probe_at = excluded.next_probe_at, probe_failures = 0,
+            last_error = excluded.last_error, updated_at = p_now
+      returning 1
+    )
+    select (select count(*) from opened)::integer into v_opened;
+  end if;
 
   if v_key_auth > 0 and exists (select 1 from jsonb_array_elements(p_attempts) e
                                   where (e ->> 'status') in ('401', '403') and coalesce((e ->> 'key')::integer, 0) > 0) then

@@ -138,6 +138,33 @@ describe('admission', () => {
     await expect(begin(db(), g.key.key, g.model, 30, 20)).rejects.toMatchObject({ code: 'TLIMT' });
     await begin(db(), g.key.key, g.model, 20, 20); // 40 more: exactly 100
   });
+
+  it('rolls the window over on the key counters: the previous minute weighs in, an older one does not', async () => {
+    const f = await setup({ balance: 1_000_000, key: { rpm_limit: 10, tpm_limit: 1_000 } });
+    const counters = async () =>
+      (await db()`select minute_requests, minute_tokens::int, prev_requests, prev_tokens::int,
+                         rate_minute = date_trunc('minute', now()) as current
+                    from private.key_counters where key_id = ${f.key.id}`)[0];
+    // Last minute saw 8 requests and 300 tokens: they carry over as the previous minute.
+    await db()`update private.key_counters set rate_minute = date_trunc('minute', now()) - interval '1 minute',
+                 minute_requests = 8, minute_tokens = 300, prev_requests = 5, prev_tokens = 5 where key_id = ${f.key.id}`;
+    const t = await begin(db(), f.key.key, f.model, 10, 20);
+    expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 30, prev_requests: 8, prev_tokens: 300, current: true });
+    // Settlement replaces the reserved 30 tokens with the 15 used, in the minute it was admitted in.
+    await db()`select gateway.relay_finish(${db().json([outcome(t, [10, 5])])})`;
+    expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 15, prev_requests: 8, prev_tokens: 300, current: true });
+    // 8 previous requests (weighted by what is left of that minute) + 2 this minute stay under 10
+    // only while the previous minute's share is small; 20 previous requests refuse at once.
+    await db()`update private.key_counters set prev_requests = 20 where key_id = ${f.key.id}`;
+    const err = await begin(db(), f.key.key, f.model, 1, 1).catch((e: any) => e);
+    expect(err).toMatchObject({ code: 'RLIMT' });
+    expect((await counters()).minute_requests).toBe(1); // the refusal undid its increment
+    // Two minutes old: nothing carries over.
+    await db()`update private.key_counters set rate_minute = date_trunc('minute', now()) - interval '2 minutes',
+                 minute_requests = 9, minute_tokens = 900 where key_id = ${f.key.id}`;
+    await begin(db(), f.key.key, f.model, 1, 1);
+    expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 2, prev_requests: 0, prev_tokens: 0, current: true });
+  });
 });
 
 describe('settlement', () => {

@@ -32,7 +32,7 @@ describe('gateway.relay_begin', () => {
       const f = await fixture(tx);
       await tx`set local role elygate_gateway`;
       const t = await begin(tx, f.key.key, f.model);
-      expect(t.plan).toEqual([{ channel_id: Number(f.channel.id), version: expect.any(Number), model: f.model, key_index: 0, key_ordinal: 1 }]);
+      expect(t.plan).toEqual([{ channel_id: Number(f.channel.id), version: expect.any(Number), model: f.model, key_index: 0, key_ordinal: 1, multiplier: "1.000000" }]);
       expect(Number(t.user_id)).toBe(Number(f.user.id));
       await tx`reset role`;
       const [row] = await tx`select status, model, endpoint from private.requests where id = ${t.request_id}`;
