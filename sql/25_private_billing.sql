@@ -90,7 +90,15 @@ declare
   v_tok_minutes timestamptz[];
   v_tok_deltas bigint[];
   v_store jsonb;
+  v_from timestamptz;
+  v_to timestamptz;
 begin
+  /* why: the request log has a partition per day (LogRetentionDays of them). Bounding the lookups
+     by the batch's oldest and newest created_at lets the executor prune, at start-up, every
+     partition the batch cannot touch; a plan over all of them costs more to start than to run. */
+  select min(x.created_at), max(x.created_at) into v_from, v_to
+    from jsonb_to_recordset(p_outcomes) as x(created_at timestamptz);
+
   with o as (
     select *
       from jsonb_to_recordset(p_outcomes) as x(
@@ -115,6 +123,7 @@ begin
          entry for every admission until vacuum reaches it; this form only matches the primary key,
          one lookup per outcome. */
       join private.requests r on r.created_at = o.created_at and r.id = o.id and r.status is not distinct from 'pending'
+                             and r.created_at between v_from and v_to
       left join private.models m on m.name = r.model
       left join private.groups g on g.name = r.group_name
       left join private.channels c on c.id = o.channel_id
@@ -164,6 +173,7 @@ begin
            finished_at = now()
       from priced p
      where r.created_at = p.created_at and r.id = p.id and r.status is not distinct from 'pending'
+       and r.created_at between v_from and v_to
     returning p.*
   ),
   booked as (
@@ -227,7 +237,8 @@ begin
            reserved_micros = w.reserved_micros - a.reserved,
            updated_at = now()
       from unnest(v_users, v_user_amounts, v_user_reserved) as a(user_id, amount, reserved)
-     where w.user_id = a.user_id;
+     where w.user_id = a.user_id
+       and w.user_id = any(v_users);   -- the generic plan then reads wallets by key, not whole
 
     -- Keys with a quota or limits: one update per key, locked in key order. A request's token
     -- delta lands in the counters' minute it was admitted in, if that is still in the window.
@@ -245,7 +256,8 @@ begin
                  where t.key_id = k.key_id and t.minute = k.rate_minute - interval '1 minute'), 0), 0),
              updated_at = now()
         from unnest(v_keys, v_key_amounts, v_key_reserved, v_key_n) as a(key_id, amount, reserved, n)
-       where k.key_id = a.key_id;
+       where k.key_id = a.key_id
+         and k.key_id = any(v_keys);   -- likewise: by key, whatever the table's size
     end if;
   end if;
 

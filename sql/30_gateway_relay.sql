@@ -77,6 +77,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_auth record;
+  v_route record;
   v_key private.api_keys;
   v_price private.models;
   v_opt jsonb;
@@ -119,8 +120,12 @@ begin
       message = format('This API key is not allowed to use the model `%s`.', p_model);
   end if;
 
-  select rp.served, rp.candidates, rp.skipped into v_served, v_plan, v_skipped
-    from private.route_plan(p_model, v_auth.user_group) rp;
+  -- An assignment, not "select ... from route_plan()": PL/pgSQL evaluates it as a simple expression,
+  -- without the executor start-up and tuplestore of a set-returning call.
+  v_route := private.route_plan(p_model, v_auth.user_group);
+  v_served := v_route.served;
+  v_plan := v_route.candidates;
+  v_skipped := v_route.skipped;
 
   if v_served = 0 then
     raise exception using errcode = 'NOMDL', column = 'model',

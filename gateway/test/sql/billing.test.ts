@@ -140,6 +140,11 @@ describe('admission', () => {
   });
 
   it('rolls the window over on the key counters: the previous minute weighs in, an older one does not', async () => {
+    const secondOfMinute = async () =>
+      (await db()`select extract(epoch from now() - date_trunc('minute', now()))::float8 as s`)[0].s as number;
+    // The steps below must not straddle a minute boundary.
+    const s0 = await secondOfMinute();
+    if (s0 > 50) await new Promise((r) => setTimeout(r, (60.5 - s0) * 1000));
     const f = await setup({ balance: 1_000_000, key: { rpm_limit: 10, tpm_limit: 1_000 } });
     const counters = async () =>
       (await db()`select minute_requests, minute_tokens::int, prev_requests, prev_tokens::int,
@@ -153,9 +158,11 @@ describe('admission', () => {
     // Settlement replaces the reserved 30 tokens with the 15 used, in the minute it was admitted in.
     await db()`select gateway.relay_finish(${db().json([outcome(t, [10, 5])])})`;
     expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 15, prev_requests: 8, prev_tokens: 300, current: true });
-    // 8 previous requests (weighted by what is left of that minute) + 2 this minute stay under 10
-    // only while the previous minute's share is small; 20 previous requests refuse at once.
-    await db()`update private.key_counters set prev_requests = 20 where key_id = ${f.key.id}`;
+    // The previous minute counts by the share of it still inside the last 60 s: enough previous
+    // requests, at this second's weight, to fill the limit refuse the next one.
+    const secs = await secondOfMinute();
+    const weighted = Math.ceil(10 / (1 - secs / 60)) + 5;
+    await db()`update private.key_counters set prev_requests = ${weighted} where key_id = ${f.key.id}`;
     const err = await begin(db(), f.key.key, f.model, 1, 1).catch((e: any) => e);
     expect(err).toMatchObject({ code: 'RLIMT' });
     expect((await counters()).minute_requests).toBe(1); // the refusal undid its increment
