@@ -1,8 +1,9 @@
 // The gateway's only database handle. Every query is a call to a gateway.* function.
 import postgres from 'postgres';
 import { config } from './config';
+import { PgSocket } from './pg-socket';
 
-export const sql = postgres(config.databaseUrl, {
+const options = {
   max: config.dbPoolMax,
   prepare: true,
   connect_timeout: config.dbConnectTimeout,
@@ -24,7 +25,17 @@ export const sql = postgres(config.databaseUrl, {
   types: {
     timestamptz: { to: 1184, from: [1184], serialize: (x: string) => x, parse: (x: string) => x },
   },
-});
+};
+
+// postgres() connects lazily: this instance only parses the URL unless it is the one kept.
+const viaNodeNet = postgres(config.databaseUrl, options);
+type Parsed = { ssl: unknown; path: unknown; host: string[]; port: number[] };
+const parsed = viaNodeNet.options as unknown as Parsed;
+/* why: postgres.js on Bun's native socket spends less CPU per query than on node:net's stream
+   layer (see pg-socket.ts). Plain TCP to one host only; TLS, Unix sockets and multi-host URLs
+   keep the node:net path. (`socket` is a documented postgres.js option its typings lack.) */
+const viaBunSocket = { socket: (o: Parsed) => new PgSocket(o.host[0], o.port[0]) } as {};
+export const sql = !parsed.ssl && !parsed.path && parsed.host.length === 1 ? postgres(config.databaseUrl, { ...options, ...viaBunSocket }) : viaNodeNet;
 
 // Counts database round trips per gateway.* function, so tests and the benchmark can prove the
 // hot-path budget (one relay_begin per request; relay_finish once per batch).
