@@ -1,7 +1,6 @@
 // The gateway's side of the response cache (DESIGN §4): canonical request hashes, the embedding of
 // the last user message, and replaying a cached answer as JSON or as a proper SSE stream. What is
 // enabled, for whom, at which threshold and price is decided in SQL (sql/27_private_cache.sql).
-import { createHash } from 'node:crypto';
 import type { Channel } from './snapshot';
 
 /** Request fields that do not change the answer, and so stay out of the hashes. */
@@ -27,7 +26,11 @@ function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
-const sha256hex = (s: string) => createHash('sha256').update(s).digest('hex');
+// Bun's one-shot hash: node:crypto's createHash builds a stream object per call (two per request here).
+const sha256hex = (s: string) => Bun.CryptoHasher.hash('sha256', s, 'hex') as string;
+
+/** canonical() of the message that stands for the last user message in the context hash. */
+const LAST_PLACEHOLDER = canonical({ role: 'user', content: '<last>' });
 
 function textOf(content: unknown): string | null {
   if (typeof content === 'string') return content;
@@ -48,10 +51,26 @@ export function cacheRequest(body: Record<string, any>, headers: Headers): Cache
   if ((body.n ?? 1) !== 1 || body.logprobs === true || !Array.isArray(body.messages) || body.messages.length === 0) return null;
   const last = body.messages[body.messages.length - 1];
   if (!last || last.role !== 'user') return null;
-  const essential: Record<string, unknown> = {};
-  for (const k of Object.keys(body)) if (!NOT_SEMANTIC.has(k)) essential[k] = body[k];
-  const exact = sha256hex(canonical(essential));
-  const context = sha256hex(canonical({ ...essential, messages: [...body.messages.slice(0, -1), { role: 'user', content: '<last>' }] }));
+  // The two hashed texts are canonical(essential fields) and the same with the last message
+  // replaced by LAST_PLACEHOLDER; they differ only there, so every other part is serialised once.
+  // ('__proto__' is skipped: copied into a plain object it never became an own key.)
+  const earlier = (body.messages as unknown[]).slice(0, -1).map(canonical);
+  let exactText = '';
+  let contextText = '';
+  for (const k of Object.keys(body).sort()) {
+    if (NOT_SEMANTIC.has(k) || k === '__proto__' || body[k] === undefined) continue;
+    const sep = exactText ? ',' : '';
+    if (k === 'messages') {
+      exactText += `${sep}"messages":[${[...earlier, canonical(last)].join(',')}]`;
+      contextText += `${sep}"messages":[${[...earlier, LAST_PLACEHOLDER].join(',')}]`;
+    } else {
+      const part = `${sep}${JSON.stringify(k)}:${canonical(body[k])}`;
+      exactText += part;
+      contextText += part;
+    }
+  }
+  const exact = sha256hex(`{${exactText}}`);
+  const context = sha256hex(`{${contextText}}`);
   const prompt = textOf(last.content);
   return { exact, context, semantic: prompt !== null && prompt.trim() !== '', prompt: prompt ?? '' };
 }

@@ -34,6 +34,7 @@ export function openSealedKey(master: Buffer, masterId: string, sealed: SealedKe
   return Buffer.concat([decipher.update(Buffer.from(sealed.ciphertext, 'base64')), decipher.final()]).toString('utf8');
 }
 
+/** Bun's one-shot hash (one per request): node:crypto's createHash builds a stream object per call. */
 export function sha256(text: string): Buffer {
-  return createHash('sha256').update(text).digest();
+  return Bun.CryptoHasher.hash('sha256', text) as Buffer;
 }

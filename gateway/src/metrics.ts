@@ -15,10 +15,41 @@ type Labels = Record<string, string | number>;
 const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 const escapeHelp = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
 
-function labelKey(labels: Labels | undefined): string {
-  if (!labels) return '';
+function renderLabels(labels: Labels): string {
   const keys = Object.keys(labels).sort();
   return keys.map((k) => `${k}="${escapeLabel(String(labels[k]))}"`).join(',');
+}
+
+/* why: every request records several samples, and sorting and escaping the same few label sets
+   each time showed in the gateway's CPU profile. Label sets are few by design (no request content,
+   see above), so each one is rendered once and found again by walking its names and values (Map
+   lookups of strings the code already holds, no key string built per sample). The bound only
+   guards against a caller breaking that. */
+type LabelNode = { next: Map<string | number, LabelNode>; key?: string };
+const renderedLabels: LabelNode = { next: new Map() };
+let labelNodes = 0;
+const LABEL_NODES_MAX = 20000;
+
+function labelKey(labels: Labels | undefined): string {
+  if (!labels) return '';
+  let node = renderedLabels;
+  for (const name in labels) {
+    const value = labels[name];
+    let byName = node.next.get(name);
+    if (!byName) {
+      if (labelNodes >= LABEL_NODES_MAX) return renderLabels(labels);
+      node.next.set(name, (byName = { next: new Map() }));
+      labelNodes++;
+    }
+    let byValue = byName.next.get(value);
+    if (!byValue) {
+      if (labelNodes >= LABEL_NODES_MAX) return renderLabels(labels);
+      byName.next.set(value, (byValue = { next: new Map() }));
+      labelNodes++;
+    }
+    node = byValue;
+  }
+  return (node.key ??= renderLabels(labels));
 }
 
 const fmt = (n: number) => (Number.isFinite(n) ? String(n) : n > 0 ? '+Inf' : n < 0 ? '-Inf' : 'NaN');

@@ -16,10 +16,20 @@ export interface PriceCard {
   embedding?: { input: number | null; per_call: number | null } | null;
 }
 
+/* why: every non-stream answer prices its receipt, and the multipliers are the same few decimal
+   strings each time ("1.000000"); parsing them into BigInts showed in the CPU profile. */
+const fractions = new Map<string, [bigint, bigint]>();
+
 /** A non-negative decimal string as an exact fraction. */
 function fraction(decimal: string | undefined): [bigint, bigint] {
-  const [whole, frac = ''] = (decimal ?? '1').split('.');
-  return [BigInt(whole + frac), 10n ** BigInt(frac.length)];
+  const text = decimal ?? '1';
+  let f = fractions.get(text);
+  if (!f) {
+    const [whole, frac = ''] = text.split('.');
+    f = [BigInt(whole + frac), 10n ** BigInt(frac.length)];
+    if (fractions.size < 1000) fractions.set(text, f);
+  }
+  return f;
 }
 
 const big = (n: number | null | undefined) => BigInt(n ?? 0);

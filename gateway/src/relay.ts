@@ -349,7 +349,7 @@ export async function relay(input: RelayInput): Promise<Response> {
         cache_store: cacheStore(answer.cacheable),
       });
       const headers = responseHeaders(input.requestId, res);
-      if (!call.native) headers.set('content-type', 'application/json');
+      if (!call.native) headers['content-type'] = 'application/json';
       const cost =
         usage.usage_source === 'none'
           ? 0
@@ -359,7 +359,7 @@ export async function relay(input: RelayInput): Promise<Response> {
               cached_tokens: usage.cached_tokens ?? undefined,
               cache_write_tokens: usage.cache_write_tokens ?? undefined,
             }) + embeddingCostMicros(ticket.price, cache?.embeddingTokens ?? 0);
-      for (const [k, v] of Object.entries({ ...receiptHeaders(input.requestId, cost, usage.usage_source), ...cacheHeaders() })) headers.set(k, v);
+      Object.assign(headers, receiptHeaders(input.requestId, cost, usage.usage_source), cacheHeaders());
       return new Response(answer.bytes, { status: 200, headers });
     }
 
@@ -450,13 +450,14 @@ function nativeWire(protocol: Protocol): Wire | null {
   return protocol === 'anthropic' ? 'anthropic' : 'openai';
 }
 
-function responseHeaders(requestId: string, upstream: Response): Headers {
-  const headers = new Headers({ 'x-request-id': requestId });
+/** A plain record (not a Headers object): the Response builds its headers once from it. */
+function responseHeaders(requestId: string, upstream: Response): Record<string, string> {
+  const headers: Record<string, string> = { 'x-request-id': requestId };
   for (const h of HOP_HEADERS) {
     const v = upstream.headers.get(h);
-    if (v) headers.set(h, v);
+    if (v) headers[h] = v;
   }
-  if (!headers.has('content-type')) headers.set('content-type', 'application/json');
+  headers['content-type'] ??= 'application/json';
   return headers;
 }
 

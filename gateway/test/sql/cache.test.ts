@@ -55,7 +55,7 @@ describe('cache', () => {
       expect(t2.cache).toMatchObject({ result: 'exact', similarity: 1, answer: { content: 'cached answer' }, usage: { prompt_tokens: 10, completion_tokens: 5 } });
       expect(t2.reserved).toBe(0); // SemanticCacheHitPriceRatio = 0
       await finish(tx, t2, {});
-      const ledger = await tx`select cache, amount_micros::int, embedding_micros::int from private.ledger where request_id in (${t1.request_id}, ${t2.request_id}) order by created_at`;
+      const ledger = await tx`select cache, amount_micros::int, embedding_micros::int from private.ledger where request_id in (${t1.request_id}, ${t2.request_id}) order by id`;
       // miss: 10 × 1 + 5 × 2 = 20, plus 4 embedding tokens at 0.1 → 0.4 → 0; hit: 0
       expect(ledger).toEqual([
         { cache: 'miss', amount_micros: 20, embedding_micros: 0 },
