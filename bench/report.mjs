@@ -85,7 +85,7 @@ export function renderMarkdown(result) {
   const { cells, ttfb, targets } = result.summary;
   const e = result.env;
   const L = [];
-  L.push(`Run ${result.when} — \`${result.command}\` — ${result.runs} runs × ${result.duration_s} s per cell (after a ${result.warmup_s} s warm-up), ${result.elapsed_s} s in all. Code measured: ${result.env.source ?? 'working tree'}.`);
+  L.push(`Run ${result.when} — \`${result.command}\` — ${result.runs} runs × ${result.duration_s} s per cell (after ${result.jit_warmup_s ? `${result.jit_warmup_s} s of unmeasured load per gateway, then ` : ''}a ${result.warmup_s} s warm-up), ${result.elapsed_s} s in all. Code measured: ${result.env.source ?? 'working tree'}.`);
   L.push('');
   L.push(
     `Machine: ${e.cores} cores (${e.cpu_model}); gateway pinned to core 0, wrk + mock + the bench database's PostgreSQL backends to core 1: ${e.pinned ? 'yes' : 'no'}. ` +
