@@ -92,6 +92,7 @@ declare
   v_store jsonb;
   v_from timestamptz;
   v_to timestamptz;
+  v_attempts jsonb;
 begin
   /* why: the request log has a partition per day (LogRetentionDays of them). Bounding the lookups
      by the batch's oldest and newest created_at lets the executor prune, at start-up, every
@@ -214,15 +215,31 @@ begin
                    'user_id', s.user_id, 'group_name', s.group_name, 'model', s.model, 'request_id', s.id,
                    'usage', jsonb_build_object('prompt_tokens', s.prompt_tokens, 'completion_tokens', s.completion_tokens,
                                                'cached_tokens', s.cached_tokens, 'cache_write_tokens', s.cache_write_tokens)))
-            from settled s where s.cache_store is not null and s.status = 'ok' and s.cache = 'miss')
+            from settled s where s.cache_store is not null and s.status = 'ok' and s.cache = 'miss'),
+         -- The circuit breaker's input: every upstream attempt of the settled requests. A stream that
+         -- broke after its first byte was a success at connect time, so its attempt carries no error;
+         -- the outcome's error_code says it failed, and its last attempt counts as a failure.
+         (select jsonb_agg(case when s.error_code = 'upstream_stream_error' and e.ord = jsonb_array_length(s.attempts)
+                                then e.a || '{"failed": true}'::jsonb else e.a end
+                           order by s.created_at, e.ord)
+            from settled s
+            cross join lateral jsonb_array_elements(s.attempts) with ordinality e(a, ord)
+           where jsonb_typeof(s.attempts) = 'array')
     into v_n, v_users, v_user_amounts, v_user_reserved, v_keys, v_key_amounts, v_key_reserved, v_key_n,
-         v_tok_keys, v_tok_minutes, v_tok_deltas, v_store
+         v_tok_keys, v_tok_minutes, v_tok_deltas, v_store, v_attempts
     from (select array_agg(user_id order by user_id) as ids, array_agg(amount order by user_id) as amounts,
                  array_agg(reserved order by user_id) as reserved from per_user) u,
          (select array_agg(key_id order by key_id) as ids, array_agg(amount order by key_id) as amounts,
                  array_agg(reserved order by key_id) as reserved, array_agg(n order by key_id) as n from per_key) k,
          (select array_agg(key_id) as keys, array_agg(minute) as minutes, array_agg(delta) as deltas
             from per_minute where delta <> 0) t;
+
+  /* why here and not in a trigger on requests: a statement trigger with transition tables kept a
+     copy of every settled row, old and new, to find the attempts again (about a fifth of
+     settlement's cost per outcome); settlement is the only path that completes a request. */
+  if v_attempts is not null then
+    perform private.breaker_record(v_attempts, now());
+  end if;
 
   -- Answers worth keeping go to the cache (the gateway only offers complete, single-choice ones).
   if v_store is not null then

@@ -3,9 +3,9 @@
 -- while open (half-open), automatic re-enable on a successful probe. A channel an operator disabled
 -- ('manually_disabled') is never re-enabled automatically. Channel tests use the same probes.
 --
--- Outcomes arrive only through gateway.relay_finish's batch: a statement trigger on
--- private.requests folds the attempts of the rows that batch settled into the window, inside the
--- same statement, so the breaker costs no round trip of its own.
+-- Outcomes arrive only through gateway.relay_finish's batch: private.settle folds the attempts of
+-- the rows that batch settled into the window, in the same transaction, so the breaker costs no
+-- round trip of its own.
 
 insert into private.options (key, value, value_type, min_value, max_value, description)
 values
@@ -36,7 +36,7 @@ on conflict (key) do update
 -- private.breaker_record: folds attempts ([{channel_id, status, ms, error, key, skipped, failed}])
 -- into the window, then opens the breaker of every channel that crossed the threshold and disables
 -- keys with repeated authentication failures. Returns the number of channels it disabled.
--- Called by the trigger below (one call per relay_finish batch); tests call it with a given now.
+-- Called by private.settle (one call per relay_finish batch); tests call it with a given now.
 create or replace function private.breaker_record(p_attempts jsonb, p_now timestamptz default now())
 returns integer
 language plpgsql volatile security definer
@@ -171,34 +171,10 @@ $$;
 comment on function private.breaker_record(jsonb, timestamptz) is
   E'Folds upstream attempts into the breaker window; auto-disables channels past BreakerFailurePercent of at least BreakerMinRequests attempts in BreakerWindowSeconds (reason stored) and keys with KeyDisableAuthFailures 401/403s. Never touches manually disabled channels.';
 
--- The trigger: attempts of the request rows a statement settled (pending → done) reach the window.
-create or replace function private.tg_requests__breaker()
-returns trigger
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_attempts jsonb;
-begin
-  /* why: a stream that broke after its first byte was a success at connect time, so its attempt
-     carries no error; the settled row's error_code says it failed, and it counts as a failure. */
-  select jsonb_agg(case when n.error_code = 'upstream_stream_error' and e.ord = jsonb_array_length(n.attempts)
-                        then e.a || '{"failed": true}'::jsonb else e.a end
-                   order by n.created_at, e.ord)
-    into v_attempts
-    from settled_rows n
-    join pending_rows o on o.id = n.id and o.created_at = n.created_at
-    cross join lateral jsonb_array_elements(n.attempts) with ordinality e(a, ord)
-   where o.status = 'pending' and n.status <> 'pending' and jsonb_typeof(n.attempts) = 'array';
-  if v_attempts is not null then
-    perform private.breaker_record(v_attempts, now());
-  end if;
-  return null;
-end
-$$;
-create or replace trigger _500_breaker after update on private.requests
-  referencing old table as pending_rows new table as settled_rows
-  for each statement execute function private.tg_requests__breaker();
+-- Attempts used to reach the window through a statement trigger on private.requests; settlement
+-- now hands them over itself (see private.settle), so the trigger and its function go.
+drop trigger if exists _500_breaker on private.requests;
+drop function if exists private.tg_requests__breaker();
 
 -- An operator (or a probe) re-enabling a channel starts it with an empty window and a closed breaker.
 create or replace function private.tg_channels__breaker_reset()

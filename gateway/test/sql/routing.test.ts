@@ -121,7 +121,7 @@ describe('circuit breaker', () => {
       const b = await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [f.model], groups: [f.group] });
       const fail = { channel_id: Number(f.channel.id), status: 503, ms: 10 };
       const ok = { channel_id: Number(b.id), status: 200, ms: 10 };
-      // Settled through relay_finish as the gateway would: the trigger folds the attempts.
+      // Settled through relay_finish as the gateway would: settlement folds the attempts.
       await tx`set local role elygate_gateway`;
       const t1 = await begin(tx, f.key.key, f.model);
       await tx`select gateway.relay_finish(${tx.json([outcome(t1, [fail, ok])])})`;
@@ -147,6 +147,25 @@ describe('circuit breaker', () => {
       const [{ n }] = await tx`select private.breaker_record(${tx.json(Array.from({ length: 10 }, () => ({ channel_id: Number(b.id), status: 400, ms: 1 })))}) as n`;
       expect(n).toBe(0);
       expect((await status(tx, b.id)).status).toBe('enabled');
+    });
+  });
+
+  it('a stream that broke after its first byte counts as a failed attempt of the channel that served it', async () => {
+    await withTx(async (tx) => {
+      const f = await fixture(tx);
+      await tx`set local role elygate_gateway`;
+      const ok = await begin(tx, f.key.key, f.model);
+      const broken = await begin(tx, f.key.key, f.model);
+      const served = { channel_id: Number(f.channel.id), status: 200, ms: 5 };
+      await tx`select gateway.relay_finish(${tx.json([
+        outcome(ok, [served]),
+        outcome(broken, [{ channel_id: Number(f.channel.id), status: 503, ms: 1 }, served], {
+          status: 'aborted', error_code: 'upstream_stream_error', error_message: 'upstream closed mid-stream',
+        }),
+      ])})`;
+      await tx`reset role`;
+      const [w] = await tx`select sum(ok)::int as ok, sum(failed)::int as failed from private.channel_outcomes where channel_id = ${f.channel.id}`;
+      expect(w).toEqual({ ok: 1, failed: 2 }); // the 503, and the 200 whose stream then broke
     });
   });
 
