@@ -7,8 +7,9 @@
 //      a channel on the mock, priced models, 1,001 funded users with one limited key each.
 //   2. The mock upstream (bench/mock-upstream.ts) and two gateway processes: "bare" (env
 //      ELYGATE_BARE_PROXY=1, no database on the request path) and "elygate" (everything on).
-//   3. For each scenario and target (direct to the mock, bare, elygate): a 1 s warm-up, then a
-//      measured wrk run; CPU from /proc/<pid>/stat, database round trips from /metrics.
+//   3. 5 s of unmeasured load on each gateway (JIT warm-up); then for each scenario and target
+//      (direct to the mock, bare, elygate): a 1 s warm-up, then a measured wrk run; CPU from
+//      /proc/<pid>/stat, database round trips from /metrics.
 //   4. Results: bench/results/latest.json, bench/results/plot.svg, and the results section of
 //      docs/performance.md (between its bench:results markers).
 //

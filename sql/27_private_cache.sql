@@ -174,10 +174,11 @@ set search_path = pg_catalog, pg_temp
 -- plpgsql, not sql: the insert's plan is cached for the session (it runs for every settlement batch).
 as $$
 declare
+  v_expires timestamptz := now() + make_interval(secs => private.option_int('SemanticCacheTtlSeconds'));
   v_n integer;
 begin
   insert into private.cache_entries (expires_at, scope, model, exact_hash, context_hash, prompt, embedding, answer, usage, request_id)
-  select now() + make_interval(secs => private.option_int('SemanticCacheTtlSeconds')),
+  select v_expires,
          private.cache_scope(s.user_id, s.group_name), s.model, decode(s.exact, 'hex'), decode(s.context, 'hex'),
          coalesce(s.prompt, ''), s.embedding::public.halfvec, s.answer, s.usage, s.request_id
     from jsonb_to_recordset(p_rows) as s(user_id bigint, group_name text, model text, exact text, context text,
