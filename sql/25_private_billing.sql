@@ -58,14 +58,16 @@ create or replace trigger _500_counters after insert on private.api_keys
 -- private.settle: settles a batch of outcomes. Shared by gateway.relay_finish (the gateway's group
 -- commit) and private.reservations_reap (requests whose gateway died).
 --
--- /* why */ One call per batch, whatever its size: the request rows and ledger rows are written by
--- one statement, which also sums the batch per user and per key; then each touched wallet and key
--- counter is updated ONCE with its sum. Write contention therefore grows with the number of
--- distinct users per batch, not with the request rate. Rows are locked in id order (wallets, then
--- keys) so two gateways settling overlapping batches cannot deadlock; relay_begin locks one wallet,
--- then one key, the same way. The sums travel as typed arrays, so each follow-up statement is an
--- index lookup per user or key (jsonb rows would be re-parsed and estimated at 100 rows each time).
--- Idempotent: only requests still 'pending' are settled, and the ledger is unique on request_id.
+-- /* why */ One call per batch, whatever its size: the finished request rows and ledger rows are
+-- written by one statement, which also deletes the batch's admissions and sums the batch per user
+-- and per key; then each touched wallet and key counter is updated ONCE with its sum. Write
+-- contention therefore grows with the number of distinct users per batch, not with the request
+-- rate. Rows are locked in id order (wallets, then keys) so two gateways settling overlapping
+-- batches cannot deadlock; relay_begin locks one wallet, then one key, the same way. The sums
+-- travel as typed arrays, so each follow-up statement is an index lookup per user or key (jsonb
+-- rows would be re-parsed and estimated at 100 rows each time).
+-- Idempotent: an outcome settles only by deleting its admission (private.admissions), and the
+-- ledger is unique on request_id.
 create or replace function private.settle(p_outcomes jsonb)
 returns integer
 language plpgsql volatile security definer
@@ -90,43 +92,39 @@ declare
   v_tok_minutes timestamptz[];
   v_tok_deltas bigint[];
   v_store jsonb;
-  v_from timestamptz;
-  v_to timestamptz;
   v_attempts jsonb;
 begin
-  /* why: the request log has a partition per day (LogRetentionDays of them). Bounding the lookups
-     by the batch's oldest and newest created_at lets the executor prune, at start-up, every
-     partition the batch cannot touch; a plan over all of them costs more to start than to run. */
-  select min(x.created_at), max(x.created_at) into v_from, v_to
-    from jsonb_to_recordset(p_outcomes) as x(created_at timestamptz);
-
   with o as (
-    select *
+    -- One outcome per request id, should a batch carry a request twice.
+    select distinct on (x.id) x.*
       from jsonb_to_recordset(p_outcomes) as x(
-        id uuid, created_at timestamptz, status text, http_status integer, channel_id bigint,
+        id uuid, status text, http_status integer, channel_id bigint,
         upstream_model text, prompt_tokens integer, completion_tokens integer, cached_tokens integer,
         cache_write_tokens integer, usage_source text, abort_policy text, attempts jsonb, ttfb_ms integer,
         latency_ms integer, error_code text, error_message text, embedding_tokens integer, cache_store jsonb)
   ),
+  /* why the admission is deleted first: the delete is the idempotency check. A replayed outcome,
+     or one a second gateway settles at the same moment, finds no row (the delete waits for the
+     other transaction's row lock, then sees the row gone) and settles nothing. */
+  admitted as (
+    delete from private.admissions a using o where a.id = o.id
+    returning a.*
+  ),
   pre as (
-    select o.*, r.user_id, r.key_id, r.model, r.group_name, r.reserved_micros, r.reserved_tokens, r.counted,
-           r.cache, m.input_price, m.output_price, m.cached_input_price, m.cache_write_price, m.per_call_price,
+    select o.id, a.created_at, o.status, o.http_status, o.channel_id, o.upstream_model,
+           o.prompt_tokens, a.prompt_tokens as admitted_prompt_tokens, o.completion_tokens, o.cached_tokens,
+           o.cache_write_tokens, o.usage_source, o.abort_policy, o.attempts, o.ttfb_ms, o.latency_ms,
+           o.error_code, o.error_message, o.embedding_tokens, o.cache_store,
+           a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
+           a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
+           m.input_price, m.output_price, m.cached_input_price, m.cache_write_price, m.per_call_price,
            em.input_price as embedding_price, em.per_call_price as embedding_per_call,
            coalesce(g.price_multiplier, 1) as group_multiplier,
-           coalesce(c.cost_multiplier, 1) as channel_multiplier,
-           -- Billed only when usage is known and something was delivered: an upstream error
-           -- before any content costs nothing, and error bodies are never billed.
-           (o.usage_source in ('upstream', 'estimated', 'expired') and o.prompt_tokens is not null
-            and (o.status in ('ok', 'expired') or coalesce(o.completion_tokens, 0) > 0)) as billable
+           coalesce(c.cost_multiplier, 1) as channel_multiplier
       from o
-      /* why "is not distinct from": written as "status = 'pending'" the planner may read the rows
-         through the partial index requests_pending_idx and hash them all, and that index holds an
-         entry for every admission until vacuum reaches it; this form only matches the primary key,
-         one lookup per outcome. */
-      join private.requests r on r.created_at = o.created_at and r.id = o.id and r.status is not distinct from 'pending'
-                             and r.created_at between v_from and v_to
-      left join private.models m on m.name = r.model
-      left join private.groups g on g.name = r.group_name
+      join admitted a on a.id = o.id
+      left join private.models m on m.name = a.model
+      left join private.groups g on g.name = a.group_name
       left join private.channels c on c.id = o.channel_id
       left join private.models em on em.name = v_embed_model and coalesce(o.embedding_tokens, 0) > 0
   ),
@@ -150,32 +148,31 @@ begin
                      private.cost_micros(embedding_tokens, 0, 0, 0, embedding_price, 0, null, null, embedding_per_call,
                                          group_multiplier, 1)
                    else 0 end as embedding_amount
-              from pre) p2
+              from (select pre.*,
+                           -- Billed only when usage is known and something was delivered: an upstream
+                           -- error before any content costs nothing, and error bodies are never billed.
+                           (pre.usage_source in ('upstream', 'estimated', 'expired') and pre.prompt_tokens is not null
+                            and (pre.status in ('ok', 'expired') or coalesce(pre.completion_tokens, 0) > 0)) as billable
+                      from pre) pre) p2
   ),
-  settled as (
-    update private.requests r
-       set status = p.status,
-           http_status = p.http_status,
-           channel_id = p.channel_id,
-           upstream_model = p.upstream_model,
-           prompt_tokens = coalesce(p.prompt_tokens, r.prompt_tokens),
-           completion_tokens = p.completion_tokens,
-           cached_tokens = p.cached_tokens,
-           cache_write_tokens = p.cache_write_tokens,
-           total_tokens = coalesce(p.prompt_tokens, r.prompt_tokens, 0) + coalesce(p.completion_tokens, 0),
-           usage_source = case when p.billable then p.usage_source else 'none' end,
-           attempts = coalesce(p.attempts, r.attempts),
-           ttfb_ms = p.ttfb_ms,
-           latency_ms = p.latency_ms,
-           error_code = p.error_code,
-           error_message = left(p.error_message, 2000),
-           cost_micros = p.amount,
-           embedding_tokens = p.embedding_tokens,
-           finished_at = now()
+  -- The request log gets the finished row, once. (Nothing reads its output: a data-modifying
+  -- statement in WITH runs to completion whether or not it is read.)
+  logged as (
+    insert into private.requests (id, created_at, key_id, user_id, group_name, endpoint, model, stream, client_ip,
+                                  status, http_status, channel_id, upstream_model, route_plan, attempts,
+                                  prompt_tokens, completion_tokens, total_tokens, usage_source, reserved_micros,
+                                  cost_micros, error_code, error_message, ttfb_ms, latency_ms, finished_at,
+                                  reserved_tokens, counted, cached_tokens, cache_write_tokens, cache,
+                                  cache_similarity, cache_entry_id, embedding_tokens)
+    select p.id, p.created_at, p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
+           p.status, p.http_status, p.channel_id, p.upstream_model, p.route_plan, p.attempts,
+           coalesce(p.prompt_tokens, p.admitted_prompt_tokens), p.completion_tokens,
+           coalesce(p.prompt_tokens, p.admitted_prompt_tokens, 0) + coalesce(p.completion_tokens, 0),
+           case when p.billable then p.usage_source else 'none' end, p.reserved_micros,
+           p.amount, p.error_code, left(p.error_message, 2000), p.ttfb_ms, p.latency_ms, now(),
+           p.reserved_tokens, p.counted, p.cached_tokens, p.cache_write_tokens, p.cache,
+           p.cache_similarity, p.cache_entry_id, p.embedding_tokens
       from priced p
-     where r.created_at = p.created_at and r.id = p.id and r.status is not distinct from 'pending'
-       and r.created_at between v_from and v_to
-    returning p.*
   ),
   booked as (
     insert into private.ledger (request_id, created_at, user_id, key_id, channel_id, model, group_name,
@@ -190,39 +187,39 @@ begin
            s.cached_input_price, s.cache_write_price, s.per_call_price, s.group_multiplier, s.channel_multiplier,
            s.amount, case when s.billable then s.usage_source else 'none' end, s.abort_policy, true,
            s.cache, coalesce(s.embedding_tokens, 0), s.embedding_amount
-      from settled s
+      from priced s
      where s.billable or coalesce(s.embedding_tokens, 0) > 0
     on conflict (request_id) do nothing
     returning 1
   ),
   per_user as (
     select s.user_id, sum(s.amount)::bigint as amount, sum(s.reserved_micros)::bigint as reserved
-      from settled s group by s.user_id
+      from priced s group by s.user_id
   ),
   per_key as (
     select s.key_id, sum(s.amount)::bigint as amount, sum(s.reserved_micros)::bigint as reserved, count(*)::integer as n
-      from settled s where s.counted group by s.key_id
+      from priced s where s.counted group by s.key_id
   ),
   -- Reserved token estimates are replaced with actual usage in the TPM window (per admission minute).
   per_minute as (
     select s.key_id, date_trunc('minute', s.created_at) as minute,
            sum(coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0) - s.reserved_tokens)::bigint as delta
-      from settled s where s.counted group by 1, 2
+      from priced s where s.counted group by 1, 2
   )
-  select (select count(*) from settled)::integer,
+  select (select count(*) from priced)::integer,
          u.ids, u.amounts, u.reserved, k.ids, k.amounts, k.reserved, k.n, t.keys, t.minutes, t.deltas,
          (select jsonb_agg(s.cache_store || jsonb_build_object(
                    'user_id', s.user_id, 'group_name', s.group_name, 'model', s.model, 'request_id', s.id,
                    'usage', jsonb_build_object('prompt_tokens', s.prompt_tokens, 'completion_tokens', s.completion_tokens,
                                                'cached_tokens', s.cached_tokens, 'cache_write_tokens', s.cache_write_tokens)))
-            from settled s where s.cache_store is not null and s.status = 'ok' and s.cache = 'miss'),
+            from priced s where s.cache_store is not null and s.status = 'ok' and s.cache = 'miss'),
          -- The circuit breaker's input: every upstream attempt of the settled requests. A stream that
          -- broke after its first byte was a success at connect time, so its attempt carries no error;
          -- the outcome's error_code says it failed, and its last attempt counts as a failure.
          (select jsonb_agg(case when s.error_code = 'upstream_stream_error' and e.ord = jsonb_array_length(s.attempts)
                                 then e.a || '{"failed": true}'::jsonb else e.a end
                            order by s.created_at, e.ord)
-            from settled s
+            from priced s
             cross join lateral jsonb_array_elements(s.attempts) with ordinality e(a, ord)
            where jsonb_typeof(s.attempts) = 'array')
     into v_n, v_users, v_user_amounts, v_user_reserved, v_keys, v_key_amounts, v_key_reserved, v_key_n,
@@ -278,17 +275,17 @@ begin
     end if;
   end if;
 
-  -- Outcomes whose request row is missing (an asynchronously committed admission lost in a
-  -- database crash) get their row back from the ticket they carry, with nothing reserved, and are
-  -- settled by a second pass. Never for a request already in the ledger. Only looked for when
-  -- the batch settled fewer rows than it carried (a replay of settled outcomes also lands here).
+  -- Outcomes whose admission is missing and that were never settled (an asynchronously committed
+  -- admission lost in a database crash) get it back from the ticket they carry, with nothing
+  -- reserved, and are settled by a second pass. Only looked for when the batch settled fewer rows
+  -- than it carried (a replay of settled outcomes also lands here, and finds their request rows).
   if v_n < jsonb_array_length(p_outcomes) then
-    insert into private.requests (id, created_at, key_id, user_id, group_name, endpoint, model, status, cache)
+    insert into private.admissions (id, created_at, key_id, user_id, group_name, endpoint, model, cache)
     select x.id, x.created_at, (x.ticket ->> 'key_id')::bigint, (x.ticket ->> 'user_id')::bigint,
            x.ticket ->> 'group_name', coalesce(x.ticket ->> 'endpoint', 'chat/completions'), x.ticket ->> 'model',
-           'pending', x.ticket ->> 'cache'
+           x.ticket ->> 'cache'
       from jsonb_to_recordset(p_outcomes) as x(id uuid, created_at timestamptz, ticket jsonb)
-     where x.ticket ->> 'user_id' is not null and x.ticket ->> 'model' is not null
+     where x.ticket ->> 'user_id' is not null and x.ticket ->> 'key_id' is not null and x.ticket ->> 'model' is not null
        and not exists (select 1 from private.requests r where r.created_at = x.created_at and r.id = x.id)
        and not exists (select 1 from private.ledger l where l.request_id = x.id)
     on conflict do nothing;
@@ -301,9 +298,9 @@ begin
 end
 $$;
 comment on function private.settle(jsonb) is
-  E'Settles a batch of outcomes: completes pending request rows, appends ledger rows, folds amounts into wallets and key counters once per user/key. Idempotent by request id.';
+  E'Settles a batch of outcomes: deletes their admissions, writes the finished request rows and the ledger rows, folds amounts into wallets and key counters once per user/key. Idempotent by request id.';
 
--- private.reservations_reap: settles requests whose gateway never reported back (killed
+-- private.reservations_reap: settles admissions whose gateway never reported back (killed
 -- mid-stream) at their reserved estimate, marked usage_source = 'expired'. Bounded per run.
 create or replace function private.reservations_reap(p_now timestamptz default now(), p_limit integer default 5000)
 returns integer
@@ -325,13 +322,13 @@ begin
            'error_code', 'gateway_lost', 'error_message',
            format('No outcome arrived within %s; settled at the reserved estimate.', v_ttl))), '[]'::jsonb)
     into v_outcomes
-    from (select r.id, r.created_at, r.prompt_tokens, r.reserved_tokens
-            from private.requests r
-           where r.status = 'pending' and r.created_at < p_now - v_ttl
-           order by r.created_at
+    from (select a.id, a.created_at, a.prompt_tokens, a.reserved_tokens
+            from private.admissions a
+           where a.created_at < p_now - v_ttl
+           order by a.created_at
            limit p_limit) r;
   return private.settle(v_outcomes);
 end
 $$;
 comment on function private.reservations_reap(timestamptz, integer) is
-  E'Settles requests pending longer than ReservationTtlMinutes at their reserved estimate (usage_source expired). The job behind cron elygate.reaper.';
+  E'Settles admissions older than ReservationTtlMinutes (requests whose outcome never arrived) at their reserved estimate (usage_source expired). The job behind cron elygate.reaper.';

@@ -101,7 +101,8 @@ comment on function private.cache_plan(jsonb, private.api_keys, text, text) is
 
 -- gateway.cache_lookup: the one follow-up call after the embedding. Nearest entry of the same
 -- tenant, model and context; a hit when its similarity reaches SemanticCacheThreshold. Records
--- the result on the request row.
+-- the result on the request's admission (settlement copies it to the request log). p_created_at is
+-- no longer needed (admissions are keyed by id alone) and stays for gateways of the last release.
 create or replace function gateway.cache_lookup(p_request_id uuid, p_created_at timestamptz, p_context_hash bytea, p_embedding text)
 returns jsonb
 language plpgsql volatile security definer
@@ -113,8 +114,7 @@ declare
   v_threshold real := private.option_text('SemanticCacheThreshold')::real;
   v_best record;
 begin
-  select r.user_id, r.group_name, r.model into v_req from private.requests r
-   where r.created_at = p_created_at and r.id = p_request_id and r.status = 'pending';
+  select a.user_id, a.group_name, a.model into v_req from private.admissions a where a.id = p_request_id;
   if not found then
     return null;
   end if;
@@ -132,12 +132,11 @@ begin
     into v_best
     using p_embedding, private.cache_scope(v_req.user_id, v_req.group_name), v_req.model, p_context_hash;
   if v_best.id is null or v_best.similarity < v_threshold then
-    update private.requests set cache_similarity = v_best.similarity
-     where created_at = p_created_at and id = p_request_id;
+    update private.admissions set cache_similarity = v_best.similarity where id = p_request_id;
     return jsonb_build_object('result', 'miss', 'best_similarity', v_best.similarity, 'threshold', v_threshold);
   end if;
-  update private.requests set cache = 'semantic', cache_similarity = v_best.similarity, cache_entry_id = v_best.id
-   where created_at = p_created_at and id = p_request_id;
+  update private.admissions set cache = 'semantic', cache_similarity = v_best.similarity, cache_entry_id = v_best.id
+   where id = p_request_id;
   return jsonb_build_object('result', 'semantic', 'entry_id', v_best.id, 'similarity', v_best.similarity,
                             'threshold', v_threshold, 'answer', v_best.answer, 'usage', v_best.usage,
                             'audit', random() < private.option_text('SemanticCacheAuditRate')::real);

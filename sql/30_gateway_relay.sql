@@ -60,7 +60,7 @@ comment on function private.key_check(bytea, inet, text) is
 
 -- gateway.relay_begin: the one call a request makes before the upstream.
 -- Authenticates, checks the model allowlist, plans the route, admits (wallet, key quota, RPM, TPM,
--- concurrency), reserves the estimated cost and records the request row.
+-- concurrency), reserves the estimated cost and records the admission until settlement.
 create or replace function gateway.relay_begin(
   p_request_id    uuid,
   p_key_hash      bytea,
@@ -108,7 +108,7 @@ begin
      on the hot path. Admission commits asynchronously (unless DurableAdmission): the row locks are
      released at commit, the flush follows within wal_writer_delay, and the request's own
      relay_finish (synchronous) flushes it anyway. A crash in between loses the admission, never the
-     bill: the outcome carries the ticket and private.settle re-creates a missing request row. */
+     bill: the outcome carries the ticket and private.settle re-creates a missing admission. */
   if not (v_opt ->> 'DurableAdmission')::boolean then
     perform set_config('synchronous_commit', 'off', true);
   end if;
@@ -242,9 +242,11 @@ begin
     end if;
   end if;
 
-  insert into private.requests (id, key_id, user_id, group_name, endpoint, model, stream, client_ip,
-                                prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted,
-                                cache, cache_entry_id, cache_similarity)
+  /* why a row of its own: the request log is partitioned and indexed for reading; the in-flight
+     row is small, has one index, and is deleted when settlement writes the finished request. */
+  insert into private.admissions (id, key_id, user_id, group_name, endpoint, model, stream, client_ip,
+                                  prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted,
+                                  cache, cache_entry_id, cache_similarity)
   values (p_request_id, v_key.id, v_key.user_id, v_auth.user_group, p_endpoint, p_model,
           coalesce(p_stream, false), p_client_ip, p_prompt_tokens,
           jsonb_build_object('candidates', v_plan, 'skipped', v_skipped),
@@ -268,7 +270,7 @@ begin
 end
 $$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
-  E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the request row. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
+  E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the admission (private.admissions) until settlement. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
 -- gateway.relay_finish: settles a batch of outcomes (the gateway's group commit).
 -- Idempotent by request id: a replayed outcome changes nothing.

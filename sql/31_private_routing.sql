@@ -1,6 +1,6 @@
 -- Routing: which channels may serve a request, in what order, with which key; channel config
--- checks; and the routing trace view. The circuit breaker that moves channels in and out of the
--- plan is sql/32_private_breaker.sql.
+-- checks. The circuit breaker that moves channels in and out of the plan is
+-- sql/32_private_breaker.sql.
 
 -- private.route_plan: the ordered candidates for a model and group (called by relay_begin).
 create or replace function private.route_plan(p_model text, p_group text,
@@ -124,42 +124,4 @@ $$;
 create or replace trigger _050_check_config before insert or update of config on private.channels
   for each row execute function private.tg_channels__check_config();
 
--- admin.request_routes: the routing trace, one row per step of each request.
-create or replace view admin.request_routes as
-  select r.id as request_id, r.created_at, r.model, r.status as request_status, r.http_status as request_http_status,
-         t.step, t.kind, t.channel_id, ch.name as channel_name, ch.type as channel_type, t.upstream_model,
-         t.key_ordinal, t.status, t.ms, t.detail,
-         (t.kind = 'attempt' and t.channel_id = r.channel_id and r.status = 'ok'
-          and t.step = max(t.step) filter (where t.kind = 'attempt') over (partition by r.id)) as served
-    from private.requests r
-    cross join lateral (
-      -- 1. channels the plan skipped, and why
-      select s.ord::integer as step, 'skipped'::text as kind, (s.e ->> 'channel_id')::bigint as channel_id,
-             null::text as upstream_model, null::integer as key_ordinal, null::integer as status, null::integer as ms,
-             concat_ws(': ', s.e ->> 'reason', s.e ->> 'detail') as detail
-        from jsonb_array_elements(coalesce(r.route_plan -> 'skipped', '[]'::jsonb)) with ordinality s(e, ord)
-      union all
-      -- 2. candidates in the order they were tried (or passed over by the gateway)
-      select (jsonb_array_length(coalesce(r.route_plan -> 'skipped', '[]'::jsonb)) + a.ord)::integer,
-             case when coalesce((a.e ->> 'skipped')::boolean, false) then 'passed_over' else 'attempt' end,
-             (a.e ->> 'channel_id')::bigint,
-             (select c.e ->> 'model' from jsonb_array_elements(r.route_plan -> 'candidates') c(e)
-               where c.e ->> 'channel_id' = a.e ->> 'channel_id' limit 1),
-             (a.e ->> 'key')::integer, (a.e ->> 'status')::integer, (a.e ->> 'ms')::integer,
-             concat_ws('; ', a.e ->> 'error', 'mapped from ' || (a.e ->> 'mapped_from'))
-        from jsonb_array_elements(case when jsonb_typeof(r.attempts) = 'array' then r.attempts else '[]'::jsonb end)
-             with ordinality a(e, ord)
-      union all
-      -- 3. candidates never reached (an earlier one answered, or the deadline or MaxAttempts hit)
-      select (jsonb_array_length(coalesce(r.route_plan -> 'skipped', '[]'::jsonb))
-               + coalesce(jsonb_array_length(case when jsonb_typeof(r.attempts) = 'array' then r.attempts end), 0) + c.ord)::integer,
-             'not_tried', (c.e ->> 'channel_id')::bigint, c.e ->> 'model', (c.e ->> 'key_ordinal')::integer,
-             null, null, null
-        from jsonb_array_elements(coalesce(r.route_plan -> 'candidates', '[]'::jsonb)) with ordinality c(e, ord)
-       where r.status <> 'pending'
-         and not exists (select 1 from jsonb_array_elements(case when jsonb_typeof(r.attempts) = 'array' then r.attempts else '[]'::jsonb end) a(e)
-                          where a.e ->> 'channel_id' = c.e ->> 'channel_id')
-    ) t
-    left join private.channels ch on ch.id = t.channel_id;
-comment on view admin.request_routes is
-  'The routing trace: for each request, the channels the plan skipped (and why), each attempt in order (status, ms, error, key), the candidates never tried, and which attempt served it.';
+-- The routing trace view (admin.request_routes) is in 40_admin.sql, after admin.requests it reads.

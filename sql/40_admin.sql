@@ -370,7 +370,56 @@ create or replace view admin.requests as
          r.ttfb_ms, r.latency_ms, r.error_code, r.error_message, r.route_plan, r.attempts,
          r.cached_tokens, r.cache_write_tokens, r.reserved_tokens, r.cache, r.cache_similarity, r.cache_entry_id,
          r.embedding_tokens
-    from private.requests r;
+    from private.requests r
+  union all
+  -- In flight: admitted and not settled yet (status 'pending'; settlement moves it to the log).
+  select a.id, a.created_at, null, 'pending', null, a.endpoint, a.model, null,
+         a.stream, a.user_id, a.key_id, a.group_name, null, host(a.client_ip),
+         a.prompt_tokens, null, null, null, a.reserved_micros, null,
+         null, null, null, null, a.route_plan, null,
+         null, null, a.reserved_tokens, a.cache, a.cache_similarity, a.cache_entry_id,
+         null
+    from private.admissions a;
+
+-- admin.request_routes: the routing trace, one row per step of each request.
+create or replace view admin.request_routes as
+  select r.id as request_id, r.created_at, r.model, r.status as request_status, r.http_status as request_http_status,
+         t.step, t.kind, t.channel_id, ch.name as channel_name, ch.type as channel_type, t.upstream_model,
+         t.key_ordinal, t.status, t.ms, t.detail,
+         (t.kind = 'attempt' and t.channel_id = r.channel_id and r.status = 'ok'
+          and t.step = max(t.step) filter (where t.kind = 'attempt') over (partition by r.id)) as served
+    from admin.requests r   -- in-flight requests too: their plan is known at admission
+    cross join lateral (
+      -- 1. channels the plan skipped, and why
+      select s.ord::integer as step, 'skipped'::text as kind, (s.e ->> 'channel_id')::bigint as channel_id,
+             null::text as upstream_model, null::integer as key_ordinal, null::integer as status, null::integer as ms,
+             concat_ws(': ', s.e ->> 'reason', s.e ->> 'detail') as detail
+        from jsonb_array_elements(coalesce(r.route_plan -> 'skipped', '[]'::jsonb)) with ordinality s(e, ord)
+      union all
+      -- 2. candidates in the order they were tried (or passed over by the gateway)
+      select (jsonb_array_length(coalesce(r.route_plan -> 'skipped', '[]'::jsonb)) + a.ord)::integer,
+             case when coalesce((a.e ->> 'skipped')::boolean, false) then 'passed_over' else 'attempt' end,
+             (a.e ->> 'channel_id')::bigint,
+             (select c.e ->> 'model' from jsonb_array_elements(r.route_plan -> 'candidates') c(e)
+               where c.e ->> 'channel_id' = a.e ->> 'channel_id' limit 1),
+             (a.e ->> 'key')::integer, (a.e ->> 'status')::integer, (a.e ->> 'ms')::integer,
+             concat_ws('; ', a.e ->> 'error', 'mapped from ' || (a.e ->> 'mapped_from'))
+        from jsonb_array_elements(case when jsonb_typeof(r.attempts) = 'array' then r.attempts else '[]'::jsonb end)
+             with ordinality a(e, ord)
+      union all
+      -- 3. candidates never reached (an earlier one answered, or the deadline or MaxAttempts hit)
+      select (jsonb_array_length(coalesce(r.route_plan -> 'skipped', '[]'::jsonb))
+               + coalesce(jsonb_array_length(case when jsonb_typeof(r.attempts) = 'array' then r.attempts end), 0) + c.ord)::integer,
+             'not_tried', (c.e ->> 'channel_id')::bigint, c.e ->> 'model', (c.e ->> 'key_ordinal')::integer,
+             null, null, null
+        from jsonb_array_elements(coalesce(r.route_plan -> 'candidates', '[]'::jsonb)) with ordinality c(e, ord)
+       where r.status <> 'pending'
+         and not exists (select 1 from jsonb_array_elements(case when jsonb_typeof(r.attempts) = 'array' then r.attempts else '[]'::jsonb end) a(e)
+                          where a.e ->> 'channel_id' = c.e ->> 'channel_id')
+    ) t
+    left join private.channels ch on ch.id = t.channel_id;
+comment on view admin.request_routes is
+  'The routing trace: for each request, the channels the plan skipped (and why), each attempt in order (status, ms, error, key), the candidates never tried, and which attempt served it.';
 
 create or replace view admin.ledger as
   select l.id, l.request_id, l.created_at, l.user_id, l.key_id, l.channel_id, l.model, l.prompt_tokens,

@@ -272,4 +272,4 @@ create or replace view admin.receipts as
          r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cache_write_tokens,
          r.usage_source, r.reserved_micros, r.cost_micros, l.abort_policy, l.input_price, l.output_price,
          l.group_multiplier, l.channel_multiplier
-    from private.requests r left join private.ledger l on l.request_id = r.id;
+    from admin.requests r left join private.ledger l on l.request_id = r.id;   -- in-flight requests too

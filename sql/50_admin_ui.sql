@@ -806,7 +806,7 @@ create or replace view me.api_keys as
 create or replace view me.requests as
   select r.id, r.created_at, r.status, r.http_status, r.endpoint, r.model, r.stream, r.key_id,
          r.prompt_tokens, r.completion_tokens, r.total_tokens, r.usage_source, r.cost_micros, r.latency_ms, r.error_code
-    from private.requests r
+    from admin.requests r   -- in-flight requests too
    where r.user_id = me.current_user_id();
 
 create or replace view me.daily_usage as

@@ -85,7 +85,7 @@ describe('1. database restart under steady load', () => {
       const [{ unadmitted }] = await check`
         select count(*)::int as unadmitted from unnest(${answered}::uuid[]) a(id)
          where not exists (select 1 from private.requests r where r.id = a.id)`;
-      const [{ pending }] = await check`select count(*)::int as pending from private.requests where status = 'pending'`;
+      const [{ pending }] = await check`select count(*)::int as pending from private.admissions`;
       figure('database restart', {
         outage_ms: down,
         statuses,

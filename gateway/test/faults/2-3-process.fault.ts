@@ -34,13 +34,13 @@ describe('2. kill -9 with live streams', () => {
     saveLogs('kill9', gw.output());
     const sql = db();
     const [before] = await sql`
-      select (select count(*)::int from private.requests where user_id = ${t.user.id} and status = 'pending') as open,
+      select (select count(*)::int from private.admissions where user_id = ${t.user.id}) as open,
              (select reserved_micros::bigint from private.wallets where user_id = ${t.user.id}) as reserved`;
     // The reaper (pg_cron every minute) settles requests older than ReservationTtlMinutes; run it
     // as it will run an hour later.
     const [{ n: reaped }] = await sql`select private.reservations_reap(now() + interval '61 minutes') as n`;
     const [after] = await sql`
-      select (select count(*)::int from private.requests where user_id = ${t.user.id} and status = 'pending') as open,
+      select (select count(*)::int from private.admissions where user_id = ${t.user.id}) as open,
              (select reserved_micros::bigint from private.wallets where user_id = ${t.user.id}) as reserved,
              (select count(*)::int from private.ledger where user_id = ${t.user.id} and usage_source = 'expired') as expired`;
     figure('kill -9 with live streams', { streams, open_before_reaper: before.open, reserved_before: before.reserved, reaped, open_reservations_after: after.open, reserved_after: after.reserved, expired_ledger_rows: after.expired });
@@ -99,7 +99,7 @@ describe('3. SIGTERM with live streams', () => {
     const [cut] = await db()`select status, error_code from private.requests where id = ${tooLongId}`;
     const [{ billed }] = await db()`select count(*)::int as billed from private.ledger where request_id = ${tooLongId}`;
     const [w] = await db()`select reserved_micros::bigint as reserved from private.wallets where user_id = ${t.user.id}`;
-    const [{ open }] = await db()`select count(*)::int as open from private.requests where user_id = ${t.user.id} and status = 'pending'`;
+    const [{ open }] = await db()`select count(*)::int as open from private.admissions where user_id = ${t.user.id}`;
     figure('SIGTERM with live streams (shutdown.ts)', {
       streams,
       completed: done.filter((d) => d.done).length,

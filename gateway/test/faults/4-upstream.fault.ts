@@ -59,7 +59,7 @@ async function requestRow(id: string) {
 
 async function pendingOf(userIds: number[]) {
   for (let i = 0; ; i++) {
-    const [{ pending }] = await db()`select count(*)::int as pending from private.requests where user_id = any(${userIds}) and status = 'pending'`;
+    const [{ pending }] = await db()`select count(*)::int as pending from private.admissions where user_id = any(${userIds})`;
     if (pending === 0 || i >= 100) return pending as number;
     await new Promise((res) => setTimeout(res, 30));
   }

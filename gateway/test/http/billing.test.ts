@@ -157,7 +157,7 @@ describe('10,000 mixed requests reconcile to the micro-dollar', () => {
     await gw.stop();
 
     const sql = db();
-    const [{ pending }] = await sql`select count(*)::int as pending from private.requests where user_id = ${t.user.id} and status = 'pending'`;
+    const [{ pending }] = await sql`select count(*)::int as pending from private.admissions where user_id = ${t.user.id}`;
     const [{ dupes }] = await sql`select count(*)::int as dupes from (select request_id from private.ledger where user_id = ${t.user.id} group by 1 having count(*) > 1) d`;
     const bySource = await sql`select usage_source, count(*)::int as n, sum(amount_micros)::bigint as amount from private.ledger where user_id = ${t.user.id} group by 1 order by 1`;
     // What the upstream reported, priced by the SQL formula, per request.
@@ -207,10 +207,10 @@ describe('faults', () => {
     gw.proc.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 200));
     const sql = db();
-    const [{ open }] = await sql`select count(*)::int as open from private.requests where user_id = ${t.user.id} and status = 'pending'`;
+    const [{ open }] = await sql`select count(*)::int as open from private.admissions where user_id = ${t.user.id}`;
     expect(open).toBe(8);
     await sql`select private.reservations_reap(now() + interval '61 minutes')`;
-    const [{ still }] = await sql`select count(*)::int as still from private.requests where user_id = ${t.user.id} and status = 'pending'`;
+    const [{ still }] = await sql`select count(*)::int as still from private.admissions where user_id = ${t.user.id}`;
     const [w] = await sql`select reserved_micros::int as reserved from private.wallets where user_id = ${t.user.id}`;
     const [{ billed }] = await sql`select count(*)::int as billed from private.ledger where request_id = ${doneId}`;
     const [{ expired }] = await sql`select count(*)::int as expired from private.ledger where user_id = ${t.user.id} and usage_source = 'expired'`;

@@ -321,7 +321,7 @@ describe('relaying', () => {
     expect(outcomes).toBeGreaterThanOrEqual(n);
     expect(queries).toBeLessThanOrEqual(n + batches);
     expect(batches).toBeLessThan(n / 2);
-    const [{ pending }] = await db()`select count(*)::int as pending from private.requests where user_id = ${userId} and status = 'pending'`;
+    const [{ pending }] = await db()`select count(*)::int as pending from private.admissions where user_id = ${userId}`;
     expect(pending).toBe(0);
   });
 });

@@ -199,7 +199,7 @@ describe('circuit breaker through the gateway', () => {
     // A clean window for channel a: re-enabling resets it (earlier tests failed over from a), once
     // their outcomes have all been settled.
     for (let i = 0; i < 200; i++) {
-      const [{ n }] = await db()`select count(*)::int as n from private.requests where model = ${model} and status = 'pending'`;
+      const [{ n }] = await db()`select count(*)::int as n from private.admissions where model = ${model}`;
       if (n === 0 && (await gw.metric('elygate_settle_queue_depth')) === 0) break;
       await new Promise((r) => setTimeout(r, 25));
     }

@@ -123,7 +123,7 @@ describe('cache', () => {
       await tx`select admin.option_set('SemanticCacheEnabled', 'false')`;
       const t = await begin(tx, f.key.key, f.model, req);
       expect(t.cache).toBeNull();
-      const [r] = await tx`select cache from private.requests where id = ${t.request_id}`;
+      const [r] = await tx`select cache from private.admissions where id = ${t.request_id}`;
       expect(r.cache).toBe('bypass');
     });
   });

@@ -18,7 +18,7 @@ describe('private.partitions_maintain', () => {
       await tx`select admin.option_set('PartitionDaysAhead', '3')`;
       const start = new Date('2031-03-01T12:00:00Z');
       // A row that arrived before its partition existed sits in the default partition.
-      await tx`insert into private.requests (id, created_at, endpoint, model) values (gen_random_uuid(), '2031-03-05T10:00:00Z', 'chat/completions', 'm')`;
+      await tx`insert into private.requests (id, created_at, endpoint, model, status) values (gen_random_uuid(), '2031-03-05T10:00:00Z', 'chat/completions', 'm', 'ok')`;
       for (let d = 0; d < 40; d++) {
         const now = new Date(start.getTime() + d * 86400000);
         await tx`select private.partitions_maintain(${now.toISOString()})`;

@@ -84,7 +84,7 @@ describe('route plan', () => {
       await tx`update private.channel_keys set status = 'disabled' where channel_id = ${keyless.id}`;
       const t = await begin(tx, f.key.key, f.model);
       expect(t.plan.map((p: any) => p.channel_id)).toEqual([Number(f.channel.id)]);
-      const [row] = await tx`select route_plan from private.requests where id = ${t.request_id}`;
+      const [row] = await tx`select route_plan from private.admissions where id = ${t.request_id}`;
       expect(row.route_plan.skipped.sort((a: any, b: any) => a.channel_id - b.channel_id)).toEqual([
         { channel_id: Number(manual.id), reason: 'manually_disabled', detail: 'maintenance' },
         { channel_id: Number(broken.id), reason: 'breaker_open', detail: 'circuit breaker: 9 of 10 failed' },

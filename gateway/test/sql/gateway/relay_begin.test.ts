@@ -27,7 +27,7 @@ async function fixture(tx: TransactionSql, keyFields: Record<string, unknown> = 
 const asGateway = <T>(fn: (tx: TransactionSql) => Promise<T>) => withTx(fn);
 
 describe('gateway.relay_begin', () => {
-  it('admits a valid key and returns a ticket with the plan and the request row', async () => {
+  it('admits a valid key and returns a ticket with the plan, recording the admission', async () => {
     await asGateway(async (tx) => {
       const f = await fixture(tx);
       await tx`set local role elygate_gateway`;
@@ -35,8 +35,12 @@ describe('gateway.relay_begin', () => {
       expect(t.plan).toEqual([{ channel_id: Number(f.channel.id), version: expect.any(Number), model: f.model, key_index: 0, key_ordinal: 1, multiplier: "1.000000" }]);
       expect(Number(t.user_id)).toBe(Number(f.user.id));
       await tx`reset role`;
-      const [row] = await tx`select status, model, endpoint from private.requests where id = ${t.request_id}`;
-      expect(row).toEqual({ status: 'pending', model: f.model, endpoint: 'chat/completions' });
+      const [row] = await tx`select model, endpoint, reserved_micros::int from private.admissions where id = ${t.request_id}`;
+      expect(row).toEqual({ model: f.model, endpoint: 'chat/completions', reserved_micros: Number(t.reserved_micros) });
+      // The request log only holds finished requests; admin.requests shows this one as pending.
+      expect(await tx`select 1 from private.requests where id = ${t.request_id}`).toHaveLength(0);
+      const [shown] = await tx`select status, model from admin.requests where id = ${t.request_id}`;
+      expect(shown).toEqual({ status: 'pending', model: f.model });
     });
   });
 
@@ -171,7 +175,7 @@ describe('gateway.relay_begin', () => {
         [Number(f.channel.id), f.model],
       ]);
       await tx`reset role`;
-      const [row] = await tx`select route_plan from private.requests where id = ${t.request_id}`;
+      const [row] = await tx`select route_plan from private.admissions where id = ${t.request_id}`;
       expect(row.route_plan.skipped).toEqual([{ channel_id: Number(disabled.id), reason: 'manually_disabled' }]);
     });
   });
