@@ -223,7 +223,9 @@ async function metrics(url) {
   for (const m of text.matchAll(/^elygate_db_queries_total\{function="([^"]+)"\} (\d+)$/gm)) byFunction[m[1]] = Number(m[2]);
   return {
     queries: get('elygate_db_queries_total'),
-    begin: get('elygate_db_queries_total{function="relay_begin"}'),
+    // Requests sent for admission, and the calls that carried them (a busy gateway batches them).
+    begin: get('elygate_admissions_total'),
+    admitCalls: get('elygate_admission_calls_total{kind="single"}') + get('elygate_admission_calls_total{kind="batch"}'),
     finish: get('elygate_db_queries_total{function="relay_finish"}'),
     outcomes: get('elygate_settled_outcomes_total'),
     queue: get('elygate_settle_queue_depth'),
@@ -231,7 +233,7 @@ async function metrics(url) {
   };
 }
 
-/** Waits until every request that called relay_begin has its outcome settled (a batch still in
+/** Waits until every request that was admitted has its outcome settled (a batch still in
  *  flight is not in the queue depth, so compare the two counters). */
 async function waitSettled(url) {
   let last = null;
@@ -500,7 +502,7 @@ async function main() {
         const pgC1 = cpuOf(clusterPids(postmaster));
         const mk1 = cpuUs(mock.pid);
         const m1 = gw ? await metrics(gw.url) : null;
-        // Requests the gateway handled: every relay_begin is settled by exactly one outcome,
+        // Requests the gateway handled: every admission is settled by exactly one outcome,
         // including the connections wrk cuts at the end of its run (which it does not count).
         const settledOutcomes = gw ? m1.outcomes - m0.outcomes : 0;
         const n = settledOutcomes > 0 ? settledOutcomes : w.requests || 1;
@@ -527,13 +529,17 @@ async function main() {
           const d = (k) => m1[k] - m0[k];
           r.handled = n;
           r.db_round_trips_per_req = d('queries') / n;
-          r.relay_begin_per_req = d('begin') / n;
+          r.relay_begin_per_req = d('admitCalls') / n;   // admission round trips (relay_begin or _batch) per request
+          r.requests_per_admission_call = d('admitCalls') > 0 ? d('begin') / d('admitCalls') : null;
+          // A request's own critical path: the one admission call it waited for (shared or not), plus
+          // any other query made for it alone (cache_lookup); relay_finish is off the path.
+          r.critical_rt_per_req = (d('queries') - d('finish') - d('admitCalls') + d('begin')) / n;
           r.relay_finish_calls = d('finish');
           r.outcomes_per_finish = d('finish') > 0 ? d('outcomes') / d('finish') : null;
           r.other_queries = Object.fromEntries(
             Object.entries(m1.byFunction)
               .map(([f, v]) => [f, v - (m0.byFunction[f] ?? 0)])
-              .filter(([f, v]) => v > 0 && f !== 'relay_begin' && f !== 'relay_finish'),
+              .filter(([f, v]) => v > 0 && f !== 'relay_begin' && f !== 'relay_begin_batch' && f !== 'relay_finish'),
           );
           // The bare gateway still loads its options and runs the 30 s maintenance check; what must
           // be absent is the request path's database work.

@@ -272,6 +272,77 @@ $$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
   E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the admission (private.admissions) until settlement. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
+-- gateway.relay_begin_batch: several admissions in one round trip, for a gateway whose admission
+-- calls are all in flight when more requests arrive (its natural batching; AdmissionConcurrency).
+-- Each element is relay_begin's arguments as JSON: {"id", "key_hash" (hex), "model", "endpoint",
+-- "stream", "client_ip", "prompt_tokens", "max_tokens", "cache"}. One row per element, in any
+-- order, matched by idx (1-based); a refusal is that row's error (its SQLSTATE, message, detail,
+-- hint and column), never the batch's.
+create or replace function gateway.relay_begin_batch(p_requests jsonb)
+returns table (idx integer, request_id uuid, created_at timestamptz, user_id bigint, key_id bigint, group_name text,
+               reserved_micros bigint, plan jsonb, price jsonb, cache jsonb, error jsonb)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_max integer := private.option_int('AdmissionBatchMax');
+  v_req record;
+  v_ticket gateway.relay_ticket;
+  v_state text;
+  v_message text;
+  v_detail text;
+  v_hint text;
+  v_column text;
+begin
+  if jsonb_typeof(p_requests) is distinct from 'array' or jsonb_array_length(p_requests) > v_max then
+    raise exception using errcode = 'BADRQ',
+      message = format('relay_begin_batch takes a JSON array of at most AdmissionBatchMax (%s) requests.', v_max);
+  end if;
+  /* why this order: every admission locks its owner's wallet, then its key's counters, and holds
+     them to the end of the batch. Taken in (owner, key) order, as settlement takes wallets then
+     keys in id order, two batches or a batch and a settlement can never wait on each other in a
+     circle. */
+  for v_req in
+    select e.ord::integer as ord, e.r, k.user_id
+      from jsonb_array_elements(p_requests) with ordinality e(r, ord)
+      left join private.api_keys k on k.key_hash = decode(e.r ->> 'key_hash', 'hex')
+     order by k.user_id nulls last, k.id, e.ord
+  loop
+    /* why a block per element: a refusal raises inside relay_begin, and the block's subtransaction
+       undoes that element's writes alone. (At most AdmissionBatchMax of them, within PostgreSQL's
+       64 cached subtransactions per transaction.) */
+    begin
+      v_ticket := gateway.relay_begin((v_req.r ->> 'id')::uuid, decode(v_req.r ->> 'key_hash', 'hex'),
+                                      v_req.r ->> 'model', v_req.r ->> 'endpoint', (v_req.r ->> 'stream')::boolean,
+                                      (v_req.r ->> 'client_ip')::inet, (v_req.r ->> 'prompt_tokens')::integer,
+                                      (v_req.r ->> 'max_tokens')::integer, v_req.r -> 'cache');
+      idx := v_req.ord;
+      request_id := v_ticket.request_id;
+      created_at := v_ticket.created_at;
+      user_id := v_ticket.user_id;
+      key_id := v_ticket.key_id;
+      group_name := v_ticket.group_name;
+      reserved_micros := v_ticket.reserved_micros;
+      plan := v_ticket.plan;
+      price := v_ticket.price;
+      cache := v_ticket.cache;
+      error := null;
+    exception when others then
+      get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
+                              v_hint = pg_exception_hint, v_column = column_name;
+      idx := v_req.ord;
+      request_id := null; created_at := null; user_id := null; key_id := null; group_name := null;
+      reserved_micros := null; plan := null; price := null; cache := null;
+      error := jsonb_build_object('code', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
+                                  'hint', nullif(v_hint, ''), 'column', nullif(v_column, ''));
+    end;
+    return next;
+  end loop;
+end
+$$;
+comment on function gateway.relay_begin_batch(jsonb) is
+  E'relay_begin for up to AdmissionBatchMax requests in one round trip and one transaction: one row per request (idx = its 1-based position), with the ticket or, for a refused request, error = {code, message, detail, hint, column}. Admissions are taken in owner and key order so batches and settlements cannot deadlock.';
+
 -- gateway.relay_finish: settles a batch of outcomes (the gateway's group commit).
 -- Idempotent by request id: a replayed outcome changes nothing.
 create or replace function gateway.relay_finish(p_outcomes jsonb)

@@ -2,6 +2,7 @@
 // made by the gateway.* function the route calls.
 import { Elysia } from 'elysia';
 import { sql, dbStats } from './db';
+import { admissionStats } from './admission';
 import { GatewayError, toGatewayError } from './errors';
 import { sha256 } from './crypto';
 import { options } from './snapshot';
@@ -228,6 +229,13 @@ function metrics(): string {
     '# TYPE elygate_db_queries_total counter',
     `elygate_db_queries_total ${dbStats.queries}`,
     ...[...dbStats.byFunction].map(([fn, n]) => `elygate_db_queries_total{function="${fn}"} ${n}`),
+    '# HELP elygate_admissions_total Requests sent for admission (by relay_begin or relay_begin_batch).',
+    '# TYPE elygate_admissions_total counter',
+    `elygate_admissions_total ${admissionStats.requests}`,
+    '# HELP elygate_admission_calls_total Admission round trips: single relay_begin calls and relay_begin_batch calls.',
+    '# TYPE elygate_admission_calls_total counter',
+    `elygate_admission_calls_total{kind="single"} ${admissionStats.singleCalls}`,
+    `elygate_admission_calls_total{kind="batch"} ${admissionStats.batchCalls}`,
     '# HELP elygate_settle_batches_total relay_finish calls that succeeded.',
     '# TYPE elygate_settle_batches_total counter',
     `elygate_settle_batches_total ${settleStats.batches}`,

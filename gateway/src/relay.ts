@@ -7,6 +7,7 @@
 // a byte reached the client, never on other 4xx answers, never on content-policy refusals. Each
 // try is recorded in the outcome's attempts; the database folds them into the circuit breaker.
 import { sql } from './db';
+import { admit } from './admission';
 import { GatewayError } from './errors';
 import { channelsFor, isRetryableStatus, options, type Channel, type PlanEntry } from './snapshot';
 import { queueOutcome, type Attempt, type Outcome } from './settle';
@@ -139,11 +140,19 @@ export async function relay(input: RelayInput): Promise<Response> {
   // The one round trip before the upstream.
   const [ticket] = bareChannel
     ? [{ request_id: input.requestId, created_at: '', plan: [{ channel_id: 0, version: 0, model: body.model }], price: null, cache: null } as unknown as Ticket]
-    : ((await sql`
-        select * from gateway.relay_begin(${input.requestId}, ${input.keyHash}, ${body.model}, ${input.endpoint},
-                                          ${stream}, ${input.clientIp}, ${promptEstimate(body)}, ${maxTokens},
-                                          ${cacheReq ? sql.json({ exact: cacheReq.exact, context: cacheReq.context, semantic: cacheReq.semantic }) : null})
-      `) as unknown as Ticket[]);
+    : [
+        await admit<Ticket>({
+          id: input.requestId,
+          keyHash: input.keyHash,
+          model: body.model,
+          endpoint: input.endpoint,
+          stream,
+          clientIp: input.clientIp,
+          promptTokens: promptEstimate(body),
+          maxTokens,
+          cache: cacheReq ? { exact: cacheReq.exact, context: cacheReq.context, semantic: cacheReq.semantic } : null,
+        }),
+      ];
 
   const channels = bareChannel ? new Map([[0, bareChannel]]) : await channelsFor(ticket.plan);
   const attempts: RouteAttempt[] = [];

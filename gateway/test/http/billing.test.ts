@@ -284,3 +284,40 @@ describe('faults', () => {
     }
   }, 60_000);
 });
+
+describe('admission batching', () => {
+  it('requests arriving while every admission call is busy go in one batch; each keeps its own answer', async () => {
+    const sql = db();
+    const t = await tenant(sql);
+    const poor = await tenant(sql, 1); // 1 micro-USD covers no reservation: 429 insufficient_quota
+    await sql`select admin.option_set('AdmissionConcurrency', '1')`;
+    const gw = await startGateway();
+    try {
+      const body = (model: string) => ({ model, messages: [{ role: 'user', content: 'batch me' }], max_tokens: 5 });
+      const sends = [
+        ...Array.from({ length: 24 }, () => ({ kind: 'ok', p: post(gw, t.key, body(t.model)) })),
+        ...Array.from({ length: 4 }, () => ({ kind: 'nokey', p: post(gw, 'sk-not-a-real-key', body(t.model)) })),
+        ...Array.from({ length: 4 }, () => ({ kind: 'poor', p: post(gw, poor.key, body(poor.model)) })),
+      ];
+      const results = await Promise.all(sends.map(async (s) => {
+        const res = await s.p;
+        const json: any = await res.json();
+        return { kind: s.kind, status: res.status, code: json.error?.code ?? null, id: res.headers.get('x-request-id') };
+      }));
+      expect(results.filter((r) => r.kind === 'ok').map((r) => r.status)).toEqual(Array(24).fill(200));
+      expect(results.filter((r) => r.kind === 'nokey').map((r) => [r.status, r.code])).toEqual(Array(4).fill([401, 'invalid_api_key']));
+      expect(results.filter((r) => r.kind === 'poor').map((r) => [r.status, r.code])).toEqual(Array(4).fill([429, 'insufficient_quota']));
+      expect(await gw.metric('elygate_admission_calls_total{kind="batch"}')).toBeGreaterThan(0);
+      expect(await gw.metric('elygate_admissions_total')).toBe(32);
+      await settledAll(gw);
+      const ids = results.filter((r) => r.kind === 'ok').map((r) => r.id);
+      const [{ billed }] = await sql`select count(*)::int as billed from private.ledger where request_id = any(${ids}::uuid[])`;
+      expect(billed).toBe(24);
+      const [{ open }] = await sql`select count(*)::int as open from private.admissions where user_id = ${t.user.id}`;
+      expect(open).toBe(0);
+    } finally {
+      await gw.stop();
+      await sql`select admin.option_set('AdmissionConcurrency', '4')`;
+    }
+  });
+});

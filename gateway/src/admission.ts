@@ -1,0 +1,121 @@
+// Admission: the one database round trip a request makes before its upstream, batched when the
+// gateway is busy. Up to AdmissionConcurrency calls are in flight at once; a request that arrives
+// while all of them are busy waits for the next free one and goes with every other waiting
+// request in one gateway.relay_begin_batch call (up to AdmissionBatchMax). A lone request never
+// waits for company: at low load every admission is a plain gateway.relay_begin.
+//
+// /* why */ Each call costs PostgreSQL a protocol exchange, a transaction and its commit whatever it
+// carries; under load those were a third of an admission's database time (docs/performance.md).
+import type postgres from 'postgres';
+import { sql } from './db';
+import { options } from './snapshot';
+
+export interface AdmitArgs {
+  id: string;
+  keyHash: Buffer | null;
+  model: string;
+  endpoint: string;
+  stream: boolean;
+  clientIp: string | null;
+  promptTokens: number | null;
+  maxTokens: number | null;
+  cache: { exact: string; context: string; semantic: boolean } | null;
+}
+
+/** A refusal or failure of one request of a batch, shaped like the driver's error for a single call. */
+export class AdmissionError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly detail?: string,
+    readonly hint?: string,
+    readonly column_name?: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Waiting {
+  args: AdmitArgs;
+  resolve: (ticket: any) => void;
+  reject: (err: unknown) => void;
+}
+
+const waiting: Waiting[] = [];
+let inFlight = 0;
+/** Admission calls and the requests they carried, for /metrics and the benchmark. */
+export const admissionStats = { requests: 0, singleCalls: 0, batchCalls: 0 };
+
+export function admit<T>(args: AdmitArgs): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    waiting.push({ args, resolve, reject });
+    pump();
+  });
+}
+
+function pump(): void {
+  const lanes = Math.max(1, Number(options.AdmissionConcurrency) || 4);
+  const max = Math.max(1, Math.min(64, Number(options.AdmissionBatchMax) || 32));
+  while (waiting.length > 0 && inFlight < lanes) {
+    const batch = waiting.splice(0, max);
+    inFlight++;
+    admissionStats.requests += batch.length;
+    const call = batch.length === 1 ? single(batch[0]) : many(batch);
+    call.finally(() => {
+      inFlight--;
+      pump();
+    });
+  }
+}
+
+async function single(w: Waiting): Promise<void> {
+  admissionStats.singleCalls++;
+  const a = w.args;
+  try {
+    const [ticket] = await sql`
+      select * from gateway.relay_begin(${a.id}, ${a.keyHash}, ${a.model}, ${a.endpoint}, ${a.stream},
+                                        ${a.clientIp}, ${a.promptTokens}, ${a.maxTokens},
+                                        ${a.cache ? sql.json(a.cache) : null})`;
+    w.resolve(ticket);
+  } catch (err) {
+    w.reject(err);
+  }
+}
+
+async function many(batch: Waiting[]): Promise<void> {
+  admissionStats.batchCalls++;
+  const body = batch.map(({ args: a }) => ({
+    id: a.id,
+    key_hash: a.keyHash ? a.keyHash.toString('hex') : null,
+    model: a.model,
+    endpoint: a.endpoint,
+    stream: a.stream,
+    client_ip: a.clientIp,
+    prompt_tokens: a.promptTokens,
+    max_tokens: a.maxTokens,
+    cache: a.cache,
+  }));
+  let rows: any[];
+  try {
+    rows = await sql`select * from gateway.relay_begin_batch(${sql.json(body as postgres.JSONValue)})`;
+  } catch (err) {
+    for (const w of batch) w.reject(err);
+    return;
+  }
+  const answered = new Set<number>();
+  for (const row of rows) {
+    const w = batch[row.idx - 1];
+    if (!w || answered.has(row.idx)) continue;
+    answered.add(row.idx);
+    if (row.error) {
+      const e = row.error;
+      w.reject(new AdmissionError(e.message, e.code, e.detail ?? undefined, e.hint ?? undefined, e.column ?? undefined));
+    } else {
+      const { idx: _idx, error: _error, ...ticket } = row;
+      w.resolve(ticket);
+    }
+  }
+  batch.forEach((w, i) => {
+    if (!answered.has(i + 1)) w.reject(new AdmissionError('relay_begin_batch returned no row for this request.', 'XX000'));
+  });
+}

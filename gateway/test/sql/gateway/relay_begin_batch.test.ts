@@ -1,0 +1,146 @@
+// gateway.relay_begin_batch: several admissions in one call. Each element is admitted or refused on
+// its own (a refusal undoes that element's writes only), answers come back by position, and
+// concurrent batches and settlements, whatever order their requests come in, never deadlock.
+import { afterAll, describe, expect, it } from 'vitest';
+import postgres from 'postgres';
+import { randomUUID } from 'node:crypto';
+import { closeDb, createChannel, createGroup, createKey, createUser, databaseUrl, db, masterKey, sha256, unique, withTx } from '../../support/db';
+
+afterAll(closeDb);
+
+/** A group with a channel for a model priced at 1 micro-USD per input token and 2 per output token. */
+async function priced(q: any) {
+  const group = await createGroup(q);
+  const model = unique('batch');
+  await q`select admin.model_upsert(${q.json({ name: model, input_price: 1_000_000, output_price: 2_000_000 } as never)})`;
+  await createChannel(q, { base_url: 'http://127.0.0.1:9', models: [model], groups: [group] });
+  return { group, model };
+}
+
+async function fundedUser(q: any, group: string, balance: number) {
+  const user = await createUser(q, { group });
+  if (balance) await q`select admin.wallet_credit(${q.json({ user_id: user.id, amount_micros: balance })})`;
+  return user;
+}
+
+/** One element of a batch: 10 prompt tokens + max_tokens 10 reserve 30 micro-USD at these prices. */
+const req = (key: string | null, model: string, extra: Record<string, unknown> = {}) => ({
+  id: randomUUID(),
+  key_hash: key === null ? null : sha256(key).toString('hex'),
+  model,
+  endpoint: 'chat/completions',
+  stream: false,
+  client_ip: '127.0.0.1',
+  prompt_tokens: 10,
+  max_tokens: 10,
+  ...extra,
+});
+
+const batch = async (q: any, elements: unknown[]) =>
+  (await q`select idx, request_id, reserved_micros::int as reserved, plan, error
+             from gateway.relay_begin_batch(${q.json(elements as never)}) order by idx`) as any[];
+
+describe('gateway.relay_begin_batch', () => {
+  it('admits or refuses each element on its own, answering by position', async () => {
+    await withTx(async (tx) => {
+      const { group, model } = await priced(tx);
+      const user = await fundedUser(tx, group, 1_000);
+      const good = await createKey(tx, { user_id: user.id });
+      const narrow = await createKey(tx, { user_id: user.id, allowed_models: ['something-else'] });
+      const elements = [req(good.key, model), req('sk-not-a-key', model), req(narrow.key, model), req(null, model), req(good.key, 'no-such-model'), req(good.key, model)];
+      await tx`set local role elygate_gateway`;
+      const rows = await batch(tx, elements);
+      await tx`reset role`;
+      expect(rows.map((r) => r.idx)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(rows.map((r) => r.error?.code ?? 'ok')).toEqual(['ok', 'NOKEY', 'MDENY', 'NOKEY', 'NOMDL', 'ok']);
+      expect(rows[0].request_id).toBe(elements[0].id);
+      expect(rows[5].request_id).toBe(elements[5].id);
+      expect(rows[0].reserved).toBe(30);
+      expect(rows[0].plan).toHaveLength(1);
+      // The refusal carries what the gateway turns into an OpenAI error.
+      expect(rows[2].error).toMatchObject({ code: 'MDENY', column: 'model', message: expect.stringContaining('not allowed to use the model') });
+      expect(rows[1].error).toMatchObject({ hint: expect.stringContaining('admin.key_create') });
+      expect(rows[1].request_id).toBeNull();
+      const admitted = await tx`select id from private.admissions where id = any(${elements.map((e) => e.id)}::uuid[]) order by id`;
+      expect(admitted.map((r) => r.id).sort()).toEqual([elements[0].id, elements[5].id].sort());
+      const [w] = await tx`select reserved_micros::int as reserved from private.wallets where user_id = ${user.id}`;
+      expect(w.reserved).toBe(60);
+    });
+  });
+
+  it("undoes a refused element's writes and keeps the others' (wallet, key counters)", async () => {
+    await withTx(async (tx) => {
+      const { group, model } = await priced(tx);
+      const user = await fundedUser(tx, group, 70);   // two reservations of 30 fit, a third does not
+      const key = await createKey(tx, { user_id: user.id, concurrency_limit: 10, rpm_limit: 100 });
+      const rows = await batch(tx, [req(key.key, model), req(key.key, model), req(key.key, model)]);
+      expect(rows.map((r) => r.error?.code ?? 'ok')).toEqual(['ok', 'ok', 'QUOTA']);
+      const [w] = await tx`select reserved_micros::int as reserved from private.wallets where user_id = ${user.id}`;
+      expect(w.reserved).toBe(60);
+      const [k] = await tx`select inflight, reserved_micros::int as reserved, minute_requests from private.key_counters where key_id = ${key.id}`;
+      expect(k).toEqual({ inflight: 2, reserved: 60, minute_requests: 2 });
+
+      // A refusal after the wallet was written (the key's concurrency) undoes the wallet too.
+      const capped = await createKey(tx, { user_id: (await fundedUser(tx, group, 1_000)).id, concurrency_limit: 1 });
+      const rows2 = await batch(tx, [req(capped.key, model), req(capped.key, model)]);
+      expect(rows2.map((r) => r.error?.code ?? 'ok')).toEqual(['ok', 'RLIMT']);
+      expect(rows2[1].error.detail).toBe('retry_after=1');
+      const [w2] = await tx`select w.reserved_micros::int as reserved from private.wallets w
+                             join private.api_keys k on k.user_id = w.user_id where k.id = ${capped.id}`;
+      expect(w2.reserved).toBe(30);
+    });
+  });
+
+  it('refuses a batch larger than AdmissionBatchMax, or not an array', async () => {
+    await withTx(async (tx) => {
+      await tx`select admin.option_set('AdmissionBatchMax', '2')`;
+      const { model } = await priced(tx);
+      const err = await batch(tx, [req('a', model), req('b', model), req('c', model)]).catch((e) => e);
+      expect(err.code).toBe('BADRQ');
+      expect(err.message).toContain('AdmissionBatchMax (2)');
+    });
+    await withTx(async (tx) => {
+      const err = await tx`select * from gateway.relay_begin_batch('{"id": 1}'::jsonb)`.catch((e) => e);
+      expect(err.code).toBe('BADRQ');
+    });
+  });
+
+  it('concurrent batches and settlements in any order never deadlock, and leave reservations exact', async () => {
+    const sql = db();
+    const { group, model } = await priced(sql);
+    const users = await Promise.all([0, 1, 2, 3].map(() => fundedUser(sql, group, 10_000_000)));
+    const keys: string[] = [];
+    for (const u of users) for (let i = 0; i < 2; i++) keys.push((await createKey(sql, { user_id: u.id, concurrency_limit: 1000, quota_micros: 10_000_000 })).key);
+    const pool = postgres(databaseUrl, { max: 8, onnotice: () => {}, connection: { 'elygate.master_key': masterKey } as Record<string, string> });
+    const failures: string[] = [];
+    try {
+      const worker = async () => {
+        for (let round = 0; round < 8; round++) {
+          // Every key twice, shuffled: the batch meets other batches' owners in every order.
+          const elements = [...keys, ...keys].sort(() => Math.random() - 0.5).map((k) => req(k, model));
+          const rows = await batch(pool, elements).catch((e) => {
+            failures.push(`${e.code}: ${e.message}`);
+            return [];
+          });
+          for (const r of rows) if (r.error) failures.push(`${r.error.code}: ${r.error.message}`);
+          const admitted = rows.filter((r) => !r.error);
+          const tickets = await pool`select id, created_at::text as created_at from private.admissions where id = any(${admitted.map((r) => r.request_id)}::uuid[])`;
+          // Settle half now, in another order; the rest stay open.
+          const outcomes = tickets.slice(0, Math.ceil(tickets.length / 2)).reverse()
+            .map((t) => ({ id: t.id, created_at: t.created_at, status: 'ok', http_status: 200, prompt_tokens: 10, completion_tokens: 5, usage_source: 'upstream' }));
+          await pool`select gateway.relay_finish(${pool.json(outcomes as never)})`.catch((e) => failures.push(`settle ${e.code}: ${e.message}`));
+        }
+      };
+      await Promise.all(Array.from({ length: 6 }, worker));
+    } finally {
+      await pool.end();
+    }
+    expect(failures).toEqual([]);
+    const ids = users.map((u) => u.id);
+    const drift = await sql`
+      select w.user_id, w.reserved_micros::int as reserved, coalesce(sum(a.reserved_micros), 0)::int as open
+        from private.wallets w left join private.admissions a on a.user_id = w.user_id
+       where w.user_id = any(${ids}) group by 1, 2 having w.reserved_micros <> coalesce(sum(a.reserved_micros), 0)`;
+    expect(drift).toEqual([]);
+  });
+});
