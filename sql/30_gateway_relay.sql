@@ -217,7 +217,8 @@ begin
     if not found then
       select k.used_micros, k.reserved_micros, k.inflight into v_counter from private.key_counters k where k.key_id = v_key.id;
       if v_key.concurrency_limit is not null and v_counter.inflight >= v_key.concurrency_limit then
-        raise exception using errcode = 'RLIMT', detail = 'retry_after=1',
+        -- reason=concurrency: the gateway may settle answered requests of this key and ask again.
+        raise exception using errcode = 'RLIMT', detail = 'retry_after=1 reason=concurrency',
           message = format('Rate limit reached: this key allows %s concurrent requests and %s are in flight.',
                            v_key.concurrency_limit, v_counter.inflight);
       end if;

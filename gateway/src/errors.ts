@@ -65,6 +65,12 @@ interface PgLikeError {
   errno?: string;
 }
 
+/** relay_begin refused the request because its key is at its concurrency_limit. */
+export function isConcurrencyRefusal(err: unknown): boolean {
+  const pg = (err ?? {}) as PgLikeError;
+  return pg.code === 'RLIMT' && /(?:^|\s)reason=concurrency(?:\s|$)/.test(pg.detail ?? '');
+}
+
 export function isConnectionError(err: PgLikeError): boolean {
   const code = err.code ?? '';
   return (

@@ -8,9 +8,9 @@
 // try is recorded in the outcome's attempts; the database folds them into the circuit breaker.
 import { sql } from './db';
 import { admit } from './admission';
-import { GatewayError } from './errors';
+import { GatewayError, isConcurrencyRefusal } from './errors';
 import { channelsFor, isRetryableStatus, options, type Channel, type PlanEntry } from './snapshot';
-import { queueOutcome, type Attempt, type Outcome } from './settle';
+import { queueOutcome, settleNowFor, type Attempt, type Outcome } from './settle';
 import { newWatch, noteDelivered, openAiSseFilter, sseFormat, sseParser, type SseWatch } from './sse';
 import { promptEstimate } from './usage';
 import { usageFields } from './outcome';
@@ -138,21 +138,34 @@ export async function relay(input: RelayInput): Promise<Response> {
       : null;
 
   // The one round trip before the upstream.
-  const [ticket] = bareChannel
-    ? [{ request_id: input.requestId, created_at: '', plan: [{ channel_id: 0, version: 0, model: body.model }], price: null, cache: null } as unknown as Ticket]
-    : [
-        await admit<Ticket>({
-          id: input.requestId,
-          keyHash: input.keyHash,
-          model: body.model,
-          endpoint: input.endpoint,
-          stream,
-          clientIp: input.clientIp,
-          promptTokens: promptEstimate(body),
-          maxTokens,
-          cache: cacheReq ? { exact: cacheReq.exact, context: cacheReq.context, semantic: cacheReq.semantic } : null,
-        }),
-      ];
+  const keyRef = input.keyHash ? input.keyHash.toString('hex') : undefined;
+  const admitThis = () =>
+    admit<Ticket>({
+      id: input.requestId,
+      keyHash: input.keyHash,
+      model: body.model,
+      endpoint: input.endpoint,
+      stream,
+      clientIp: input.clientIp,
+      promptTokens: promptEstimate(body),
+      maxTokens,
+      cache: cacheReq ? { exact: cacheReq.exact, context: cacheReq.context, semantic: cacheReq.semantic } : null,
+    });
+  let ticket: Ticket;
+  if (bareChannel) {
+    ticket = { request_id: input.requestId, created_at: '', plan: [{ channel_id: 0, version: 0, model: body.model }], price: null, cache: null } as unknown as Ticket;
+  } else {
+    try {
+      ticket = await admitThis();
+    } catch (err) {
+      /* why: a key's concurrency_limit counts a request until it is settled, a few ms after its
+         answer. A client that waits for each answer before it sends the next would otherwise be
+         refused in between. If this process still holds answered requests of the key, settle them
+         now and ask once more. */
+      if (!(keyRef && isConcurrencyRefusal(err) && (await settleNowFor(keyRef)))) throw err;
+      ticket = await admitThis();
+    }
+  }
 
   const channels = bareChannel ? new Map([[0, bareChannel]]) : await channelsFor(ticket.plan);
   const attempts: RouteAttempt[] = [];
@@ -179,7 +192,7 @@ export async function relay(input: RelayInput): Promise<Response> {
       embedding_tokens: cache?.embeddingTokens || null,
       ticket: { user_id: ticket.user_id, key_id: ticket.key_id, group_name: ticket.group_name, model: body.model, endpoint: input.endpoint, cache: cache?.result ?? null },
       ...o,
-    });
+    }, keyRef);
   };
   // x-elygate-cache on every chat answer: miss | exact | semantic; similarity=… | off (opted out or disabled).
   if (cacheReq) cacheResults.inc({ result: ticket.cache ? ticket.cache.result : 'bypass' });

@@ -52,6 +52,11 @@ export interface Outcome {
 export const settleStats = { batches: 0, settled: 0, failures: 0, spooledBatches: 0, replayedBatches: 0, deadOutcomes: 0 };
 
 let queue: Outcome[] = [];
+/* why: a key's concurrency_limit counts a request until it is settled. For each key (by a
+   reference only this process knows, the key's hash) count the outcomes queued or being settled,
+   so a request refused at the limit can have them settled first (settleNowFor). */
+const keyOf = new WeakMap<Outcome, string>();
+const unsettledByKey = new Map<string, number>();
 let timer: ReturnType<typeof setTimeout> | null = null;
 let inFlight: Promise<void> | null = null;
 let inFlightRows = 0;
@@ -64,10 +69,47 @@ mkdirSync(deadDir, { recursive: true });
 const log = (level: string, msg: string, extra: Record<string, unknown> = {}) =>
   console.error(JSON.stringify({ level, msg, ...extra }));
 
-export function queueOutcome(outcome: Outcome): void {
+export function queueOutcome(outcome: Outcome, keyRef?: string): void {
   observeOutcome(outcome.ticket?.endpoint ?? 'unknown', outcome);
+  if (keyRef) {
+    keyOf.set(outcome, keyRef);
+    unsettledByKey.set(keyRef, (unsettledByKey.get(keyRef) ?? 0) + 1);
+  }
   queue.push(outcome);
   schedule();
+}
+
+function released(batch: Outcome[]): void {
+  for (const o of batch) {
+    const k = keyOf.get(o);
+    if (k === undefined) continue;
+    const n = (unsettledByKey.get(k) ?? 1) - 1;
+    if (n > 0) unsettledByKey.set(k, n);
+    else unsettledByKey.delete(k);
+  }
+}
+
+/**
+ * Settles now, without waiting for SettleIntervalMs, the outcomes of this key that this process
+ * holds (queued or already being settled). Resolves true when there were any, once they went
+ * through relay_finish (or the spool); false at once when there were none.
+ */
+export async function settleNowFor(keyRef: string): Promise<boolean> {
+  if (!unsettledByKey.has(keyRef)) return false;
+  // Bounded: each round settles at least the batch in flight; give up rather than spin.
+  for (let round = 0; round < 4 && unsettledByKey.has(keyRef); round++) {
+    if (inFlight) {
+      await inFlight;
+      continue;
+    }
+    if (timer) {
+      clearTimeout(timer);
+      timer = null;
+    }
+    flush();
+    if (!inFlight) break;
+  }
+  return true;
 }
 
 /** Outcomes not yet settled: queued, or in the relay_finish call now running. */
@@ -105,6 +147,7 @@ function flush(): void {
     })
     .catch((err) => handleFailure(batch, err))
     .finally(() => {
+      released(batch);
       inFlight = null;
       inFlightRows = 0;
       if (queue.length > 0) schedule();

@@ -321,3 +321,33 @@ describe('admission batching', () => {
     }
   });
 });
+
+describe('concurrency_limit and settlement', () => {
+  it('a client that waits for each answer is never refused at concurrency_limit = 1, however late settlement runs', async () => {
+    const sql = db();
+    const t = await tenant(sql);
+    const key = (await createKey(sql, { user_id: t.user.id, concurrency_limit: 1 })).key;
+    // Settlement a long 400 ms after each answer: the slot is still counted when the next request comes.
+    await sql`select admin.option_set('SettleIntervalMs', '400')`;
+    const gw = await startGateway();
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 8; i++) {
+        const res = await post(gw, key, { model: t.model, messages: [{ role: 'user', content: `one at a time ${i}` }], max_tokens: 5 });
+        await res.arrayBuffer();
+        statuses.push(res.status);
+      }
+      expect(statuses).toEqual(Array(8).fill(200));
+      // Two at once are still one too many (slow streams: the first is surely in flight).
+      const both = await Promise.all([0, 1].map(async () => {
+        const res = await post(gw, key, { model: t.model, messages: [{ role: 'user', content: 'together mock:slow:100' }], max_tokens: 5, stream: true });
+        await res.arrayBuffer();
+        return res.status;
+      }));
+      expect(both.sort()).toEqual([200, 429]);
+    } finally {
+      await gw.stop();
+      await sql`select admin.option_set('SettleIntervalMs', '5')`;
+    }
+  });
+});

@@ -121,7 +121,7 @@ describe('admission', () => {
     const f = await setup({ balance: 1_000_000, key: { concurrency_limit: 2 } });
     const t1 = await begin(db(), f.key.key, f.model, 1, 1);
     await begin(db(), f.key.key, f.model, 1, 1);
-    await expect(begin(db(), f.key.key, f.model, 1, 1)).rejects.toMatchObject({ code: 'RLIMT', detail: 'retry_after=1' });
+    await expect(begin(db(), f.key.key, f.model, 1, 1)).rejects.toMatchObject({ code: 'RLIMT', detail: 'retry_after=1 reason=concurrency' });
     await db()`select gateway.relay_finish(${db().json([outcome(t1, [1, 1])])})`;
     await begin(db(), f.key.key, f.model, 1, 1);
   });
