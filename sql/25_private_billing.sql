@@ -105,9 +105,10 @@ begin
   ),
   /* why the admission is deleted first: the delete is the idempotency check. A replayed outcome,
      or one a second gateway settles at the same moment, finds no row (the delete waits for the
-     other transaction's row lock, then sees the row gone) and settles nothing. */
+     other transaction's row lock, then sees the row gone) and settles nothing. The ids go as an
+     array: joined with "using o", the generic plan hashed o and read the whole table. */
   admitted as (
-    delete from private.admissions a using o where a.id = o.id
+    delete from private.admissions a where a.id = any(array(select o.id from o))
     returning a.*
   ),
   pre as (
