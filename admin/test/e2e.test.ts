@@ -1,17 +1,21 @@
 // The whole panel in headless Chromium against the real gateway, database and a mock upstream:
 // first login with admin/admin123 and the forced password change, a channel, a price, a user with
-// money, a key, a call through the gateway, and that call in the logs. Screenshots go to docs/admin/.
+// money, a key, a call through the gateway, and that call in the logs. Every page is screenshotted:
+// into a temporary folder, or into docs/admin/ with `npm run screenshots` (ELYGATE_SCREENSHOTS_DIR),
+// so a test run leaves the tracked images alone.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { startGateway, type RunningGateway } from '../../gateway/test/support/gateway';
 import { startMockUpstream, type MockUpstream } from '../../gateway/test/support/mock-upstream';
 import { closeDb, db } from '../../gateway/test/support/db';
 import { startAdmin, type RunningAdmin } from './support/admin-server';
 
-const SHOTS = join(__dirname, '..', '..', 'docs', 'admin');
+const SHOTS = process.env.ELYGATE_SCREENSHOTS_DIR
+  ? resolve(process.env.ELYGATE_SCREENSHOTS_DIR)
+  : mkdtempSync(join(tmpdir(), 'elygate-screenshots-'));
 const NEW_PASSWORD = 'correct horse battery';
 let gw: RunningGateway, mock: MockUpstream, admin: RunningAdmin, ctx: BrowserContext, page: Page, profile: string;
 let apiKey = '';
@@ -51,6 +55,7 @@ afterAll(async () => {
   await mock?.close();
   await closeDb();
   if (profile) rmSync(profile, { recursive: true, force: true });
+  if (!process.env.ELYGATE_SCREENSHOTS_DIR) rmSync(SHOTS, { recursive: true, force: true });
 });
 
 describe('admin panel, end to end', () => {
