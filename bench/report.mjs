@@ -89,7 +89,7 @@ export function renderMarkdown(result) {
   L.push(
     `Machine: ${e.cores} cores (${e.cpu_model}); gateway pinned to core 0, wrk + mock + the bench database's PostgreSQL backends to core 1: ${e.pinned ? 'yes' : 'no'}. ` +
       `Bun ${e.bun}, ${e.wrk}, PostgreSQL ${e.postgres} (fsync=${e.pg_settings.fsync}, synchronous_commit=${e.pg_settings.synchronous_commit}, shared_buffers=${e.pg_settings.shared_buffers}×8kB). ` +
-      `Load average at start ${e.load_start}, at end ${e.load_end}; other test/bench databases on the cluster during the run: ${e.others_testing}${e.others_testing ? ' (noisy: other engineers were running suites)' : ''}.`,
+      `Load average at start ${e.load_start}, at end ${e.load_end}; other test/bench databases in use on the cluster (at the start or the end of the run): ${e.others_testing}${e.others_testing ? ' (noisy: other engineers were running suites)' : ''}.`,
   );
   if (!result.bare_switch_working) {
     L.push('');
