@@ -40,6 +40,10 @@ const opt = (name, fallback) => {
   return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1] : fallback;
 };
 const RUNS = Math.max(1, Number(opt('runs', process.env.BENCH_RUNS ?? 2)));
+// --option Key=Value (repeatable): an option of private.options set in the bench database, to
+// measure a setting (e.g. --option SettleIntervalMs=20). Named in the report's header.
+const OPTIONS = argv.flatMap((a, i) => (a === '--option' && argv[i + 1] ? [argv[i + 1].split('=')] : []))
+  .map(([k, ...v]) => [k, v.join('=')]);
 const DURATION = Math.max(1, Number(opt('duration', process.env.BENCH_DURATION ?? 5)));
 const WARMUP = 1;
 const JIT_WARMUP = 5; // s of unmeasured load on each gateway before the first cell
@@ -318,6 +322,7 @@ async function main() {
   await sql`create extension if not exists pg_stat_statements`;
   // The mock upstream listens on 127.0.0.1: allow private upstreams in this benchmark database.
   await sql`select admin.option_set('AllowPrivateUpstreams', 'true')`;
+  for (const [k, v] of OPTIONS) await sql`select admin.option_set(${k}, ${v})`;
   if (PROFILE) await sql.unsafe(`alter database ${dbName} set pg_stat_statements.track = 'all'`);
   const pgSettings = Object.fromEntries(
     (await sql`select name, setting from pg_settings where name in ('fsync','synchronous_commit','wal_level','shared_buffers','max_connections','commit_delay')`).map((r) => [r.name, r.setting]),
