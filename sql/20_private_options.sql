@@ -20,7 +20,7 @@ values
    'Upstream HTTP statuses that move a request on to the next channel (before the first byte only).'),
   ('SettleBatchSize', '500', 'int', 1, 10000,
    'Most outcomes the gateway settles in one relay_finish call.'),
-  ('SettleIntervalMs', '5', 'int', 1, 1000,
+  ('SettleIntervalMs', '20', 'int', 1, 1000,
    'How long, in ms, the gateway gathers outcomes before it settles them in one relay_finish call.'),
   ('AdmissionConcurrency', '4', 'int', 1, 64,
    'Admission calls one gateway keeps in flight at once; requests arriving while all are busy wait and go together in one relay_begin_batch call.'),

@@ -30,7 +30,7 @@ export let options: Options = {
   MaxAttempts: 3,
   RetryableStatusCodes: [408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529],
   SettleBatchSize: 500,
-  SettleIntervalMs: 5,
+  SettleIntervalMs: 20,
   DefaultMaxTokens: 4096,
   SemanticCacheEmbeddingTimeoutMs: 3000,
 };

@@ -347,7 +347,7 @@ describe('concurrency_limit and settlement', () => {
       expect(both.sort()).toEqual([200, 429]);
     } finally {
       await gw.stop();
-      await sql`select admin.option_set('SettleIntervalMs', '5')`;
+      await sql`select admin.option_set('SettleIntervalMs', '20')`;
     }
   });
 });
