@@ -58,10 +58,15 @@ $$;
 comment on function private.key_check(bytea, inet, text) is
   E'Authenticates a client key by its sha256: status, expiry, owner status and IP/CIDR allowlist. Also returns the owner''s group, its price multiplier and the price row of p_model (null when unknown).';
 
--- gateway.relay_begin: the one call a request makes before the upstream.
+-- private.admit: the body of gateway.relay_begin (and of each element of relay_begin_batch), given
+-- the options it reads (private.admission_options()), so a batch reads them once.
 -- Authenticates, checks the model allowlist, plans the route, admits (wallet, key quota, RPM, TPM,
 -- concurrency), reserves the estimated cost and records the admission until settlement.
-create or replace function gateway.relay_begin(
+-- Not security definer and no search_path of its own: it runs only inside the gateway.* functions
+-- (which pin search_path = pg_catalog, pg_temp) and nobody else may execute it. The options are
+-- an argument of this private function only: the gateway role cannot pass options of its own.
+create or replace function private.admit(
+  p_opt           jsonb,
   p_request_id    uuid,
   p_key_hash      bytea,
   p_model         text,
@@ -70,17 +75,16 @@ create or replace function gateway.relay_begin(
   p_client_ip     inet,
   p_prompt_tokens integer,
   p_max_tokens    integer,
-  p_cache         jsonb default null)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool}; null: not cacheable
+  p_cache         jsonb)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool}; null: not cacheable
 returns gateway.relay_ticket
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
+language plpgsql volatile
 as $$
 declare
   v_auth record;
   v_route record;
   v_key private.api_keys;
   v_price private.models;
-  v_opt jsonb;
+  v_opt jsonb := p_opt;
   v_plan jsonb;
   v_skipped jsonb;
   v_served integer;
@@ -101,9 +105,6 @@ begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
   end if;
-  -- Every option admission may need, in one read.
-  v_opt := private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens',
-                                'SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel');
   /* why: on most disks the WAL flush is the dearest part of admission, and it is paid per request
      on the hot path. Admission commits asynchronously (unless DurableAdmission): the row locks are
      released at commit, the flush follows within wal_writer_delay, and the request's own
@@ -270,6 +271,41 @@ begin
              v_cache)::gateway.relay_ticket;
 end
 $$;
+comment on function private.admit(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
+  E'The admission of one request (gateway.relay_begin''s body), given the options private.admission_options() read.';
+
+-- private.admission_options: every option admission may need, in one read.
+create or replace function private.admission_options()
+returns jsonb
+language plpgsql stable
+as $$
+begin
+  return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens',
+                              'SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel');
+end
+$$;
+comment on function private.admission_options() is E'The options private.admit reads, as one JSON object.';
+
+-- gateway.relay_begin: the one call a request makes before the upstream (private.admit).
+create or replace function gateway.relay_begin(
+  p_request_id    uuid,
+  p_key_hash      bytea,
+  p_model         text,
+  p_endpoint      text,
+  p_stream        boolean,
+  p_client_ip     inet,
+  p_prompt_tokens integer,
+  p_max_tokens    integer,
+  p_cache         jsonb default null)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool}; null: not cacheable
+returns gateway.relay_ticket
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return private.admit(private.admission_options(), p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
+                       p_client_ip, p_prompt_tokens, p_max_tokens, p_cache);
+end
+$$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
   E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the admission (private.admissions) until settlement. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
@@ -287,6 +323,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_max integer := private.option_int('AdmissionBatchMax');
+  v_opt jsonb := private.admission_options();   -- once for the batch
   v_req record;
   v_ticket gateway.relay_ticket;
   v_state text;
@@ -313,7 +350,7 @@ begin
        undoes that element's writes alone. (At most AdmissionBatchMax of them, within PostgreSQL's
        64 cached subtransactions per transaction.) */
     begin
-      v_ticket := gateway.relay_begin((v_req.r ->> 'id')::uuid, decode(v_req.r ->> 'key_hash', 'hex'),
+      v_ticket := private.admit(v_opt, (v_req.r ->> 'id')::uuid, decode(v_req.r ->> 'key_hash', 'hex'),
                                       v_req.r ->> 'model', v_req.r ->> 'endpoint', (v_req.r ->> 'stream')::boolean,
                                       (v_req.r ->> 'client_ip')::inet, (v_req.r ->> 'prompt_tokens')::integer,
                                       (v_req.r ->> 'max_tokens')::integer, v_req.r -> 'cache');
