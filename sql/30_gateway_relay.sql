@@ -353,7 +353,7 @@ begin
       v_ticket := private.admit(v_opt, (v_req.r ->> 'id')::uuid, decode(v_req.r ->> 'key_hash', 'hex'),
                                       v_req.r ->> 'model', v_req.r ->> 'endpoint', (v_req.r ->> 'stream')::boolean,
                                       (v_req.r ->> 'client_ip')::inet, (v_req.r ->> 'prompt_tokens')::integer,
-                                      (v_req.r ->> 'max_tokens')::integer, v_req.r -> 'cache');
+                                      (v_req.r ->> 'max_tokens')::integer, nullif(v_req.r -> 'cache', 'null'::jsonb));
       idx := v_req.ord;
       request_id := v_ticket.request_id;
       created_at := v_ticket.created_at;

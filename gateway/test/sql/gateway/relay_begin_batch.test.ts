@@ -91,6 +91,26 @@ describe('gateway.relay_begin_batch', () => {
     });
   });
 
+  it('reads "cache": null (what the gateway sends for a request it cannot cache) as no cache, like relay_begin', async () => {
+    await withTx(async (tx) => {
+      const { group, model } = await priced(tx);
+      const user = await fundedUser(tx, group, 1_000);
+      const key = await createKey(tx, { user_id: user.id });
+      const cacheable = { exact: 'ab'.repeat(32), context: 'cd'.repeat(32), semantic: false };
+      const elements = [req(key.key, model, { cache: null }), req(key.key, model, { cache: cacheable })];
+      const rows = await batch(tx, elements);
+      expect(rows.map((r) => r.error)).toEqual([null, null]);
+      const singleId = randomUUID();
+      await tx`select * from gateway.relay_begin(${singleId}, ${sha256(key.key)}, ${model}, 'chat/completions', false, '127.0.0.1', 10, 10, ${tx.json(cacheable)})`;
+      const stored = await tx`select id, cache from private.admissions where id = any(${[...elements.map((e) => e.id), singleId]}::uuid[])`;
+      const cacheOf = Object.fromEntries(stored.map((r) => [r.id, r.cache]));
+      expect(cacheOf[elements[0].id]).toBeNull();
+      // The cacheable one is classified exactly as a single call classifies it.
+      expect(cacheOf[singleId]).not.toBeUndefined();
+      expect(cacheOf[elements[1].id]).toBe(cacheOf[singleId]);
+    });
+  });
+
   it('refuses a batch larger than AdmissionBatchMax, or not an array', async () => {
     await withTx(async (tx) => {
       await tx`select admin.option_set('AdmissionBatchMax', '2')`;
