@@ -343,10 +343,12 @@ begin
   for v_req in
     select e.ord::integer as ord, e.r, k.user_id
       from jsonb_array_elements(p_requests) with ordinality e(r, ord)
-      left join private.api_keys k on k.key_hash = decode(e.r ->> 'key_hash', 'hex')
+      -- (a key_hash that is not hex finds no key here and is refused in its own block below)
+      left join private.api_keys k
+             on k.key_hash = case when e.r ->> 'key_hash' ~ '^([0-9a-fA-F]{2})*$' then decode(e.r ->> 'key_hash', 'hex') end
      order by k.user_id nulls last, k.id, e.ord
   loop
-    /* why a block per element: a refusal raises inside relay_begin, and the block's subtransaction
+    /* why a block per element: a refusal raises inside private.admit, and the block's subtransaction
        undoes that element's writes alone. (At most AdmissionBatchMax of them, within PostgreSQL's
        64 cached subtransactions per transaction.) */
     begin

@@ -47,12 +47,14 @@ describe('gateway.relay_begin_batch', () => {
       const user = await fundedUser(tx, group, 1_000);
       const good = await createKey(tx, { user_id: user.id });
       const narrow = await createKey(tx, { user_id: user.id, allowed_models: ['something-else'] });
-      const elements = [req(good.key, model), req('sk-not-a-key', model), req(narrow.key, model), req(null, model), req(good.key, 'no-such-model'), req(good.key, model)];
+      const elements = [req(good.key, model), req('sk-not-a-key', model), req(narrow.key, model), req(null, model), req(good.key, 'no-such-model'), req(good.key, model),
+                        { ...req(good.key, model), key_hash: 'not hex' }];
       await tx`set local role elygate_gateway`;
       const rows = await batch(tx, elements);
       await tx`reset role`;
-      expect(rows.map((r) => r.idx)).toEqual([1, 2, 3, 4, 5, 6]);
-      expect(rows.map((r) => r.error?.code ?? 'ok')).toEqual(['ok', 'NOKEY', 'MDENY', 'NOKEY', 'NOMDL', 'ok']);
+      expect(rows.map((r) => r.idx)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      // A malformed element is refused alone (decode's 22023), not the batch.
+      expect(rows.map((r) => r.error?.code ?? 'ok')).toEqual(['ok', 'NOKEY', 'MDENY', 'NOKEY', 'NOMDL', 'ok', '22023']);
       expect(rows[0].request_id).toBe(elements[0].id);
       expect(rows[5].request_id).toBe(elements[5].id);
       expect(rows[0].reserved).toBe(30);
