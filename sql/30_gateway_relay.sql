@@ -156,10 +156,9 @@ begin
   v_tokens := coalesce(p_prompt_tokens, 0) + v_out_tokens;
 
   if v_price.name is not null then
-    -- Each candidate carries its channel's cost multiplier (private.route_plan).
-    select jsonb_object_agg(e ->> 'channel_id', e ->> 'multiplier'), max((e ->> 'multiplier')::numeric)
-      into v_channel_multipliers, v_max_channel_multiplier
-      from jsonb_array_elements(v_plan) e;
+    -- The candidates' cost multipliers come with the plan (private.route_plan).
+    v_channel_multipliers := v_route.multipliers;
+    v_max_channel_multiplier := v_route.max_multiplier;
     v_reserve := private.cost_micros(p_prompt_tokens, v_out_tokens, 0, 0, v_price.input_price, v_price.output_price,
                                      v_price.cached_input_price, v_price.cache_write_price, v_price.per_call_price,
                                      v_auth.group_multiplier, v_max_channel_multiplier);

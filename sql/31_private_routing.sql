@@ -3,8 +3,20 @@
 -- sql/32_private_breaker.sql.
 
 -- private.route_plan: the ordered candidates for a model and group (called by relay_begin).
+-- The result gained multipliers and max_multiplier: drop the older shape once (a function's OUT
+-- columns cannot change in place).
+do $$
+begin
+  if to_regprocedure('private.route_plan(text, text)') is not null
+     and not exists (select 1 from pg_proc where oid = to_regprocedure('private.route_plan(text, text)')
+                        and 'max_multiplier' = any(proargnames)) then
+    drop function private.route_plan(text, text);
+  end if;
+end
+$$;
 create or replace function private.route_plan(p_model text, p_group text,
-                                              out served integer, out candidates jsonb, out skipped jsonb)
+                                              out served integer, out candidates jsonb, out skipped jsonb,
+                                              out multipliers jsonb, out max_multiplier numeric)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -19,7 +31,8 @@ begin
      "round_robin", which rotates through the enabled keys with a sequence (nextval takes no row
      lock and is not rolled back, so it adds no contention). key_index counts enabled keys in
      ordinal order, the order gateway.channel_credentials hands them to the gateway. Each candidate
-     carries its channel's cost multiplier, so relay_begin prices the route without reading channels.
+     carries its channel's cost multiplier, and the result has them by channel with their maximum,
+     so relay_begin prices the route without reading channels or the plan again.
      Skipped channels carry the reason: manually_disabled (an operator), breaker_open (the circuit
      breaker, with its stored reason as detail), no_enabled_key (every key disabled). */
   with c as (
@@ -55,13 +68,15 @@ begin
                                             when 'auto_disabled' then 'breaker_open'
                                             else p.status end,
                     'detail', p.status_reason)))
-                    filter (where p.key_index is null), '[]'::jsonb)
-    into served, candidates, skipped
+                    filter (where p.key_index is null), '[]'::jsonb),
+         jsonb_object_agg(p.id::text, p.cost_multiplier::text) filter (where p.key_index is not null),
+         max(p.cost_multiplier) filter (where p.key_index is not null)
+    into served, candidates, skipped, multipliers, max_multiplier
     from picked p;
 end
 $$;
 comment on function private.route_plan(text, text) is
-  E'Channels serving p_model for p_group: how many, the usable ones in try order (priority tiers, weighted random inside a tier, with the key to use) and the skipped ones with the reason (manually_disabled, breaker_open, no_enabled_key).';
+  E'Channels serving p_model for p_group: how many, the usable ones in try order (priority tiers, weighted random inside a tier, with the key to use), the skipped ones with the reason (manually_disabled, breaker_open, no_enabled_key), and the usable ones'' cost multipliers (by channel id, and their maximum).';
 
 -- private.channel_config_check: validates channels.config, the adapter and routing settings.
 create or replace function private.channel_config_check(p_config jsonb)
