@@ -6,7 +6,7 @@ begin
   if to_regtype('gateway.relay_ticket') is null then
     create type gateway.relay_ticket as (
       request_id      uuid,         -- echoed back; the gateway's X-Request-Id
-      created_at      timestamptz,  -- partition key of the request row, needed by relay_finish
+      created_at      timestamptz,  -- admission time, the request row's partition key (relay_finish restores a lost admission with it)
       user_id         bigint,
       key_id          bigint,
       group_name      text,

@@ -158,10 +158,10 @@ export async function relay(input: RelayInput): Promise<Response> {
     try {
       ticket = await admitThis();
     } catch (err) {
-      /* why: a key's concurrency_limit counts a request until it is settled, a few ms after its
-         answer. A client that waits for each answer before it sends the next would otherwise be
-         refused in between. If this process still holds answered requests of the key, settle them
-         now and ask once more. */
+      /* why: a key's concurrency_limit counts a request until it is settled, up to
+         SettleIntervalMs after its answer. A client that waits for each answer before it sends
+         the next would otherwise be refused in between. If this process still holds answered
+         requests of the key, settle them now and ask once more. */
       if (!(keyRef && isConcurrencyRefusal(err) && (await settleNowFor(keyRef)))) throw err;
       ticket = await admitThis();
     }

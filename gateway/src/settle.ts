@@ -40,7 +40,7 @@ export interface Outcome {
   embedding_tokens?: number | null;
   /** An answer for the cache: {exact, context, prompt, embedding, answer} (see gateway/src/cache.ts). */
   cache_store?: Record<string, unknown> | null;
-  /** Who the request was admitted for, so settlement can restore a request row a crash lost. */
+  /** Who the request was admitted for, so settlement can restore an admission a crash lost. */
   ticket?: { user_id: string | number; key_id: string | number; group_name: string; model: string; endpoint: string; cache?: string | null };
   attempts: Attempt[];
   ttfb_ms: number | null;
