@@ -18,3 +18,38 @@ begin
   end if;
 end
 $$;
+
+-- What the reading half of an admission (private.admit_prepare) hands to the writing half
+-- (private.admit_write, or relay_begin_batch's writes per owner and key). Private: never returned
+-- to the gateway.
+do $$
+begin
+  if to_regtype('private.admit_plan') is null then
+    create type private.admit_plan as (
+      request_id        uuid,
+      key_id            bigint,
+      user_id           bigint,
+      group_name        text,
+      endpoint          text,
+      model             text,
+      stream            boolean,
+      client_ip         inet,
+      prompt_tokens     integer,
+      route_plan        jsonb,    -- {candidates, skipped}, as recorded on the admission
+      plan              jsonb,    -- the candidates, as the ticket carries them
+      reserved_micros   bigint,
+      reserved_tokens   integer,
+      counted           boolean,  -- the key has a quota or limits: its counters are written
+      quota_micros      bigint,   -- the key's limits, checked against its counters
+      rpm_limit         integer,
+      tpm_limit         integer,
+      concurrency_limit integer,
+      cache_state       text,     -- admissions.cache: miss, exact, semantic, bypass (null: not cacheable)
+      cache_entry_id    bigint,
+      cache_similarity  real,
+      cache             jsonb,    -- the cache result for the ticket
+      price             jsonb     -- the price card for the ticket
+    );
+  end if;
+end
+$$;

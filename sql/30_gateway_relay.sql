@@ -58,14 +58,18 @@ $$;
 comment on function private.key_check(bytea, inet, text) is
   E'Authenticates a client key by its sha256: status, expiry, owner status and IP/CIDR allowlist. Also returns the owner''s group, its price multiplier and the price row of p_model (null when unknown).';
 
--- private.admit: the body of gateway.relay_begin (and of each element of relay_begin_batch), given
--- the options it reads (private.admission_options()), so a batch reads them once.
--- Authenticates, checks the model allowlist, plans the route, admits (wallet, key quota, RPM, TPM,
--- concurrency), reserves the estimated cost and records the admission until settlement.
--- Not security definer and no search_path of its own: it runs only inside the gateway.* functions
--- (which pin search_path = pg_catalog, pg_temp) and nobody else may execute it. The options are
--- an argument of this private function only: the gateway role cannot pass options of its own.
-create or replace function private.admit(
+-- Admission in two steps, so a batch can do the second once per owner and key:
+--   private.admit_prepare: everything that reads (key, model allowlist, route, price, reservation
+--     size, cache); its refusals depend on nothing another request of the batch writes.
+--   private.admit_write: the writes and the checks that depend on them (wallet, key quota,
+--     concurrency, RPM, TPM), then the admission row and the ticket.
+-- private.admit (gateway.relay_begin's body) is the one after the other. These functions are not
+-- security definer and set no search_path: they run only inside the gateway.* functions (which pin
+-- search_path = pg_catalog, pg_temp) and nobody else may execute them. The options are an argument
+-- of these private functions only: the gateway role cannot pass options of its own.
+
+-- The older single-step admit had the same signature; admit_prepare and admit_write are new.
+create or replace function private.admit_prepare(
   p_opt           jsonb,
   p_request_id    uuid,
   p_key_hash      bytea,
@@ -76,7 +80,7 @@ create or replace function private.admit(
   p_prompt_tokens integer,
   p_max_tokens    integer,
   p_cache         jsonb)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool}; null: not cacheable
-returns gateway.relay_ticket
+returns private.admit_plan
 language plpgsql volatile
 as $$
 declare
@@ -84,34 +88,15 @@ declare
   v_route record;
   v_key private.api_keys;
   v_price private.models;
-  v_opt jsonb := p_opt;
-  v_plan jsonb;
-  v_skipped jsonb;
-  v_served integer;
-  v_created timestamptz;
-  v_channel_multipliers jsonb;
-  v_max_channel_multiplier numeric;
   v_out_tokens integer;
-  v_tokens integer;
   v_reserve bigint := 0;
-  v_counted boolean;
-  v_wallet record;
-  v_counter record;
-  v_minute timestamptz := date_trunc('minute', now());
-  v_window numeric;
-  v_retry integer;
   v_cache jsonb;
 begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
   end if;
-  /* why: on most disks the WAL flush is the dearest part of admission, and it is paid per request
-     on the hot path. Admission commits asynchronously (unless DurableAdmission): the row locks are
-     released at commit, the flush follows within wal_writer_delay, and the request's own
-     relay_finish (synchronous) flushes it anyway. A crash in between loses the admission, never the
-     bill: the outcome carries the ticket and private.settle re-creates a missing admission. */
-  if not (v_opt ->> 'DurableAdmission')::boolean then
-    perform set_config('synchronous_commit', 'off', true);
+  if p_request_id is null then
+    raise exception using errcode = 'BADRQ', message = 'An admission needs a request id.';
   end if;
   v_auth := private.key_check(p_key_hash, p_client_ip, p_model);
   v_key := v_auth.key;
@@ -124,17 +109,13 @@ begin
   -- An assignment, not "select ... from route_plan()": PL/pgSQL evaluates it as a simple expression,
   -- without the executor start-up and tuplestore of a set-returning call.
   v_route := private.route_plan(p_model, v_auth.user_group);
-  v_served := v_route.served;
-  v_plan := v_route.candidates;
-  v_skipped := v_route.skipped;
-
-  if v_served = 0 then
+  if v_route.served = 0 then
     raise exception using errcode = 'NOMDL', column = 'model',
       message = format('The model `%s` does not exist or you do not have access to it.', p_model);
   end if;
-  if v_plan is null then
+  if v_route.candidates is null then
     raise exception using errcode = 'NOCHN',
-      message = format('No channel is available for the model `%s` right now (%s disabled).', p_model, v_served),
+      message = format('No channel is available for the model `%s` right now (%s disabled).', p_model, v_route.served),
       hint = 'An operator can see why in admin.channels (status, status_reason).';
   end if;
 
@@ -144,7 +125,7 @@ begin
   ---------------------------------------------------------------------------------------------
   v_price := v_auth.model;
   if v_price.name is null or num_nonnulls(v_price.input_price, v_price.output_price, v_price.per_call_price) = 0 then
-    if not (v_opt ->> 'AllowUnpricedModels')::boolean then
+    if not (p_opt ->> 'AllowUnpricedModels')::boolean then
       raise exception using errcode = 'NOPRC', column = 'model',
         message = format('The model `%s` has no price configured, so it cannot be billed.', p_model),
         hint = 'An operator sets one with admin.model_upsert(...), or allows free use with admin.option_set(''AllowUnpricedModels'', ''true'').';
@@ -152,16 +133,13 @@ begin
     v_price := null;
   end if;
   v_out_tokens := case when p_endpoint = 'embeddings' then 0
-                       else coalesce(p_max_tokens, (v_opt ->> 'DefaultMaxTokens')::integer) end;
-  v_tokens := coalesce(p_prompt_tokens, 0) + v_out_tokens;
+                       else coalesce(p_max_tokens, (p_opt ->> 'DefaultMaxTokens')::integer) end;
 
   if v_price.name is not null then
     -- The candidates' cost multipliers come with the plan (private.route_plan).
-    v_channel_multipliers := v_route.multipliers;
-    v_max_channel_multiplier := v_route.max_multiplier;
     v_reserve := private.cost_micros(p_prompt_tokens, v_out_tokens, 0, 0, v_price.input_price, v_price.output_price,
                                      v_price.cached_input_price, v_price.cache_write_price, v_price.per_call_price,
-                                     v_auth.group_multiplier, v_max_channel_multiplier);
+                                     v_auth.group_multiplier, v_route.max_multiplier);
   end if;
 
   -- Cache: an exact hit is served without the upstream and reserves only its hit price.
@@ -173,105 +151,150 @@ begin
                      (v_cache -> 'usage' ->> 'cached_tokens')::integer, (v_cache -> 'usage' ->> 'cache_write_tokens')::integer,
                      v_price.input_price, v_price.output_price, v_price.cached_input_price, v_price.cache_write_price,
                      v_price.per_call_price, v_auth.group_multiplier, 1)
-                     * (v_opt ->> 'SemanticCacheHitPriceRatio')::numeric)::bigint end;
+                     * (p_opt ->> 'SemanticCacheHitPriceRatio')::numeric)::bigint end;
     end if;
   end if;
 
-  -- Wallet: the one atomic write of admission. Balance minus open reservations must cover it.
-  if v_reserve > 0 then
+  return row(p_request_id, v_key.id, v_key.user_id, v_auth.user_group, p_endpoint, p_model,
+             coalesce(p_stream, false), p_client_ip, p_prompt_tokens,
+             jsonb_build_object('candidates', v_route.candidates, 'skipped', v_route.skipped), v_route.candidates,
+             v_reserve, coalesce(p_prompt_tokens, 0) + v_out_tokens,
+             num_nonnulls(v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit) > 0,
+             v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit,
+             case when p_cache is null then null when v_cache is null then 'bypass' else v_cache ->> 'result' end,
+             (v_cache ->> 'entry_id')::bigint, (v_cache ->> 'similarity')::real, v_cache,
+             case when v_price.name is null then null else jsonb_build_object(
+               'input', v_price.input_price, 'output', v_price.output_price,
+               'cached_input', v_price.cached_input_price, 'cache_write', v_price.cache_write_price,
+               'per_call', v_price.per_call_price, 'group_multiplier', v_auth.group_multiplier::text,
+               'channel_multipliers', v_route.multipliers,
+               'cache_hit_ratio', p_opt ->> 'SemanticCacheHitPriceRatio',
+               'embedding', case when p_opt ->> 'SemanticCacheEmbeddingModel' <> '' then
+                              (select jsonb_build_object('input', em.input_price, 'per_call', em.per_call_price)
+                                 from private.models em where em.name = p_opt ->> 'SemanticCacheEmbeddingModel') end)
+             end)::private.admit_plan;
+end
+$$;
+comment on function private.admit_prepare(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
+  E'The reading half of an admission: authenticates, checks the model allowlist, plans the route, prices the reservation and looks the cache up. Raises the refusals that depend on nothing a request writes.';
+
+-- private.admit_write: the writing half of one admission (see private.admit_prepare).
+create or replace function private.admit_write(p private.admit_plan)
+returns gateway.relay_ticket
+language plpgsql volatile
+as $$
+declare
+  v_wallet record;
+  v_counter record;
+  v_minute timestamptz := date_trunc('minute', now());
+  v_window numeric;
+  v_retry integer;
+begin
+  -- Wallet: balance minus open reservations must cover it. (relay_begin_batch does this and the
+  -- key counters below once per owner and key, with the same conditions on the sums.)
+  if p.reserved_micros > 0 then
     update private.wallets w
-       set reserved_micros = w.reserved_micros + v_reserve
-     where w.user_id = v_key.user_id
-       and w.balance_micros - w.reserved_micros - v_reserve >= -w.credit_limit_micros
+       set reserved_micros = w.reserved_micros + p.reserved_micros
+     where w.user_id = p.user_id
+       and w.balance_micros - w.reserved_micros - p.reserved_micros >= -w.credit_limit_micros
     returning w.balance_micros, w.reserved_micros into v_wallet;
     if not found then
       select w.balance_micros - w.reserved_micros + w.credit_limit_micros as available into v_wallet
-        from private.wallets w where w.user_id = v_key.user_id;
+        from private.wallets w where w.user_id = p.user_id;
       raise exception using errcode = 'QUOTA',
         message = format('You exceeded your current quota: this request needs up to %s micro-USD and %s is available. Top up, lower max_tokens, or ask your operator.',
-                         v_reserve, coalesce(v_wallet.available, 0)),
+                         p.reserved_micros, coalesce(v_wallet.available, 0)),
         hint = 'Top up with admin.wallet_credit(...) or a redemption code.';
     end if;
   end if;
 
   -- Key quota, concurrency, RPM and TPM (only for keys that have them): one row, one UPDATE.
-  v_counted := num_nonnulls(v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit) > 0;
-  if v_counted then
+  if p.counted then
     /* why: RPM/TPM are a sliding window over this minute's counts and the previous minute's,
        kept on the key's counters row and rolled over by this same UPDATE, so a limited key costs
        one contended row write per request. A refusal below raises, which undoes the increment. */
     update private.key_counters k
-       set reserved_micros = k.reserved_micros + v_reserve,
+       set reserved_micros = k.reserved_micros + p.reserved_micros,
            inflight = k.inflight + 1,
            prev_requests = case when k.rate_minute = v_minute then k.prev_requests
                                 when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
            prev_tokens = case when k.rate_minute = v_minute then k.prev_tokens
                               when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
            minute_requests = case when k.rate_minute = v_minute then k.minute_requests else 0 end + 1,
-           minute_tokens = case when k.rate_minute = v_minute then k.minute_tokens else 0 end + v_tokens,
+           minute_tokens = case when k.rate_minute = v_minute then k.minute_tokens else 0 end + p.reserved_tokens,
            rate_minute = v_minute
-     where k.key_id = v_key.id
-       and (v_key.quota_micros is null or k.used_micros + k.reserved_micros + v_reserve <= v_key.quota_micros)
-       and (v_key.concurrency_limit is null or k.inflight < v_key.concurrency_limit)
+     where k.key_id = p.key_id
+       and (p.quota_micros is null or k.used_micros + k.reserved_micros + p.reserved_micros <= p.quota_micros)
+       and (p.concurrency_limit is null or k.inflight < p.concurrency_limit)
     returning k.minute_requests, k.minute_tokens, k.prev_requests, k.prev_tokens into v_counter;
     if not found then
-      select k.used_micros, k.reserved_micros, k.inflight into v_counter from private.key_counters k where k.key_id = v_key.id;
-      if v_key.concurrency_limit is not null and v_counter.inflight >= v_key.concurrency_limit then
+      select k.used_micros, k.reserved_micros, k.inflight into v_counter from private.key_counters k where k.key_id = p.key_id;
+      if p.concurrency_limit is not null and v_counter.inflight >= p.concurrency_limit then
         -- reason=concurrency: the gateway may settle answered requests of this key and ask again.
         raise exception using errcode = 'RLIMT', detail = 'retry_after=1 reason=concurrency',
           message = format('Rate limit reached: this key allows %s concurrent requests and %s are in flight.',
-                           v_key.concurrency_limit, v_counter.inflight);
+                           p.concurrency_limit, v_counter.inflight);
       end if;
       raise exception using errcode = 'QUOTA',
         message = format('This API key''s quota of %s micro-USD is used up (%s spent, %s reserved).',
-                         v_key.quota_micros, v_counter.used_micros, v_counter.reserved_micros),
+                         p.quota_micros, v_counter.used_micros, v_counter.reserved_micros),
         hint = 'Raise the key''s quota_micros, or use another key.';
     end if;
 
-    if v_key.rpm_limit is not null or v_key.tpm_limit is not null then
+    if p.rpm_limit is not null or p.tpm_limit is not null then
       v_window := 1 - extract(epoch from now() - v_minute) / 60;   -- share of the previous minute still in the window
       v_retry := greatest(ceil(60 - extract(epoch from now() - v_minute))::integer, 1);
-      if v_key.rpm_limit is not null and v_counter.minute_requests + v_counter.prev_requests * v_window > v_key.rpm_limit then
+      if p.rpm_limit is not null and v_counter.minute_requests + v_counter.prev_requests * v_window > p.rpm_limit then
         raise exception using errcode = 'RLIMT', detail = format('retry_after=%s', v_retry),
-          message = format('Rate limit reached for requests: this key allows %s requests per minute.', v_key.rpm_limit);
+          message = format('Rate limit reached for requests: this key allows %s requests per minute.', p.rpm_limit);
       end if;
-      if v_key.tpm_limit is not null and v_counter.minute_tokens + v_counter.prev_tokens * v_window > v_key.tpm_limit then
+      if p.tpm_limit is not null and v_counter.minute_tokens + v_counter.prev_tokens * v_window > p.tpm_limit then
         raise exception using errcode = 'TLIMT', detail = format('retry_after=%s', v_retry),
           message = format('Rate limit reached for tokens: this key allows %s tokens per minute, and this request may use %s.',
-                           v_key.tpm_limit, v_tokens);
+                           p.tpm_limit, p.reserved_tokens);
       end if;
     end if;
   end if;
 
   /* why a row of its own: the request log is partitioned and indexed for reading; the in-flight
      row is small, has one index, and is deleted when settlement writes the finished request. */
-  insert into private.admissions (id, key_id, user_id, group_name, endpoint, model, stream, client_ip,
+  insert into private.admissions (id, created_at, key_id, user_id, group_name, endpoint, model, stream, client_ip,
                                   prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted,
                                   cache, cache_entry_id, cache_similarity)
-  values (p_request_id, v_key.id, v_key.user_id, v_auth.user_group, p_endpoint, p_model,
-          coalesce(p_stream, false), p_client_ip, p_prompt_tokens,
-          jsonb_build_object('candidates', v_plan, 'skipped', v_skipped),
-          v_reserve, v_tokens, v_counted,
-          case when p_cache is null then null when v_cache is null then 'bypass' else v_cache ->> 'result' end,
-          (v_cache ->> 'entry_id')::bigint, (v_cache ->> 'similarity')::real)
-  returning created_at into v_created;
+  values (p.request_id, now(), p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
+          p.prompt_tokens, p.route_plan, p.reserved_micros, p.reserved_tokens, p.counted,
+          p.cache_state, p.cache_entry_id, p.cache_similarity);
 
-  return row(p_request_id, v_created, v_key.user_id, v_key.id, v_auth.user_group, v_reserve, v_plan,
-             case when v_price.name is null then null else jsonb_build_object(
-               'input', v_price.input_price, 'output', v_price.output_price,
-               'cached_input', v_price.cached_input_price, 'cache_write', v_price.cache_write_price,
-               'per_call', v_price.per_call_price, 'group_multiplier', v_auth.group_multiplier::text,
-               'channel_multipliers', v_channel_multipliers,
-               'cache_hit_ratio', v_opt ->> 'SemanticCacheHitPriceRatio',
-               'embedding', case when v_opt ->> 'SemanticCacheEmbeddingModel' <> '' then
-                              (select jsonb_build_object('input', em.input_price, 'per_call', em.per_call_price)
-                                 from private.models em where em.name = v_opt ->> 'SemanticCacheEmbeddingModel') end)
-             end,
-             v_cache)::gateway.relay_ticket;
+  return row(p.request_id, now(), p.user_id, p.key_id, p.group_name, p.reserved_micros, p.plan, p.price,
+             p.cache)::gateway.relay_ticket;
+end
+$$;
+comment on function private.admit_write(private.admit_plan) is
+  E'The writing half of one admission: reserves on the wallet, counts the key (quota, concurrency, RPM, TPM), records the admission and returns the ticket. Raises QUOTA, RLIMT or TLIMT.';
+
+-- private.admit: one admission (gateway.relay_begin's body), given the options
+-- private.admission_options() read.
+create or replace function private.admit(
+  p_opt           jsonb,
+  p_request_id    uuid,
+  p_key_hash      bytea,
+  p_model         text,
+  p_endpoint      text,
+  p_stream        boolean,
+  p_client_ip     inet,
+  p_prompt_tokens integer,
+  p_max_tokens    integer,
+  p_cache         jsonb)
+returns gateway.relay_ticket
+language plpgsql volatile
+as $$
+begin
+  return private.admit_write(private.admit_prepare(p_opt, p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
+                                                   p_client_ip, p_prompt_tokens, p_max_tokens, p_cache));
 end
 $$;
 comment on function private.admit(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
-  E'The admission of one request (gateway.relay_begin''s body), given the options private.admission_options() read.';
+  E'The admission of one request (gateway.relay_begin''s body): private.admit_prepare, then private.admit_write.';
 
 -- private.admission_options: every option admission may need, in one read.
 create or replace function private.admission_options()
@@ -280,10 +303,31 @@ language plpgsql stable
 as $$
 begin
   return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens',
-                              'SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel');
+                              'SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel', 'AdmissionBatchMax');
 end
 $$;
-comment on function private.admission_options() is E'The options private.admit reads, as one JSON object.';
+comment on function private.admission_options() is E'The options private.admit and gateway.relay_begin_batch read, as one JSON object.';
+
+-- private.admission_durability: admission commits asynchronously unless DurableAdmission.
+create or replace function private.admission_durability(p_opt jsonb)
+returns boolean
+language plpgsql volatile
+as $$
+begin
+  /* why: on most disks the WAL flush is the dearest part of admission, and it is paid per request
+     on the hot path. Admission commits asynchronously (unless DurableAdmission): the row locks are
+     released at commit, the flush follows within wal_writer_delay, and the request's own
+     relay_finish (synchronous) flushes it anyway. A crash in between loses the admission, never the
+     bill: the outcome carries the ticket and private.settle re-creates a missing admission.
+     Callers assign its result rather than PERFORM it: a simple expression, no executor start-up. */
+  if (p_opt ->> 'DurableAdmission')::boolean then
+    return true;
+  end if;
+  return set_config('synchronous_commit', 'off', true) is null;
+end
+$$;
+comment on function private.admission_durability(jsonb) is
+  E'Makes the admission''s transaction commit asynchronously unless the DurableAdmission option is on; returns whether it stays durable.';
 
 -- gateway.relay_begin: the one call a request makes before the upstream (private.admit).
 create or replace function gateway.relay_begin(
@@ -300,8 +344,11 @@ returns gateway.relay_ticket
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_opt jsonb := private.admission_options();
+  v_durable boolean := private.admission_durability(v_opt);
 begin
-  return private.admit(private.admission_options(), p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
+  return private.admit(v_opt, p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
                        p_client_ip, p_prompt_tokens, p_max_tokens, p_cache);
 end
 $$;
@@ -319,12 +366,27 @@ returns table (idx integer, request_id uuid, created_at timestamptz, user_id big
                reserved_micros bigint, plan jsonb, price jsonb, cache jsonb, error jsonb)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+-- Generic plans: a custom plan (PostgreSQL's pick for these array-parameter statements) is made
+-- again at every call, which cost more than running the statement. (As private.settle.)
+set plan_cache_mode = force_generic_plan
 as $$
 declare
-  v_max integer := private.option_int('AdmissionBatchMax');
   v_opt jsonb := private.admission_options();   -- once for the batch
-  v_req record;
-  v_ticket gateway.relay_ticket;
+  v_max integer := (v_opt ->> 'AdmissionBatchMax')::integer;
+  v_reqs jsonb[];
+  v_ords integer[];
+  v_plans private.admit_plan[];
+  v_tickets gateway.relay_ticket[];
+  v_errors jsonb[];
+  v_n integer;
+  v_req jsonb;
+  v_durable boolean;
+  v_users bigint[];
+  v_keys bigint[];
+  v_minute timestamptz := date_trunc('minute', now());
+  v_window numeric := 1 - extract(epoch from now() - date_trunc('minute', now())) / 60;
+  v_count integer;
+  v_bad integer;
   v_state text;
   v_message text;
   v_detail text;
@@ -335,52 +397,161 @@ begin
     raise exception using errcode = 'BADRQ',
       message = format('relay_begin_batch takes a JSON array of at most AdmissionBatchMax (%s) requests.', v_max);
   end if;
-  /* why this order: every admission locks its owner's wallet, then its key's counters, and holds
-     them to the end of the batch. Taken in (owner, key) order, as settlement takes wallets then
-     keys in id order, two batches or a batch and a settlement can never wait on each other in a
-     circle. */
-  for v_req in
-    select e.ord::integer as ord, e.r, k.user_id
-      from jsonb_array_elements(p_requests) with ordinality e(r, ord)
-      -- (a key_hash that is not hex finds no key here and is refused in its own block below)
-      left join private.api_keys k
-             on k.key_hash = case when e.r ->> 'key_hash' ~ '^([0-9a-fA-F]{2})*$' then decode(e.r ->> 'key_hash', 'hex') end
-     order by k.user_id nulls last, k.id, e.ord
-  loop
-    /* why a block per element: a refusal raises inside private.admit, and the block's subtransaction
-       undoes that element's writes alone. (At most AdmissionBatchMax of them, within PostgreSQL's
-       64 cached subtransactions per transaction.) */
+  v_durable := private.admission_durability(v_opt);
+  /* why this order: admissions lock wallets and key counters until the batch commits. Elements go
+     by owner and key, so the fallback below takes each owner's wallet, then its keys, in id order;
+     the set-based writes take every wallet, then every key, in id order, as settlement does. */
+  select array_agg(e.r order by k.user_id nulls last, k.id, e.ord), array_agg(e.ord::integer order by k.user_id nulls last, k.id, e.ord)
+    into v_reqs, v_ords
+    from jsonb_array_elements(p_requests) with ordinality e(r, ord)
+    -- (a key_hash that is not hex finds no key here and is refused in its own block below)
+    /* why lateral with limit: as a plain join, the planner (which guesses 100 elements) hashed
+       the whole key table on every batch, a sequential scan of every key; this is an index
+       lookup per element. */
+    left join lateral (
+      select k.user_id, k.id from private.api_keys k
+       where k.key_hash = case when e.r ->> 'key_hash' ~ '^([0-9a-fA-F]{2})*$' then decode(e.r ->> 'key_hash', 'hex') end
+       limit 1) k on true;
+  v_n := coalesce(cardinality(v_reqs), 0);
+
+  -- 1. The reading half, per element. A refusal here depends on nothing the batch writes, so it
+  --    is that element's answer. (A block per element: its subtransaction costs a few µs.)
+  for i in 1 .. v_n loop
+    v_req := v_reqs[i];
     begin
-      v_ticket := private.admit(v_opt, (v_req.r ->> 'id')::uuid, decode(v_req.r ->> 'key_hash', 'hex'),
-                                      v_req.r ->> 'model', v_req.r ->> 'endpoint', (v_req.r ->> 'stream')::boolean,
-                                      (v_req.r ->> 'client_ip')::inet, (v_req.r ->> 'prompt_tokens')::integer,
-                                      (v_req.r ->> 'max_tokens')::integer, nullif(v_req.r -> 'cache', 'null'::jsonb));
-      idx := v_req.ord;
-      request_id := v_ticket.request_id;
-      created_at := v_ticket.created_at;
-      user_id := v_ticket.user_id;
-      key_id := v_ticket.key_id;
-      group_name := v_ticket.group_name;
-      reserved_micros := v_ticket.reserved_micros;
-      plan := v_ticket.plan;
-      price := v_ticket.price;
-      cache := v_ticket.cache;
-      error := null;
+      v_plans[i] := private.admit_prepare(v_opt, (v_req ->> 'id')::uuid, decode(v_req ->> 'key_hash', 'hex'),
+                                          v_req ->> 'model', v_req ->> 'endpoint', (v_req ->> 'stream')::boolean,
+                                          (v_req ->> 'client_ip')::inet, (v_req ->> 'prompt_tokens')::integer,
+                                          (v_req ->> 'max_tokens')::integer, nullif(v_req -> 'cache', 'null'::jsonb));
+      v_errors[i] := null;
     exception when others then
       get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
                               v_hint = pg_exception_hint, v_column = column_name;
-      idx := v_req.ord;
-      request_id := null; created_at := null; user_id := null; key_id := null; group_name := null;
-      reserved_micros := null; plan := null; price := null; cache := null;
-      error := jsonb_build_object('code', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
-                                  'hint', nullif(v_hint, ''), 'column', nullif(v_column, ''));
+      v_plans[i] := null;
+      v_errors[i] := jsonb_build_object('code', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
+                                        'hint', nullif(v_hint, ''), 'column', nullif(v_column, ''));
     end;
+  end loop;
+
+  /* 2. The writing half, once per owner and once per key. why: the elements of one key (a busy
+     client) used to update its wallet and counters rows once each, in one transaction: a chain of
+     row versions that every next update walked. The sums are checked with the conditions
+     admit_write checks one by one; since every count only grows, the sums pass exactly when
+     every element would in turn. When any does not (or anything fails), the block is undone and
+     the elements go through admit_write one by one, which refuses exactly the ones that would be. */
+  /* why the explicit locks: an UPDATE locks rows in whatever order its plan reads them (a bitmap
+     scan reads them in heap order). Every wallet of the batch, then every key, in id order, as
+     settlement takes them, or the two deadlock. */
+  select array_agg(distinct p.user_id order by p.user_id) filter (where p.reserved_micros > 0),
+         array_agg(distinct p.key_id order by p.key_id) filter (where p.counted)
+    into v_users, v_keys
+    from unnest(v_plans) p where p.request_id is not null;
+  begin
+    perform 1 from private.wallets w where w.user_id = any(v_users) order by w.user_id for no key update;
+    with p as (select * from unnest(v_plans) p where p.request_id is not null),
+    sums as (
+      select p.user_id, sum(p.reserved_micros)::bigint as amount from p where p.reserved_micros > 0
+       group by p.user_id order by p.user_id
+    ),
+    w as (
+      update private.wallets w
+         set reserved_micros = w.reserved_micros + s.amount
+        from sums s
+       where w.user_id = any(v_users) and w.user_id = s.user_id
+         and w.balance_micros - w.reserved_micros - s.amount >= -w.credit_limit_micros
+      returning 1
+    )
+    select (select count(*) from w) - (select count(*) from sums) into v_bad;
+    if v_bad <> 0 then
+      raise exception using errcode = 'P0001', message = 'fallback';
+    end if;
+
+    perform 1 from private.key_counters k where k.key_id = any(v_keys) order by k.key_id for no key update;
+    with p as (select * from unnest(v_plans) p where p.request_id is not null and p.counted),
+    sums as (
+      select p.key_id, count(*)::integer as n, sum(p.reserved_micros)::bigint as amount, sum(p.reserved_tokens)::bigint as tokens,
+             min(p.quota_micros) as quota_micros, min(p.concurrency_limit) as concurrency_limit,
+             min(p.rpm_limit) as rpm_limit, min(p.tpm_limit) as tpm_limit
+        from p group by p.key_id order by p.key_id
+    ),
+    k as (
+      update private.key_counters k
+         set reserved_micros = k.reserved_micros + s.amount,
+             inflight = k.inflight + s.n,
+             prev_requests = case when k.rate_minute = v_minute then k.prev_requests
+                                  when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
+             prev_tokens = case when k.rate_minute = v_minute then k.prev_tokens
+                                when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
+             minute_requests = case when k.rate_minute = v_minute then k.minute_requests else 0 end + s.n,
+             minute_tokens = case when k.rate_minute = v_minute then k.minute_tokens else 0 end + s.tokens,
+             rate_minute = v_minute
+        from sums s
+       where k.key_id = any(v_keys) and k.key_id = s.key_id
+         and (s.quota_micros is null or k.used_micros + k.reserved_micros + s.amount <= s.quota_micros)
+         and (s.concurrency_limit is null or k.inflight + s.n <= s.concurrency_limit)
+      returning k.minute_requests, k.minute_tokens, k.prev_requests, k.prev_tokens, s.rpm_limit, s.tpm_limit
+    )
+    select (select count(*) from sums) - count(*)
+           + count(*) filter (where k.minute_requests + k.prev_requests * v_window > k.rpm_limit
+                                 or k.minute_tokens + k.prev_tokens * v_window > k.tpm_limit)
+      into v_bad
+      from k;
+    if v_bad <> 0 then
+      raise exception using errcode = 'P0001', message = 'fallback';
+    end if;
+
+    insert into private.admissions (id, created_at, key_id, user_id, group_name, endpoint, model, stream, client_ip,
+                                    prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted,
+                                    cache, cache_entry_id, cache_similarity)
+    select p.request_id, now(), p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
+           p.prompt_tokens, p.route_plan, p.reserved_micros, p.reserved_tokens, p.counted,
+           p.cache_state, p.cache_entry_id, p.cache_similarity
+      from unnest(v_plans) p where p.request_id is not null;
+
+    for i in 1 .. v_n loop
+      if (v_plans[i]).request_id is not null then
+        v_tickets[i] := row((v_plans[i]).request_id, now(), (v_plans[i]).user_id, (v_plans[i]).key_id,
+                            (v_plans[i]).group_name, (v_plans[i]).reserved_micros, (v_plans[i]).plan,
+                            (v_plans[i]).price, (v_plans[i]).cache)::gateway.relay_ticket;
+      end if;
+    end loop;
+  exception when others then
+    -- One by one, each in its own block: a refusal undoes only its own writes. The batch's
+    -- wallets, then its keys, are locked first in id order, as above.
+    perform 1 from private.wallets w where w.user_id = any(v_users) order by w.user_id for no key update;
+    perform 1 from private.key_counters k where k.key_id = any(v_keys) order by k.key_id for no key update;
+    for i in 1 .. v_n loop
+      continue when (v_plans[i]).request_id is null;
+      begin
+        v_tickets[i] := private.admit_write(v_plans[i]);
+      exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
+                                v_hint = pg_exception_hint, v_column = column_name;
+        v_tickets[i] := null;
+        v_errors[i] := jsonb_build_object('code', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
+                                          'hint', nullif(v_hint, ''), 'column', nullif(v_column, ''));
+      end;
+    end loop;
+  end;
+
+  for i in 1 .. v_n loop
+    idx := v_ords[i];
+    request_id := (v_tickets[i]).request_id;
+    created_at := (v_tickets[i]).created_at;
+    user_id := (v_tickets[i]).user_id;
+    key_id := (v_tickets[i]).key_id;
+    group_name := (v_tickets[i]).group_name;
+    reserved_micros := (v_tickets[i]).reserved_micros;
+    plan := (v_tickets[i]).plan;
+    price := (v_tickets[i]).price;
+    cache := (v_tickets[i]).cache;
+    error := v_errors[i];
     return next;
   end loop;
 end
 $$;
 comment on function gateway.relay_begin_batch(jsonb) is
-  E'relay_begin for up to AdmissionBatchMax requests in one round trip and one transaction: one row per request (idx = its 1-based position), with the ticket or, for a refused request, error = {code, message, detail, hint, column}. Admissions are taken in owner and key order so batches and settlements cannot deadlock.';
+  E'relay_begin for up to AdmissionBatchMax requests in one round trip and one transaction: one row per request (idx = its 1-based position), with the ticket or, for a refused request, error = {code, message, detail, hint, column}. The wallet and key counters of the batch are written once per owner and key; when a sum does not fit, the requests are admitted one by one and only those that do not fit are refused.';
 
 -- gateway.relay_finish: settles a batch of outcomes (the gateway's group commit).
 -- Idempotent by request id: a replayed outcome changes nothing.

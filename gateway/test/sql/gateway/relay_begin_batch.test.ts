@@ -93,6 +93,55 @@ describe('gateway.relay_begin_batch', () => {
     });
   });
 
+  it("writes a busy key's wallet and counters once per batch, with the sums of its requests", async () => {
+    await withTx(async (tx) => {
+      const { group, model } = await priced(tx);
+      const user = await fundedUser(tx, group, 1_000);
+      const key = await createKey(tx, { user_id: user.id, concurrency_limit: 10, rpm_limit: 100, tpm_limit: 10_000, quota_micros: 1_000 });
+      const other = await createKey(tx, { user_id: user.id });
+      const elements = [req(key.key, model), req(other.key, model), req('sk-not-a-key', model), req(key.key, model), req(key.key, model),
+                        req(other.key, model), req(key.key, model, { max_tokens: 40 })];
+      const updated = async () => (await tx`
+        select pg_stat_get_xact_tuples_updated('private.wallets'::regclass)::int as wallets,
+               pg_stat_get_xact_tuples_updated('private.key_counters'::regclass)::int as counters`)[0];
+      const before = await updated();
+      const rows = await batch(tx, elements);
+      expect(rows.map((r) => r.error?.code ?? 'ok')).toEqual(['ok', 'ok', 'NOKEY', 'ok', 'ok', 'ok', 'ok']);
+      expect(rows.map((r) => r.reserved)).toEqual([30, 30, null, 30, 30, 30, 90]);
+      // One owner, one counted key (the other key has no limits): one row version each.
+      const after = await updated();
+      expect({ wallets: after.wallets - before.wallets, counters: after.counters - before.counters }).toEqual({ wallets: 1, counters: 1 });
+      const [w] = await tx`select reserved_micros::int as reserved from private.wallets where user_id = ${user.id}`;
+      expect(w.reserved).toBe(240);
+      const [k] = await tx`select inflight, reserved_micros::int as reserved, minute_requests, minute_tokens::int as minute_tokens
+                             from private.key_counters where key_id = ${key.id}`;
+      expect(k).toEqual({ inflight: 4, reserved: 180, minute_requests: 4, minute_tokens: 110 });
+      const admitted = await tx`select id, reserved_micros::int as reserved, reserved_tokens, counted from private.admissions
+                                 where id = any(${elements.map((e) => e.id)}::uuid[])`;
+      expect(admitted).toHaveLength(6);
+      expect(admitted.find((a) => a.id === elements[6].id)).toMatchObject({ reserved: 90, reserved_tokens: 50, counted: true });
+      expect(admitted.find((a) => a.id === elements[1].id)).toMatchObject({ counted: false });
+    });
+  });
+
+  it('when the sums do not fit, refuses exactly the requests that would be refused one by one', async () => {
+    await withTx(async (tx) => {
+      const { group, model } = await priced(tx);
+      const user = await fundedUser(tx, group, 1_000);
+      const rpm = await createKey(tx, { user_id: user.id, rpm_limit: 3 });
+      const tpm = await createKey(tx, { user_id: user.id, tpm_limit: 45 });   // 20 tokens each: two fit
+      const quota = await createKey(tx, { user_id: user.id, quota_micros: 70 });
+      const rows = await batch(tx, [...[1, 2, 3, 4, 5].map(() => req(rpm.key, model)), ...[1, 2, 3].map(() => req(tpm.key, model)),
+                                    ...[1, 2, 3].map(() => req(quota.key, model))]);
+      expect(rows.map((r) => r.error?.code ?? 'ok')).toEqual(['ok', 'ok', 'ok', 'RLIMT', 'RLIMT', 'ok', 'ok', 'TLIMT', 'ok', 'ok', 'QUOTA']);
+      const counters = await tx`select key_id, inflight, minute_requests, reserved_micros::int as reserved
+                                  from private.key_counters where key_id = any(${[rpm.id, tpm.id, quota.id]}) order by key_id`;
+      expect(counters.map((c) => [c.inflight, c.minute_requests, c.reserved])).toEqual([[3, 3, 90], [2, 2, 60], [2, 2, 60]]);
+      const [w] = await tx`select reserved_micros::int as reserved from private.wallets where user_id = ${user.id}`;
+      expect(w.reserved).toBe(210);
+    });
+  });
+
   it('reads "cache": null (what the gateway sends for a request it cannot cache) as no cache, like relay_begin', async () => {
     await withTx(async (tx) => {
       const { group, model } = await priced(tx);
