@@ -7,7 +7,7 @@
 // /* why */ Each call costs PostgreSQL a protocol exchange, a transaction and its commit whatever it
 // carries; under load those were a third of an admission's database time (docs/performance.md).
 import type postgres from 'postgres';
-import { sql } from './db';
+import { dedicatedConnection } from './db';
 import { options } from './snapshot';
 
 export interface AdmitArgs {
@@ -43,6 +43,8 @@ interface Waiting {
 
 const waiting: Waiting[] = [];
 let inFlight = 0;
+/** Which lanes have a call in flight; a call takes the lowest free one (its own connection). */
+const laneBusy: boolean[] = [];
 /** Admission calls and the requests they carried, for /metrics and the benchmark. */
 export const admissionStats = { requests: 0, singleCalls: 0, batchCalls: 0 };
 
@@ -58,17 +60,22 @@ function pump(): void {
   const max = Math.max(1, Math.min(64, Number(options.AdmissionBatchMax) || 32));
   while (waiting.length > 0 && inFlight < lanes) {
     const batch = waiting.splice(0, max);
+    let lane = 0;
+    while (laneBusy[lane]) lane++;
+    laneBusy[lane] = true;
     inFlight++;
     admissionStats.requests += batch.length;
-    const call = batch.length === 1 ? single(batch[0]) : many(batch);
+    const db = dedicatedConnection(`admission-${lane}`);
+    const call = batch.length === 1 ? single(db, batch[0]) : many(db, batch);
     call.finally(() => {
+      laneBusy[lane] = false;
       inFlight--;
       pump();
     });
   }
 }
 
-async function single(w: Waiting): Promise<void> {
+async function single(sql: postgres.Sql, w: Waiting): Promise<void> {
   admissionStats.singleCalls++;
   const a = w.args;
   try {
@@ -82,7 +89,7 @@ async function single(w: Waiting): Promise<void> {
   }
 }
 
-async function many(batch: Waiting[]): Promise<void> {
+async function many(sql: postgres.Sql, batch: Waiting[]): Promise<void> {
   admissionStats.batchCalls++;
   const body = batch.map(({ args: a }) => ({
     id: a.id,

@@ -35,7 +35,29 @@ const parsed = viaNodeNet.options as unknown as Parsed;
    layer (see pg-socket.ts). Plain TCP to one host only; TLS, Unix sockets and multi-host URLs
    keep the node:net path. (`socket` is a documented postgres.js option its typings lack.) */
 const viaBunSocket = { socket: (o: Parsed) => new PgSocket(o.host[0], o.port[0]) } as {};
-export const sql = !parsed.ssl && !parsed.path && parsed.host.length === 1 ? postgres(config.databaseUrl, { ...options, ...viaBunSocket }) : viaNodeNet;
+const bunSocket = !parsed.ssl && !parsed.path && parsed.host.length === 1;
+const pool = (max: number) => postgres(config.databaseUrl, { ...options, max, ...(bunSocket ? viaBunSocket : {}) });
+
+export const sql = bunSocket ? pool(config.dbPoolMax) : viaNodeNet;
+
+/* why: postgres.js hands each query to the connection idle the longest, so calls made one after
+   another go round every open connection of the pool, and each lands on a backend whose caches
+   went cold since its last turn. The hot path's callers (each admission lane, settlement) get a
+   connection of their own instead: a one-connection pool, which reconnects by itself after the
+   database restarts. Sequential relay_begin calls through a pool of ten open connections cost
+   the backends 737-770 µs of CPU each (1.0 ms wall); through one connection, 350 µs (0.5 ms)
+   (docs/performance.md, finding 23). */
+const dedicated = new Map<string, postgres.Sql>();
+export function dedicatedConnection(name: string): postgres.Sql {
+  let c = dedicated.get(name);
+  if (!c) dedicated.set(name, (c = pool(1)));
+  return c;
+}
+
+/** Closes the shared pool and every dedicated connection (shutdown). */
+export async function closeAll(opts: { timeout?: number } = {}): Promise<void> {
+  await Promise.all([sql.end(opts), ...[...dedicated.values()].map((c) => c.end(opts))]);
+}
 
 // Counts database round trips per gateway.* function, so tests and the benchmark can prove the
 // hot-path budget (one relay_begin per request; relay_finish once per batch).

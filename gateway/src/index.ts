@@ -1,7 +1,7 @@
 // Gateway entry point: load snapshots, listen for changes, serve, and settle before exiting.
 import { createApp } from './app';
 import { config } from './config';
-import { sql } from './db';
+import { closeAll } from './db';
 import { listenForChanges, loadOptions } from './snapshot';
 import { drainOutcomes, replaySpool } from './settle';
 import { startMaintenance, stopMaintenance } from './maintenance';
@@ -34,6 +34,6 @@ installShutdown({
   stopServer: (force) => app.stop(force),
   inFlight,
   drainOutcomes,
-  closeDb: () => sql.end({ timeout: 5 }),
+  closeDb: () => closeAll({ timeout: 5 }),
   beforeStop: stopMaintenance,
 });

@@ -9,7 +9,7 @@
 // error, never dropped silently.
 import { mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { sql } from './db';
+import { dedicatedConnection } from './db';
 import { options } from './snapshot';
 import { config } from './config';
 import { isConnectionError } from './errors';
@@ -131,6 +131,7 @@ function schedule(): void {
 }
 
 async function finish(batch: Outcome[]): Promise<void> {
+  const sql = dedicatedConnection('settlement');
   await sql`select gateway.relay_finish(${sql.json(batch as never)}) as n`;
 }
 
