@@ -63,12 +63,11 @@ comment on function private.key_check(bytea, inet, text) is
 --     size, cache); its refusals depend on nothing another request of the batch writes.
 --   private.admit_write: the writes and the checks that depend on them (wallet, key quota,
 --     concurrency, RPM, TPM), then the admission row and the ticket.
--- private.admit (gateway.relay_begin's body) is the one after the other. These functions are not
+-- gateway.relay_begin calls the one after the other. These functions are not
 -- security definer and set no search_path: they run only inside the gateway.* functions (which pin
 -- search_path = pg_catalog, pg_temp) and nobody else may execute them. The options are an argument
 -- of these private functions only: the gateway role cannot pass options of its own.
 
--- The older single-step admit had the same signature; admit_prepare and admit_write are new.
 create or replace function private.admit_prepare(
   p_opt           jsonb,
   p_request_id    uuid,
@@ -272,29 +271,8 @@ $$;
 comment on function private.admit_write(private.admit_plan) is
   E'The writing half of one admission: reserves on the wallet, counts the key (quota, concurrency, RPM, TPM), records the admission and returns the ticket. Raises QUOTA, RLIMT or TLIMT.';
 
--- private.admit: one admission (gateway.relay_begin's body), given the options
--- private.admission_options() read.
-create or replace function private.admit(
-  p_opt           jsonb,
-  p_request_id    uuid,
-  p_key_hash      bytea,
-  p_model         text,
-  p_endpoint      text,
-  p_stream        boolean,
-  p_client_ip     inet,
-  p_prompt_tokens integer,
-  p_max_tokens    integer,
-  p_cache         jsonb)
-returns gateway.relay_ticket
-language plpgsql volatile
-as $$
-begin
-  return private.admit_write(private.admit_prepare(p_opt, p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
-                                                   p_client_ip, p_prompt_tokens, p_max_tokens, p_cache));
-end
-$$;
-comment on function private.admit(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
-  E'The admission of one request (gateway.relay_begin''s body): private.admit_prepare, then private.admit_write.';
+-- private.admit (the one-step admission of the last release) is relay_begin's two calls now.
+drop function if exists private.admit(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb);
 
 -- private.admission_options: every option admission may need, in one read.
 create or replace function private.admission_options()
@@ -306,7 +284,7 @@ begin
                               'SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel', 'AdmissionBatchMax');
 end
 $$;
-comment on function private.admission_options() is E'The options private.admit and gateway.relay_begin_batch read, as one JSON object.';
+comment on function private.admission_options() is E'The options an admission reads (private.admit_prepare, gateway.relay_begin_batch), as one JSON object.';
 
 -- private.admission_durability: admission commits asynchronously unless DurableAdmission.
 create or replace function private.admission_durability(p_opt jsonb)
@@ -329,7 +307,7 @@ $$;
 comment on function private.admission_durability(jsonb) is
   E'Makes the admission''s transaction commit asynchronously unless the DurableAdmission option is on; returns whether it stays durable.';
 
--- gateway.relay_begin: the one call a request makes before the upstream (private.admit).
+-- gateway.relay_begin: the one call a request makes before the upstream.
 create or replace function gateway.relay_begin(
   p_request_id    uuid,
   p_key_hash      bytea,
@@ -348,8 +326,8 @@ declare
   v_opt jsonb := private.admission_options();
   v_durable boolean := private.admission_durability(v_opt);
 begin
-  return private.admit(v_opt, p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
-                       p_client_ip, p_prompt_tokens, p_max_tokens, p_cache);
+  return private.admit_write(private.admit_prepare(v_opt, p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
+                                                   p_client_ip, p_prompt_tokens, p_max_tokens, p_cache));
 end
 $$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is

@@ -56,7 +56,7 @@ export function admit<T>(args: AdmitArgs): Promise<T> {
 }
 
 function pump(): void {
-  const lanes = Math.max(1, Number(options.AdmissionConcurrency) || 4);
+  const lanes = Math.max(1, Number(options.AdmissionConcurrency) || 1);
   const max = Math.max(1, Math.min(64, Number(options.AdmissionBatchMax) || 32));
   while (waiting.length > 0 && inFlight < lanes) {
     const batch = waiting.splice(0, max);
