@@ -46,58 +46,74 @@ end
 $$;
 
 -- private.cache_scope: the tenant filter. Never null, never shared across users unless the
--- operator chose group scope.
+-- operator chose group scope. (The three-argument form takes the SemanticCacheScope option's
+-- value, for callers that read the options already.)
+create or replace function private.cache_scope(p_user_id bigint, p_group text, p_scope_option text)
+returns text
+language sql immutable
+as $$
+  select case when p_scope_option = 'group' then 'group:' || p_group else 'user:' || p_user_id::text end
+$$;
+comment on function private.cache_scope(bigint, text, text) is E'The cache tenant of a request, given the SemanticCacheScope option: user:<id> (default) or group:<name>.';
+
 create or replace function private.cache_scope(p_user_id bigint, p_group text)
 returns text
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select case when private.option_text('SemanticCacheScope') = 'group' then 'group:' || p_group
-              else 'user:' || p_user_id::text end
+  select private.cache_scope(p_user_id, p_group, private.option_text('SemanticCacheScope'))
 $$;
 comment on function private.cache_scope(bigint, text) is E'The cache tenant of a request: user:<id> (default) or group:<name> (SemanticCacheScope).';
 
--- private.cache_plan: called by relay_begin. The exact lookup, and what the gateway needs for the
--- semantic one. Returns null when the cache does not apply to this request.
-create or replace function private.cache_plan(p_cache jsonb, p_key private.api_keys, p_group text, p_model text)
+-- private.cache_plan: called by admission (private.admit_prepare), with the options it read
+-- (private.admission_options) and whether the model allows caching (its models row). The exact
+-- lookup, and what the gateway needs for the semantic one. Returns null when the cache does not
+-- apply to this request.
+-- (The last release's form read its options itself: five option reads per cacheable request.)
+drop function if exists private.cache_plan(jsonb, private.api_keys, text, text);
+create or replace function private.cache_plan(p_opt jsonb, p_cache jsonb, p_key private.api_keys, p_group text,
+                                              p_model text, p_model_cache_enabled boolean)
 returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_scope text;
   v_hit record;
-  v_channel private.channels;
-  v_embed_model text;
+  v_channel_id bigint;
+  v_channel_version integer;
+  v_embed_model text := nullif(p_opt ->> 'SemanticCacheEmbeddingModel', '');
+  v_embed_channel text := nullif(p_opt ->> 'SemanticCacheEmbeddingChannel', '');
 begin
-  if p_cache is null or not private.option_text('SemanticCacheEnabled')::boolean or not p_key.cache_enabled
-     or not coalesce((select m.cache_enabled from private.models m where m.name = p_model), true) then
+  if p_cache is null or not (p_opt ->> 'SemanticCacheEnabled')::boolean or not p_key.cache_enabled
+     or not coalesce(p_model_cache_enabled, true) then
     return null;
   end if;
-  v_scope := private.cache_scope(p_key.user_id, p_group);
   select e.id, e.answer, e.usage into v_hit
     from private.cache_entries e
-   where e.scope = v_scope and e.model = p_model and e.exact_hash = decode(p_cache ->> 'exact', 'hex')
+   where e.scope = private.cache_scope(p_key.user_id, p_group, p_opt ->> 'SemanticCacheScope')
+     and e.model = p_model and e.exact_hash = decode(p_cache ->> 'exact', 'hex')
      and e.expires_at > now()
    order by e.id desc
    limit 1;
   if found then
     return jsonb_build_object('result', 'exact', 'entry_id', v_hit.id, 'similarity', 1, 'answer', v_hit.answer, 'usage', v_hit.usage);
   end if;
-  v_embed_model := nullif(private.option_text('SemanticCacheEmbeddingModel'), '');
-  select c.* into v_channel from private.channels c
-   where c.name = nullif(private.option_text('SemanticCacheEmbeddingChannel'), '') and c.status = 'enabled';
+  -- The semantic layer needs an embedding channel and model, and a request that asks for it.
+  if v_embed_channel is not null and v_embed_model is not null and coalesce((p_cache ->> 'semantic')::boolean, false) then
+    select c.id, c.version into v_channel_id, v_channel_version
+      from private.channels c where c.name = v_embed_channel and c.status = 'enabled';
+  end if;
   return jsonb_build_object(
     'result', 'miss',
-    'semantic', case when v_channel.id is not null and v_embed_model is not null and coalesce((p_cache ->> 'semantic')::boolean, false)
-                     then jsonb_build_object('channel_id', v_channel.id, 'version', v_channel.version, 'model', v_embed_model,
+    'semantic', case when v_channel_id is not null
+                     then jsonb_build_object('channel_id', v_channel_id, 'version', v_channel_version, 'model', v_embed_model,
                                              'dimensions', private.option_int('SemanticCacheDimensions'))
                 end,
     'store', true);
 end
 $$;
-comment on function private.cache_plan(jsonb, private.api_keys, text, text) is
-  E'Exact-layer lookup for relay_begin, and the embedding channel/model for the semantic layer when it applies.';
+comment on function private.cache_plan(jsonb, jsonb, private.api_keys, text, text, boolean) is
+  E'Exact-layer lookup for admission, and the embedding channel/model for the semantic layer when it applies. Takes the options admission read (private.admission_options).';
 
 -- gateway.cache_lookup: the one follow-up call after the embedding. Nearest entry of the same
 -- tenant, model and context; a hit when its similarity reaches SemanticCacheThreshold. Records

@@ -143,7 +143,7 @@ begin
 
   -- Cache: an exact hit is served without the upstream and reserves only its hit price.
   if p_cache is not null and v_key.cache_enabled then
-    v_cache := private.cache_plan(p_cache, v_key, v_auth.user_group, p_model);
+    v_cache := private.cache_plan(p_opt, p_cache, v_key, v_auth.user_group, p_model, (v_auth.model).cache_enabled);
     if v_cache ->> 'result' = 'exact' then
       v_reserve := case when v_price.name is null then 0 else round(private.cost_micros(
                      (v_cache -> 'usage' ->> 'prompt_tokens')::integer, (v_cache -> 'usage' ->> 'completion_tokens')::integer,
@@ -280,8 +280,9 @@ returns jsonb
 language plpgsql stable
 as $$
 begin
-  return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens',
-                              'SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel', 'AdmissionBatchMax');
+  return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens', 'AdmissionBatchMax',
+                              'SemanticCacheEnabled', 'SemanticCacheScope', 'SemanticCacheHitPriceRatio',
+                              'SemanticCacheEmbeddingModel', 'SemanticCacheEmbeddingChannel');
 end
 $$;
 comment on function private.admission_options() is E'The options an admission reads (private.admit_prepare, gateway.relay_begin_batch), as one JSON object.';
