@@ -73,9 +73,12 @@ language plpgsql stable
 as $$
 declare
   v_values jsonb;
+  v_found integer;
 begin
-  select jsonb_object_agg(o.key, o.value) into v_values from private.options o where o.key = any(p_keys);
-  if v_values is null or cardinality(p_keys) <> (select count(*) from jsonb_object_keys(v_values)) then
+  -- The count comes with the values: the check below is then an expression, not a second query
+  -- (this runs once per admission call and per settlement).
+  select jsonb_object_agg(o.key, o.value), count(*) into v_values, v_found from private.options o where o.key = any(p_keys);
+  if v_found <> cardinality(p_keys) then
     raise exception using errcode = 'BADOP',
       message = format('Unknown option(s): %s.', array_to_string(array(
         select k from unnest(p_keys) k where not coalesce(v_values ? k, false)), ', ')),

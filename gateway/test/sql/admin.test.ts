@@ -98,4 +98,15 @@ describe('admin.* functions', () => {
       expect(o.v).toBe(5);
     });
   });
+
+  it('private.options_pick reads several options at once and names the unknown ones', async () => {
+    await withTx(async (tx) => {
+      await tx`select admin.option_set('MaxAttempts', '4')`;
+      const [r] = await tx`select private.options_pick('MaxAttempts', 'DefaultMaxTokens') as v`;
+      expect(Object.keys(r.v).sort()).toEqual(['DefaultMaxTokens', 'MaxAttempts']);
+      expect(r.v.MaxAttempts).toBe('4');
+      await expect(attempt(tx, (sp) => sp`select private.options_pick('MaxAttempts', 'NoSuchOption', 'NorThis')`)).rejects.toMatchObject({
+        code: 'BADOP', message: 'Unknown option(s): NoSuchOption, NorThis.' });
+    });
+  });
 });
