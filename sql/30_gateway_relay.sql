@@ -364,7 +364,6 @@ declare
   v_keys bigint[];
   v_minute timestamptz := date_trunc('minute', now());
   v_window numeric := 1 - extract(epoch from now() - date_trunc('minute', now())) / 60;
-  v_count integer;
   v_bad integer;
   v_state text;
   v_message text;

@@ -46,7 +46,7 @@ export const sql = bunSocket ? pool(config.dbPoolMax) : viaNodeNet;
    connection of their own instead: a one-connection pool, which reconnects by itself after the
    database restarts. Sequential relay_begin calls through a pool of ten open connections cost
    the backends 737-770 µs of CPU each (1.0 ms wall); through one connection, 350 µs (0.5 ms)
-   (docs/performance.md, finding 23). */
+   (docs/performance.md, finding 22). */
 const dedicated = new Map<string, postgres.Sql>();
 export function dedicatedConnection(name: string): postgres.Sql {
   let c = dedicated.get(name);
