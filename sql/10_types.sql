@@ -53,3 +53,34 @@ begin
   end if;
 end
 $$;
+
+-- What admission reads about a client key in one lookup (private.key_auth_of), checked by
+-- private.key_verify. Private.
+do $$
+begin
+  if to_regtype('private.key_auth') is null then
+    create type private.key_auth as (
+      key              private.api_keys,
+      user_status      text,
+      user_group       text,
+      model            private.models,   -- the requested model's price row (null: unknown model)
+      group_multiplier numeric           -- the owner's group price multiplier
+    );
+  end if;
+end
+$$;
+
+-- One request's route plan (private.route_plans), as private.admit_prepare takes it. Private.
+do $$
+begin
+  if to_regtype('private.route_choice') is null then
+    create type private.route_choice as (
+      served         integer,   -- channels serving the model for the group, usable or not
+      candidates     jsonb,     -- the usable ones in try order (null: none)
+      skipped        jsonb,     -- the others, with the reason
+      multipliers    jsonb,     -- the usable ones' cost multipliers by channel id
+      max_multiplier numeric
+    );
+  end if;
+end
+$$;

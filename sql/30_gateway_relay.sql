@@ -1,11 +1,67 @@
 -- The gateway's API: what the elygate_gateway role may execute. Everything that decides who may
 -- use what lives here; the gateway only parses, streams and reports.
 
--- private.key_check: authenticates a client key (by sha256) for a request from p_client_ip, and
--- reads in the same statement what admission needs next: the model's price row and the owner's
--- group multiplier (relay_begin passes p_model; models_list does not).
--- Called by gateway.relay_begin and gateway.models_list. Raises NOKEY/KREVK/KEXPD/UDSBL/IPDNY.
--- (The signature gained p_model and two OUT columns; the old one goes.)
+-- private.key_auth_of: the one lookup that authenticates a client key by its sha256, and reads what
+-- admission needs next: the owner's status and group, the group's price multiplier and p_model's
+-- price row. A set-returning SQL function so it is inlined: relay_begin_batch reads every request
+-- of a batch in one statement with it. private.key_verify checks what it read.
+create or replace function private.key_auth_of(p_key_hash bytea, p_model text)
+returns setof private.key_auth
+language sql stable
+-- (limit 1: the key hash is unique; the limit also keeps the lookup a subquery, an index lookup
+-- per request, where a plain join made the planner hash the whole key table for a batch)
+as $$
+  select k, u.status, u.group_name, m, g.price_multiplier
+    from private.api_keys k
+    join private.users u on u.id = k.user_id
+    left join private.models m on m.name = p_model
+    left join private.groups g on g.name = u.group_name
+   where k.key_hash = p_key_hash
+   limit 1
+$$;
+comment on function private.key_auth_of(bytea, text) is
+  E'A client key (by sha256) with its owner''s status and group, the group''s price multiplier and p_model''s price row; no row when unknown. Checked by private.key_verify.';
+
+-- private.key_verify: raises NOKEY/KREVK/KEXPD/UDSBL/IPDNY unless p_auth (what key_auth_of read
+-- for p_key_hash) may make a request from p_client_ip; returns p_auth.
+create or replace function private.key_verify(p_key_hash bytea, p_auth private.key_auth, p_client_ip inet)
+returns private.key_auth
+language plpgsql stable
+as $$
+declare
+  v_key private.api_keys := p_auth.key;
+begin
+  if p_key_hash is null then
+    raise exception using errcode = 'NOKEY',
+      message = 'You didn''t provide an API key. Send it as "Authorization: Bearer <key>" or "x-api-key: <key>".';
+  end if;
+  if v_key.id is null then
+    raise exception using errcode = 'NOKEY', message = 'Incorrect API key provided.',
+      hint = 'Create a key with admin.key_create(), or check for a truncated copy.';
+  end if;
+  if v_key.status <> 'active' then
+    raise exception using errcode = 'KREVK', message = format('This API key (%s) has been revoked.', v_key.key_prefix);
+  end if;
+  if v_key.expires_at is not null and v_key.expires_at <= now() then
+    raise exception using errcode = 'KEXPD',
+      message = format('This API key (%s) expired at %s.', v_key.key_prefix,
+                       to_char(v_key.expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
+  end if;
+  if p_auth.user_status <> 'active' then
+    raise exception using errcode = 'UDSBL', message = 'The account that owns this API key is disabled.';
+  end if;
+  if v_key.allowed_ips is not null
+     and (p_client_ip is null or not exists (select 1 from unnest(v_key.allowed_ips) c where p_client_ip <<= c)) then
+    raise exception using errcode = 'IPDNY',
+      message = format('This API key may not be used from %s.', coalesce(host(p_client_ip), 'an unknown address'));
+  end if;
+  return p_auth;
+end
+$$;
+comment on function private.key_verify(bytea, private.key_auth, inet) is
+  E'Raises unless the key read by private.key_auth_of is active, unexpired, owned by an active account and allowed from the client IP.';
+
+-- private.key_check: private.key_auth_of and private.key_verify for one key (gateway.models_list).
 drop function if exists private.key_check(bytea, inet);
 create or replace function private.key_check(p_key_hash bytea, p_client_ip inet, p_model text default null,
                                              out key private.api_keys, out user_group text,
@@ -14,53 +70,24 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_row record;
+  v_auth private.key_auth;
 begin
-  if p_key_hash is null then
-    raise exception using errcode = 'NOKEY',
-      message = 'You didn''t provide an API key. Send it as "Authorization: Bearer <key>" or "x-api-key: <key>".';
-  end if;
-  /* why one statement: each statement a PL/pgSQL function runs costs an executor start-up, and
-     this runs once per request; key, owner, price and group used to be four. */
-  select k as key, u.status as user_status, u.group_name, m as model, g.price_multiplier
-    into v_row
-    from private.api_keys k
-    join private.users u on u.id = k.user_id
-    left join private.models m on m.name = p_model
-    left join private.groups g on g.name = u.group_name
-   where k.key_hash = p_key_hash;
-  if not found then
-    raise exception using errcode = 'NOKEY', message = 'Incorrect API key provided.',
-      hint = 'Create a key with admin.key_create(), or check for a truncated copy.';
-  end if;
-  key := v_row.key;
-  user_group := v_row.group_name;
-  model := v_row.model;
-  group_multiplier := v_row.price_multiplier;
-  if key.status <> 'active' then
-    raise exception using errcode = 'KREVK', message = format('This API key (%s) has been revoked.', key.key_prefix);
-  end if;
-  if key.expires_at is not null and key.expires_at <= now() then
-    raise exception using errcode = 'KEXPD',
-      message = format('This API key (%s) expired at %s.', key.key_prefix,
-                       to_char(key.expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
-  end if;
-  if v_row.user_status <> 'active' then
-    raise exception using errcode = 'UDSBL', message = 'The account that owns this API key is disabled.';
-  end if;
-  if key.allowed_ips is not null
-     and (p_client_ip is null or not exists (select 1 from unnest(key.allowed_ips) c where p_client_ip <<= c)) then
-    raise exception using errcode = 'IPDNY',
-      message = format('This API key may not be used from %s.', coalesce(host(p_client_ip), 'an unknown address'));
-  end if;
+  select a.* into v_auth from private.key_auth_of(p_key_hash, p_model) a;
+  v_auth := private.key_verify(p_key_hash, v_auth, p_client_ip);
+  key := v_auth.key;
+  user_group := v_auth.user_group;
+  model := v_auth.model;
+  group_multiplier := v_auth.group_multiplier;
 end
 $$;
 comment on function private.key_check(bytea, inet, text) is
   E'Authenticates a client key by its sha256: status, expiry, owner status and IP/CIDR allowlist. Also returns the owner''s group, its price multiplier and the price row of p_model (null when unknown).';
 
 -- Admission in two steps, so a batch can do the second once per owner and key:
---   private.admit_prepare: everything that reads (key, model allowlist, route, price, reservation
---     size, cache); its refusals depend on nothing another request of the batch writes.
+--   private.admit_prepare: everything that reads (key checks, model allowlist, route, price,
+--     reservation size, cache); its refusals depend on nothing another request of the batch
+--     writes. Its caller reads the key (private.key_auth_of) and the route (private.route_plans),
+--     so that a batch reads them for all its requests in one statement each.
 --   private.admit_write: the writes and the checks that depend on them (wallet, key quota,
 --     concurrency, RPM, TPM), then the admission row and the ticket.
 -- gateway.relay_begin calls the one after the other. These functions are not
@@ -68,8 +95,12 @@ comment on function private.key_check(bytea, inet, text) is
 -- search_path = pg_catalog, pg_temp) and nobody else may execute them. The options are an argument
 -- of these private functions only: the gateway role cannot pass options of its own.
 
+-- (It used to read the key and the route itself: that form goes.)
+drop function if exists private.admit_prepare(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb);
 create or replace function private.admit_prepare(
   p_opt           jsonb,
+  p_auth          private.key_auth,       -- private.key_auth_of(p_key_hash, p_model)
+  p_route         private.route_choice,   -- private.route_plans for p_model and the key's group
   p_request_id    uuid,
   p_key_hash      bytea,
   p_model         text,
@@ -83,8 +114,8 @@ returns private.admit_plan
 language plpgsql volatile
 as $$
 declare
-  v_auth record;
-  v_route record;
+  v_auth private.key_auth;
+  v_route private.route_choice := p_route;
   v_key private.api_keys;
   v_price private.models;
   v_out_tokens integer;
@@ -97,7 +128,7 @@ begin
   if p_request_id is null then
     raise exception using errcode = 'BADRQ', message = 'An admission needs a request id.';
   end if;
-  v_auth := private.key_check(p_key_hash, p_client_ip, p_model);
+  v_auth := private.key_verify(p_key_hash, p_auth, p_client_ip);
   v_key := v_auth.key;
 
   if v_key.allowed_models is not null and not (p_model = any(v_key.allowed_models)) then
@@ -105,9 +136,6 @@ begin
       message = format('This API key is not allowed to use the model `%s`.', p_model);
   end if;
 
-  -- An assignment, not "select ... from route_plan()": PL/pgSQL evaluates it as a simple expression,
-  -- without the executor start-up and tuplestore of a set-returning call.
-  v_route := private.route_plan(p_model, v_auth.user_group);
   if v_route.served = 0 then
     raise exception using errcode = 'NOMDL', column = 'model',
       message = format('The model `%s` does not exist or you do not have access to it.', p_model);
@@ -174,8 +202,8 @@ begin
              end)::private.admit_plan;
 end
 $$;
-comment on function private.admit_prepare(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
-  E'The reading half of an admission: authenticates, checks the model allowlist, plans the route, prices the reservation and looks the cache up. Raises the refusals that depend on nothing a request writes.';
+comment on function private.admit_prepare(jsonb, private.key_auth, private.route_choice, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
+  E'The reading half of an admission, given the key and route its caller read: authenticates, checks the model allowlist and the route, prices the reservation and looks the cache up. Raises the refusals that depend on nothing a request writes.';
 
 -- private.admit_write: the writing half of one admission (see private.admit_prepare).
 create or replace function private.admit_write(p private.admit_plan)
@@ -326,9 +354,14 @@ as $$
 declare
   v_opt jsonb := private.admission_options();
   v_durable boolean := private.admission_durability(v_opt);
+  v_auth private.key_auth;
+  v_route private.route_choice;
 begin
-  return private.admit_write(private.admit_prepare(v_opt, p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
-                                                   p_client_ip, p_prompt_tokens, p_max_tokens, p_cache));
+  select a.* into v_auth from private.key_auth_of(p_key_hash, p_model) a;
+  select (r.route).* into v_route from private.route_plans(array[p_model], array[v_auth.user_group]) r;
+  return private.admit_write(private.admit_prepare(v_opt, v_auth, v_route, p_request_id, p_key_hash, p_model,
+                                                   p_endpoint, p_stream, p_client_ip, p_prompt_tokens, p_max_tokens,
+                                                   p_cache));
 end
 $$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
@@ -354,6 +387,10 @@ declare
   v_max integer := (v_opt ->> 'AdmissionBatchMax')::integer;
   v_reqs jsonb[];
   v_ords integer[];
+  v_auths private.key_auth[];
+  v_models text[];
+  v_groups text[];
+  v_routes private.route_choice[];
   v_plans private.admit_plan[];
   v_tickets gateway.relay_ticket[];
   v_errors jsonb[];
@@ -378,27 +415,32 @@ begin
   v_durable := private.admission_durability(v_opt);
   /* why this order: admissions lock wallets and key counters until the batch commits. Elements go
      by owner and key, so the fallback below takes each owner's wallet, then its keys, in id order;
-     the set-based writes take every wallet, then every key, in id order, as settlement does. */
-  select array_agg(e.r order by k.user_id nulls last, k.id, e.ord), array_agg(e.ord::integer order by k.user_id nulls last, k.id, e.ord)
-    into v_reqs, v_ords
+     the set-based writes take every wallet, then every key, in id order, as settlement does.
+     why one statement: each statement costs an executor start-up; the key lookups of the whole
+     batch are this one (and the route plans the next), where each request used to run its own. */
+  select array_agg(e.r order by (a.key).user_id nulls last, (a.key).id, e.ord),
+         array_agg(e.ord::integer order by (a.key).user_id nulls last, (a.key).id, e.ord),
+         array_agg(row(a.key, a.user_status, a.user_group, a.model, a.group_multiplier)::private.key_auth
+                   order by (a.key).user_id nulls last, (a.key).id, e.ord),
+         array_agg(e.r ->> 'model' order by (a.key).user_id nulls last, (a.key).id, e.ord),
+         array_agg(a.user_group order by (a.key).user_id nulls last, (a.key).id, e.ord)
+    into v_reqs, v_ords, v_auths, v_models, v_groups
     from jsonb_array_elements(p_requests) with ordinality e(r, ord)
     -- (a key_hash that is not hex finds no key here and is refused in its own block below)
-    /* why lateral with limit: as a plain join, the planner (which guesses 100 elements) hashed
-       the whole key table on every batch, a sequential scan of every key; this is an index
-       lookup per element. */
-    left join lateral (
-      select k.user_id, k.id from private.api_keys k
-       where k.key_hash = case when e.r ->> 'key_hash' ~ '^([0-9a-fA-F]{2})*$' then decode(e.r ->> 'key_hash', 'hex') end
-       limit 1) k on true;
+    left join lateral private.key_auth_of(
+      case when e.r ->> 'key_hash' ~ '^([0-9a-fA-F]{2})*$' then decode(e.r ->> 'key_hash', 'hex') end,
+      e.r ->> 'model') a on true;
   v_n := coalesce(cardinality(v_reqs), 0);
+  select array_agg(r.route order by r.idx) into v_routes from private.route_plans(v_models, v_groups) r;
 
   -- 1. The reading half, per element. A refusal here depends on nothing the batch writes, so it
   --    is that element's answer. (A block per element: its subtransaction costs a few µs.)
   for i in 1 .. v_n loop
     v_req := v_reqs[i];
     begin
-      v_plans[i] := private.admit_prepare(v_opt, (v_req ->> 'id')::uuid, decode(v_req ->> 'key_hash', 'hex'),
-                                          v_req ->> 'model', v_req ->> 'endpoint', (v_req ->> 'stream')::boolean,
+      v_plans[i] := private.admit_prepare(v_opt, v_auths[i], v_routes[i], (v_req ->> 'id')::uuid,
+                                          decode(v_req ->> 'key_hash', 'hex'), v_req ->> 'model',
+                                          v_req ->> 'endpoint', (v_req ->> 'stream')::boolean,
                                           (v_req ->> 'client_ip')::inet, (v_req ->> 'prompt_tokens')::integer,
                                           (v_req ->> 'max_tokens')::integer, nullif(v_req -> 'cache', 'null'::jsonb));
       v_errors[i] := null;

@@ -2,7 +2,8 @@
 -- checks. The circuit breaker that moves channels in and out of the plan is
 -- sql/32_private_breaker.sql.
 
--- private.route_plan: the ordered candidates for a model and group (called by relay_begin).
+-- private.route_plans: the ordered candidates of each request's model and group (called by
+-- relay_begin and relay_begin_batch); private.route_plan: the same for one.
 -- The result gained multipliers and max_multiplier: drop the older shape once (a function's OUT
 -- columns cannot change in place).
 do $$
@@ -14,14 +15,16 @@ begin
   end if;
 end
 $$;
-create or replace function private.route_plan(p_model text, p_group text,
-                                              out served integer, out candidates jsonb, out skipped jsonb,
-                                              out multipliers jsonb, out max_multiplier numeric)
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
+create or replace function private.route_plans(p_models text[], p_groups text[])
+returns table (idx integer, route private.route_choice)
+language plpgsql volatile
+-- Generic plans: for a one-element call PostgreSQL otherwise plans this statement again at every
+-- call (its custom plan looks cheaper than the generic one), which costs four times running it.
+set plan_cache_mode = force_generic_plan
 as $$
 /* plpgsql, not sql: the statement's plan is cached for the session instead of being made on
-   every call (a language sql function with OUT parameters is never inlined). */
+   every call. Not security definer: it runs inside the gateway.* functions (relay_begin,
+   relay_begin_batch) and private.route_plan, and every name is qualified. */
 begin
   /* why: the route plan is decided here, not in the gateway, so every instance routes alike.
      Candidates go by priority tier (higher first); inside a tier by weighted random order
@@ -32,47 +35,59 @@ begin
      lock and is not rolled back, so it adds no contention). key_index counts enabled keys in
      ordinal order, the order gateway.channel_credentials hands them to the gateway. Each candidate
      carries its channel's cost multiplier, and the result has them by channel with their maximum,
-     so relay_begin prices the route without reading channels or the plan again.
+     so admission prices the route without reading channels or the plan again.
      Skipped channels carry the reason: manually_disabled (an operator), breaker_open (the circuit
-     breaker, with its stored reason as detail), no_enabled_key (every key disabled). */
-  with c as (
-    select c.id, c.version, c.priority, c.weight, c.status, c.status_reason, c.config, c.cost_multiplier,
-           coalesce(c.model_mapping ->> p_model, p_model) as upstream_model,
-           k.n_keys, k.ordinals
-      from private.channels c
-      cross join lateral (
-        select count(*)::integer as n_keys, array_agg(ck.ordinal order by ck.ordinal) as ordinals
-          from private.channel_keys ck
-         where ck.channel_id = c.id and ck.status = 'enabled') k
-     where p_model = any(c.models) and p_group = any(c.groups)
-  ),
-  picked as (
-    select c.*,
-           case when c.status = 'enabled' and c.n_keys > 0 then
-             case when c.config ->> 'key_selection' = 'round_robin'
-                  then (nextval('private.channel_key_rotation') % c.n_keys)::integer
-                  else floor(random() * c.n_keys)::integer
-             end
-           end as key_index
-      from c
-  )
-  select count(*)::integer,
-         jsonb_agg(jsonb_build_object('channel_id', p.id, 'version', p.version, 'model', p.upstream_model,
-                                      'key_index', p.key_index, 'key_ordinal', p.ordinals[p.key_index + 1],
-                                      'multiplier', p.cost_multiplier::text)
-                   order by p.priority desc, (p.weight = 0), -ln(1.0 - random()) / greatest(p.weight, 1))
-           filter (where p.key_index is not null),
-         coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                    'channel_id', p.id,
-                    'reason', case p.status when 'enabled' then 'no_enabled_key'
-                                            when 'auto_disabled' then 'breaker_open'
-                                            else p.status end,
-                    'detail', p.status_reason)))
-                    filter (where p.key_index is null), '[]'::jsonb),
-         jsonb_object_agg(p.id::text, p.cost_multiplier::text) filter (where p.key_index is not null),
-         max(p.cost_multiplier) filter (where p.key_index is not null)
-    into served, candidates, skipped, multipliers, max_multiplier
-    from picked p;
+     breaker, with its stored reason as detail), no_enabled_key (every key disabled).
+     why a set: a batch of admissions (relay_begin_batch) plans every request in this one
+     statement, where each request used to run its own (an executor start-up each). */
+  return query
+  select e.i::integer, (
+    select row(count(*)::integer,
+               jsonb_agg(jsonb_build_object('channel_id', p.id, 'version', p.version, 'model', p.upstream_model,
+                                            'key_index', p.key_index, 'key_ordinal', p.ordinals[p.key_index + 1],
+                                            'multiplier', p.cost_multiplier::text)
+                         order by p.priority desc, (p.weight = 0), -ln(1.0 - random()) / greatest(p.weight, 1))
+                 filter (where p.key_index is not null),
+               coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                          'channel_id', p.id,
+                          'reason', case p.status when 'enabled' then 'no_enabled_key'
+                                                  when 'auto_disabled' then 'breaker_open'
+                                                  else p.status end,
+                          'detail', p.status_reason)))
+                          filter (where p.key_index is null), '[]'::jsonb),
+               jsonb_object_agg(p.id::text, p.cost_multiplier::text) filter (where p.key_index is not null),
+               max(p.cost_multiplier) filter (where p.key_index is not null))::private.route_choice
+      from (
+        select c.id, c.version, c.priority, c.weight, c.status, c.status_reason, c.cost_multiplier,
+               coalesce(c.model_mapping ->> e.model, e.model) as upstream_model, k.ordinals,
+               case when c.status = 'enabled' and k.n_keys > 0 then
+                 case when c.config ->> 'key_selection' = 'round_robin'
+                      then (nextval('private.channel_key_rotation') % k.n_keys)::integer
+                      else floor(random() * k.n_keys)::integer
+                 end
+               end as key_index
+          from private.channels c
+          cross join lateral (
+            select count(*)::integer as n_keys, array_agg(ck.ordinal order by ck.ordinal) as ordinals
+              from private.channel_keys ck
+             where ck.channel_id = c.id and ck.status = 'enabled') k
+         where e.model = any(c.models) and e.grp = any(c.groups)) p)
+    from unnest(p_models, p_groups) with ordinality e(model, grp, i);
+end
+$$;
+comment on function private.route_plans(text[], text[]) is
+  E'The route plan of each request of a batch (p_models[i] for p_groups[i], idx = i): see private.route_plan.';
+
+-- private.route_plan: the ordered candidates for one model and group (psql, tests).
+create or replace function private.route_plan(p_model text, p_group text,
+                                              out served integer, out candidates jsonb, out skipped jsonb,
+                                              out multipliers jsonb, out max_multiplier numeric)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  select (r.route).* into served, candidates, skipped, multipliers, max_multiplier
+    from private.route_plans(array[p_model], array[p_group]) r;
 end
 $$;
 comment on function private.route_plan(text, text) is

@@ -70,6 +70,45 @@ describe('gateway.relay_begin_batch', () => {
     });
   });
 
+  it("plans each element's route for its own model and its owner's group, as relay_begin does", async () => {
+    await withTx(async (tx) => {
+      // Two groups, two models: a batch plans them all in one statement, so an element must get
+      // its own pair's channels (mapping, multiplier, skipped ones), never a neighbour's.
+      const { group: g1, model: m1 } = await priced(tx);
+      const g2 = await createGroup(tx);
+      const m2 = unique('batch');
+      await tx`select admin.model_upsert(${tx.json({ name: m2, input_price: 1_000_000, output_price: 2_000_000 } as never)})`;
+      const c2 = await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [m1, m2], groups: [g2], cost_multiplier: 2, model_mapping: { [m1]: 'upstream-m1' } });
+      const off = await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [m2], groups: [g2], status: 'manually_disabled' });
+      const [{ id: c1 }] = await tx`select id from private.channels where ${m1} = any(models) and ${g1} = any(groups)`;
+      const k1 = await createKey(tx, { user_id: (await fundedUser(tx, g1, 10_000)).id });
+      const k2 = await createKey(tx, { user_id: (await fundedUser(tx, g2, 10_000)).id });
+      const elements = [req(k2.key, m2), req(k1.key, m1), req(k2.key, m1), req(k1.key, m2), req(k2.key, m2), req(k1.key, m1)];
+      const rows = await batch(tx, elements);
+      expect(rows.map((r) => r.error?.code ?? 'ok')).toEqual(['ok', 'ok', 'ok', 'NOMDL', 'ok', 'ok']);
+      const chosen = rows.map((r) => r.plan?.map((c: any) => [c.channel_id, c.model, c.multiplier]) ?? null);
+      expect(chosen).toEqual([
+        [[Number(c2.id), m2, '2.000000']],
+        [[Number(c1), m1, '1.000000']],
+        [[Number(c2.id), 'upstream-m1', '2.000000']],
+        null,
+        [[Number(c2.id), m2, '2.000000']],
+        [[Number(c1), m1, '1.000000']],
+      ]);
+      // The route recorded on the admission is the element's own, skipped channels included.
+      const [adm] = await tx`select route_plan from private.admissions where id = ${elements[0].id}`;
+      expect(adm.route_plan.skipped).toEqual([{ channel_id: Number(off.id), reason: 'manually_disabled' }]);
+      const [adm3] = await tx`select route_plan, reserved_micros::int as reserved from private.admissions where id = ${elements[2].id}`;
+      expect(adm3.route_plan.skipped).toEqual([]);
+      expect(adm3.reserved).toBe(60);   // 30 at the route's dearest multiplier, 2
+      // relay_begin plans the same request alike.
+      const [single] = await tx`select plan, reserved_micros::int as reserved from gateway.relay_begin(
+        ${randomUUID()}, ${sha256(k2.key)}, ${m1}, 'chat/completions', false, '127.0.0.1', 10, 10)`;
+      expect(single.plan.map((c: any) => [c.channel_id, c.model, c.multiplier])).toEqual(chosen[2]);
+      expect(single.reserved).toBe(60);
+    });
+  });
+
   it("undoes a refused element's writes and keeps the others' (wallet, key counters)", async () => {
     await withTx(async (tx) => {
       const { group, model } = await priced(tx);
