@@ -50,10 +50,13 @@ begin
   if p_auth.user_status <> 'active' then
     raise exception using errcode = 'UDSBL', message = 'The account that owns this API key is disabled.';
   end if;
-  if v_key.allowed_ips is not null
-     and (p_client_ip is null or not exists (select 1 from unnest(v_key.allowed_ips) c where p_client_ip <<= c)) then
-    raise exception using errcode = 'IPDNY',
-      message = format('This API key may not be used from %s.', coalesce(host(p_client_ip), 'an unknown address'));
+  /* why nested: a condition with a subquery is run as a query (an executor start-up) whenever it
+     is evaluated; nested, it is evaluated only for a key with an allowlist. */
+  if v_key.allowed_ips is not null then
+    if p_client_ip is null or not exists (select 1 from unnest(v_key.allowed_ips) c where p_client_ip <<= c) then
+      raise exception using errcode = 'IPDNY',
+        message = format('This API key may not be used from %s.', coalesce(host(p_client_ip), 'an unknown address'));
+    end if;
   end if;
   return p_auth;
 end
@@ -121,6 +124,7 @@ declare
   v_out_tokens integer;
   v_reserve bigint := 0;
   v_cache jsonb;
+  v_embedding_price jsonb;
 begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
@@ -182,6 +186,14 @@ begin
     end if;
   end if;
 
+  /* why apart from the return: an expression with a subquery is run as a query (an executor
+     start-up) whenever it is evaluated, even when its branch is not taken; the return below is a
+     plain expression. */
+  if v_price.name is not null and p_opt ->> 'SemanticCacheEmbeddingModel' <> '' then
+    select jsonb_build_object('input', em.input_price, 'per_call', em.per_call_price) into v_embedding_price
+      from private.models em where em.name = p_opt ->> 'SemanticCacheEmbeddingModel';
+  end if;
+
   return row(p_request_id, v_key.id, v_key.user_id, v_auth.user_group, p_endpoint, p_model,
              coalesce(p_stream, false), p_client_ip, p_prompt_tokens,
              jsonb_build_object('candidates', v_route.candidates, 'skipped', v_route.skipped), v_route.candidates,
@@ -195,10 +207,7 @@ begin
                'cached_input', v_price.cached_input_price, 'cache_write', v_price.cache_write_price,
                'per_call', v_price.per_call_price, 'group_multiplier', v_auth.group_multiplier::text,
                'channel_multipliers', v_route.multipliers,
-               'cache_hit_ratio', p_opt ->> 'SemanticCacheHitPriceRatio',
-               'embedding', case when p_opt ->> 'SemanticCacheEmbeddingModel' <> '' then
-                              (select jsonb_build_object('input', em.input_price, 'per_call', em.per_call_price)
-                                 from private.models em where em.name = p_opt ->> 'SemanticCacheEmbeddingModel') end)
+               'cache_hit_ratio', p_opt ->> 'SemanticCacheHitPriceRatio', 'embedding', v_embedding_price)
              end)::private.admit_plan;
 end
 $$;
@@ -367,6 +376,23 @@ $$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
   E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the admission (private.admissions) until settlement. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
+-- private.admit_prepare_element: private.admit_prepare for one element of a batch (relay_begin's
+-- arguments as JSON; see gateway.relay_begin_batch).
+create or replace function private.admit_prepare_element(p_opt jsonb, p_auth private.key_auth,
+                                                         p_route private.route_choice, p_req jsonb)
+returns private.admit_plan
+language plpgsql volatile
+as $$
+begin
+  return private.admit_prepare(p_opt, p_auth, p_route, (p_req ->> 'id')::uuid, decode(p_req ->> 'key_hash', 'hex'),
+                               p_req ->> 'model', p_req ->> 'endpoint', (p_req ->> 'stream')::boolean,
+                               (p_req ->> 'client_ip')::inet, (p_req ->> 'prompt_tokens')::integer,
+                               (p_req ->> 'max_tokens')::integer, nullif(p_req -> 'cache', 'null'::jsonb));
+end
+$$;
+comment on function private.admit_prepare_element(jsonb, private.key_auth, private.route_choice, jsonb) is
+  E'private.admit_prepare for one element of gateway.relay_begin_batch''s JSON array.';
+
 -- gateway.relay_begin_batch: several admissions in one round trip, for a gateway whose admission
 -- calls are all in flight when more requests arrive (its natural batching; AdmissionConcurrency).
 -- Each element is relay_begin's arguments as JSON: {"id", "key_hash" (hex), "model", "endpoint",
@@ -392,10 +418,9 @@ declare
   v_groups text[];
   v_routes private.route_choice[];
   v_plans private.admit_plan[];
-  v_tickets gateway.relay_ticket[];
+  v_ticket gateway.relay_ticket;
   v_errors jsonb[];
   v_n integer;
-  v_req jsonb;
   v_durable boolean;
   v_users bigint[];
   v_keys bigint[];
@@ -433,25 +458,27 @@ begin
   v_n := coalesce(cardinality(v_reqs), 0);
   select array_agg(r.route order by r.idx) into v_routes from private.route_plans(v_models, v_groups) r;
 
-  -- 1. The reading half, per element. A refusal here depends on nothing the batch writes, so it
-  --    is that element's answer. (A block per element: its subtransaction costs a few µs.)
-  for i in 1 .. v_n loop
-    v_req := v_reqs[i];
-    begin
-      v_plans[i] := private.admit_prepare(v_opt, v_auths[i], v_routes[i], (v_req ->> 'id')::uuid,
-                                          decode(v_req ->> 'key_hash', 'hex'), v_req ->> 'model',
-                                          v_req ->> 'endpoint', (v_req ->> 'stream')::boolean,
-                                          (v_req ->> 'client_ip')::inet, (v_req ->> 'prompt_tokens')::integer,
-                                          (v_req ->> 'max_tokens')::integer, nullif(v_req -> 'cache', 'null'::jsonb));
-      v_errors[i] := null;
-    exception when others then
-      get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
-                              v_hint = pg_exception_hint, v_column = column_name;
-      v_plans[i] := null;
-      v_errors[i] := jsonb_build_object('code', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
-                                        'hint', nullif(v_hint, ''), 'column', nullif(v_column, ''));
-    end;
-  end loop;
+  /* 1. The reading half, per element. A refusal here depends on nothing the batch writes, so it is
+     that element's answer. why one block first: a block per element costs a subtransaction each,
+     and most batches refuse nothing; when one does, the block is undone and every element goes
+     again in a block of its own. */
+  begin
+    for i in 1 .. v_n loop
+      v_plans[i] := private.admit_prepare_element(v_opt, v_auths[i], v_routes[i], v_reqs[i]);
+    end loop;
+  exception when others then
+    for i in 1 .. v_n loop
+      begin
+        v_plans[i] := private.admit_prepare_element(v_opt, v_auths[i], v_routes[i], v_reqs[i]);
+      exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
+                                v_hint = pg_exception_hint, v_column = column_name;
+        v_plans[i] := null;
+        v_errors[i] := jsonb_build_object('code', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
+                                          'hint', nullif(v_hint, ''), 'column', nullif(v_column, ''));
+      end;
+    end loop;
+  end;
 
   /* 2. The writing half, once per owner and once per key. why: the elements of one key (a busy
      client) used to update its wallet and counters rows once each, in one transaction: a chain of
@@ -527,14 +554,6 @@ begin
            p.prompt_tokens, p.route_plan, p.reserved_micros, p.reserved_tokens, p.counted,
            p.cache_state, p.cache_entry_id, p.cache_similarity
       from unnest(v_plans) p where p.request_id is not null;
-
-    for i in 1 .. v_n loop
-      if (v_plans[i]).request_id is not null then
-        v_tickets[i] := row((v_plans[i]).request_id, now(), (v_plans[i]).user_id, (v_plans[i]).key_id,
-                            (v_plans[i]).group_name, (v_plans[i]).reserved_micros, (v_plans[i]).plan,
-                            (v_plans[i]).price, (v_plans[i]).cache)::gateway.relay_ticket;
-      end if;
-    end loop;
   exception when others then
     -- One by one, each in its own block: a refusal undoes only its own writes. The batch's
     -- wallets, then its keys, are locked first in id order, as above.
@@ -543,31 +562,24 @@ begin
     for i in 1 .. v_n loop
       continue when (v_plans[i]).request_id is null;
       begin
-        v_tickets[i] := private.admit_write(v_plans[i]);
+        v_ticket := private.admit_write(v_plans[i]);
       exception when others then
         get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
                                 v_hint = pg_exception_hint, v_column = column_name;
-        v_tickets[i] := null;
+        v_plans[i] := null;
         v_errors[i] := jsonb_build_object('code', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
                                           'hint', nullif(v_hint, ''), 'column', nullif(v_column, ''));
       end;
     end loop;
   end;
 
-  for i in 1 .. v_n loop
-    idx := v_ords[i];
-    request_id := (v_tickets[i]).request_id;
-    created_at := (v_tickets[i]).created_at;
-    user_id := (v_tickets[i]).user_id;
-    key_id := (v_tickets[i]).key_id;
-    group_name := (v_tickets[i]).group_name;
-    reserved_micros := (v_tickets[i]).reserved_micros;
-    plan := (v_tickets[i]).plan;
-    price := (v_tickets[i]).price;
-    cache := (v_tickets[i]).cache;
-    error := v_errors[i];
-    return next;
-  end loop;
+  -- The tickets: an admitted element's is its plan's (as admit_write returns it); a refused
+  -- element's plan is null and its error is set.
+  return query
+    select v_ords[g.i], (p).request_id, case when (p).request_id is not null then now() end, (p).user_id, (p).key_id,
+           (p).group_name, (p).reserved_micros, (p).plan, (p).price, (p).cache, v_errors[g.i]
+      from generate_subscripts(v_ords, 1) g(i)
+      cross join lateral (select v_plans[g.i] as p) x;
 end
 $$;
 comment on function gateway.relay_begin_batch(jsonb) is

@@ -39,8 +39,23 @@ begin
      Skipped channels carry the reason: manually_disabled (an operator), breaker_open (the circuit
      breaker, with its stored reason as detail), no_enabled_key (every key disabled).
      why a set: a batch of admissions (relay_begin_batch) plans every request in this one
-     statement, where each request used to run its own (an executor start-up each). */
+     statement, where each request used to run its own (an executor start-up each); the shuffle
+     and the key stay per request. */
   return query
+  /* why materialized: the channels of each (model, group) pair are read once per call; a
+     correlated scan of private.channels per request asked the kernel for the table's size at
+     every rescan (an lseek), a twentieth of a batch's time. */
+  with c as materialized (
+    select pr.model, pr.grp, c.id, c.version, c.priority, c.weight, c.status, c.status_reason, c.cost_multiplier,
+           c.config ->> 'key_selection' as key_selection,
+           coalesce(c.model_mapping ->> pr.model, pr.model) as upstream_model, k.n_keys, k.ordinals
+      from (select distinct u.model, u.grp from unnest(p_models, p_groups) u(model, grp)) pr
+      join private.channels c on pr.model = any(c.models) and pr.grp = any(c.groups)
+      cross join lateral (
+        select count(*)::integer as n_keys, array_agg(ck.ordinal order by ck.ordinal) as ordinals
+          from private.channel_keys ck
+         where ck.channel_id = c.id and ck.status = 'enabled') k
+  )
   select e.i::integer, (
     select row(count(*)::integer,
                jsonb_agg(jsonb_build_object('channel_id', p.id, 'version', p.version, 'model', p.upstream_model,
@@ -58,20 +73,14 @@ begin
                jsonb_object_agg(p.id::text, p.cost_multiplier::text) filter (where p.key_index is not null),
                max(p.cost_multiplier) filter (where p.key_index is not null))::private.route_choice
       from (
-        select c.id, c.version, c.priority, c.weight, c.status, c.status_reason, c.cost_multiplier,
-               coalesce(c.model_mapping ->> e.model, e.model) as upstream_model, k.ordinals,
-               case when c.status = 'enabled' and k.n_keys > 0 then
-                 case when c.config ->> 'key_selection' = 'round_robin'
-                      then (nextval('private.channel_key_rotation') % k.n_keys)::integer
-                      else floor(random() * k.n_keys)::integer
+        select c.*,
+               case when c.status = 'enabled' and c.n_keys > 0 then
+                 case when c.key_selection = 'round_robin'
+                      then (nextval('private.channel_key_rotation') % c.n_keys)::integer
+                      else floor(random() * c.n_keys)::integer
                  end
                end as key_index
-          from private.channels c
-          cross join lateral (
-            select count(*)::integer as n_keys, array_agg(ck.ordinal order by ck.ordinal) as ordinals
-              from private.channel_keys ck
-             where ck.channel_id = c.id and ck.status = 'enabled') k
-         where e.model = any(c.models) and e.grp = any(c.groups)) p)
+          from c where c.model = e.model and c.grp = e.grp) p)
     from unnest(p_models, p_groups) with ordinality e(model, grp, i);
 end
 $$;
