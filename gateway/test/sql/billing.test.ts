@@ -175,6 +175,34 @@ describe('admission', () => {
 });
 
 describe('settlement', () => {
+  it("puts each key's token deltas in the minute its requests were admitted in, within one batch of several keys and minutes", async () => {
+    const secondOfMinute = (await db()`select extract(epoch from now() - date_trunc('minute', now()))::float8 as s`)[0].s as number;
+    if (secondOfMinute > 50) await new Promise((r) => setTimeout(r, (60.5 - secondOfMinute) * 1000));
+    const f = await setup({ balance: 1_000_000, key: { tpm_limit: 100_000 } });
+    const otherKey = await createKey(db(), { user_id: f.user.id, tpm_limit: 100_000 });
+    // Five requests of 10 + max 20 tokens (30 reserved each); they will have used 10 + 5 = 15.
+    const ts = [];
+    for (let i = 0; i < 4; i++) ts.push(await begin(db(), f.key.key, f.model, 10, 20));
+    const other = await begin(db(), otherKey.key, f.model, 10, 20);
+    // Re-date three of the first key's admissions: two minutes ago, one minute ago (twice).
+    const ago = async (t: any, minutes: number) =>
+      (await db()`update private.admissions set created_at = created_at - make_interval(mins => ${minutes})
+                   where id = ${t.request_id} returning created_at::text`)[0].created_at as string;
+    ts[0].created_at = await ago(ts[0], 2);
+    ts[1].created_at = await ago(ts[1], 1);
+    ts[2].created_at = await ago(ts[2], 1);
+    await db()`update private.key_counters set prev_tokens = 500 where key_id = ${f.key.id}`;
+    const counters = async (keyId: number) =>
+      (await db()`select minute_tokens::int, prev_tokens::int, inflight from private.key_counters where key_id = ${keyId}`)[0];
+    expect(await counters(f.key.id)).toEqual({ minute_tokens: 120, prev_tokens: 500, inflight: 4 });
+    const n = (await db()`select gateway.relay_finish(${db().json([...ts, other].map((t) => outcome(t, [10, 5])))}) as n`)[0].n;
+    expect(n).toBe(5);
+    // This minute: 120 reserved, one request (-15) of this minute settled; the previous minute:
+    // 500 and two requests of it (-30); two minutes ago is outside the window.
+    expect(await counters(f.key.id)).toEqual({ minute_tokens: 105, prev_tokens: 470, inflight: 0 });
+    expect(await counters(otherKey.id)).toEqual({ minute_tokens: 15, prev_tokens: 0, inflight: 0 });
+  });
+
   it('releases exactly the reservation and folds the cost into the wallet, once', async () => {
     const f = await setup({ balance: 10_000 });
     const t = await begin(db(), f.key.key, f.model, 60, 20);
