@@ -359,6 +359,9 @@ create or replace function gateway.relay_begin(
 returns gateway.relay_ticket
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+-- Generic plans, as relay_begin_batch: private.route_plans' statement would otherwise be planned
+-- again at every call.
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_opt jsonb := private.admission_options();
@@ -367,7 +370,7 @@ declare
   v_route private.route_choice;
 begin
   select a.* into v_auth from private.key_auth_of(p_key_hash, p_model) a;
-  select (r.route).* into v_route from private.route_plans(array[p_model], array[v_auth.user_group]) r;
+  v_route := (private.route_plans(array[p_model], array[v_auth.user_group]))[1];
   return private.admit_write(private.admit_prepare(v_opt, v_auth, v_route, p_request_id, p_key_hash, p_model,
                                                    p_endpoint, p_stream, p_client_ip, p_prompt_tokens, p_max_tokens,
                                                    p_cache));
@@ -443,20 +446,20 @@ begin
      the set-based writes take every wallet, then every key, in id order, as settlement does.
      why one statement: each statement costs an executor start-up; the key lookups of the whole
      batch are this one (and the route plans the next), where each request used to run its own. */
-  select array_agg(e.r order by (a.key).user_id nulls last, (a.key).id, e.ord),
-         array_agg(e.ord::integer order by (a.key).user_id nulls last, (a.key).id, e.ord),
-         array_agg(row(a.key, a.user_status, a.user_group, a.model, a.group_multiplier)::private.key_auth
-                   order by (a.key).user_id nulls last, (a.key).id, e.ord),
-         array_agg(e.r ->> 'model' order by (a.key).user_id nulls last, (a.key).id, e.ord),
-         array_agg(a.user_group order by (a.key).user_id nulls last, (a.key).id, e.ord)
+  /* (One sort feeds every array: the aggregates of one pass see the same rows in the same order,
+     so the arrays stay aligned; an ordered aggregate each made five sorts.) */
+  select array_agg(x.r), array_agg(x.ord), array_agg(x.auth), array_agg(x.model), array_agg(x.user_group)
     into v_reqs, v_ords, v_auths, v_models, v_groups
-    from jsonb_array_elements(p_requests) with ordinality e(r, ord)
-    -- (a key_hash that is not hex finds no key here and is refused in its own block below)
-    left join lateral private.key_auth_of(
-      case when e.r ->> 'key_hash' ~ '^([0-9a-fA-F]{2})*$' then decode(e.r ->> 'key_hash', 'hex') end,
-      e.r ->> 'model') a on true;
+    from (select e.r, e.ord::integer as ord, e.r ->> 'model' as model, a.user_group,
+                 row(a.key, a.user_status, a.user_group, a.model, a.group_multiplier)::private.key_auth as auth
+            from jsonb_array_elements(p_requests) with ordinality e(r, ord)
+            -- (a key_hash that is not hex finds no key here and is refused in its own block below)
+            left join lateral private.key_auth_of(
+              case when e.r ->> 'key_hash' ~ '^([0-9a-fA-F]{2})*$' then decode(e.r ->> 'key_hash', 'hex') end,
+              e.r ->> 'model') a on true
+           order by (a.key).user_id nulls last, (a.key).id, e.ord) x;
   v_n := coalesce(cardinality(v_reqs), 0);
-  select array_agg(r.route order by r.idx) into v_routes from private.route_plans(v_models, v_groups) r;
+  v_routes := private.route_plans(v_models, v_groups);
 
   /* 1. The reading half, per element. A refusal here depends on nothing the batch writes, so it is
      that element's answer. why one block first: a block per element costs a subtransaction each,

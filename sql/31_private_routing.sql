@@ -15,12 +15,21 @@ begin
   end if;
 end
 $$;
+-- (It returned a set of (idx, route); an array saves its callers a statement. Dropped once.)
+do $$
+begin
+  if exists (select 1 from pg_proc where oid = to_regprocedure('private.route_plans(text[], text[])') and proretset) then
+    drop function private.route_plans(text[], text[]);
+  end if;
+end
+$$;
 create or replace function private.route_plans(p_models text[], p_groups text[])
-returns table (idx integer, route private.route_choice)
+returns private.route_choice[]
 language plpgsql volatile
--- Generic plans: for a one-element call PostgreSQL otherwise plans this statement again at every
--- call (its custom plan looks cheaper than the generic one), which costs four times running it.
-set plan_cache_mode = force_generic_plan
+/* Its callers run with plan_cache_mode = force_generic_plan: for a one-element call PostgreSQL
+   would otherwise plan this statement again at every call (its custom plan looks cheaper than the
+   generic one), which costs four times running it. (Not a SET clause here: that costs each call a
+   GUC save and restore.) */
 as $$
 /* plpgsql, not sql: the statement's plan is cached for the session instead of being made on
    every call. Not security definer: it runs inside the gateway.* functions (relay_begin,
@@ -41,7 +50,7 @@ begin
      why a set: a batch of admissions (relay_begin_batch) plans every request in this one
      statement, where each request used to run its own (an executor start-up each); the shuffle
      and the key stay per request. */
-  return query
+  return array(
   /* why materialized: the channels of each (model, group) pair are read once per call; a
      correlated scan of private.channels per request asked the kernel for the table's size at
      every rescan (an lseek), a twentieth of a batch's time. */
@@ -56,7 +65,7 @@ begin
           from private.channel_keys ck
          where ck.channel_id = c.id and ck.status = 'enabled') k
   )
-  select e.i::integer, (
+  select (
     select row(count(*)::integer,
                jsonb_agg(jsonb_build_object('channel_id', p.id, 'version', p.version, 'model', p.upstream_model,
                                             'key_index', p.key_index, 'key_ordinal', p.ordinals[p.key_index + 1],
@@ -81,11 +90,12 @@ begin
                  end
                end as key_index
           from c where c.model = e.model and c.grp = e.grp) p)
-    from unnest(p_models, p_groups) with ordinality e(model, grp, i);
+    from unnest(p_models, p_groups) with ordinality e(model, grp, i)
+   order by e.i);
 end
 $$;
 comment on function private.route_plans(text[], text[]) is
-  E'The route plan of each request of a batch (p_models[i] for p_groups[i], idx = i): see private.route_plan.';
+  E'The route plan of each request of a batch: element i for p_models[i] and p_groups[i] (see private.route_plan).';
 
 -- private.route_plan: the ordered candidates for one model and group (psql, tests).
 create or replace function private.route_plan(p_model text, p_group text,
@@ -93,10 +103,16 @@ create or replace function private.route_plan(p_model text, p_group text,
                                               out multipliers jsonb, out max_multiplier numeric)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan   -- (see private.route_plans)
 as $$
+declare
+  v_route private.route_choice := (private.route_plans(array[p_model], array[p_group]))[1];
 begin
-  select (r.route).* into served, candidates, skipped, multipliers, max_multiplier
-    from private.route_plans(array[p_model], array[p_group]) r;
+  served := v_route.served;
+  candidates := v_route.candidates;
+  skipped := v_route.skipped;
+  multipliers := v_route.multipliers;
+  max_multiplier := v_route.max_multiplier;
 end
 $$;
 comment on function private.route_plan(text, text) is
