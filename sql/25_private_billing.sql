@@ -200,8 +200,9 @@ begin
   ),
   -- Reserved token estimates are replaced with actual usage in the TPM window, in the minute each
   -- request was admitted in. A key's counters hold its latest admission minute and the one before
-  -- (rate_minute is at least every settled request's minute), so only the batch's two latest
-  -- minutes of each key can still be in the window: they go along with the key's sums.
+  -- (rate_minute never goes back, so it is at least every settled request's minute: see
+  -- private.admit_write), so only the batch's two latest minutes of each key can still be in the
+  -- window: they go along with the key's sums.
   per_minute as (
     select s.key_id, date_trunc('minute', s.created_at) as minute,
            sum(coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0) - s.reserved_tokens)::bigint as delta,

@@ -248,17 +248,20 @@ begin
   if p.counted then
     /* why: RPM/TPM are a sliding window over this minute's counts and the previous minute's,
        kept on the key's counters row and rolled over by this same UPDATE, so a limited key costs
-       one contended row write per request. A refusal below raises, which undoes the increment. */
+       one contended row write per request. A refusal below raises, which undoes the increment.
+       The row's minute never goes back: a transaction that started in the previous minute but
+       updates after one of the new minute counts into the new one (it used to reset the window;
+       settlement relies on rate_minute being the latest). */
     update private.key_counters k
        set reserved_micros = k.reserved_micros + p.reserved_micros,
            inflight = k.inflight + 1,
-           prev_requests = case when k.rate_minute = v_minute then k.prev_requests
+           prev_requests = case when k.rate_minute >= v_minute then k.prev_requests
                                 when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
-           prev_tokens = case when k.rate_minute = v_minute then k.prev_tokens
+           prev_tokens = case when k.rate_minute >= v_minute then k.prev_tokens
                               when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
-           minute_requests = case when k.rate_minute = v_minute then k.minute_requests else 0 end + 1,
-           minute_tokens = case when k.rate_minute = v_minute then k.minute_tokens else 0 end + p.reserved_tokens,
-           rate_minute = v_minute
+           minute_requests = case when k.rate_minute >= v_minute then k.minute_requests else 0 end + 1,
+           minute_tokens = case when k.rate_minute >= v_minute then k.minute_tokens else 0 end + p.reserved_tokens,
+           rate_minute = greatest(k.rate_minute, v_minute)
      where k.key_id = p.key_id
        and (p.quota_micros is null or k.used_micros + k.reserved_micros + p.reserved_micros <= p.quota_micros)
        and (p.concurrency_limit is null or k.inflight < p.concurrency_limit)
@@ -528,13 +531,13 @@ begin
       update private.key_counters k
          set reserved_micros = k.reserved_micros + s.amount,
              inflight = k.inflight + s.n,
-             prev_requests = case when k.rate_minute = v_minute then k.prev_requests
+             prev_requests = case when k.rate_minute >= v_minute then k.prev_requests
                                   when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
-             prev_tokens = case when k.rate_minute = v_minute then k.prev_tokens
+             prev_tokens = case when k.rate_minute >= v_minute then k.prev_tokens
                                 when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
-             minute_requests = case when k.rate_minute = v_minute then k.minute_requests else 0 end + s.n,
-             minute_tokens = case when k.rate_minute = v_minute then k.minute_tokens else 0 end + s.tokens,
-             rate_minute = v_minute
+             minute_requests = case when k.rate_minute >= v_minute then k.minute_requests else 0 end + s.n,
+             minute_tokens = case when k.rate_minute >= v_minute then k.minute_tokens else 0 end + s.tokens,
+             rate_minute = greatest(k.rate_minute, v_minute)
         from sums s
        where k.key_id = any(v_keys) and k.key_id = s.key_id
          and (s.quota_micros is null or k.used_micros + k.reserved_micros + s.amount <= s.quota_micros)

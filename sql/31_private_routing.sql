@@ -47,7 +47,7 @@ begin
      so admission prices the route without reading channels or the plan again.
      Skipped channels carry the reason: manually_disabled (an operator), breaker_open (the circuit
      breaker, with its stored reason as detail), no_enabled_key (every key disabled).
-     why a set: a batch of admissions (relay_begin_batch) plans every request in this one
+     why every request of a batch at once: relay_begin_batch plans them all in this one
      statement, where each request used to run its own (an executor start-up each); the shuffle
      and the key stay per request. */
   return array(

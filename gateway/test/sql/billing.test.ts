@@ -174,6 +174,30 @@ describe('admission', () => {
   });
 });
 
+describe('rate window races', () => {
+  it('never moves the window back: an admission whose transaction began in the previous minute counts into the newer one', async () => {
+    // The steps below must not straddle a minute boundary.
+    const s0 = (await db()`select extract(epoch from now() - date_trunc('minute', now()))::float8 as s`)[0].s as number;
+    if (s0 > 55) await new Promise((r) => setTimeout(r, (60.5 - s0) * 1000));
+    const f = await setup({ balance: 1_000_000, key: { rpm_limit: 1_000, tpm_limit: 100_000 } });
+    const counters = async () =>
+      (await db()`select minute_requests, minute_tokens::int, prev_requests, prev_tokens::int,
+                         rate_minute = date_trunc('minute', now()) + interval '1 minute' as ahead
+                    from private.key_counters where key_id = ${f.key.id}`)[0];
+    // Another admission, whose transaction began a moment later, already moved the row to the next
+    // minute: this one (now() still in this minute) must add to it, not reset it to this minute.
+    await db()`update private.key_counters set rate_minute = date_trunc('minute', now()) + interval '1 minute',
+                 minute_requests = 4, minute_tokens = 400, prev_requests = 7, prev_tokens = 700 where key_id = ${f.key.id}`;
+    await begin(db(), f.key.key, f.model, 10, 20);
+    expect(await counters()).toEqual({ minute_requests: 5, minute_tokens: 430, prev_requests: 7, prev_tokens: 700, ahead: true });
+    // The same in a batch.
+    await db()`select count(*) from gateway.relay_begin_batch(${db().json(
+      [1, 2].map(() => ({ id: randomUUID(), key_hash: sha256(f.key.key).toString('hex'), model: f.model, endpoint: 'chat/completions',
+                         stream: false, client_ip: '127.0.0.1', prompt_tokens: 10, max_tokens: 20 })) as never)})`;
+    expect(await counters()).toEqual({ minute_requests: 7, minute_tokens: 490, prev_requests: 7, prev_tokens: 700, ahead: true });
+  });
+});
+
 describe('settlement', () => {
   it("puts each key's token deltas in the minute its requests were admitted in, within one batch of several keys and minutes", async () => {
     const secondOfMinute = (await db()`select extract(epoch from now() - date_trunc('minute', now()))::float8 as s`)[0].s as number;
