@@ -15,6 +15,8 @@
 //
 // Options: --runs N (default 2)  --duration S (default 5)  --profile (bun --cpu-prof of the
 // gateway, pg_stat_statements with track=all, auto_explain of relay_begin)  --no-docs  --keep-db
+// --head / --rev REV (benchmark that commit)  --out DIR (results there, docs untouched)
+// --option Key=Value. To compare two builds, run bench/compare.mjs (npm run bench:compare).
 //
 // Pinning: the gateways on core 0; wrk, the mock, the TTFB probe and the bench database's
 // PostgreSQL backends on core 1 (taskset). On a 1-core machine nothing is pinned.
@@ -22,7 +24,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID, createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir, loadavg, cpus } from 'node:os';
-import { join, dirname } from 'node:path';
+import { join, dirname, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import postgres from 'postgres';
@@ -31,7 +33,12 @@ import { summarize, renderMarkdown, renderSvg, updateDocs } from './report.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BUN = join(ROOT, 'node_modules', 'bun', 'bin', 'bun.exe');
-const RESULTS = join(ROOT, 'bench', 'results');
+// (--out DIR: write the results there instead, and leave docs/ alone; bench/compare.mjs uses it.)
+const OUT = (() => {
+  const i = process.argv.indexOf('--out');
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : null;
+})();
+const RESULTS = OUT ?? join(ROOT, 'bench', 'results');
 
 // ───────────────────────────── options ─────────────────────────────
 const argv = process.argv.slice(2);
@@ -48,11 +55,13 @@ const DURATION = Math.max(1, Number(opt('duration', process.env.BENCH_DURATION ?
 const WARMUP = 1;
 const JIT_WARMUP = 5; // s of unmeasured load on each gateway before the first cell
 const PROFILE = argv.includes('--profile');
-const NO_DOCS = argv.includes('--no-docs');
+const NO_DOCS = argv.includes('--no-docs') || OUT !== null;
 const KEEP_DB = argv.includes('--keep-db');
-// --head: benchmark the last commit (a `git archive HEAD` snapshot) instead of the working tree.
-// Without it, a working tree whose migrations do not apply (someone mid-change) falls back to HEAD.
-const FORCE_HEAD = argv.includes('--head');
+// --head: benchmark the last commit (a `git archive HEAD` snapshot) instead of the working tree;
+// --rev REV: benchmark that commit instead. Without either, a working tree whose migrations do
+// not apply (someone mid-change) falls back to HEAD.
+const REV = opt('rev', argv.includes('--head') ? 'HEAD' : null);
+const FORCE_HEAD = REV !== null;
 const N_SPREAD_KEYS = 1000;
 const HARD_DEADLINE_MS = 9 * 60 * 1000; // never run longer than this, whatever happens
 
@@ -303,9 +312,10 @@ async function main() {
     }
   }
   if (FORCE_HEAD || SRC === null) {
-    SRC = headSnapshot(work);
-    const head = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
-    source = `HEAD ${head} (git archive snapshot${FORCE_HEAD ? '' : '; the working tree did not migrate'})`;
+    const rev = REV ?? 'HEAD';
+    SRC = snapshot(work, rev);
+    const head = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', rev], { encoding: 'utf8' }).stdout.trim();
+    source = `${rev === 'HEAD' ? 'HEAD' : 'commit'} ${head} (git archive snapshot${FORCE_HEAD ? '' : '; the working tree did not migrate'})`;
     const r = postgres(superUrl, { max: 1, onnotice: () => {} });
     await r.unsafe(`drop database if exists ${dbName} with (force)`);
     await r.unsafe(`create database ${dbName}`);
@@ -619,15 +629,19 @@ async function main() {
   if (!NO_DOCS) updateDocs(join(ROOT, 'docs', 'performance.md'), md);
   if (explain) writeFileSync(join(RESULTS, 'relay_begin-explain.txt'), explain);
   console.log('\n' + md);
-  log(`done in ${result.elapsed_s} s; results in bench/results/ and docs/performance.md`);
+  log(`done in ${result.elapsed_s} s; results in ${relative(ROOT, RESULTS) || '.'}/${NO_DOCS ? '' : ' and docs/performance.md'}`);
 }
 
 /** A read-only snapshot of the last commit, with this checkout's node_modules linked in. */
-function headSnapshot(work) {
-  const dir = join(work, 'head');
+function snapshot(work, rev) {
+  const dir = join(work, 'snapshot');
   mkdirSync(dir, { recursive: true });
-  const r = spawnSync('sh', ['-c', `git -C "${ROOT}" archive HEAD | tar -x -C "${dir}"`], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('git archive HEAD failed');
+  const sha = spawnSync('git', ['-C', ROOT, 'rev-parse', '--verify', '--quiet', `${rev}^{commit}`], { encoding: 'utf8' }).stdout.trim();
+  if (!sha) throw new Error(`--rev ${rev}: not a commit of this repository`);
+  const r = spawnSync('git', ['-C', ROOT, 'archive', '--format=tar', sha], { maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`git archive ${rev} failed: ${String(r.stderr).trim()}`);
+  const x = spawnSync('tar', ['-x', '-C', dir], { input: r.stdout, stdio: ['pipe', 'inherit', 'inherit'] });
+  if (x.status !== 0) throw new Error(`unpacking git archive ${rev} failed`);
   for (const nm of ['node_modules', 'gateway/node_modules', 'admin/node_modules']) {
     if (existsSync(join(ROOT, nm)) && !existsSync(join(dir, nm))) symlinkSync(join(ROOT, nm), join(dir, nm));
   }
