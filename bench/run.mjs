@@ -632,7 +632,7 @@ async function main() {
   log(`done in ${result.elapsed_s} s; results in ${relative(ROOT, RESULTS) || '.'}/${NO_DOCS ? '' : ' and docs/performance.md'}`);
 }
 
-/** A read-only snapshot of the last commit, with this checkout's node_modules linked in. */
+/** A read-only snapshot of a commit (git archive), with this checkout's node_modules linked in. */
 function snapshot(work, rev) {
   const dir = join(work, 'snapshot');
   mkdirSync(dir, { recursive: true });
