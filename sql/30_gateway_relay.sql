@@ -382,6 +382,18 @@ $$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
   E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the admission (private.admissions) until settlement. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
+-- private.refusal_json: a refused element's answer in gateway.relay_begin_batch, shaped like the
+-- error of a single call (the gateway turns both into the same OpenAI error).
+create or replace function private.refusal_json(p_code text, p_message text, p_detail text, p_hint text, p_column text)
+returns jsonb
+language sql immutable
+as $$
+  select jsonb_build_object('code', p_code, 'message', p_message, 'detail', nullif(p_detail, ''),
+                            'hint', nullif(p_hint, ''), 'column', nullif(p_column, ''))
+$$;
+comment on function private.refusal_json(text, text, text, text, text) is
+  E'{code, message, detail, hint, column} of a refusal, empty fields as null (gateway.relay_begin_batch).';
+
 -- private.admit_prepare_element: private.admit_prepare for one element of a batch (relay_begin's
 -- arguments as JSON; see gateway.relay_begin_batch).
 create or replace function private.admit_prepare_element(p_opt jsonb, p_auth private.key_auth,
@@ -444,13 +456,11 @@ begin
       message = format('relay_begin_batch takes a JSON array of at most AdmissionBatchMax (%s) requests.', v_max);
   end if;
   v_durable := private.admission_durability(v_opt);
-  /* why this order: admissions lock wallets and key counters until the batch commits. Elements go
-     by owner and key, so the fallback below takes each owner's wallet, then its keys, in id order;
-     the set-based writes take every wallet, then every key, in id order, as settlement does.
-     why one statement: each statement costs an executor start-up; the key lookups of the whole
-     batch are this one (and the route plans the next), where each request used to run its own. */
-  /* (One sort feeds every array: the aggregates of one pass see the same rows in the same order,
-     so the arrays stay aligned; an ordered aggregate each made five sorts.) */
+  /* why one statement: each statement costs an executor start-up; the key lookups of the whole
+     batch are this one (and the route plans the next), where each request used to run its own.
+     The arrays come from one aggregate pass, so they stay aligned (v_ords says which request
+     each element is). Their order does not matter: the writes below lock every wallet, then
+     every key, explicitly in id order, as settlement does, before any row is written. */
   select array_agg(x.r), array_agg(x.ord), array_agg(x.auth), array_agg(x.model), array_agg(x.user_group)
     into v_reqs, v_ords, v_auths, v_models, v_groups
     from (select e.r, e.ord::integer as ord, e.r ->> 'model' as model, a.user_group,
@@ -459,8 +469,7 @@ begin
             -- (a key_hash that is not hex finds no key here and is refused in its own block below)
             left join lateral private.key_auth_of(
               case when e.r ->> 'key_hash' ~ '^([0-9a-fA-F]{2})*$' then decode(e.r ->> 'key_hash', 'hex') end,
-              e.r ->> 'model') a on true
-           order by (a.key).user_id nulls last, (a.key).id, e.ord) x;
+              e.r ->> 'model') a on true) x;
   v_n := coalesce(cardinality(v_reqs), 0);
   v_routes := private.route_plans(v_models, v_groups);
 
@@ -480,8 +489,7 @@ begin
         get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
                                 v_hint = pg_exception_hint, v_column = column_name;
         v_plans[i] := null;
-        v_errors[i] := jsonb_build_object('code', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
-                                          'hint', nullif(v_hint, ''), 'column', nullif(v_column, ''));
+        v_errors[i] := private.refusal_json(v_state, v_message, v_detail, v_hint, v_column);
       end;
     end loop;
   end;
@@ -562,7 +570,7 @@ begin
       from unnest(v_plans) p where p.request_id is not null;
   exception when others then
     -- One by one, each in its own block: a refusal undoes only its own writes. The batch's
-    -- wallets, then its keys, are locked first in id order, as above.
+    -- wallets, then its keys, are locked first in id order, as in the block above.
     perform 1 from private.wallets w where w.user_id = any(v_users) order by w.user_id for no key update;
     perform 1 from private.key_counters k where k.key_id = any(v_keys) order by k.key_id for no key update;
     for i in 1 .. v_n loop
@@ -573,8 +581,7 @@ begin
         get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
                                 v_hint = pg_exception_hint, v_column = column_name;
         v_plans[i] := null;
-        v_errors[i] := jsonb_build_object('code', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
-                                          'hint', nullif(v_hint, ''), 'column', nullif(v_column, ''));
+        v_errors[i] := private.refusal_json(v_state, v_message, v_detail, v_hint, v_column);
       end;
     end loop;
   end;
