@@ -150,6 +150,28 @@ describe('circuit breaker', () => {
     });
   });
 
+  it('attempts on a channel deleted since are passed over; the others of the batch still count', async () => {
+    await withTx(async (tx) => {
+      const f = await fixture(tx);
+      await setOptions(tx, strict);
+      const [{ id: gone }] = await tx`select coalesce(max(id), 0) + 1000 as id from private.channels`;
+      const attempts = [
+        ...Array.from({ length: 3 }, () => ({ channel_id: Number(gone), status: 502, ms: 1 })),
+        { channel_id: Number(f.channel.id), status: 200, ms: 2 },
+        { channel_id: Number(f.channel.id), status: 502, ms: 3 },
+        { channel_id: Number(gone), status: 200, ms: 1, key: 2 },
+      ];
+      const [{ n }] = await tx`select private.breaker_record(${tx.json(attempts)}) as n`;
+      expect(n).toBe(0);
+      const rows = await tx`select channel_id, key_ordinal, ok, failed from private.channel_outcomes
+                             where channel_id in (${f.channel.id}, ${gone}) order by channel_id, key_ordinal`;
+      expect(rows.map((r) => ({ ...r, channel_id: Number(r.channel_id) }))).toEqual([
+        { channel_id: Number(f.channel.id), key_ordinal: 0, ok: 1, failed: 1 },
+      ]);
+      expect((await status(tx, f.channel.id)).status).toBe('enabled');
+    });
+  });
+
   it('a stream that broke after its first byte counts as a failed attempt of the channel that served it', async () => {
     await withTx(async (tx) => {
       const f = await fixture(tx);
