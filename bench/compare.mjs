@@ -3,9 +3,10 @@
 //   npm run bench:compare -- BASE [--against REV] [--runs N] [--duration S] [--option Key=Value]
 //
 // Runs bench/run.mjs once for BASE (a commit), once for the candidate (REV, or the working tree
-// when --against is not given), and again, alternating, N times each (default 3); then prints
-// the medians of both side by side and writes them to bench/results/compare/compare.md (ignored
-// by git), with each run's raw results next to it.
+// when --against is not given), and again, alternating, N times each (default 3; the order
+// turns each pair: base first, then candidate first, …); then prints the medians of both side by
+// side with the change within pairs, and writes them to bench/results/compare/compare.md
+// (ignored by git), with each run's raw results next to it.
 //
 // /* why */ On a shared or virtual machine the speed drifts by tens of percent within minutes, so
 // two builds measured one after the other compare the machine's moods as much as the code. Runs
@@ -56,8 +57,11 @@ const builds = [
 rmSync(OUT, { recursive: true, force: true });
 mkdirSync(OUT, { recursive: true });
 const results = { base: [], candidate: [] };
+/* why the order turns (base, candidate; candidate, base; …): a build that always runs second in
+   its pair also always runs right after the other one, and any state a run leaves behind
+   (checkpoints, the previous database's vacuum) then falls on one build only. */
 for (let i = 1; i <= RUNS; i++) {
-  for (const b of builds) {
+  for (const b of i % 2 ? builds : [...builds].reverse()) {
     const dir = join(OUT, `${b.key}-${i}`);
     console.log(`[compare] run ${i}/${RUNS}: ${b.label}`);
     const r = spawnSync(process.execPath, [join(ROOT, 'bench', 'run.mjs'), '--runs', '1', '--out', dir, ...b.args, ...passOn], {
@@ -101,15 +105,21 @@ const range = (xs, digits) => {
   const s = xs.filter((x) => Number.isFinite(x));
   return s.length ? `${fmt(Math.min(...s), digits, '')}–${fmt(Math.max(...s), digits, '')}` : '–';
 };
+// Each pair ran back to back, so the ratio within a pair sees the same machine: the median of
+// those ratios says the change with less of the drift between pairs than the two medians do.
+const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && a !== 0 ? b / a : NaN);
+const pct = (r) => (Number.isFinite(r) ? `${r >= 1 ? '+' : '−'}${Math.abs(100 * (r - 1)).toFixed(0)} %` : '–');
 const lines = [
-  `\`npm run bench:compare -- ${argv.join(' ')}\` — ${RUNS} runs of each build, alternating, medians (and the range across runs)`,
+  `\`npm run bench:compare -- ${argv.join(' ')}\` — ${RUNS} runs of each build, alternating (the order turns each pair), medians (and the range across runs); change = median of the candidate/base ratios within each pair (and their range)`,
   '',
-  `| | ${builds[0].label} | ${builds[1].label} |`,
-  '|---|---:|---:|',
+  `| | ${builds[0].label} | ${builds[1].label} | change |`,
+  '|---|---:|---:|---:|',
   ...metrics.map(([name, digits, unit, f]) => {
     const a = results.base.map(f);
     const b = results.candidate.map(f);
-    return `| ${name} | ${fmt(median(a), digits, unit)} (${range(a, digits)}) | ${fmt(median(b), digits, unit)} (${range(b, digits)}) |`;
+    const r = a.map((x, i) => ratio(x, b[i])).filter(Number.isFinite);
+    const change = r.length ? `${pct(median(r))} (${pct(Math.min(...r))} … ${pct(Math.max(...r))})` : '–';
+    return `| ${name} | ${fmt(median(a), digits, unit)} (${range(a, digits)}) | ${fmt(median(b), digits, unit)} (${range(b, digits)}) | ${change} |`;
   }),
   '',
 ];
