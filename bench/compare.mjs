@@ -57,9 +57,9 @@ const builds = [
 rmSync(OUT, { recursive: true, force: true });
 mkdirSync(OUT, { recursive: true });
 const results = { base: [], candidate: [] };
-/* why the order turns (base, candidate; candidate, base; …): a build that always runs second in
-   its pair also always runs right after the other one, and any state a run leaves behind
-   (checkpoints, the previous database's vacuum) then falls on one build only. */
+/* why the order turns (base, candidate; candidate, base; …): on the bench machine the second run
+   of a pair measured worse whichever build it was, the direct runs (no gateway) included
+   (docs/performance.md, finding 41); with a fixed order that falls on one build only. */
 for (let i = 1; i <= RUNS; i++) {
   for (const b of i % 2 ? builds : [...builds].reverse()) {
     const dir = join(OUT, `${b.key}-${i}`);

@@ -90,8 +90,8 @@ begin
       from a
      group by a.channel_id, a.key_ordinal
      /* why after grouping: checked per attempt, the correlated scan of private.channels ran once
-        per attempt, and every rescan asks the kernel for the table's size (an lseek): 12 % of a
-        batch's breaker_record. */
+        per attempt, and every rescan asks the kernel for the table's size (an lseek): with 120
+        attempts 0.75-0.82 ms per call, 0.45-0.49 ms checked per group (performance.md, 38). */
     having exists (select 1 from private.channels c where c.id = a.channel_id)
   ),
   up as (
