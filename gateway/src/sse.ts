@@ -17,12 +17,14 @@ export interface SseWatch {
   /** The content itself, for a tokenizer count when the upstream reports no usage. */
   delivered: string[];
   finishReason: string | null;
+  /** The upstream sent an event whose data is not JSON: the stream ends there, with an error. */
+  malformed: boolean;
   /** Sees every chat chunk that reaches the client (the cache assembles answers with it). */
   onChunk?: (chunk: any) => void;
 }
 
 export function newWatch(): SseWatch {
-  return { usage: null, sawDone: false, deliveredChars: 0, delivered: [], finishReason: null };
+  return { usage: null, sawDone: false, deliveredChars: 0, delivered: [], finishReason: null, malformed: false };
 }
 
 /** Notes delivered content (text or tool-call arguments). */
@@ -42,7 +44,7 @@ export function openAiSseFilter(stripUsage: boolean, watch: SseWatch): (text: st
     buffer += text;
     let out = '';
     for (;;) {
-      const m = /\r?\n\r?\n/.exec(buffer);
+      const m = watch.malformed ? null : /\r?\n\r?\n/.exec(buffer);
       if (!m) break;
       const event = buffer.slice(0, m.index);
       const sep = m[0];
@@ -50,7 +52,7 @@ export function openAiSseFilter(stripUsage: boolean, watch: SseWatch): (text: st
       const kept = filterEvent(event, stripUsage, watch);
       if (kept !== null) out += kept + sep;
     }
-    if (final && buffer.length > 0) {
+    if (final && buffer.length > 0 && !watch.malformed) {
       const kept = filterEvent(buffer, stripUsage, watch);
       if (kept !== null) out += kept;
       buffer = '';
@@ -68,13 +70,18 @@ function filterEvent(event: string, stripUsage: boolean, watch: SseWatch): strin
     watch.sawDone = true;
     return event;
   }
+  if (data === '') return event; // an empty data field: a keepalive of sorts
   let chunk: any;
   try {
     chunk = JSON.parse(data);
   } catch {
-    return event; // not JSON: not ours to judge
+    chunk = null;
   }
-  if (!chunk || typeof chunk !== 'object') return event;
+  if (!chunk || typeof chunk !== 'object') {
+    // Not an OpenAI event: nothing after it can be trusted, and nothing of it is passed on.
+    watch.malformed = true;
+    return null;
+  }
   const choices: any[] = Array.isArray(chunk.choices) ? chunk.choices : [];
   for (const c of choices) {
     const d = c?.delta ?? {};

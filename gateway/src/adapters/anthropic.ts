@@ -5,6 +5,8 @@ import {
   contentText,
   parseDataUrl,
   safeJson,
+  parseEvent,
+  MALFORMED_EVENT,
   usageOf,
   type ChatChunk,
   type ChatCompletion,
@@ -149,7 +151,11 @@ export function anthropicChunkDecoder(clientModel: string): ChunkDecoder {
   });
   return {
     event(_name, data) {
-      const ev = safeJson(data);
+      const ev = parseEvent(data);
+      if (!ev) {
+        failure ??= MALFORMED_EVENT;
+        return [];
+      }
       switch (ev.type) {
         case 'message_start':
           id = `chatcmpl-${ev.message?.id ?? 'anthropic'}`;

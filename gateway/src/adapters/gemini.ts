@@ -6,6 +6,8 @@ import {
   contentText,
   parseDataUrl,
   safeJson,
+  parseEvent,
+  MALFORMED_EVENT,
   syntheticId,
   usageOf,
   type ChatChunk,
@@ -176,7 +178,11 @@ export function geminiChunkDecoder(clientModel: string): ChunkDecoder {
   });
   return {
     event(_name, data) {
-      const resp = safeJson(data);
+      const resp = parseEvent(data) as Record<string, any> | null;
+      if (!resp) {
+        failure ??= MALFORMED_EVENT;
+        return [];
+      }
       if (resp.error) {
         failure = `${resp.error.status ?? resp.error.code ?? 'error'}: ${resp.error.message ?? 'upstream error'}`;
         return [];

@@ -35,7 +35,12 @@ export interface PreparedCall extends UpstreamCall {
   /** The upstream answers in the client's own format: pass its bytes through. */
   native: boolean;
   wire: Wire;
+  /** The upstream operation called, which decides what a valid answer looks like. */
+  kind: AnswerKind;
 }
+
+/** Upstream operations, by the fields their non-stream answer must have. */
+export type AnswerKind = 'chat/completions' | 'completions' | 'embeddings' | 'responses' | 'messages' | 'generateContent';
 
 const encoder = new TextEncoder();
 
@@ -63,6 +68,7 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
   let body: Record<string, any> | Uint8Array<ArrayBuffer>;
   let native = false;
   let wire: Wire;
+  let kind: AnswerKind;
 
   if (channel.type === 'openai' || channel.type === 'azure') {
     wire = 'openai';
@@ -80,6 +86,7 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
       if (input.stream) chat.stream_options = { include_usage: true };
       body = chat;
     }
+    kind = endpoint as AnswerKind;
     url = channel.type === 'azure' ? azureUrl(channel.baseUrl, endpoint, input.upstreamModel, cfg) : openAiUrl(channel.baseUrl, endpoint);
     headers = channel.type === 'azure' ? azureHeaders(key) : openAiHeaders(key);
   } else if (channel.type === 'anthropic') {
@@ -94,6 +101,7 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
       if (why) return { unsupported: why };
       body = chatToAnthropic({ ...chatOf(input), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
     }
+    kind = 'messages';
     url = `${channel.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1/messages`;
     headers = {
       'content-type': 'application/json',
@@ -108,6 +116,7 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
     }
     const why = input.protocol === 'responses' ? responsesUnconvertible(input.body) : null;
     if (why) return { unsupported: why };
+    kind = 'generateContent';
     body = chatToGemini(chatOf(input));
     const base = channel.baseUrl.replace(/\/+$/, '');
     const root = /\/v1(beta|alpha)?$/.test(base) ? base : `${base}/${cfg.api_version ?? 'v1beta'}`;
@@ -129,7 +138,38 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
   if (headerOverride && typeof headerOverride === 'object') {
     for (const [k, v] of Object.entries(headerOverride)) headers[k.toLowerCase()] = String(v);
   }
-  return { url, headers, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)), native, wire };
+  return { url, headers, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)), native, wire, kind };
+}
+
+/* why: a 200 that is not the protocol's answer (an HTML error page from a proxy, `{}`, a truncated
+   body) must fail over like any other upstream failure, not reach the client as a success and be
+   billed as an estimate. Each operation's answer is recognised by the fields every client reads. */
+const ANSWER_FIELDS: Record<AnswerKind, (a: Record<string, any>) => boolean> = {
+  'chat/completions': (a) => Array.isArray(a.choices),
+  completions: (a) => Array.isArray(a.choices),
+  embeddings: (a) => Array.isArray(a.data),
+  responses: (a) => a.object === 'response' || Array.isArray(a.output),
+  messages: (a) => Array.isArray(a.content),
+  // A prompt Gemini blocks comes back with promptFeedback and no candidates: an answer all the same.
+  generateContent: (a) => Array.isArray(a.candidates) || (a.promptFeedback !== null && typeof a.promptFeedback === 'object'),
+};
+
+/** A 200 answer's JSON when it is the operation's answer, else what is wrong with it. */
+export function checkAnswer(kind: AnswerKind, payload: Uint8Array): { parsed: Record<string, any> } | { problem: string } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder().decode(payload));
+  } catch {
+    return { problem: 'upstream answered 200 with a body that is not JSON' };
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return { problem: 'upstream answered 200 with JSON that is not an object' };
+  if (!ANSWER_FIELDS[kind](parsed as Record<string, any>)) return { problem: `upstream answered 200 without the fields of a ${kind} answer` };
+  return { parsed: parsed as Record<string, any> };
+}
+
+/** Whether an upstream answer to a stream request is a stream at all. */
+export function isEventStream(res: Response): boolean {
+  return (res.headers.get('content-type') ?? '').toLowerCase().includes('text/event-stream');
 }
 
 /** An upstream's non-stream answer read as an OpenAI chat completion. */

@@ -2,7 +2,7 @@
 // URL (Azure: /openai/deployments/{deployment}/...?api-version=...) and the key header (Azure:
 // api-key). Also: the decoder that reads an OpenAI chat stream as chunks, for clients of another
 // protocol (an Anthropic client served by an OpenAI channel).
-import { safeJson, type ChatChunk, type ChunkDecoder } from './types';
+import { MALFORMED_EVENT, parseEvent, type ChatChunk, type ChunkDecoder } from './types';
 
 export const AZURE_DEFAULT_API_VERSION = '2024-10-21';
 
@@ -44,7 +44,11 @@ export function openAiChunkDecoder(): ChunkDecoder {
         done = true;
         return [];
       }
-      const chunk = safeJson(data) as ChatChunk;
+      const chunk = parseEvent(data) as ChatChunk | null;
+      if (!chunk) {
+        failure ??= MALFORMED_EVENT;
+        return [];
+      }
       if ((chunk as any).error) {
         failure = String((chunk as any).error?.message ?? 'upstream error');
         return [];

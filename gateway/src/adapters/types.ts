@@ -74,6 +74,20 @@ export function parseDataUrl(url: string): { mediaType: string; data: string } |
   return m ? { mediaType: m[1], data: m[2] } : null;
 }
 
+/** A stream event's data as a JSON object, or null when it is not one (junk from the upstream). */
+export function parseEvent(data: string): Record<string, any> | null {
+  if (data.trim() === '') return {}; // an event with a name and no data (e.g. a bare ping)
+  try {
+    const v = JSON.parse(data);
+    return v && typeof v === 'object' && !Array.isArray(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/** What a stream decoder reports when an event's data is not JSON. */
+export const MALFORMED_EVENT = 'upstream sent a malformed stream event';
+
 export function safeJson(text: string): any {
   try {
     return text ? JSON.parse(text) : {};

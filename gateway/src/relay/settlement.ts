@@ -1,0 +1,88 @@
+// One settlement per admission. Whatever a request's path (cache hit, answer, upstream error,
+// stream, a throw anywhere after admission), its admission is settled exactly once: the stage that
+// knows the outcome settles it, a stream settles when it ends, and relay()'s finally settles
+// whatever is still open as a gateway error (nothing billed), so the reservation and the key's
+// concurrency slot are released with the next settlement batch, never left to the reaper.
+import { GatewayError } from '../errors';
+import { queueOutcome, type Outcome } from '../settle';
+import type { CacheState, RelayInput, RequestFacts, RouteAttempt, Ticket } from './types';
+
+export type OutcomeFields = Partial<Outcome> & Pick<Outcome, 'status' | 'http_status'>;
+
+export class Settlement {
+  /** Every upstream try, in order; stored with the outcome and folded into the breaker by SQL. */
+  readonly attempts: RouteAttempt[] = [];
+  private state: 'open' | 'streaming' | 'settled' = 'open';
+
+  constructor(
+    private readonly input: RelayInput,
+    private readonly facts: RequestFacts,
+    private readonly ticket: Ticket,
+    private readonly cache: CacheState | null,
+    /** The bare proxy (benchmark only) admits and settles nothing. */
+    private readonly bare: boolean,
+  ) {}
+
+  get settled(): boolean {
+    return this.state === 'settled';
+  }
+
+  /** Queues the outcome; any later call is ignored. */
+  settle(o: OutcomeFields): void {
+    if (this.state === 'settled') return;
+    this.state = 'settled';
+    if (this.bare) return;
+    const { ticket, input } = this;
+    queueOutcome(
+      {
+        id: ticket.request_id,
+        created_at: ticket.created_at,
+        channel_id: null,
+        upstream_model: null,
+        prompt_tokens: null,
+        completion_tokens: null,
+        usage_source: 'none',
+        attempts: this.attempts,
+        ttfb_ms: null,
+        latency_ms: Math.round(performance.now() - this.facts.started),
+        error_code: null,
+        error_message: null,
+        embedding_tokens: this.cache?.embeddingTokens || null,
+        ticket: {
+          user_id: ticket.user_id,
+          key_id: ticket.key_id,
+          group_name: ticket.group_name,
+          model: input.body.model,
+          endpoint: input.endpoint,
+          cache: this.cache?.result ?? null,
+        },
+        ...o,
+      },
+      this.facts.keyRef,
+    );
+  }
+
+  /** The response body settles from now on (streams settle when they end, see stream.ts). */
+  handOff(): void {
+    if (this.state === 'open') this.state = 'streaming';
+  }
+
+  /**
+   * relay()'s finally: settles an admission no stage settled. With a failure, as that error (what
+   * the client is told); without one, a stage returned an answer it did not settle, which is a bug:
+   * recorded as such rather than left for the reaper to bill the whole reservation.
+   */
+  close(failure: GatewayError | null): void {
+    if (this.state !== 'open') return;
+    if (this.input.clientSignal.aborted) {
+      this.settle({ status: 'aborted', http_status: 499, error_code: 'client_closed', error_message: 'client disconnected' });
+      return;
+    }
+    this.settle({
+      status: 'error',
+      http_status: failure?.status ?? 500,
+      error_code: failure?.code ?? 'gateway_error',
+      error_message: failure?.message ?? 'the gateway answered without recording an outcome',
+    });
+  }
+}

@@ -1,0 +1,81 @@
+// The shapes the request path passes between its stages: what the client asked (RelayInput), what
+// admission answered (Ticket), and what each upstream try left behind (RouteAttempt).
+import type { Protocol } from '../adapters';
+import type { PlanEntry } from '../snapshot';
+import type { Attempt } from '../settle';
+import type { PriceCard } from '../receipt';
+import type { CacheRequest, CachedAnswer } from '../cache';
+
+export type Endpoint = 'chat/completions' | 'completions' | 'embeddings' | 'messages' | 'responses';
+export type { Protocol };
+
+export interface RelayInput {
+  requestId: string;
+  /** The protocol the client speaks; decides the shape of answers and errors. */
+  protocol: Protocol;
+  endpoint: Endpoint;
+  keyHash: Buffer | null;
+  clientIp: string | null;
+  /** The parsed body (an object) and its original bytes, sent on untouched when nothing changes. */
+  body: Record<string, any>;
+  raw: Uint8Array<ArrayBuffer>;
+  /** Fires when the client goes away. */
+  clientSignal: AbortSignal;
+  /** The client's request headers (cache opt-out). */
+  headers: Headers;
+}
+
+/** What the gateway reads off the request before admission (no database involved). */
+export interface RequestFacts {
+  started: number;
+  stream: boolean;
+  maxTokens: number | null;
+  /** The cache key of a chat request while the cache is on (SQL decides per key whether it is used). */
+  cacheReq: CacheRequest | null;
+  /** The key's hash as text: this process's handle on the key's unsettled outcomes. */
+  keyRef: string | undefined;
+}
+
+/** A plan entry as route_plan writes it: the key to use is chosen in SQL as well. */
+export type RouteEntry = PlanEntry & { key_index?: number; key_ordinal?: number };
+
+/** One try, as stored in the request row's attempts (settle.ts's Attempt plus routing detail). */
+export type RouteAttempt = Attempt & { key?: number; skipped?: boolean; mapped_from?: number };
+
+/** relay_begin's answer. */
+export interface Ticket {
+  request_id: string;
+  created_at: string;
+  user_id: string;
+  key_id: string;
+  group_name: string;
+  reserved_micros: string;
+  plan: RouteEntry[];
+  price: PriceCard | null;
+  cache: CachePlan | null;
+}
+
+/** relay_begin's cache result: an exact hit with its answer, or a miss with the semantic plan. */
+export interface CachePlan {
+  result: 'exact' | 'miss';
+  entry_id?: number;
+  answer?: CachedAnswer;
+  usage?: CacheUsage;
+  semantic?: { channel_id: number; version: number; model: string; dimensions: number } | null;
+}
+
+export interface CacheUsage {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+  cached_tokens?: number;
+  cache_write_tokens?: number;
+}
+
+/** What the cache knows about a request by the time it is answered. */
+export interface CacheState {
+  request: CacheRequest;
+  result: 'miss' | 'exact' | 'semantic';
+  similarity: number | null;
+  embedding: number[] | null;
+  embeddingTokens: number;
+}
