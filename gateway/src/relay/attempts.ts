@@ -68,7 +68,7 @@ function mapStatus(channel: Channel, status: number): number {
 
 export async function relayToUpstream(run: Run): Promise<Response> {
   const { input, ticket, settlement } = run;
-  const channels = bareChannel ? new Map([[0, bareChannel]]) : await channelsFor(ticket.plan);
+  const channels = bareChannel ? new Map([[0, bareChannel]]) : await planChannels(ticket);
   const deadline = Date.now() + options.RelayTimeoutMs;
   let lastFailure: Failure | null = null;
   let tries = 0;
@@ -82,6 +82,16 @@ export async function relayToUpstream(run: Run): Promise<Response> {
     lastFailure = result.failure;
   }
   return allFailed(run, settlement.attempts, lastFailure, tries, deadline);
+}
+
+/** The plan's channels (credentials decrypted); a failure to load them is the gateway's, said so. */
+async function planChannels(ticket: Ticket): Promise<Map<number, Channel>> {
+  try {
+    return await channelsFor(ticket.plan);
+  } catch (err) {
+    console.error(JSON.stringify({ level: 'error', msg: 'channel snapshot failed', request_id: ticket.request_id, error: String((err as Error)?.message ?? err) }));
+    throw new GatewayError(503, 'The gateway could not load the channels planned for this request; retry shortly.', 'service_unavailable', 'channels_unavailable', null, { 'retry-after': '1' });
+  }
 }
 
 /** The try at this plan entry, or null (recorded as skipped) when its channel cannot serve it. */

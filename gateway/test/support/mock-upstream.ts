@@ -11,7 +11,15 @@ export type Mode =
   | { kind: 'hang' } // accept, never answer
   | { kind: 'reset' } // destroy the socket before answering
   | { kind: 'stream-break'; afterChunks: number } // stream some chunks, then destroy the socket
-  | { kind: 'slow-stream'; delayMs: number }; // wait between chunks
+  | { kind: 'slow-stream'; delayMs: number } // wait between chunks
+  | { kind: 'junk'; what: Junk }; // a 200 that is not what the request's protocol answers
+
+/**
+ * html: a 200 HTML page (a proxy's error page); empty: a 200 `{}`; json-for-stream: a stream
+ * request answered with application/json; event: a stream that sends two chunks, then an event
+ * whose data is not JSON, then the rest (combines with a "mock:slow:N" directive for pacing).
+ */
+export type Junk = 'html' | 'empty' | 'json-for-stream' | 'event';
 
 export interface RecordedCall {
   path: string;
@@ -139,6 +147,12 @@ export async function startMockUpstream(): Promise<MockUpstream> {
       req.socket.destroy();
       return;
     }
+    if (mode.kind === 'junk' && mode.what !== 'event') {
+      if (mode.what === 'html') res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>502 Bad Gateway</body></html>');
+      else if (mode.what === 'empty') res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      else res.writeHead(200, { 'content-type': 'application/json' }).end('<html>maintenance</html>');
+      return;
+    }
     if (mode.kind === 'status') {
       res.writeHead(mode.status, { 'content-type': 'application/json' }).end(JSON.stringify(mode.body ?? openAiError(mode.status)));
       return;
@@ -246,6 +260,7 @@ export async function startMockUpstream(): Promise<MockUpstream> {
       // Paced, so the chunks before the break reach the client as chunks of their own.
       if (mode.kind === 'stream-break' && i > 0) await new Promise((r) => setTimeout(r, 30));
       if (res.destroyed) return;
+      if (state.mode.kind === 'junk' && state.mode.what === 'event' && i === 2) res.write('data: <html>upstream hiccup</html>\n\n');
       send(chunks[i]);
       if ((chunks[i] as any).usage) call.usage = usage;
     }
