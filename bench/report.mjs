@@ -94,7 +94,7 @@ export function renderMarkdown(result) {
   if (!result.bare_switch_working) {
     L.push('');
     L.push('> **The bare-proxy switch was not active**: the "bare" gateway called relay_begin or relay_finish, so its numbers are those of a full gateway ' +
-      '(is `ELYGATE_BARE_PROXY=1` / `ELYGATE_BARE_UPSTREAM` honoured by gateway/src/relay.ts?).');
+      '(is `ELYGATE_BARE_PROXY=1` / `ELYGATE_BARE_UPSTREAM` honoured by gateway/src/relay/?).');
   }
   L.push('');
   L.push('Medians over the runs; `±` is half the min–max spread across runs. Latencies in ms. CPU is utime+stime per request the gateway handled (its settled outcomes; wrk\'s completed requests for direct): the gateway process; PostgreSQL = the bench database\'s backends (whole cluster in brackets, which includes other users\' work when the cluster is shared). Round trips per request count every query the gateway made, relay_finish included, per settled outcome.');

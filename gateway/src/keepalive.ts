@@ -4,7 +4,7 @@
 // ignore comments by the SSE spec. A comment is only sent between events, never inside one, so the
 // stream's bytes stay a valid event stream.
 //
-// relay.ts hook (streamResponse, where the client's Response is built):
+// relay/stream.ts hook (streamResponse, where the client's Response is built):
 //   return new Response(withKeepalive(body), { status: 200, headers });
 const COMMENT = new TextEncoder().encode(': keepalive\n\n');
 

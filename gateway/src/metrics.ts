@@ -2,8 +2,8 @@
 // rendered in the text exposition format, and the gateway's own metrics defined on it. Everything
 // is per process: Prometheus sums over instances (sum by (...) (rate(...))).
 //
-// Hooks (each one line; see the report of issue #8):
-//   relay.ts, inside the settle lambda:   observeOutcome(input.endpoint, o);
+// Where they are fed:
+//   settle.ts, queueOutcome:              observeOutcome(endpoint, outcome);
 //   app.ts, relayRoute, on each answer:   observeResponse(endpoint, res.status, requestId, t0);
 //   app.ts, /metrics:                     new Response(metrics() + renderMetrics(), …)
 //   cache lookups:                        cacheResults.inc({ result: 'exact' | 'semantic' | 'miss' | 'bypass' });

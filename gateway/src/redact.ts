@@ -2,7 +2,7 @@
 // providers quote the key they were sent in their error message ("Incorrect API key provided:
 // sk-…"); those answers are passed on and recorded, so the channel's keys are masked in them first.
 //
-// relay.ts hook (where an upstream error body is read, before it is recorded or passed on):
+// relay/attempts.ts hook (where an upstream error body is read, before it is recorded or passed on):
 //   const errBody = redactBytes(new Uint8Array(await res.arrayBuffer().catch(() => new ArrayBuffer(0))), channel.keys);
 const enc = new TextEncoder();
 const dec = new TextDecoder();

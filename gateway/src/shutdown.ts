@@ -5,7 +5,7 @@
 //   2. stops accepting: the listening socket closes, new connections are refused, idle keep-alive
 //      connections close, requests in flight (live streams) carry on;
 //   3. waits up to ELYGATE_SHUTDOWN_DRAIN_MS (default 25 s) for them to finish;
-//   4. cuts what remains: closing the connections fires each request's abort signal, and relay.ts
+//   4. cuts what remains: closing the connections fires each request's abort signal, and relay/
 //      settles those streams as interrupted (status 'aborted', billed prompt + delivered);
 //   5. flushes the settlement queue (outcomes that cannot reach the database go to the spool) and
 //      closes the pool, then exits 0.
@@ -100,7 +100,7 @@ export function createShutdown(deps: ShutdownDeps, timings: ShutdownTimings = sh
       lifecycle.interrupted = deps.inFlight();
       log('warn', 'drain deadline passed: cutting the remaining streams, settled as interrupted', { in_flight: lifecycle.interrupted });
       await Promise.race([deps.stopServer(true).catch(() => {}), sleep(2000)]);
-      // relay.ts queues the interrupted outcomes from the requests' abort signals, after counting
+      // relay/stream.ts queues the interrupted outcomes from the requests' abort signals, after counting
       // the delivered text with the tokenizer (asynchronous, slowest on its first use): give
       // those a moment before the last flush, or they would be left to the reaper.
       await sleep(timings.settleGraceMs ?? 1500);

@@ -6,9 +6,9 @@
 // this one also covers DNS names (which SQL cannot resolve) and channels saved while the option
 // was on.
 //
-// relay.ts hook (the upstream fetch):
+// relay/attempts.ts hook (the upstream fetch):
 //   res = await upstreamFetch(call.url, { method: 'POST', headers: call.headers, body: call.body, signal: controller.signal }, options.AllowPrivateUpstreams === true);
-// A refusal throws SsrfError before any connection is made; relay.ts records it as a failed
+// A refusal throws SsrfError before any connection is made; relay/attempts.ts records it as a failed
 // attempt (like a connection error) and moves to the next channel.
 //
 // Residual risk, stated: the name is resolved here and again by fetch, so a DNS server that
