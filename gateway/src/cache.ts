@@ -1,7 +1,8 @@
 // The gateway's side of the response cache (DESIGN §4): canonical request hashes, the embedding of
 // the last user message, and replaying a cached answer as JSON or as a proper SSE stream. What is
 // enabled, for whom, at which threshold and price is decided in SQL (sql/27_private_cache.sql).
-import type { Channel } from './snapshot';
+import { options, type Channel } from './snapshot';
+import { upstreamFetch } from './ssrf';
 
 /** Request fields that do not change the answer, and so stay out of the hashes. */
 const NOT_SEMANTIC = new Set(['stream', 'stream_options', 'user', 'metadata', 'store', 'service_tier', 'safety_identifier', 'prompt_cache_key']);
@@ -194,12 +195,13 @@ export async function embed(channel: Channel, model: string, text: string, timeo
   const base = channel.baseUrl.replace(/\/+$/, '');
   const url = `${/^https?:\/\/[^/]+\/./.test(base + '/') ? base : base + '/v1'}/embeddings`;
   const key = channel.keys[0];
-  const res = await fetch(url, {
+  const init = {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
     body: JSON.stringify({ model, input: text }),
     signal: AbortSignal.timeout(timeoutMs),
-  });
+  };
+  const res = await upstreamFetch(url, init, options.AllowPrivateUpstreams === true);
   if (!res.ok) throw new Error(`embedding upstream returned ${res.status}`);
   const body: any = await res.json();
   const vector = body?.data?.[0]?.embedding;

@@ -5,7 +5,8 @@
 // results in one gateway.probe_finish call. Off the request path entirely.
 import { hostname } from 'node:os';
 import { sql } from '../db';
-import { channelsFor } from '../snapshot';
+import { channelsFor, options } from '../snapshot';
+import { upstreamFetch } from '../ssrf';
 import { prepareCall } from './index';
 
 interface ClaimedProbe {
@@ -46,7 +47,8 @@ async function runProbe(p: ClaimedProbe) {
   });
   if ('unsupported' in call) return { id: p.id, ok: false, http_status: null, ms: 0, error: call.unsupported };
   try {
-    const res = await fetch(call.url, { method: 'POST', headers: call.headers, body: call.body, signal: AbortSignal.timeout(p.timeout_ms) });
+    const init = { method: 'POST', headers: call.headers, body: call.body, signal: AbortSignal.timeout(p.timeout_ms) };
+    const res = await upstreamFetch(call.url, init, options.AllowPrivateUpstreams === true);
     const text = await res.text();
     return { id: p.id, ok: res.ok, http_status: res.status, ms: ms(), error: res.ok ? null : text.slice(0, 500) };
   } catch (err) {

@@ -135,6 +135,21 @@ describe('response cache through the gateway', () => {
     expect(chatCalls()).toBe(before + 1);
   });
 
+  it('the embedding call goes through the SSRF guard: a private embedding upstream is never contacted unless allowed', async () => {
+    await db()`select admin.option_set('AllowPrivateUpstreams', 'false')`;
+    await new Promise((r) => setTimeout(r, 150)); // the option reaches the gateway through NOTIFY
+    try {
+      const embedsBefore = embedder.calls.length;
+      const r = await ask('a question nobody asked before vec:0,0,1');
+      // The chat channel is on 127.0.0.1 as well: refused by the same guard, so the request fails.
+      expect(r.res.status).toBe(502);
+      expect(embedder.calls.length).toBe(embedsBefore);
+    } finally {
+      await db()`select admin.option_set('AllowPrivateUpstreams', 'true')`;
+      await new Promise((r) => setTimeout(r, 150));
+    }
+  });
+
   it('hits are logged and billed at the hit ratio; the embedding call is billed', async () => {
     const rows = await db()`
       select r.cache, l.amount_micros::int as amount, l.embedding_micros::int as embedding, r.embedding_tokens
