@@ -1,19 +1,22 @@
-// Fills locals.user from the session cookie (verified in SQL by admin.session_get) and sends people
-// where they must go first: /login, the TOTP step, or the forced password change. It does not decide
-// who may see admin pages: their queries run as elygate_user for non-admins and PostgreSQL says 403.
+// Checks the origin of every state-changing request first (lib/server/origin.js; a refusal says the
+// fix). Then fills locals.user from the session cookie (verified in SQL by admin.session_get) and
+// sends people where they must go first: /login, the TOTP step, or the forced password change. It
+// does not decide who may see admin pages: their queries run as elygate_user for non-admins and
+// PostgreSQL says 403.
 import type { Handle, ServerInit } from '@sveltejs/kit';
 import { redirect } from '@sveltejs/kit';
 import { sql } from '$lib/server/db';
 import { bootstrap, COOKIE } from '$lib/server/auth';
 import { env } from '$env/dynamic/private';
+import { dev } from '$app/environment';
 import { acceptedOrigins, adminOrigin, describeOrigin, refusalMessage } from '$lib/server/origin.js';
 
-// Read once: the launchers set ORIGIN (lib/server/origin.js), a bare `node build` falls back to
-// http://localhost:<PORT>.
+// Read once: the launchers set ORIGIN (lib/server/origin.js); a bare `node build` falls back to
+// http://localhost:<PORT> (adapter-node's default 3000), a bare `vite dev` to vite.config.ts's 3001.
 let origins: { origin: string | null; accepted: string[] | null } | null = null;
 function originConfig() {
   if (!origins) {
-    const o = adminOrigin(env, env.PORT || '3000');
+    const o = adminOrigin(env, env.PORT || (dev ? '3001' : '3000'));
     origins = { origin: o.origin, accepted: o.origin ? acceptedOrigins(o.origin) : null };
     console.log(`[admin] ${describeOrigin(o)}`);
   }

@@ -90,7 +90,7 @@ export function refusalMessage(expected, got) {
   ];
   if (sent) {
     lines.push(
-      `If ${sent} is the address you open the panel at, restart it with ADMIN_ORIGIN=${sent} (npm start, the single executable and docker compose all read it).`,
+      `If ${sent} is the address you open the panel at, restart it with ADMIN_ORIGIN=${sent} (npm start, npm run dev, the single executable and docker compose all read it).`,
       'Behind a reverse proxy, set ADMIN_ORIGIN to the public address (e.g. ADMIN_ORIGIN=https://admin.example.com), or, if the proxy sets X-Forwarded-Proto and X-Forwarded-Host, PROTOCOL_HEADER=x-forwarded-proto HOST_HEADER=x-forwarded-host and no ADMIN_ORIGIN.',
     );
   }
