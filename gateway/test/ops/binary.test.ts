@@ -37,7 +37,14 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  if (proc && proc.exitCode === null) proc.kill('SIGKILL');
+  // The whole process group: a failed run must not leave the binary's admin child behind.
+  if (proc?.pid) {
+    try {
+      process.kill(-proc.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
   const s = postgres(serverUrl('postgres'), { max: 1, onnotice: () => {} });
   await s.unsafe(`drop database if exists ${dbName} with (force)`);
   await s.end();
@@ -115,6 +122,7 @@ describe('dist/elygate (bun build --compile)', () => {
         NODE_ENV: 'production',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true, // its own process group, for afterAll
     });
     proc.stdout!.on('data', (d) => (out += d));
     proc.stderr!.on('data', (d) => (out += d));
