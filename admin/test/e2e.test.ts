@@ -57,7 +57,8 @@ beforeAll(async () => {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', `--host-resolver-rules=MAP ${LAN_NAME} 127.0.0.1`],
   });
-  ctx.setDefaultTimeout(10000);
+  // Generous: the first login hashes with argon2id (19 MiB) on a 2-core machine other test runs share.
+  ctx.setDefaultTimeout(20000);
   page = ctx.pages()[0] ?? (await ctx.newPage());
 });
 
