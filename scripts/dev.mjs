@@ -6,12 +6,15 @@ import { existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkServer, migrateDatabase, setRolePasswords } from './migrate.mjs';
+import { adminOrigin, adminOriginEnv, describeOrigin } from '../admin/src/lib/server/origin.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const say = (msg) => console.log(`[elygate dev] ${msg}`);
 
 async function main() {
   const env = { ...process.env, NODE_ENV: process.env.NODE_ENV || 'development' };
+  const adminPort = env.ADMIN_PORT || '3001';
+  const origin = adminOrigin(env, adminPort); // a malformed ADMIN_ORIGIN stops here, before the database
   let adminUrl = process.env.DATABASE_URL;
   if (adminUrl) {
     await checkServer(adminUrl, { log: say });
@@ -39,10 +42,11 @@ async function main() {
   say(`gateway: http://localhost:${env.PORT || 3000} (restarts when gateway/src changes)`);
   if (existsSync(join(root, 'admin', 'svelte.config.js'))) {
     const vite = join(root, 'node_modules', 'vite', 'bin', 'vite.js');
-    // The admin's own PORT is 3001; the gateway's PORT must not leak into vite.
-    const adminEnv = { ...env, PORT: env.ADMIN_PORT || '3001' };
+    // The admin's own PORT is 3001; the gateway's PORT must not leak into vite. vite dev skips
+    // SvelteKit's origin check, but the panel's own (hooks.server.ts) reads the same ORIGIN.
+    const adminEnv = { ...env, ...adminOriginEnv(env, adminPort), PORT: adminPort };
     children.push(spawn(process.execPath, [vite, 'dev', '--port', adminEnv.PORT, '--strictPort'], { cwd: join(root, 'admin'), env: adminEnv, stdio: 'inherit' }));
-    say(`admin:   http://localhost:${adminEnv.PORT} (hot reload)`);
+    say(`admin:   http://localhost:${adminEnv.PORT} (hot reload). ${describeOrigin(origin)}`);
   }
   const stop = (sig) => children.forEach((c) => c.exitCode === null && c.kill(sig));
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => stop(sig));

@@ -6,6 +6,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { checkServer, migrateDatabase, setRolePasswords } from './migrate.mjs';
+import { adminOrigin, adminOriginEnv, describeOrigin } from '../admin/src/lib/server/origin.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const migrateOnly = process.argv.includes('--migrate-only');
@@ -24,6 +25,9 @@ function redact(url) {
 async function main() {
   const t0 = Date.now();
   const env = { ...process.env };
+  const adminPort = env.ADMIN_PORT || '3001';
+  // A malformed ADMIN_ORIGIN stops the start here, before minutes of provisioning, not at login.
+  const origin = migrateOnly ? null : adminOrigin(env, adminPort);
   let adminUrl;
 
   if (process.env.DATABASE_URL) {
@@ -70,9 +74,9 @@ async function main() {
   // DATABASE_URL (give it an elygate_admin login of its own in production).
   const { ensureAdminBuild, serverEntry } = await import('../admin/build.mjs');
   ensureAdminBuild({ log: say });
-  const adminPort = env.ADMIN_PORT || '3001';
   const adminEnv = {
     ...env,
+    ...adminOriginEnv(env, adminPort),
     ADMIN_DATABASE_URL: env.ADMIN_DATABASE_URL || adminUrl,
     GATEWAY_URL: env.GATEWAY_URL || `http://127.0.0.1:${env.PORT || 3000}`,
     PORT: adminPort,
@@ -83,7 +87,8 @@ async function main() {
   const child = spawn(bun, [join(root, 'gateway', 'src', 'index.ts')], { cwd: join(root, 'gateway'), env, stdio: 'inherit' });
   say(`Starting the gateway on http://localhost:${env.PORT || 3000}`);
   const admin = spawn(process.execPath, [serverEntry], { cwd: join(root, 'admin'), env: adminEnv, stdio: 'inherit' });
-  say(`Starting the admin panel on http://localhost:${adminPort}  (first login: admin / admin123 from this machine, or the setup token it prints; see README "Admin panel")`);
+  say(`Starting the admin panel on port ${adminPort}  (first login: admin / admin123 from this machine, or the setup token it prints; see README "Admin panel")`);
+  say(describeOrigin(origin));
   const children = [child, admin];
   // Signals are passed on once; each child drains and exits, and onExit below waits for both.
   let forwarded = false;

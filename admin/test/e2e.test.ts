@@ -1,6 +1,9 @@
-// The whole panel in headless Chromium against the real gateway, database and a mock upstream:
-// first login with admin/admin123 and the forced password change, a channel, a price, a user with
-// money, a key, a call through the gateway, and that call in the logs. Every page is screenshotted:
+// A newcomer's journey, as README's "Admin panel" section tells it, in headless Chromium: the
+// product started as `npm start` starts it (support/admin-server.ts), the panel opened at the
+// address it prints, first login with admin/admin123 and the forced password change, private
+// upstreams allowed in Settings, a channel (the mock upstream) and its prices, a user with money, a
+// key, a call through the gateway with the openai SDK, that call with its cost and routing trace in
+// the logs and the dashboard, the user's own page, and logging out. Every page is screenshotted:
 // into a temporary folder, or into docs/admin/ with `npm run screenshots` (ELYGATE_SCREENSHOTS_DIR),
 // so a test run leaves the tracked images alone.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,16 +11,20 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
-import { startGateway, type RunningGateway } from '../../gateway/test/support/gateway';
+import OpenAI from 'openai';
 import { startMockUpstream, type MockUpstream } from '../../gateway/test/support/mock-upstream';
 import { closeDb, db } from '../../gateway/test/support/db';
-import { startAdmin, type RunningAdmin } from './support/admin-server';
+import { startProduct, type RunningProduct } from './support/admin-server';
+import { usd } from '../src/lib/format';
 
 const SHOTS = process.env.ELYGATE_SCREENSHOTS_DIR
   ? resolve(process.env.ELYGATE_SCREENSHOTS_DIR)
   : mkdtempSync(join(tmpdir(), 'elygate-screenshots-'));
 const NEW_PASSWORD = 'correct horse battery';
-let gw: RunningGateway, mock: MockUpstream, admin: RunningAdmin, ctx: BrowserContext, page: Page, profile: string;
+// A name for this machine as another computer on the network would type it (Chromium resolves it
+// to loopback), to see what a panel opened at an address it was not told about does.
+const LAN_NAME = 'elygate-lan.test';
+let mock: MockUpstream, admin: RunningProduct, ctx: BrowserContext, page: Page, profile: string;
 let apiKey = '';
 let keyId = 0;
 
@@ -30,11 +37,17 @@ async function go(path: string, p: Page = page) {
   return res!;
 }
 
+// The suite's database allows private upstreams and unpriced models for the gateway's tests; a
+// newcomer's database does not.
+async function options(values: Record<string, string>) {
+  for (const [k, v] of Object.entries(values)) await db()`select admin.option_set(${k}, ${v})`;
+}
+
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
+  await options({ AllowPrivateUpstreams: 'false', AllowUnpricedModels: 'false' });
   mock = await startMockUpstream();
-  gw = await startGateway();
-  admin = await startAdmin({ GATEWAY_URL: gw.url });
+  admin = await startProduct();
   profile = mkdtempSync(join(tmpdir(), 'elygate-chromium-'));
   // A fresh profile each run (playwright passes it to Chromium as --user-data-dir).
   ctx = await chromium.launchPersistentContext(profile, {
@@ -42,26 +55,63 @@ beforeAll(async () => {
     headless: true,
     viewport: { width: 1360, height: 860 },
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
+      '--disable-component-update', '--disable-sync', `--host-resolver-rules=MAP ${LAN_NAME} 127.0.0.1`],
   });
-  ctx.setDefaultTimeout(10000);
+  // Generous: the first login hashes with argon2id (19 MiB) on a 2-core machine other test runs share.
+  ctx.setDefaultTimeout(20000);
   page = ctx.pages()[0] ?? (await ctx.newPage());
 });
 
 afterAll(async () => {
   await ctx?.close();
   await admin?.stop();
-  await gw?.stop();
   await mock?.close();
+  await options({ AllowPrivateUpstreams: 'true', AllowUnpricedModels: 'true' });
   await closeDb();
   if (profile) rmSync(profile, { recursive: true, force: true });
   if (!process.env.ELYGATE_SCREENSHOTS_DIR) rmSync(SHOTS, { recursive: true, force: true });
 });
 
 describe('admin panel, end to end', () => {
-  it('prints how to log in at start', () => {
+  it('prints how to log in at start, and the address to open', () => {
     expect(admin.output()).toMatch(/admin \/ admin123/);
     expect(admin.output()).toMatch(/setup token \(valid 24 h\): setup-/);
+    const p = admin.adminPort;
+    expect(admin.output()).toContain(`Open the admin panel at http://localhost:${p} (or http://127.0.0.1:${p}, http://[::1]:${p})`);
+  });
+
+  it('opened at an address it was not told about, it refuses the form and says the fix', async () => {
+    // What a colleague on the network sees, and also a DNS-rebinding page: the browser sends its
+    // own name as Host and Origin, and the panel never takes the Host header's word for it.
+    const p = await ctx.newPage();
+    const lan = `http://${LAN_NAME}:${admin.adminPort}`;
+    await p.goto(`${lan}/login`);
+    await p.fill('#username', 'nobody');
+    await p.fill('#password', 'not-a-password');
+    const [res] = await Promise.all([p.waitForResponse((r) => r.request().method() === 'POST'), p.click('button:has-text("Log in")')]);
+    expect(res.status()).toBe(403);
+    const text = (await p.getByTestId('origin-refused').textContent())!;
+    expect(text).toContain(`sent from ${lan}`);
+    expect(text).toContain(`accepts form posts only from ${admin.url}`);
+    expect(text).toContain(`ADMIN_ORIGIN=${lan}`);
+    await shot('18-origin-refused', p);
+    await p.close();
+    expect(admin.output()).toContain(`refused a POST to /login`);
+    // A post without any Origin (not a browser) is refused too, and told why.
+    const bare = await fetch(`http://127.0.0.1:${admin.adminPort}/login`, { method: 'POST', body: new URLSearchParams({ username: 'x', password: 'y' }) });
+    expect(bare.status).toBe(403);
+    expect(await bare.text()).toContain('no Origin header');
+  });
+
+  it('typed as 127.0.0.1 instead of localhost, the login form is accepted', async () => {
+    const p = await ctx.newPage();
+    await p.goto(`http://127.0.0.1:${admin.adminPort}/login`);
+    await p.fill('#username', 'nobody');
+    await p.fill('#password', 'not-a-password');
+    await p.click('button:has-text("Log in")');
+    // The password check answered: the form got past the origin check.
+    await expect(p.getByTestId('form-error').textContent()).resolves.toBe('Wrong username or password.');
+    await p.close();
   });
 
   it('first login with admin/admin123 forces a new password before any other page', async () => {
@@ -85,13 +135,31 @@ describe('admin panel, end to end', () => {
     await page.click('button:has-text("Save password")');
     await page.waitForURL((u) => u.pathname === '/');
     const cookie = (await page.context().cookies()).find((c) => c.name === 'elygate_session')!;
-    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict' });
+    // Not Secure over http: the panel knows the scheme it is opened with (ORIGIN from start.mjs).
+    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', secure: false });
   });
 
   it('dashboard shows an empty state before any traffic', async () => {
     await page.getByText('No requests in this range').waitFor();
     await expect(page.getByTestId('stats').textContent()).resolves.toContain('n/a');
     await shot('03-dashboard-empty');
+  });
+
+  it('a channel on this machine is refused until Settings allow private upstreams', async () => {
+    await go('/channels');
+    await page.click('button:has-text("New channel")');
+    await page.fill('#ch-name', 'mock-openai');
+    await page.fill('#ch-base', mock.url);
+    await page.fill('#ch-key', 'sk-upstream-e2e');
+    await page.fill('#ch-models', 'gpt-4o-mini');
+    await page.click('button:has-text("Create channel")');
+    await expect(page.getByTestId('form-error').textContent()).resolves.toMatch(/private, loopback/);
+    await go('/settings');
+    const row = page.locator('form:has(#opt-AllowPrivateUpstreams)');
+    await row.locator('#opt-AllowPrivateUpstreams').check();
+    await row.getByRole('button', { name: 'Save' }).click();
+    await page.locator('form:has(#opt-AllowPrivateUpstreams)').getByText('Saved.').waitFor();
+    expect((await db()`select value from admin.options where key = 'AllowPrivateUpstreams'`)[0].value).toBe('true');
   });
 
   it('creates a channel, shows a SQL error inline, and tests it through the gateway', async () => {
@@ -177,24 +245,30 @@ describe('admin panel, end to end', () => {
     expect(await page.getByTestId('shown-once').count()).toBe(0);
   });
 
-  it("shows that key's request in the logs after a call through the gateway", async () => {
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello from the e2e test' }] }),
-    });
-    expect(res.status).toBe(200);
-    const requestId = res.headers.get('x-request-id')!;
+  it("shows that key's request, with its cost, in the logs after a call through the gateway", async () => {
+    // As the user would call it: the openai SDK, pointed at the gateway `npm start` started.
+    const client = new OpenAI({ apiKey, baseURL: `${admin.gatewayUrl}/v1`, maxRetries: 0 });
+    const { data: answer, response } = await client.chat.completions
+      .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello from the e2e test' }] })
+      .withResponse();
+    expect(answer.choices[0].message.content).toBe('echo: hello from the e2e test');
+    const requestId = response.headers.get('x-request-id')!;
+    let cost = 0;
     for (let i = 0; i < 50; i++) {
-      const [r] = await db()`select status from admin.requests where id = ${requestId}::uuid`;
-      if (r && r.status !== 'pending') break;
+      const [r] = await db()`select status, cost_micros from admin.requests where id = ${requestId}::uuid`;
+      if (r && r.status !== 'pending' && r.cost_micros !== null) {
+        cost = Number(r.cost_micros);
+        break;
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
+    expect(cost).toBeGreaterThan(0);
     await go(`/logs?key=${keyId}`);
     const table = page.getByTestId('logs');
     await table.waitFor();
     expect(await table.locator('tbody tr').count()).toBe(1);
     await expect(table.textContent()).resolves.toMatch(/gpt-4o-mini[\s\S]*alice/);
+    await expect(table.textContent()).resolves.toContain(usd(cost));
     await shot('08-logs');
     await table.getByText('Details').click();
     await page.waitForURL(`**/logs/${requestId}`);
@@ -212,7 +286,10 @@ describe('admin panel, end to end', () => {
   it('dashboard counts the traffic, with a selectable range', async () => {
     await go('/?range=7d');
     await page.getByRole('img', { name: /Requests per hour/ }).waitFor();
-    await expect(page.getByTestId('stats').textContent()).resolves.toMatch(/Requests\s*[1-9]/);
+    const stats = (await page.getByTestId('stats').textContent())!;
+    expect(stats).toMatch(/Requests\s*[1-9]/);
+    // The call above was billed: the spend is no longer zero.
+    expect(Number(/Spend\s*\$([\d.,]+)/.exec(stats)?.[1].replace(/,/g, ''))).toBeGreaterThan(0);
     await expect(page.locator('section:has-text("Top models")').textContent()).resolves.toContain('gpt-4o-mini');
     await shot('10-dashboard');
   });
@@ -277,6 +354,12 @@ describe('admin panel, end to end', () => {
     const post = await page.context().request.post(`${admin.url}/keys?/revoke`, { form: { id: String(keyId) }, headers: { origin: admin.url } });
     expect(post.status()).toBe(403);
     expect((await db()`select status from admin.api_keys where id = ${keyId}`)[0].status).toBe('active');
+    // And out again: the session is gone, the panel asks for a login.
+    await go('/me');
+    await page.locator('nav').getByRole('button', { name: 'Log out' }).click();
+    await page.waitForURL('**/login');
+    await go('/me');
+    expect(new URL(page.url()).pathname).toBe('/login');
   });
 
   it('throttles repeated failed logins', async () => {

@@ -1,6 +1,7 @@
 // The single executable: built with `bun build --compile` (scripts/build.mjs), started against a
 // fresh database given by DATABASE_URL, it migrates it to the same schema `npm start` produces,
-// serves the gateway (and the admin, when admin/build exists), and stops cleanly on SIGTERM.
+// serves the gateway (and the admin, when admin/build exists: first login, forced password change
+// and a setting saved, as a browser would), and stops cleanly on SIGTERM.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -36,7 +37,14 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  if (proc && proc.exitCode === null) proc.kill('SIGKILL');
+  // The whole process group: a failed run must not leave the binary's admin child behind.
+  if (proc?.pid) {
+    try {
+      process.kill(-proc.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
   const s = postgres(serverUrl('postgres'), { max: 1, onnotice: () => {} });
   await s.unsafe(`drop database if exists ${dbName} with (force)`);
   await s.end();
@@ -55,6 +63,43 @@ async function until(fn: () => Promise<boolean>, ms: number, what: string) {
     if (proc?.exitCode !== null && proc?.exitCode !== undefined) throw new Error(`binary exited (${proc.exitCode}) before ${what}:\n${out}`);
     if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms:\n${out}`);
     await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/* The admin's first minutes as a browser opened at the address the binary prints makes them: its
+   Origin and cookie on each form post, nothing else. The binary sets the panel's origin itself;
+   the test sets no ORIGIN. */
+async function adminFirstSteps(adminPort: number) {
+  const panel = `http://localhost:${adminPort}`;
+  expect(out).toContain(`Open the admin panel at ${panel}`);
+  const post = (path: string, fields: Record<string, string>, cookie = '') =>
+    fetch(`${panel}${path}`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: {
+        origin: panel,
+        accept: 'text/html', // a form post, not SvelteKit's JSON action call that */* would get
+        'content-type': 'application/x-www-form-urlencoded',
+        ...(cookie ? { cookie } : {}),
+      },
+      body: new URLSearchParams(fields),
+    });
+  const login = await post('/login', { username: 'admin', password: 'admin123' });
+  expect(login.status).toBe(303);
+  expect(login.headers.get('location')).toBe('/password');
+  // Not Secure over http: the binary told the panel the scheme it is opened with.
+  expect(login.headers.get('set-cookie')).not.toMatch(/;\s*secure/i);
+  const cookie = login.headers.get('set-cookie')!.split(';')[0];
+  const changed = await post('/password', { password: 'binary first password', confirm: 'binary first password' }, cookie);
+  expect(changed.status).toBe(303);
+  expect(changed.headers.get('location')).toBe('/?changed=1');
+  const saved = await post('/settings', { key: 'MaxAttempts', value: '2' }, cookie);
+  expect(saved.status).toBe(200);
+  const fresh = postgres(serverUrl(dbName), { max: 1, onnotice: () => {} });
+  try {
+    expect((await fresh`select value from admin.options where key = 'MaxAttempts'`)[0].value).toBe('2');
+  } finally {
+    await fresh.end();
   }
 }
 
@@ -77,6 +122,7 @@ describe('dist/elygate (bun build --compile)', () => {
         NODE_ENV: 'production',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true, // its own process group, for afterAll
     });
     proc.stdout!.on('data', (d) => (out += d));
     proc.stderr!.on('data', (d) => (out += d));
@@ -102,8 +148,7 @@ describe('dist/elygate (bun build --compile)', () => {
 
     if (adminBuilt) {
       await until(async () => (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).ok, 30_000, 'admin ready');
-      const login = await fetch(`http://127.0.0.1:${adminPort}/login`);
-      expect(login.status).toBeLessThan(500);
+      await adminFirstSteps(adminPort);
     } else {
       console.log('binary: admin/build is missing, so only the gateway was served (run npm run build first)');
     }
