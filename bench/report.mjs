@@ -233,7 +233,7 @@ export function renderMarkdown(result) {
   L.push('');
   L.push('**PostgreSQL floor** (bench/floor/: one statement per admission call — key lookup by hash, the wallet reservation, the admission row(s) — and one per settlement batch — the request-log rows, the ledger rows, the wallet settle — on the bench database\'s own tables; 1 and 32 concurrent requests sent like the gateway sends them: its admission lanes, at most as many requests per admission call and as many outcomes per settlement call as elygate had in the cell just before)');
   L.push('');
-  L.push('| connections | layout | floor: database-only req/s | requests per admission call | outcomes per settlement call | floor PostgreSQL CPU µs/req | elygate PostgreSQL CPU µs/req | elygate / floor |');
+  L.push('| connections | layout | floor: database-only req/s | requests per admission call | outcomes per settlement call | floor PostgreSQL CPU µs/req | elygate PostgreSQL CPU µs/req | PostgreSQL CPU per request: elygate / floor |');
   L.push('|---:|---|---:|---:|---:|---:|---:|---:|');
   for (const [scId, conns] of [['chat-c32', 32], ['chat-c1', 1]]) {
     for (const x of layouts) {
@@ -275,7 +275,7 @@ export function renderMarkdown(result) {
     }
   }
   if (result.statements?.length) {
-    L.push('**Top statements in the bench database** (pg_stat_statements, whole run, both layouts, the floor and the micro-measures included' + (result.explain ? ', track = all' : ', top-level only') + ')');
+    L.push('**Top statements in the bench database** (pg_stat_statements, whole run: every layout, the floor and the micro-measures included' + (result.explain ? ', track = all' : ', top-level only') + ')');
     L.push('');
     L.push('| calls | total ms | mean ms | shared hit | shared read | WAL records | statement |');
     L.push('|---:|---:|---:|---:|---:|---:|---|');
