@@ -78,7 +78,11 @@ const KEEP_DB = argv.includes('--keep-db');
 const REV = opt('rev', argv.includes('--head') ? 'HEAD' : null);
 const FORCE_HEAD = REV !== null;
 const N_SPREAD_KEYS = 1000;
-const HARD_DEADLINE_MS = 9 * 60 * 1000; // never run longer than this, whatever happens
+// Never run longer than this, whatever happens: 9 minutes, or 1.25× the time the cells asked for
+// take when that is more (two layouts made a run twice as long, and `--runs 3 --duration 10`
+// must still be able to finish). Per run: 14 cells per layout (the floor's two included) and 4
+// direct ones, each its duration plus its warm-up plus about a second; 60 s of setup.
+const HARD_DEADLINE_MS = Math.max(9 * 60, 1.25 * (60 + RUNS * ((opt('layout', 'both') === 'both' ? 2 : 1) * 14 + 4) * (DURATION + 1 + 1))) * 1000;
 
 const log = (m) => console.log(`[bench] ${m}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -147,7 +151,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   });
 }
 const deadline = setTimeout(async () => {
-  console.error('[bench] hard deadline reached: stopping');
+  console.error(`[bench] hard deadline (${Math.round(HARD_DEADLINE_MS / 60000)} min) reached: stopping`);
   exiting = true;
   await cleanup();
   process.exit(2);
