@@ -1,6 +1,6 @@
 // bench/compare.mjs — an A/B of two builds on this machine, runs interleaved.
 //
-//   npm run bench:compare -- BASE [--against REV] [--runs N] [--duration S] [--option Key=Value]
+//   npm run bench:compare -- BASE [--against REV] [--runs N] [--duration S] [--layout L] [--option Key=Value]
 //
 // Runs bench/run.mjs once for BASE (a commit), once for the candidate (REV, or the working tree
 // when --against is not given), and again, alternating, N times each (default 3; the order
@@ -25,17 +25,18 @@ const opt = (name, fallback) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1] : fallback;
 };
-const valued = new Set(['--against', '--runs', '--duration', '--option']);
+const valued = new Set(['--against', '--runs', '--duration', '--option', '--layout']);
 const positional = argv.filter((a, i) => !a.startsWith('--') && !valued.has(argv[i - 1]));
 const BASE = positional[0];
 if (!BASE) {
-  console.error('usage: npm run bench:compare -- BASE [--against REV] [--runs N] [--duration S] [--option Key=Value]');
+  console.error('usage: npm run bench:compare -- BASE [--against REV] [--runs N] [--duration S] [--layout percore|split|both] [--option Key=Value]');
   process.exit(2);
 }
 const AGAINST = opt('against', null);
 const RUNS = Math.max(1, Number(opt('runs', 3)));
 const passOn = [];
 if (opt('duration', null)) passOn.push('--duration', opt('duration'));
+if (opt('layout', null)) passOn.push('--layout', opt('layout'));
 argv.forEach((a, i) => a === '--option' && argv[i + 1] && passOn.push('--option', argv[i + 1]));
 
 const git = (...args) => spawnSync('git', ['-C', ROOT, ...args], { encoding: 'utf8' }).stdout.trim();
@@ -82,22 +83,41 @@ const median = (xs) => {
   if (!s.length) return NaN;
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-const cell = (j, scenario, target) => j.runs_raw.find((r) => r.scenario === scenario && r.target === target);
-const ttfb = (j, target) => j.ttfb_raw.find((t) => t.target === target)?.ttfb_us.p50;
+// Each run measures every layout (bench/run.mjs); direct is measured once per run, for all of them.
+// A result from before the layouts had one: split.
+const cellIn = (lid) => (j, scenario, target) =>
+  j.runs_raw.find((r) => r.scenario === scenario && r.target === target && (target === 'direct' || (r.layout ?? 'split') === lid));
+const ttfbIn = (lid) => (j, target) =>
+  j.ttfb_raw.find((t) => t.target === target && (target === 'direct' || (t.layout ?? 'split') === lid))?.ttfb_us.p50;
+const layoutIds = [...new Set([...results.base, ...results.candidate].flatMap((j) => (j.layouts?.length ? j.layouts.map((l) => l.id) : ['split'])))];
+const layoutTitle = (lid) => results.candidate.concat(results.base).flatMap((j) => j.layouts ?? []).find((l) => l.id === lid)?.title ?? lid;
+const metricsOf = (lid) => {
+  const cell = cellIn(lid);
+  const ttfb = ttfbIn(lid);
+  const p = layoutIds.length > 1 ? `${layoutTitle(lid)}: ` : '';
+  return [
+    [`${p}non-stream RPS, 32 connections (hot key)`, 0, '', (j) => cell(j, 'chat-c32', 'elygate')?.rps],
+    [`${p}… as a share of the bare proxy in the same run`, 0, ' %', (j) => (100 * cell(j, 'chat-c32', 'elygate')?.rps) / cell(j, 'chat-c32', 'bare')?.rps],
+    [`${p}PostgreSQL CPU per request, 32 connections`, 0, ' µs', (j) => cell(j, 'chat-c32', 'elygate')?.pg_cpu_us_per_req],
+    [`${p}… as a multiple of the floor's`, 2, '×', (j) => cell(j, 'chat-c32', 'elygate')?.pg_cpu_us_per_req / cell(j, 'chat-c32', 'floor')?.pg_cpu_us_per_req],
+    [`${p}gateway CPU per request, 32 connections`, 0, ' µs', (j) => cell(j, 'chat-c32', 'elygate')?.gw_cpu_us_per_req],
+    [`${p}… as a multiple of the bare proxy's`, 2, '×', (j) => cell(j, 'chat-c32', 'elygate')?.gw_cpu_us_per_req / cell(j, 'chat-c32', 'bare')?.gw_cpu_us_per_req],
+    [`${p}p50, 32 connections`, 1, ' ms', (j) => cell(j, 'chat-c32', 'elygate')?.p50_us / 1000],
+    [`${p}stream RPS, 32 connections`, 0, '', (j) => cell(j, 'stream-c32', 'elygate')?.rps],
+    [`${p}non-stream RPS, 1,000 keys`, 0, '', (j) => cell(j, 'chat-c32-spread', 'elygate')?.rps],
+    [`${p}hot key vs 1,000 keys`, 0, ' %', (j) => (100 * cell(j, 'chat-c32', 'elygate')?.rps) / cell(j, 'chat-c32-spread', 'elygate')?.rps],
+    [`${p}added p50, 1 connection, vs the bare proxy`, 2, ' ms', (j) => (cell(j, 'chat-c1', 'elygate')?.p50_us - cell(j, 'chat-c1', 'bare')?.p50_us) / 1000],
+    [`${p}PostgreSQL CPU per request, 1 connection`, 0, ' µs', (j) => cell(j, 'chat-c1', 'elygate')?.pg_cpu_us_per_req],
+    [`${p}stream TTFB, vs the bare proxy`, 2, ' ms', (j) => (ttfb(j, 'elygate') - ttfb(j, 'bare')) / 1000],
+    [`${p}outcomes per relay_finish, 32 connections`, 1, '', (j) => cell(j, 'chat-c32', 'elygate')?.outcomes_per_finish],
+    [`${p}exact cache hits, PostgreSQL CPU per request`, 0, ' µs', (j) => cell(j, 'chat-c32-cache', 'elygate')?.pg_cpu_us_per_req],
+  ];
+};
 const metrics = [
-  ['non-stream RPS, 32 connections (hot key)', 0, '', (j) => cell(j, 'chat-c32', 'elygate')?.rps],
-  ['… as a share of the bare proxy in the same run', 0, ' %', (j) => (100 * cell(j, 'chat-c32', 'elygate')?.rps) / cell(j, 'chat-c32', 'bare')?.rps],
-  ['PostgreSQL CPU per request, 32 connections', 0, ' µs', (j) => cell(j, 'chat-c32', 'elygate')?.pg_cpu_us_per_req],
-  ['gateway CPU per request, 32 connections', 0, ' µs', (j) => cell(j, 'chat-c32', 'elygate')?.gw_cpu_us_per_req],
-  ['p50, 32 connections', 1, ' ms', (j) => cell(j, 'chat-c32', 'elygate')?.p50_us / 1000],
-  ['stream RPS, 32 connections', 0, '', (j) => cell(j, 'stream-c32', 'elygate')?.rps],
-  ['non-stream RPS, 1,000 keys', 0, '', (j) => cell(j, 'chat-c32-spread', 'elygate')?.rps],
-  ['hot key vs 1,000 keys', 0, ' %', (j) => (100 * cell(j, 'chat-c32', 'elygate')?.rps) / cell(j, 'chat-c32-spread', 'elygate')?.rps],
-  ['added p50, 1 connection', 2, ' ms', (j) => (cell(j, 'chat-c1', 'elygate')?.p50_us - cell(j, 'chat-c1', 'direct')?.p50_us) / 1000],
-  ['PostgreSQL CPU per request, 1 connection', 0, ' µs', (j) => cell(j, 'chat-c1', 'elygate')?.pg_cpu_us_per_req],
-  ['stream TTFB overhead', 2, ' ms', (j) => (ttfb(j, 'elygate') - ttfb(j, 'direct')) / 1000],
-  ['outcomes per relay_finish, 32 connections', 1, '', (j) => cell(j, 'chat-c32', 'elygate')?.outcomes_per_finish],
-  ['exact cache hits, PostgreSQL CPU per request', 0, ' µs', (j) => cell(j, 'chat-c32-cache', 'elygate')?.pg_cpu_us_per_req],
+  ...layoutIds.flatMap(metricsOf),
+  ['relay_begin, backend CPU per call (micro)', 0, ' µs', (j) => j.micro?.relay_begin_us],
+  ['relay_finish, backend CPU per call (micro)', 0, ' µs', (j) => j.micro?.relay_finish_call_us],
+  ['relay_finish, backend CPU per outcome (micro)', 1, ' µs', (j) => j.micro?.relay_finish_outcome_us],
 ];
 const fmt = (x, digits, unit) =>
   Number.isFinite(x) ? `${x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })}${unit}` : '–';

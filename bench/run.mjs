@@ -7,19 +7,33 @@
 //      a channel on the mock, priced models, 1,001 funded users with one limited key each.
 //   2. The mock upstream (bench/mock-upstream.ts) and two gateway processes: "bare" (env
 //      ELYGATE_BARE_PROXY=1, no database on the request path) and "elygate" (everything on).
-//   3. 5 s of unmeasured load on each gateway (JIT warm-up); then for each scenario and target
-//      (direct to the mock, bare, elygate): a 1 s warm-up, then a measured wrk run; CPU from
-//      /proc/<pid>/stat, database round trips from /metrics.
-//   4. Results: bench/results/latest.json, bench/results/plot.svg, and the results section of
+//   3. 5 s of unmeasured load on each gateway (JIT warm-up); then, per run, each scenario in each
+//      layout (below): a 1 s warm-up, then a measured wrk run; CPU from /proc/<pid>/stat, database
+//      round trips from /metrics. Direct (wrk → mock) does not depend on the layout: it is
+//      measured once per run.
+//   4. The PostgreSQL floor (bench/floor/): the least database work the design needs per request,
+//      driven at 1 and 32 connections right after the elygate cell of the same load, with the same
+//      settlement batch size; its PostgreSQL CPU per request is measured like elygate's.
+//   5. Micro-measures on one connection: relay_begin's backend CPU per call, relay_finish's per
+//      call and per outcome.
+//   6. Results: bench/results/latest.json, bench/results/plot.svg, and the results section of
 //      docs/performance.md (between its bench:results markers).
 //
-// Options: --runs N (default 2)  --duration S (default 5)  --profile (bun --cpu-prof of the
-// gateway, pg_stat_statements with track=all, auto_explain of relay_begin)  --no-docs  --keep-db
-// --head / --rev REV (benchmark that commit)  --out DIR (results there, docs untouched)
-// --option Key=Value. To compare two builds, run bench/compare.mjs (npm run bench:compare).
+// Options: --runs N (default 2)  --duration S (default 4)  --layout percore|split|both (default
+// both)  --profile (bun --cpu-prof of the gateway, pg_stat_statements with track=all,
+// auto_explain of relay_begin)  --no-docs  --keep-db  --head / --rev REV (benchmark that commit)
+// --out DIR (results there, docs untouched)  --option Key=Value. To compare two builds, run
+// bench/compare.mjs (npm run bench:compare).
 //
-// Pinning: the gateways on core 0; wrk, the mock, the TTFB probe and the bench database's
-// PostgreSQL backends on core 1 (taskset). On a 1-core machine nothing is pinned.
+// Layouts (taskset; on a 1-core machine nothing is pinned and one layout is run):
+//   percore  "system per core": the gateways and the bench database's PostgreSQL backends on
+//            core 1; wrk, the mock and the TTFB probe on core 0. The whole system under test on
+//            one core, so its RPS is what one core of the system serves.
+//   split    the gateways on core 0; wrk, the mock, the TTFB probe and the backends on core 1
+//            (the layout of every run before issue 16).
+// Each run goes through both, the order turning each run (as bench:compare turns its pairs), so
+// the drift of a shared machine falls on both. Only this database's backends are pinned: the
+// cluster is shared, its background processes float.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID, createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -51,7 +65,8 @@ const RUNS = Math.max(1, Number(opt('runs', process.env.BENCH_RUNS ?? 2)));
 // measure a setting (e.g. --option SettleIntervalMs=20). Named in the report's header.
 const OPTIONS = argv.flatMap((a, i) => (a === '--option' && argv[i + 1] ? [argv[i + 1].split('=')] : []))
   .map(([k, ...v]) => [k, v.join('=')]);
-const DURATION = Math.max(1, Number(opt('duration', process.env.BENCH_DURATION ?? 5)));
+// (4 s, not 5: two layouts double the cells, and the default run should stay near 5 minutes.)
+const DURATION = Math.max(1, Number(opt('duration', process.env.BENCH_DURATION ?? 4)));
 const WARMUP = 1;
 const JIT_WARMUP = 5; // s of unmeasured load on each gateway before the first cell
 const PROFILE = argv.includes('--profile');
@@ -63,7 +78,11 @@ const KEEP_DB = argv.includes('--keep-db');
 const REV = opt('rev', argv.includes('--head') ? 'HEAD' : null);
 const FORCE_HEAD = REV !== null;
 const N_SPREAD_KEYS = 1000;
-const HARD_DEADLINE_MS = 9 * 60 * 1000; // never run longer than this, whatever happens
+// Never run longer than this, whatever happens: 9 minutes, or 1.25× the time the cells asked for
+// take when that is more (two layouts made a run twice as long, and `--runs 3 --duration 10`
+// must still be able to finish). Per run: 14 cells per layout (the floor's two included) and 4
+// direct ones, each its duration plus its warm-up plus about a second; 60 s of setup.
+const HARD_DEADLINE_MS = Math.max(9 * 60, 1.25 * (60 + RUNS * ((opt('layout', 'both') === 'both' ? 2 : 1) * 14 + 4) * (DURATION + 1 + 1))) * 1000;
 
 const log = (m) => console.log(`[bench] ${m}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -132,7 +151,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   });
 }
 const deadline = setTimeout(async () => {
-  console.error('[bench] hard deadline reached: stopping');
+  console.error(`[bench] hard deadline (${Math.round(HARD_DEADLINE_MS / 60000)} min) reached: stopping`);
   exiting = true;
   await cleanup();
   process.exit(2);
@@ -142,6 +161,37 @@ deadline.unref();
 // ───────────────────────────── small helpers ─────────────────────────────
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 const PIN = has('taskset') && cpus().length >= 2;
+// The two layouts (see the header): which core the gateways, the load (wrk, mock, TTFB probe) and
+// the bench database's PostgreSQL backends run on.
+const LAYOUTS = {
+  percore: { id: 'percore', title: 'system per core', gateway: 1, load: 0, pg: 1,
+             placement: 'gateways and PostgreSQL backends on core 1; wrk, mock and TTFB probe on core 0' },
+  split: { id: 'split', title: 'split', gateway: 0, load: 1, pg: 1,
+           placement: 'gateways on core 0; wrk, mock, TTFB probe and PostgreSQL backends on core 1' },
+};
+const LAYOUT_ARG = opt('layout', 'both');
+if (!['percore', 'split', 'both'].includes(LAYOUT_ARG)) {
+  console.error(`--layout ${LAYOUT_ARG}: percore, split or both`);
+  process.exit(2);
+}
+// Unpinned (one core, or no taskset), the layouts are the same thing: run one.
+const LAYOUT_IDS = !PIN ? ['split'] : LAYOUT_ARG === 'both' ? ['percore', 'split'] : [LAYOUT_ARG];
+
+/** Moves a running process, every thread of it, to a core (a layout change). */
+function pinPid(pid, core) {
+  if (PIN) spawnSync('taskset', ['-a', '-p', '-c', String(core), String(pid)], { stdio: 'ignore' });
+}
+
+/** CPU time of one process in microseconds from /proc/<pid>/schedstat (nanoseconds on the CPU),
+ *  for the micro-measures: utime+stime come in clock ticks (10 ms), too coarse for a second of
+ *  work on one backend. Falls back to utime+stime when schedstat is missing. */
+function cpuPreciseUs(pid) {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1000;
+  } catch {
+    return cpuUs(pid);
+  }
+}
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
 function freePort() {
@@ -340,7 +390,9 @@ async function main() {
   const postmaster = Number(readFileSync(join(st.pgDataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
 
   // ── mock upstream ──
-  const mock = startProc('mock', BUN, [join(ROOT, 'bench', 'mock-upstream.ts')], { core: 1, env: { MOCK_CHUNKS: '20' } });
+  // (Started where the first layout puts the load; each layout moves it: pinPid.)
+  const L0 = LAYOUTS[LAYOUT_IDS[0]];
+  const mock = startProc('mock', BUN, [join(ROOT, 'bench', 'mock-upstream.ts')], { core: L0.load, env: { MOCK_CHUNKS: '20' } });
   cleanupHooks.push(() => stopProc(mock));
   let mockPort = null;
   for (let i = 0; i < 100 && !mockPort; i++) {
@@ -390,7 +442,7 @@ async function main() {
     if (PROFILE && name === 'elygate') args.push('--cpu-prof', '--cpu-prof-md', `--cpu-prof-dir=${join(RESULTS, 'profile')}`, '--cpu-prof-name=gateway.cpuprofile');
     args.push(join(SRC, 'gateway', 'src', 'index.ts'));
     const g = startProc(name, BUN, args, {
-      core: 0,
+      core: L0.gateway,
       env: {
         DATABASE_URL: dbUrl,
         GATEWAY_DATABASE_URL: '',
@@ -422,7 +474,7 @@ async function main() {
   const bare = await startGateway('bare', { ELYGATE_BARE_PROXY: '1', ELYGATE_BARE_UPSTREAM: mockUrl });
   const ely = await startGateway('elygate', {});
   const gateways = { bare, elygate: ely };
-  log(`mock ${mockUrl}, bare ${bare.url}, elygate ${ely.url}; gateways pinned to core 0, the rest to core 1: ${PIN}`);
+  log(`mock ${mockUrl}, bare ${bare.url}, elygate ${ely.url}; layouts ${LAYOUT_IDS.join(', ')} (pinned: ${PIN})`);
 
   // Sanity: one request through each target before measuring.
   for (const [name, url, key] of [['direct', mockUrl, null], ['bare', bare.url, hotKey], ['elygate', ely.url, hotKey]]) {
@@ -435,22 +487,22 @@ async function main() {
     if (r.status !== 200) throw new Error(`${name}: sanity request got ${r.status}: ${text.slice(0, 300)}`);
   }
 
-  /** Pins this database's PostgreSQL backends to core 1 (only ours: the cluster is shared). */
-  async function pinBackends() {
+  /** Pins this database's PostgreSQL backends to a core (only ours: the cluster is shared). */
+  async function pinBackends(core) {
     if (!PIN) return;
     const rows = await sql`select pid from pg_stat_activity where datname = ${dbName}`;
-    for (const { pid } of rows) spawnSync('taskset', ['-p', '-c', '1', String(pid)], { stdio: 'ignore' });
+    for (const { pid } of rows) spawnSync('taskset', ['-p', '-c', String(core), String(pid)], { stdio: 'ignore' });
   }
   async function benchPgPids() {
     const rows = await sql`select pid from pg_stat_activity where datname = ${dbName} and pid <> pg_backend_pid()`;
     return rows.map((r) => r.pid);
   }
 
-  function runWrk(url, path, bodyFile, keysFile, conns, seconds) {
+  function runWrk(url, path, bodyFile, keysFile, conns, seconds, core) {
     return new Promise((resolve, reject) => {
       const lua = join(ROOT, 'bench', 'wrk', 'post.lua');
       const p = startProc('wrk', 'wrk', ['-t1', `-c${conns}`, `-d${seconds}s`, '--timeout', '10s', '-s', lua, `${url}${path}`], {
-        core: 1,
+        core,
         env: { BENCH_PATH: path, BENCH_BODY_FILE: bodyFile, BENCH_KEYS_FILE: keysFile ?? '' },
       });
       const timer = setTimeout(() => p.proc.kill('SIGKILL'), (seconds + 20) * 1000);
@@ -463,10 +515,10 @@ async function main() {
     });
   }
 
-  function runTtfb(url, keysFile, count = 300, warmup = 30) {
+  function runTtfb(url, keysFile, core, count = 300, warmup = 30) {
     return new Promise((resolve, reject) => {
       const key = keysFile ? readFileSync(keysFile, 'utf8').split('\n')[0] : '-';
-      const p = startProc('ttfb', process.execPath, [join(ROOT, 'bench', 'ttfb.mjs'), url, '/v1/chat/completions', join(work, 'stream.json'), key, String(count), String(warmup)], { core: 1 });
+      const p = startProc('ttfb', process.execPath, [join(ROOT, 'bench', 'ttfb.mjs'), url, '/v1/chat/completions', join(work, 'stream.json'), key, String(count), String(warmup)], { core });
       const timer = setTimeout(() => p.proc.kill('SIGKILL'), 60000);
       p.proc.once('exit', (code) => {
         clearTimeout(timer);
@@ -478,107 +530,258 @@ async function main() {
   }
 
   const scenarios = [
-    { id: 'chat-c32', title: 'non-stream chat, 32 connections', body: 'chat', conns: 32, keys: 'hot', targets: ['direct', 'bare', 'elygate'] },
+    { id: 'chat-c32', title: 'non-stream chat, 32 connections', body: 'chat', conns: 32, keys: 'hot', targets: ['direct', 'bare', 'elygate'], floor: true },
     { id: 'stream-c32', title: 'stream chat (20 chunks + usage), 32 connections', body: 'stream', conns: 32, keys: 'hot', targets: ['direct', 'bare', 'elygate'] },
-    { id: 'chat-c1', title: 'non-stream chat, 1 connection', body: 'chat', conns: 1, keys: 'hot', targets: ['direct', 'bare', 'elygate'] },
+    { id: 'chat-c1', title: 'non-stream chat, 1 connection', body: 'chat', conns: 1, keys: 'hot', targets: ['direct', 'bare', 'elygate'], floor: true },
     { id: 'chat-c32-spread', title: 'non-stream chat, 32 connections, 1,000 keys of 1,000 users', body: 'chat', conns: 32, keys: 'spread', targets: ['elygate'] },
     { id: 'embed-c32', title: 'embeddings, 32 connections', body: 'embed', path: '/v1/embeddings', conns: 32, keys: 'hot', targets: ['direct', 'bare', 'elygate'] },
     { id: 'chat-c32-cache', title: 'non-stream chat, 32 connections, exact cache hits (the same request, cache on for the key)', body: 'chat', conns: 32, keys: 'cache', targets: ['elygate'] },
   ];
 
+  // The floor writes rows like the one elygate wrote for the sanity request of the hot key (its
+  // route plan, group, usage, reservation and prices), so both write rows of the same width.
+  await waitSettled(ely.url);
+  const hotHash = createHash('sha256').update(hotKey).digest('hex');
+  const [floorSample] = await sql`
+    select r.model, r.endpoint, host(r.client_ip) as client_ip, r.prompt_tokens, r.completion_tokens, r.reserved_micros,
+           r.reserved_tokens, r.route_plan, r.group_name, r.channel_id, r.upstream_model, r.attempts,
+           l.input_price, l.output_price, ${hotHash} as key_hash
+      from private.requests r join private.ledger l on l.request_id = r.id
+     where r.key_id = (select k.id from private.api_keys k where k.key_hash = decode(${hotHash}, 'hex'))
+     order by r.finished_at desc limit 1`;
+
+  /** Moves the mock and the gateways to the layout's cores (wrk, the probes and the floor's client
+   *  start there; the backends are moved before each cell). */
+  function applyLayout(L) {
+    pinPid(mock.pid, L.load);
+    for (const g of Object.values(gateways)) pinPid(g.pid, L.gateway);
+  }
+
+  /** One measured cell: a warm-up, then wrk with CPU and /metrics read around it. */
+  async function measureCell(L, sc, target, rep) {
+    const gw = gateways[target] ?? null;
+    const url = gw ? gw.url : mockUrl;
+    const path = sc.path ?? '/v1/chat/completions';
+    const bodyFile = join(work, `${sc.body}.json`);
+    const keysFile = target === 'direct' ? null : join(work, `${sc.keys}.keys`);
+    await runWrk(url, path, bodyFile, keysFile, sc.conns, WARMUP, L.load);
+    if (gw) await waitSettled(gw.url);
+    await pinBackends(L.pg);
+    const pgPids0 = await benchPgPids();
+    const m0 = gw ? await metrics(gw.url) : null;
+    const g0 = gw ? cpuUs(gw.pid) : 0;
+    const pgB0 = cpuOf(pgPids0);
+    const pgC0 = cpuOf(clusterPids(postmaster));
+    const mk0 = cpuUs(mock.pid);
+    const w = await runWrk(url, path, bodyFile, keysFile, sc.conns, DURATION, L.load);
+    if (gw) await waitSettled(gw.url);
+    const g1 = gw ? cpuUs(gw.pid) : 0;
+    const pgPids1 = await benchPgPids();
+    const pgB1 = cpuOf([...new Set([...pgPids0, ...pgPids1])]);
+    const pgC1 = cpuOf(clusterPids(postmaster));
+    const mk1 = cpuUs(mock.pid);
+    const m1 = gw ? await metrics(gw.url) : null;
+    // Requests the gateway handled: every admission is settled by exactly one outcome,
+    // including the connections wrk cuts at the end of its run (which it does not count).
+    const settledOutcomes = gw ? m1.outcomes - m0.outcomes : 0;
+    const n = settledOutcomes > 0 ? settledOutcomes : w.requests || 1;
+    const errors = w.errors.connect + w.errors.read + w.errors.write + w.errors.status + w.errors.timeout;
+    const r = {
+      rep,
+      // Direct (wrk → mock) does not involve the layout: null, measured once per run.
+      layout: target === 'direct' ? null : L.id,
+      scenario: sc.id,
+      target,
+      conns: sc.conns,
+      requests: w.requests,
+      rps: w.requests / (w.duration_us / 1e6),
+      p50_us: w.latency_us.p50,
+      p90_us: w.latency_us.p90,
+      p99_us: w.latency_us.p99,
+      max_us: w.latency_us.max,
+      errors,
+      error_detail: w.errors,
+      gw_cpu_us_per_req: gw ? (g1 - g0) / n : null,
+      pg_cpu_us_per_req: cpuDelta(pgB0, pgB1) / n,
+      pg_cluster_cpu_us_per_req: cpuDelta(pgC0, pgC1) / n,
+      mock_cpu_us_per_req: (mk1 - mk0) / n,
+    };
+    if (gw) {
+      const d = (k) => m1[k] - m0[k];
+      r.handled = n;
+      r.db_round_trips_per_req = d('queries') / n;
+      r.relay_begin_per_req = d('admitCalls') / n;   // admission round trips (relay_begin or _batch) per request
+      r.requests_per_admission_call = d('admitCalls') > 0 ? d('begin') / d('admitCalls') : null;
+      // A request's own critical path: the one admission call it waited for (shared or not), plus
+      // any other query made for it alone (cache_lookup); relay_finish is off the path.
+      r.critical_rt_per_req = (d('queries') - d('finish') - d('admitCalls') + d('begin')) / n;
+      r.relay_finish_calls = d('finish');
+      r.outcomes_per_finish = d('finish') > 0 ? d('outcomes') / d('finish') : null;
+      r.other_queries = Object.fromEntries(
+        Object.entries(m1.byFunction)
+          .map(([f, v]) => [f, v - (m0.byFunction[f] ?? 0)])
+          .filter(([f, v]) => v > 0 && f !== 'relay_begin' && f !== 'relay_begin_batch' && f !== 'relay_finish'),
+      );
+      // The bare gateway still loads its options and runs the 30 s maintenance check; what must
+      // be absent is the request path's database work.
+      if (target === 'bare' && (d('begin') > 0 || d('finish') > 0)) bareHitDb = true;
+    }
+    runs.push(r);
+    log(
+      `run ${rep}/${RUNS} ${(r.layout ?? '-').padEnd(7)} ${sc.id.padEnd(16)} ${target.padEnd(8)} ${r.rps.toFixed(0).padStart(6)} rps  p50 ${(r.p50_us / 1000).toFixed(2)} ms  p99 ${(r.p99_us / 1000).toFixed(2)} ms  err ${errors}` +
+        (gw ? `  gw ${r.gw_cpu_us_per_req.toFixed(0)} µs/req  pg ${r.pg_cpu_us_per_req.toFixed(0)} µs/req  rt/req ${r.db_round_trips_per_req.toFixed(3)}  outcomes/finish ${r.outcomes_per_finish?.toFixed(1) ?? '-'}` : ''),
+    );
+    return r;
+  }
+
+  // The floor's admission lanes: the gateway's (AdmissionConcurrency, as set in this database).
+  const [{ lanes: floorLanes }] = await sql`select coalesce((select value::integer from private.options where key = 'AdmissionConcurrency'), 1) as lanes`;
+
+  /** Starts the floor's client (bench/floor/floor.mjs) where the gateway runs in this layout. */
+  function startFloor(L, conns, admitBatch, batch) {
+    const p = startProc('floor', process.execPath, [join(ROOT, 'bench', 'floor', 'floor.mjs')], {
+      core: L.gateway,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { FLOOR_CONFIG: JSON.stringify({ url: dbUrl, conns, lanes: floorLanes, admit_batch: admitBatch, batch, seconds: DURATION, warmup: WARMUP, sample: floorSample }) },
+    });
+    const waitFor = (re, ms) => new Promise((resolve, reject) => {
+      const until = Date.now() + ms;
+      const tick = () => {
+        const m = re.exec(p.output());
+        if (m) return resolve(m);
+        if (p.proc.exitCode !== null || p.proc.signalCode !== null) return reject(new Error(`floor exited:\n${p.output()}`));
+        if (Date.now() > until) return reject(new Error(`floor timed out:\n${p.output()}`));
+        setTimeout(tick, 20);
+      };
+      tick();
+    });
+    return {
+      ready: waitFor(/FLOOR_READY/, (WARMUP + 30) * 1000),
+      go: async () => {
+        p.proc.stdin.write('go\n');
+        return JSON.parse((await waitFor(/BENCH_JSON (\{.*\})/, (DURATION + 30) * 1000))[1]);
+      },
+      end: async () => {
+        try {
+          p.proc.stdin.end('end\n');
+        } catch {}
+        await stopProc(p, 'SIGTERM', 10000);
+      },
+      kill: () => stopProc(p, 'SIGKILL'),
+    };
+  }
+
+  /** The floor at sc.conns concurrent requests, admitting up to `admitBatch` per call and settling
+   *  `batch` outcomes per call: PostgreSQL CPU per request measured as for the gateway cells (this
+   *  database's backends, /proc/<pid>/stat). */
+  async function measureFloor(L, sc, rep, admitBatch, batch) {
+    const f = startFloor(L, sc.conns, admitBatch, batch);
+    try {
+      await f.ready; // warmed up, every admission settled
+      await pinBackends(L.pg);
+      const pgPids0 = await benchPgPids();
+      const pgB0 = cpuOf(pgPids0);
+      const pgC0 = cpuOf(clusterPids(postmaster));
+      const res = await f.go();
+      // (The floor's connections are still open: their backends' CPU can be read.)
+      const pgPids1 = await benchPgPids();
+      const pgB1 = cpuOf([...new Set([...pgPids0, ...pgPids1])]);
+      const pgC1 = cpuOf(clusterPids(postmaster));
+      await f.end();
+      const n = res.requests || 1;
+      const r = {
+        rep,
+        layout: L.id,
+        scenario: sc.id,
+        target: 'floor',
+        conns: sc.conns,
+        requests: res.requests,
+        // Requests per second of the database work alone (no HTTP, no upstream): not comparable
+        // with the other targets' RPS.
+        rps: res.requests / (res.duration_us / 1e6),
+        p50_us: null,
+        p90_us: null,
+        p99_us: null,
+        errors: res.refused,
+        gw_cpu_us_per_req: null,
+        pg_cpu_us_per_req: cpuDelta(pgB0, pgB1) / n,
+        pg_cluster_cpu_us_per_req: cpuDelta(pgC0, pgC1) / n,
+        db_round_trips_per_req: (res.admit_calls + res.batches) / n,
+        requests_per_admission_call: res.admit_calls ? res.admitted / res.admit_calls : null,
+        floor_admit_batch: admitBatch,
+        floor_batch: batch,
+        outcomes_per_finish: res.batches ? res.requests / res.batches : null,
+      };
+      runs.push(r);
+      log(`run ${rep}/${RUNS} ${L.id.padEnd(7)} ${sc.id.padEnd(16)} floor    ${r.rps.toFixed(0).padStart(6)} req/s (database only)  pg ${r.pg_cpu_us_per_req.toFixed(0)} µs/req  admission batch ${admitBatch} (${r.requests_per_admission_call?.toFixed(1)})  settlement batch ${batch}  refused ${res.refused}`);
+      return r;
+    } catch (err) {
+      await f.kill();
+      throw err;
+    }
+  }
+
   const runs = [];
   const ttfbs = [];
+  const floorErrors = [];
   let bareHitDb = false;
+  applyLayout(L0);
   // Bun's JIT compiles the hot paths during the first seconds of load (its compiler thread took
   // about 18 % of the gateway's CPU then): without this the first measured cell pays for it.
   for (const gw of [gateways.bare, gateways.elygate]) {
     if (!gw) continue;
-    await runWrk(gw.url, '/v1/chat/completions', join(work, 'chat.json'), join(work, 'hot.keys'), 32, JIT_WARMUP);
+    await runWrk(gw.url, '/v1/chat/completions', join(work, 'chat.json'), join(work, 'hot.keys'), 32, JIT_WARMUP, L0.load);
     await waitSettled(gw.url);
   }
   for (let rep = 1; rep <= RUNS; rep++) {
-    for (const sc of scenarios) {
-      for (const target of sc.targets) {
-        const gw = gateways[target] ?? null;
-        const url = gw ? gw.url : mockUrl;
-        const path = sc.path ?? '/v1/chat/completions';
-        const bodyFile = join(work, `${sc.body}.json`);
-        const keysFile = target === 'direct' ? null : join(work, `${sc.keys}.keys`);
-        await runWrk(url, path, bodyFile, keysFile, sc.conns, WARMUP);
-        if (gw) await waitSettled(gw.url);
-        await pinBackends();
-        const pgPids0 = await benchPgPids();
-        const m0 = gw ? await metrics(gw.url) : null;
-        const g0 = gw ? cpuUs(gw.pid) : 0;
-        const pgB0 = cpuOf(pgPids0);
-        const pgC0 = cpuOf(clusterPids(postmaster));
-        const mk0 = cpuUs(mock.pid);
-        const w = await runWrk(url, path, bodyFile, keysFile, sc.conns, DURATION);
-        if (gw) await waitSettled(gw.url);
-        const g1 = gw ? cpuUs(gw.pid) : 0;
-        const pgPids1 = await benchPgPids();
-        const pgB1 = cpuOf([...new Set([...pgPids0, ...pgPids1])]);
-        const pgC1 = cpuOf(clusterPids(postmaster));
-        const mk1 = cpuUs(mock.pid);
-        const m1 = gw ? await metrics(gw.url) : null;
-        // Requests the gateway handled: every admission is settled by exactly one outcome,
-        // including the connections wrk cuts at the end of its run (which it does not count).
-        const settledOutcomes = gw ? m1.outcomes - m0.outcomes : 0;
-        const n = settledOutcomes > 0 ? settledOutcomes : w.requests || 1;
-        const errors = w.errors.connect + w.errors.read + w.errors.write + w.errors.status + w.errors.timeout;
-        const r = {
-          rep,
-          scenario: sc.id,
-          target,
-          conns: sc.conns,
-          requests: w.requests,
-          rps: w.requests / (w.duration_us / 1e6),
-          p50_us: w.latency_us.p50,
-          p90_us: w.latency_us.p90,
-          p99_us: w.latency_us.p99,
-          max_us: w.latency_us.max,
-          errors,
-          error_detail: w.errors,
-          gw_cpu_us_per_req: gw ? (g1 - g0) / n : null,
-          pg_cpu_us_per_req: cpuDelta(pgB0, pgB1) / n,
-          pg_cluster_cpu_us_per_req: cpuDelta(pgC0, pgC1) / n,
-          mock_cpu_us_per_req: (mk1 - mk0) / n,
-        };
-        if (gw) {
-          const d = (k) => m1[k] - m0[k];
-          r.handled = n;
-          r.db_round_trips_per_req = d('queries') / n;
-          r.relay_begin_per_req = d('admitCalls') / n;   // admission round trips (relay_begin or _batch) per request
-          r.requests_per_admission_call = d('admitCalls') > 0 ? d('begin') / d('admitCalls') : null;
-          // A request's own critical path: the one admission call it waited for (shared or not), plus
-          // any other query made for it alone (cache_lookup); relay_finish is off the path.
-          r.critical_rt_per_req = (d('queries') - d('finish') - d('admitCalls') + d('begin')) / n;
-          r.relay_finish_calls = d('finish');
-          r.outcomes_per_finish = d('finish') > 0 ? d('outcomes') / d('finish') : null;
-          r.other_queries = Object.fromEntries(
-            Object.entries(m1.byFunction)
-              .map(([f, v]) => [f, v - (m0.byFunction[f] ?? 0)])
-              .filter(([f, v]) => v > 0 && f !== 'relay_begin' && f !== 'relay_begin_batch' && f !== 'relay_finish'),
-          );
-          // The bare gateway still loads its options and runs the 30 s maintenance check; what must
-          // be absent is the request path's database work.
-          if (target === 'bare' && (d('begin') > 0 || d('finish') > 0)) bareHitDb = true;
-        }
-        runs.push(r);
-        log(
-          `run ${rep}/${RUNS} ${sc.id.padEnd(16)} ${target.padEnd(8)} ${r.rps.toFixed(0).padStart(6)} rps  p50 ${(r.p50_us / 1000).toFixed(2)} ms  p99 ${(r.p99_us / 1000).toFixed(2)} ms  err ${errors}` +
-            (gw ? `  gw ${r.gw_cpu_us_per_req.toFixed(0)} µs/req  pg ${r.pg_cpu_us_per_req.toFixed(0)} µs/req  rt/req ${r.db_round_trips_per_req.toFixed(3)}  outcomes/finish ${r.outcomes_per_finish?.toFixed(1) ?? '-'}` : ''),
-        );
-      }
-      if (sc.id === 'stream-c32') {
+    // The order of the layouts turns each run (percore first, then split first, …): on this
+    // machine the second of two back-to-back measurements tends to measure worse (finding 41).
+    const order = rep % 2 ? LAYOUT_IDS : [...LAYOUT_IDS].reverse();
+    for (const [li, lid] of order.entries()) {
+      const L = LAYOUTS[lid];
+      applyLayout(L);
+      for (const sc of scenarios) {
+        let elyCell = null;
         for (const target of sc.targets) {
-          const gw = gateways[target] ?? null;
-          const t = await runTtfb(gw ? gw.url : mockUrl, target === 'direct' ? null : join(work, 'hot.keys'));
-          ttfbs.push({ rep, target, ...t });
-          log(`run ${rep}/${RUNS} stream TTFB c=1   ${target.padEnd(8)} p50 ${(t.ttfb_us.p50 / 1000).toFixed(3)} ms  p99 ${(t.ttfb_us.p99 / 1000).toFixed(3)} ms  err ${t.errors}`);
+          if (target === 'direct' && li > 0) continue; // once per run
+          const r = await measureCell(L, sc, target, rep);
+          if (target === 'elygate') elyCell = r;
+        }
+        if (sc.floor) {
+          // The gateway's batch sizes in the cell just measured: requests per admission call (at
+          // most), outcomes per relay_finish.
+          const admitBatch = Math.max(1, Math.round(elyCell?.requests_per_admission_call ?? 1));
+          const batch = Math.max(1, Math.round(elyCell?.outcomes_per_finish ?? (sc.conns > 1 ? 100 : 16)));
+          try {
+            await measureFloor(L, sc, rep, admitBatch, batch);
+          } catch (err) {
+            // (A --rev whose schema predates the floor's tables, say: the rest of the run stands.)
+            const msg = String(err.message).split('\n').slice(0, 6).join(' | ');
+            floorErrors.push(`${L.id} ${sc.id} run ${rep}: ${msg}`);
+            log(`floor ${L.id} ${sc.id} failed: ${msg}`);
+          }
+        }
+        if (sc.id === 'stream-c32') {
+          for (const target of sc.targets) {
+            if (target === 'direct' && li > 0) continue;
+            const gw = gateways[target] ?? null;
+            const t = await runTtfb(gw ? gw.url : mockUrl, target === 'direct' ? null : join(work, 'hot.keys'), L.load);
+            ttfbs.push({ rep, layout: target === 'direct' ? null : L.id, target, ...t });
+            log(`run ${rep}/${RUNS} ${(target === 'direct' ? '-' : L.id).padEnd(7)} stream TTFB c=1   ${target.padEnd(8)} p50 ${(t.ttfb_us.p50 / 1000).toFixed(3)} ms  p99 ${(t.ttfb_us.p99 / 1000).toFixed(3)} ms  err ${t.errors}`);
+          }
         }
       }
     }
+  }
+
+  // Micro-measures: one connection, one backend, its CPU per call.
+  let micro = null;
+  try {
+    micro = await microMeasures(dbUrl, hotKey, LAYOUTS[LAYOUT_IDS[0]].pg);
+    log(`micro: relay_begin ${micro.relay_begin_us.toFixed(0)} µs/call; relay_finish ${micro.relay_finish_call_us.toFixed(0)} µs/call + ${micro.relay_finish_outcome_us.toFixed(1)} µs/outcome`);
+  } catch (err) {
+    micro = { error: String(err.message).split('\n')[0] };
+    log(`micro-measures failed: ${micro.error}`);
   }
 
   othersTesting = Math.max(othersTesting, await othersBusy(sql));
@@ -613,9 +816,12 @@ async function main() {
     runs: RUNS,
     env: { ...env0, load_end: loadavg().map((x) => x.toFixed(2)).join(' '), others_testing: othersTesting, postgres: pgVersion, pg_settings: pgSettings },
     bare_switch_working: !bareHitDb,
-    scenarios: scenarios.map(({ id, title, conns, targets }) => ({ id, title, conns, targets })),
+    layouts: LAYOUT_IDS.map((id) => LAYOUTS[id]),
+    scenarios: scenarios.map(({ id, title, conns, targets, floor }) => ({ id, title, conns, targets, floor: !!floor })),
     runs_raw: runs,
     ttfb_raw: ttfbs,
+    floor_errors: floorErrors,
+    micro,
     rss,
     statements,
     explain,
@@ -646,6 +852,71 @@ function snapshot(work, rev) {
     if (existsSync(join(ROOT, nm)) && !existsSync(join(dir, nm))) symlinkSync(join(ROOT, nm), join(dir, nm));
   }
   return dir;
+}
+
+/**
+ * Micro-measures, on one connection whose backend is pinned to `core`: the backend's CPU
+ * (/proc/<pid>/schedstat) per gateway.relay_begin call (unbatched, the hot key), and per
+ * gateway.relay_finish call with 1 outcome and with 100, which give its cost per call and per
+ * outcome (a + b·n, two points). The outcomes are shaped like the gateway's (gateway/src/relay.ts).
+ */
+async function microMeasures(dbUrl, key, core) {
+  const BEGINS = 1500;
+  const SINGLES = 400;
+  const BIG = 100;
+  const BIGS = 10;
+  const s = postgres(dbUrl, { max: 1, onnotice: () => {}, connection: { application_name: 'elygate-bench-micro' } });
+  try {
+    const [{ pid }] = await s`select pg_backend_pid() as pid`;
+    if (PIN) spawnSync('taskset', ['-p', '-c', String(core), String(pid)], { stdio: 'ignore' });
+    const hash = createHash('sha256').update(key).digest();
+    const begin = () => s`select * from gateway.relay_begin(${randomUUID()}, ${hash}, 'bench-model', 'chat/completions', false, '127.0.0.1', 20, 64)`.then((r) => r[0]);
+    const outcome = (t) => {
+      const channel = Number(t.plan?.[0]?.channel_id ?? 0);
+      return {
+        id: t.request_id, created_at: t.created_at, status: 'ok', http_status: 200, channel_id: channel,
+        upstream_model: 'bench-model', prompt_tokens: 20, completion_tokens: 30, usage_source: 'upstream',
+        attempts: [{ channel_id: channel, status: 200, ms: 1 }], ttfb_ms: 1, latency_ms: 2, error_code: null,
+        error_message: null, embedding_tokens: null,
+        ticket: { user_id: t.user_id, key_id: t.key_id, group_name: t.group_name, model: 'bench-model', endpoint: 'chat/completions', cache: null },
+      };
+    };
+    const finish = (batch) => s`select gateway.relay_finish(${s.json(batch)}) as n`;
+    // Warm the session: plpgsql caches its plans per session, like a pooled connection.
+    const warm = [];
+    for (let i = 0; i < 50; i++) warm.push(outcome(await begin()));
+    for (let i = 0; i < 10; i++) await finish(warm.slice(i * 5, i * 5 + 5));
+    const cpu = () => cpuPreciseUs(pid);
+
+    const tickets = [];
+    let c0 = cpu();
+    for (let i = 0; i < BEGINS; i++) tickets.push(await begin());
+    const beginUs = (cpu() - c0) / BEGINS;
+    const outcomes = tickets.map(outcome);
+
+    c0 = cpu();
+    for (let i = 0; i < SINGLES; i++) await finish([outcomes[i]]);
+    const oneUs = (cpu() - c0) / SINGLES;
+    c0 = cpu();
+    for (let i = 0; i < BIGS; i++) await finish(outcomes.slice(SINGLES + i * BIG, SINGLES + (i + 1) * BIG));
+    const bigUs = (cpu() - c0) / BIGS;
+    // Whatever is left (none with these counts) is settled so nothing stays reserved.
+    if (outcomes.length > SINGLES + BIG * BIGS) await finish(outcomes.slice(SINGLES + BIG * BIGS));
+    const perOutcome = (bigUs - oneUs) / (BIG - 1);
+    return {
+      method: '/proc/<backend pid>/schedstat',
+      relay_begin_calls: BEGINS,
+      relay_begin_us: beginUs,
+      relay_finish_1_calls: SINGLES,
+      relay_finish_1_us: oneUs,
+      relay_finish_100_calls: BIGS,
+      relay_finish_100_us: bigUs,
+      relay_finish_outcome_us: perOutcome,
+      relay_finish_call_us: oneUs - perOutcome,
+    };
+  } finally {
+    await s.end({ timeout: 5 });
+  }
 }
 
 /** auto_explain of every statement inside one relay_begin call (ANALYZE, BUFFERS). */
