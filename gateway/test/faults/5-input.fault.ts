@@ -17,10 +17,24 @@ let t: Tenant;
 
 beforeAll(async () => {
   upstream = createServer((req, res) => {
-    req.resume();
+    const chunks: Buffer[] = [];
+    req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
+      let stream = false;
+      try {
+        stream = JSON.parse(Buffer.concat(chunks).toString('utf8'))?.stream === true;
+      } catch {
+        // not JSON: answered as a completion
+      }
+      const usage = { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 };
+      if (stream) {
+        // A stream request gets a stream: the gateway refuses a JSON answer to one (a 502).
+        const chunk = { id: 'x', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: 'ok' }, finish_reason: 'stop' }], usage };
+        res.writeHead(200, { 'content-type': 'text/event-stream' }).end(`data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`);
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' }).end(
-        JSON.stringify({ id: 'x', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }),
+        JSON.stringify({ id: 'x', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage }),
       );
     });
   });
