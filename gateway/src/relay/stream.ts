@@ -42,8 +42,10 @@ export async function openStream(run: Run, t: Try, res: Response): Promise<Resul
   }
   t.release();
   const ttfb = t.record(res.status);
+  const response = streamResponse(run, t, res, opened, ttfb);
+  // Only once the stream exists does it own settlement: a throw before this is relay()'s to settle.
   run.settlement.handOff();
-  return { response: streamResponse(run, t, res, opened, ttfb) };
+  return { response };
 }
 
 /** Reads upstream events until there is something for the client, or a reason to fail over. */
