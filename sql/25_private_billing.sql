@@ -177,13 +177,14 @@ begin
                     c.cost_multiplier, 1) as channel_multiplier
       from o
       join admitted a on a.id = o.id
-      -- (A null key, not an "and" beside it: an index lookup for a null key ends before it starts,
-      -- where a condition on the admission alone would be checked after the lookup.)
+      -- (A null key, not an "and" beside it: it finds nothing in an index lookup or a hash, where a
+      -- condition on the admission alone would be checked after the lookup. The embedding model
+      -- is one name for the whole batch: an index lookup by it, filtered, as before.)
       left join private.models m on m.name = case when a.group_multiplier is null then a.model end
       left join private.groups g on g.name = case when a.group_multiplier is null then a.group_name end
       left join private.channels c on c.id = o.channel_id
-      left join private.models em on em.name = case when a.group_multiplier is null and coalesce(o.embedding_tokens, 0) > 0
-                                                    then v_embed_model end
+      left join private.models em on em.name = v_embed_model and a.group_multiplier is null
+                                 and coalesce(o.embedding_tokens, 0) > 0
   ),
   priced as (
     select p2.*, p2.answer_amount + p2.embedding_amount as amount

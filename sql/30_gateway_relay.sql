@@ -233,8 +233,14 @@ as $$
 declare
   v_minute timestamptz := date_trunc('minute', now());
   v_window numeric := 1 - extract(epoch from now() - date_trunc('minute', now())) / 60;   -- share of the previous minute still in the window
+  -- per owner and per key: what this call adds (ids in order), and each key's limits
   v_need_users bigint[];
+  v_need_amounts bigint[];
   v_need_keys bigint[];
+  v_quota bigint[];
+  v_concurrency integer[];
+  v_rpm integer[];
+  v_tpm integer[];
   v_fits boolean := true;
   v_keys_fit boolean := true;
   -- per owner: id, the batch's sum, balance - reserved + credit after it
@@ -271,16 +277,38 @@ begin
      them, or the two deadlock. One request locks one wallet, then one key, in that order anyway;
      its ids are read off its plan (a statement less for the call most admissions are). */
   if cardinality(p_plans) > 1 then
-    select array_agg(distinct p.user_id order by p.user_id) filter (where p.reserved_micros > 0),
-           array_agg(distinct p.key_id order by p.key_id) filter (where p.counted)
-      into v_need_users, v_need_keys
-      from unnest(p_plans) p where p.request_id is not null;
+    select u.ids, u.amounts, k.ids, k.n, k.amounts, k.tokens, k.quotas, k.concurrencies, k.rpms, k.tpms
+      into v_need_users, v_need_amounts, v_need_keys, v_key_n, v_key_amounts, v_key_tokens,
+           v_quota, v_concurrency, v_rpm, v_tpm
+      from (select array_agg(s.user_id order by s.user_id) as ids, array_agg(s.amount order by s.user_id) as amounts
+              from (select p.user_id, sum(p.reserved_micros)::bigint as amount
+                      from unnest(p_plans) p where p.request_id is not null and p.reserved_micros > 0
+                     group by p.user_id) s) u,
+           (select array_agg(s.key_id order by s.key_id) as ids, array_agg(s.n order by s.key_id) as n,
+                   array_agg(s.amount order by s.key_id) as amounts, array_agg(s.tokens order by s.key_id) as tokens,
+                   array_agg(s.quota order by s.key_id) as quotas, array_agg(s.concurrency order by s.key_id) as concurrencies,
+                   array_agg(s.rpm order by s.key_id) as rpms, array_agg(s.tpm order by s.key_id) as tpms
+              from (select p.key_id, count(*)::integer as n, sum(p.reserved_micros)::bigint as amount,
+                           sum(p.reserved_tokens)::bigint as tokens, min(p.quota_micros) as quota,
+                           min(p.concurrency_limit) as concurrency, min(p.rpm_limit) as rpm, min(p.tpm_limit) as tpm
+                      from unnest(p_plans) p where p.request_id is not null and p.counted
+                     group by p.key_id) s) k;
     perform 1 from private.wallets w where w.user_id = any(v_need_users) order by w.user_id for no key update;
   else
     v_p := p_plans[1];
-    if v_p.request_id is not null then
-      v_need_users := case when v_p.reserved_micros > 0 then array[v_p.user_id] end;
-      v_need_keys := case when v_p.counted then array[v_p.key_id] end;
+    if v_p.request_id is not null and v_p.reserved_micros > 0 then
+      v_need_users := array[v_p.user_id];
+      v_need_amounts := array[v_p.reserved_micros];
+    end if;
+    if v_p.request_id is not null and v_p.counted then
+      v_need_keys := array[v_p.key_id];
+      v_key_n := array[1];
+      v_key_amounts := array[v_p.reserved_micros];
+      v_key_tokens := array[v_p.reserved_tokens];
+      v_quota := array[v_p.quota_micros];
+      v_concurrency := array[v_p.concurrency_limit];
+      v_rpm := array[v_p.rpm_limit];
+      v_tpm := array[v_p.tpm_limit];
     end if;
   end if;
 
@@ -292,17 +320,12 @@ begin
      locked), exactly as if each had been admitted alone, and what the refused ones added is taken
      back. No subtransaction: a refusal is a value, not an undone write. */
   if v_need_users is not null then
-    with s as (
-      select p.user_id, sum(p.reserved_micros)::bigint as amount
-        from unnest(p_plans) p where p.request_id is not null and p.reserved_micros > 0
-       group by p.user_id
-    ),
-    w as (
+    with w as (
       update private.wallets w
-         set reserved_micros = w.reserved_micros + s.amount
-        from s
-       where w.user_id = any(v_need_users) and w.user_id = s.user_id   -- (any: an index lookup in the generic plan)
-      returning w.user_id, s.amount, w.balance_micros - w.reserved_micros + w.credit_limit_micros as avail
+         set reserved_micros = w.reserved_micros + x.amount
+        from unnest(v_need_users, v_need_amounts) x(user_id, amount)
+       where w.user_id = any(v_need_users) and w.user_id = x.user_id   -- (any: an index lookup in the generic plan)
+      returning w.user_id, x.amount, w.balance_micros - w.reserved_micros + w.credit_limit_micros as avail
     )
     select array_agg(w.user_id), array_agg(w.amount), array_agg(w.avail), coalesce(bool_and(w.avail >= 0), true)
       into v_users, v_user_amounts, v_avail, v_fits
@@ -321,32 +344,26 @@ begin
     if cardinality(p_plans) > 1 then
       perform 1 from private.key_counters k where k.key_id = any(v_need_keys) order by k.key_id for no key update;
     end if;
-    with s as (
-      select p.key_id, count(*)::integer as n, sum(p.reserved_micros)::bigint as amount, sum(p.reserved_tokens)::bigint as tokens,
-             min(p.quota_micros) as quota_micros, min(p.concurrency_limit) as concurrency_limit,
-             min(p.rpm_limit) as rpm_limit, min(p.tpm_limit) as tpm_limit
-        from unnest(p_plans) p where p.request_id is not null and p.counted
-       group by p.key_id
-    ),
-    c as (
+    with c as (
       update private.key_counters k
-         set reserved_micros = k.reserved_micros + s.amount,
-             inflight = k.inflight + s.n,
+         set reserved_micros = k.reserved_micros + x.amount,
+             inflight = k.inflight + x.n,
              prev_requests = case when k.rate_minute >= v_minute then k.prev_requests
                                   when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
              prev_tokens = case when k.rate_minute >= v_minute then k.prev_tokens
                                 when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
-             minute_requests = case when k.rate_minute >= v_minute then k.minute_requests else 0 end + s.n,
-             minute_tokens = case when k.rate_minute >= v_minute then k.minute_tokens else 0 end + s.tokens,
+             minute_requests = case when k.rate_minute >= v_minute then k.minute_requests else 0 end + x.n,
+             minute_tokens = case when k.rate_minute >= v_minute then k.minute_tokens else 0 end + x.tokens,
              rate_minute = greatest(k.rate_minute, v_minute)
-        from s
-       where k.key_id = any(v_need_keys) and k.key_id = s.key_id
-      returning k.key_id, s.n, s.amount, s.tokens, k.used_micros, k.reserved_micros, k.inflight,
+        from unnest(v_need_keys, v_key_n, v_key_amounts, v_key_tokens, v_quota, v_concurrency, v_rpm, v_tpm)
+               x(key_id, n, amount, tokens, quota_micros, concurrency_limit, rpm_limit, tpm_limit)
+       where k.key_id = any(v_need_keys) and k.key_id = x.key_id
+      returning k.key_id, x.n, x.amount, x.tokens, k.used_micros, k.reserved_micros, k.inflight,
                 k.minute_requests, k.minute_tokens, k.prev_requests, k.prev_tokens,
-                (s.quota_micros is null or k.used_micros + k.reserved_micros <= s.quota_micros)
-                and (s.concurrency_limit is null or k.inflight <= s.concurrency_limit)
-                and (s.rpm_limit is null or k.minute_requests + k.prev_requests * v_window <= s.rpm_limit)
-                and (s.tpm_limit is null or k.minute_tokens + k.prev_tokens * v_window <= s.tpm_limit) as fits
+                (x.quota_micros is null or k.used_micros + k.reserved_micros <= x.quota_micros)
+                and (x.concurrency_limit is null or k.inflight <= x.concurrency_limit)
+                and (x.rpm_limit is null or k.minute_requests + k.prev_requests * v_window <= x.rpm_limit)
+                and (x.tpm_limit is null or k.minute_tokens + k.prev_tokens * v_window <= x.tpm_limit) as fits
     )
     select array_agg(c.key_id), array_agg(c.n), array_agg(c.amount), array_agg(c.tokens), array_agg(c.used_micros),
            array_agg(c.reserved_micros), array_agg(c.inflight), array_agg(c.minute_requests), array_agg(c.minute_tokens),
