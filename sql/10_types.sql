@@ -12,7 +12,7 @@ begin
       group_name      text,
       reserved_micros bigint,       -- money held for this request until it settles
       plan            jsonb,        -- ordered candidates: [{channel_id, version, model}]
-      price           jsonb,        -- price card for the usage receipt (null: free model)
+      price           jsonb,        -- price card for the usage receipt (null: free model, no embedding price)
       cache           jsonb         -- cache result: exact hit (with the answer), or miss (+ semantic plan)
     );
   end if;
@@ -70,7 +70,7 @@ begin
       cache_entry_id    bigint,
       cache_similarity  real,
       cache             jsonb,    -- the cache result for the ticket
-      price             jsonb,    -- the price card for the ticket (null: free model)
+      price             jsonb,    -- the price card for the ticket (null: free model, no embedding price)
       card              private.price_card   -- the same card, as the admission row stores it
     );
   end if;

@@ -171,7 +171,8 @@ begin
   /* why the card: what this admission reserves with is what it is billed with (private.settle
      reads it back from the admission row) and what the gateway's receipt is computed from (the
      ticket's copy), whatever the price table says by the time the outcome arrives. A free model's
-     card has no prices: its request costs nothing, embedding included, as its receipt says. */
+     card has no model prices (its answer costs nothing) but does have the embedding model's, so
+     the semantic cache's embedding call is billed for it too, and its ticket carries that card. */
   v_card := row(v_price.input_price, v_price.output_price, v_price.cached_input_price, v_price.cache_write_price,
                 v_price.per_call_price, coalesce(v_auth.group_multiplier, 1),
                 (p_opt ->> 'SemanticCacheHitPriceRatio')::numeric, null, null)::private.price_card;
@@ -193,7 +194,7 @@ begin
   /* why apart from the return: an expression with a subquery is run as a query (an executor
      start-up) whenever it is evaluated, even when its branch is not taken; the return below is a
      plain expression. */
-  if v_price.name is not null and p_opt ->> 'SemanticCacheEmbeddingModel' <> '' then
+  if p_opt ->> 'SemanticCacheEmbeddingModel' <> '' then
     select em.input_price, em.per_call_price into v_card.embedding_input, v_card.embedding_per_call
       from private.models em where em.name = p_opt ->> 'SemanticCacheEmbeddingModel';
   end if;
@@ -206,7 +207,9 @@ begin
              v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit,
              case when p_cache is null then null when v_cache is null then 'bypass' else v_cache ->> 'result' end,
              (v_cache ->> 'entry_id')::bigint, (v_cache ->> 'similarity')::real, v_cache,
-             case when v_price.name is null then null else jsonb_build_object(
+             -- (null for a free model, unless the semantic cache's embedding call has a price)
+             case when v_price.name is null and num_nonnulls(v_card.embedding_input, v_card.embedding_per_call) = 0
+                  then null else jsonb_build_object(
                'input', v_card.input, 'output', v_card.output,
                'cached_input', v_card.cached_input, 'cache_write', v_card.cache_write,
                'per_call', v_card.per_call, 'group_multiplier', v_card.group_multiplier::text,

@@ -100,6 +100,27 @@ describe('the price card', () => {
     });
   });
 
+  it("a free model's request still pays for the semantic cache's embedding call, as its receipt says", async () => {
+    await withTx(async (tx) => {
+      const group = await createGroup(tx);
+      const model = unique('free');
+      const user = await createUser(tx, { group });
+      const key = await createKey(tx, { user_id: user.id });
+      await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [model], groups: [group] });
+      await tx`select admin.option_set('AllowUnpricedModels', 'true')`;
+      const embedModel = unique('embed');
+      await tx`select admin.model_upsert(${tx.json({ name: embedModel, input_price: 100_000 })})`;
+      await tx`select admin.option_set('SemanticCacheEmbeddingModel', ${embedModel})`;
+      const t = await begin(tx, key.key, model);
+      expect(t.reserved).toBe(0);
+      expect(t.price).toMatchObject({ input: null, output: null, embedding: { input: 100_000, per_call: null } });
+      const l = await settle(tx, t, { channel_id: null, prompt_tokens: 700, completion_tokens: 200, embedding_tokens: 40 });
+      // The answer is free; the embedding: 40 * 0.1 = 4.
+      expect(l).toMatchObject({ amount: 4, embedding: 4 });
+      expect(costMicros(t.price as PriceCard, null, { prompt_tokens: 700, completion_tokens: 200 }) + embeddingCostMicros(t.price as PriceCard, 40)).toBe(4);
+    });
+  });
+
   it('an admission without a card (restored after a crash, or from before cards) is billed at the current prices', async () => {
     await withTx(async (tx) => {
       const f = await tenant(tx);
