@@ -235,26 +235,25 @@ language plpgsql volatile
 as $$
 declare
   v_minute timestamptz := date_trunc('minute', now());
-  v_window numeric := 1 - extract(epoch from now() - date_trunc('minute', now())) / 60;   -- share of the previous minute still in the window
+  v_window numeric;   -- share of the previous minute still in the window (set when a key is counted)
   -- per owner and per key: what this call adds (ids in order), and each key's limits
   v_need_users bigint[];
   v_need_amounts bigint[];
   v_need_keys bigint[];
+  v_key_n integer[];
+  v_key_amounts bigint[];
+  v_key_tokens bigint[];
   v_quota bigint[];
   v_concurrency integer[];
   v_rpm integer[];
   v_tpm integer[];
   v_fits boolean := true;
   v_keys_fit boolean := true;
-  -- per owner: id, the batch's sum, balance - reserved + credit after it
+  -- when something does not fit: per owner, balance - reserved + credit as it was before this call
   v_users bigint[];
-  v_user_amounts bigint[];
   v_avail bigint[];
-  -- per key: id, the batch's count, sums and limits, and the counters after them
+  -- ... and per key, its counters as they were
   v_keys bigint[];
-  v_key_n integer[];
-  v_key_amounts bigint[];
-  v_key_tokens bigint[];
   v_used bigint[];
   v_kres bigint[];
   v_inflight integer[];
@@ -328,13 +327,9 @@ begin
          set reserved_micros = w.reserved_micros + x.amount
         from unnest(v_need_users, v_need_amounts) x(user_id, amount)
        where w.user_id = any(v_need_users) and w.user_id = x.user_id   -- (any: an index lookup in the generic plan)
-      returning w.user_id, x.amount, w.balance_micros - w.reserved_micros + w.credit_limit_micros as avail
+      returning w.balance_micros - w.reserved_micros + w.credit_limit_micros >= 0 as fits
     )
-    select array_agg(w.user_id), array_agg(w.amount), array_agg(w.avail), coalesce(bool_and(w.avail >= 0), true)
-      into v_users, v_user_amounts, v_avail, v_fits
-      from w;
-    -- (A wallet that is missing refuses its owner's requests, below.)
-    v_fits := v_fits and cardinality(v_users) is not distinct from cardinality(v_need_users);
+    select coalesce(bool_and(w.fits), true) and count(*) = cardinality(v_need_users) into v_fits from w;
   end if;
 
   -- Key quota, concurrency, RPM and TPM (only for keys that have them).
@@ -344,6 +339,7 @@ begin
      in the previous minute but updates after one of the new minute counts into the new one (it
      used to reset the window; settlement relies on rate_minute being the latest). */
   if v_need_keys is not null then
+    v_window := 1 - extract(epoch from now() - v_minute) / 60;
     if cardinality(p_plans) > 1 then
       perform 1 from private.key_counters k where k.key_id = any(v_need_keys) order by k.key_id for no key update;
     end if;
@@ -361,37 +357,29 @@ begin
         from unnest(v_need_keys, v_key_n, v_key_amounts, v_key_tokens, v_quota, v_concurrency, v_rpm, v_tpm)
                x(key_id, n, amount, tokens, quota_micros, concurrency_limit, rpm_limit, tpm_limit)
        where k.key_id = any(v_need_keys) and k.key_id = x.key_id
-      returning k.key_id, x.n, x.amount, x.tokens, k.used_micros, k.reserved_micros, k.inflight,
-                k.minute_requests, k.minute_tokens, k.prev_requests, k.prev_tokens,
-                (x.quota_micros is null or k.used_micros + k.reserved_micros <= x.quota_micros)
+      returning (x.quota_micros is null or k.used_micros + k.reserved_micros <= x.quota_micros)
                 and (x.concurrency_limit is null or k.inflight <= x.concurrency_limit)
                 and (x.rpm_limit is null or k.minute_requests + k.prev_requests * v_window <= x.rpm_limit)
                 and (x.tpm_limit is null or k.minute_tokens + k.prev_tokens * v_window <= x.tpm_limit) as fits
     )
-    select array_agg(c.key_id), array_agg(c.n), array_agg(c.amount), array_agg(c.tokens), array_agg(c.used_micros),
-           array_agg(c.reserved_micros), array_agg(c.inflight), array_agg(c.minute_requests), array_agg(c.minute_tokens),
-           array_agg(c.prev_requests), array_agg(c.prev_tokens), coalesce(bool_and(c.fits), true)
-      into v_keys, v_key_n, v_key_amounts, v_key_tokens, v_used, v_kres, v_inflight, v_mreq, v_mtok, v_preq, v_ptok, v_keys_fit
-      from c;
-    v_keys_fit := v_keys_fit and cardinality(v_keys) is not distinct from cardinality(v_need_keys);
+    select coalesce(bool_and(c.fits), true) and count(*) = cardinality(v_need_keys) into v_keys_fit from c;
   end if;
 
   if not (v_fits and v_keys_fit) then
-    -- The rows as they were before this call's sums (the rollover of the rate window stays: it
-    -- depends on the clock alone).
-    for u in 1 .. coalesce(cardinality(v_users), 0) loop
-      v_avail[u] := v_avail[u] + v_user_amounts[u];
-      v_user_undo[u] := 0;
-    end loop;
-    for k in 1 .. coalesce(cardinality(v_keys), 0) loop
-      v_kres[k] := v_kres[k] - v_key_amounts[k];
-      v_inflight[k] := v_inflight[k] - v_key_n[k];
-      v_mreq[k] := v_mreq[k] - v_key_n[k];
-      v_mtok[k] := v_mtok[k] - v_key_tokens[k];
-      v_key_undo_n[k] := 0;
-      v_key_undo_amount[k] := 0;
-      v_key_undo_tokens[k] := 0;
-    end loop;
+    -- The rows as they were before this call's sums: each was updated above (so it is locked), less
+    -- what was added. (The rollover of the rate window stays: it depends on the clock alone.) A
+    -- row that is missing is not here, and the requests that need it are refused below.
+    select array_agg(w.user_id), array_agg(w.balance_micros - w.reserved_micros + w.credit_limit_micros + x.amount),
+           array_agg(0::bigint)
+      into v_users, v_avail, v_user_undo
+      from unnest(v_need_users, v_need_amounts) x(user_id, amount)
+      join private.wallets w on w.user_id = x.user_id;
+    select array_agg(k.key_id), array_agg(k.used_micros), array_agg(k.reserved_micros - x.amount), array_agg(k.inflight - x.n),
+           array_agg(k.minute_requests - x.n), array_agg(k.minute_tokens - x.tokens), array_agg(k.prev_requests),
+           array_agg(k.prev_tokens), array_agg(0), array_agg(0::bigint), array_agg(0::bigint)
+      into v_keys, v_used, v_kres, v_inflight, v_mreq, v_mtok, v_preq, v_ptok, v_key_undo_n, v_key_undo_amount, v_key_undo_tokens
+      from unnest(v_need_keys, v_key_n, v_key_amounts, v_key_tokens) x(key_id, n, amount, tokens)
+      join private.key_counters k on k.key_id = x.key_id;
     v_retry := greatest(ceil(60 - extract(epoch from now() - v_minute))::integer, 1);
     v_errors := array_fill(null::jsonb, array[cardinality(p_plans)]);
     for i in 1 .. cardinality(p_plans) loop
