@@ -12,8 +12,30 @@ begin
       group_name      text,
       reserved_micros bigint,       -- money held for this request until it settles
       plan            jsonb,        -- ordered candidates: [{channel_id, version, model}]
-      price           jsonb,        -- price card for the usage receipt (null: free model)
+      price           jsonb,        -- price card for the usage receipt (null: free model, no embedding price)
       cache           jsonb         -- cache result: exact hit (with the answer), or miss (+ semantic plan)
+    );
+  end if;
+end
+$$;
+
+-- The prices and multipliers an admission reserved with (private.admit_prepare), kept on its
+-- admission row and billed with at settlement (private.card_cost_micros), so the ledger equals the
+-- receipt the gateway computed from the ticket's card. Private; the ticket carries it as jsonb
+-- (with the candidates' channel multipliers, which the admission row keeps in route_plan).
+do $$
+begin
+  if to_regtype('private.price_card') is null then
+    create type private.price_card as (
+      input              bigint,    -- micro-USD per 1M tokens (null: unpriced)
+      output             bigint,
+      cached_input       bigint,    -- null: the input price
+      cache_write        bigint,    -- null: the input price
+      per_call           bigint,    -- micro-USD per call
+      group_multiplier   numeric,   -- the owner's group price_multiplier
+      hit_ratio          numeric,   -- SemanticCacheHitPriceRatio
+      embedding_input    bigint,    -- the semantic cache's embedding model
+      embedding_per_call bigint
     );
   end if;
 end
@@ -48,7 +70,8 @@ begin
       cache_entry_id    bigint,
       cache_similarity  real,
       cache             jsonb,    -- the cache result for the ticket
-      price             jsonb     -- the price card for the ticket
+      price             jsonb,    -- the price card for the ticket (null: free model, no embedding price)
+      card              private.price_card   -- the same card, as the admission row stores it
     );
   end if;
 end

@@ -28,6 +28,39 @@ $$;
 comment on function private.cost_micros(integer, integer, integer, integer, bigint, bigint, bigint, bigint, bigint, numeric, numeric) is
   E'Cost in micro-USD of a usage at the given prices (micro-USD per 1M tokens, per call) and multipliers; half-up rounding.';
 
+-- private.card_cost_micros: what a usage costs at one admission's price card (private.price_card),
+-- through private.cost_micros. p_kind says which price of the card applies:
+--   'answer'    the model's prices at the group's and the serving channel's multipliers
+--   'hit'       a cache hit: the answer's price without a channel multiplier, times hit_ratio
+--   'embedding' the semantic cache's embedding call: p_prompt tokens at the embedding model's price
+-- Admission reserves with it, settlement bills with it (private.settle); the gateway's receipt
+-- (gateway/src/receipt.ts: costMicros, hitCostMicros, embeddingCostMicros) mirrors each kind over
+-- the ticket's copy of the same card.
+create or replace function private.card_cost_micros(
+  p_card private.price_card, p_kind text, p_channel_multiplier numeric,
+  p_prompt integer, p_completion integer, p_cached integer, p_cache_write integer)
+returns bigint
+language sql immutable parallel safe
+-- (No "set search_path", as private.cost_micros: it is inlined into settlement's statement.)
+as $$
+  select case p_kind
+           when 'embedding' then
+             private.cost_micros(p_prompt, 0, 0, 0, (p_card).embedding_input, 0, null, null, (p_card).embedding_per_call,
+                                 (p_card).group_multiplier, 1)
+           when 'hit' then
+             round(private.cost_micros(p_prompt, p_completion, p_cached, p_cache_write, (p_card).input, (p_card).output,
+                                       (p_card).cached_input, (p_card).cache_write, (p_card).per_call,
+                                       (p_card).group_multiplier, 1)
+                   * coalesce((p_card).hit_ratio, 0))::bigint
+           else
+             private.cost_micros(p_prompt, p_completion, p_cached, p_cache_write, (p_card).input, (p_card).output,
+                                 (p_card).cached_input, (p_card).cache_write, (p_card).per_call,
+                                 (p_card).group_multiplier, p_channel_multiplier)
+         end
+$$;
+comment on function private.card_cost_micros(private.price_card, text, numeric, integer, integer, integer, integer) is
+  E'Cost in micro-USD of a usage at an admission''s price card: p_kind ''answer'' (at p_channel_multiplier), ''hit'' (a cache hit, at the card''s hit ratio) or ''embedding'' (p_prompt tokens of the semantic cache''s embedding call).';
+
 -- Every user has a wallet and every key its counters, from the moment they exist.
 create or replace function private.tg_users__wallet()
 returns trigger
@@ -112,6 +145,14 @@ begin
     delete from private.admissions a where a.id = any(array(select o.id from o))
     returning a.*
   ),
+  /* why the card: the admission stored the prices and multipliers it reserved with, and the
+     gateway's receipt header was computed from the same card (its ticket's copy). Pricing the
+     outcome at the price table of now would make the ledger differ from the receipt whenever a
+     price changed while the request was in flight, and could bill more than was reserved. Only a
+     row without a card (group_multiplier null: restored by the second pass below, or admitted
+     before cards were stored) is priced at the current prices; the lookups behind that are
+     skipped for the others. Each price is a column of its own, so that private.card_cost_micros
+     is inlined with plain expressions (a composite built per row would be taken apart per use). */
   pre as (
     select o.id, a.created_at, o.status, o.http_status, o.channel_id, o.upstream_model,
            o.prompt_tokens, a.prompt_tokens as admitted_prompt_tokens, o.completion_tokens, o.cached_tokens,
@@ -119,16 +160,31 @@ begin
            o.error_code, o.error_message, o.embedding_tokens, o.cache_store,
            a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
            a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
-           m.input_price, m.output_price, m.cached_input_price, m.cache_write_price, m.per_call_price,
-           em.input_price as embedding_price, em.per_call_price as embedding_per_call,
-           coalesce(g.price_multiplier, 1) as group_multiplier,
-           coalesce(c.cost_multiplier, 1) as channel_multiplier
+           case when a.group_multiplier is null then m.input_price else a.input_price end as input_price,
+           case when a.group_multiplier is null then m.output_price else a.output_price end as output_price,
+           case when a.group_multiplier is null then m.cached_input_price else a.cached_input_price end as cached_input_price,
+           case when a.group_multiplier is null then m.cache_write_price else a.cache_write_price end as cache_write_price,
+           case when a.group_multiplier is null then m.per_call_price else a.per_call_price end as per_call_price,
+           case when a.group_multiplier is null then coalesce(g.price_multiplier, 1) else a.group_multiplier end as group_multiplier,
+           case when a.group_multiplier is null then v_hit_ratio else a.hit_ratio end as hit_ratio,
+           case when a.group_multiplier is null then em.input_price else a.embedding_price end as embedding_price,
+           case when a.group_multiplier is null then em.per_call_price else a.embedding_per_call end as embedding_per_call,
+           -- The serving channel's multiplier as the admission's route plan priced it (the ticket's
+           -- card has the same values); the channel's current one only without a card.
+           coalesce(case when a.group_multiplier is not null and o.channel_id is not null then
+                      (jsonb_path_query_first(a.route_plan, '$.candidates[*] ? (@.channel_id == $c).multiplier',
+                                              jsonb_build_object('c', o.channel_id)) #>> '{}')::numeric end,
+                    c.cost_multiplier, 1) as channel_multiplier
       from o
       join admitted a on a.id = o.id
-      left join private.models m on m.name = a.model
-      left join private.groups g on g.name = a.group_name
+      -- (A null key, not an "and" beside it: it finds nothing in an index lookup or a hash, where a
+      -- condition on the admission alone would be checked after the lookup. The embedding model
+      -- is one name for the whole batch: an index lookup by it, filtered, as before.)
+      left join private.models m on m.name = case when a.group_multiplier is null then a.model end
+      left join private.groups g on g.name = case when a.group_multiplier is null then a.group_name end
       left join private.channels c on c.id = o.channel_id
-      left join private.models em on em.name = v_embed_model and coalesce(o.embedding_tokens, 0) > 0
+      left join private.models em on em.name = v_embed_model and a.group_multiplier is null
+                                 and coalesce(o.embedding_tokens, 0) > 0
   ),
   priced as (
     select p2.*, p2.answer_amount + p2.embedding_amount as amount
@@ -136,21 +192,21 @@ begin
                    case
                      when not billable then 0
                      when usage_source = 'expired' then reserved_micros
-                     -- A cache hit: the original answer's price times SemanticCacheHitPriceRatio.
+                     -- A cache hit: the original answer's price times the card's hit ratio.
                      when cache in ('exact', 'semantic') then
-                       round(private.cost_micros(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
-                                                 input_price, output_price, cached_input_price, cache_write_price,
-                                                 per_call_price, group_multiplier, 1) * v_hit_ratio)::bigint
-                     else private.cost_micros(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
-                                              input_price, output_price, cached_input_price, cache_write_price,
-                                              per_call_price, group_multiplier, channel_multiplier)
+                       private.card_cost_micros(card, 'hit', null, prompt_tokens, completion_tokens, cached_tokens,
+                                                cache_write_tokens)
+                     else private.card_cost_micros(card, 'answer', channel_multiplier, prompt_tokens, completion_tokens,
+                                                   cached_tokens, cache_write_tokens)
                    end as answer_amount,
                    -- The embedding call of the semantic layer is billed whatever the answer's fate.
                    case when coalesce(embedding_tokens, 0) > 0 then
-                     private.cost_micros(embedding_tokens, 0, 0, 0, embedding_price, 0, null, null, embedding_per_call,
-                                         group_multiplier, 1)
+                     private.card_cost_micros(card, 'embedding', null, embedding_tokens, 0, 0, 0)
                    else 0 end as embedding_amount
               from (select pre.*,
+                           row(pre.input_price, pre.output_price, pre.cached_input_price, pre.cache_write_price,
+                               pre.per_call_price, pre.group_multiplier, pre.hit_ratio, pre.embedding_price,
+                               pre.embedding_per_call)::private.price_card as card,
                            -- Billed only when usage is known and something was delivered: an upstream
                            -- error before any content costs nothing, and error bodies are never billed.
                            (pre.usage_source in ('upstream', 'estimated', 'expired') and pre.prompt_tokens is not null

@@ -92,8 +92,10 @@ comment on function private.key_check(bytea, inet, text) is
 --     writes. Its caller reads the key (private.key_auth_of) and the route (private.route_plans),
 --     so that a batch reads them for all its requests in one statement each.
 --   private.admit_write: the writes and the checks that depend on them (wallet, key quota,
---     concurrency, RPM, TPM), then the admission row and the ticket.
--- gateway.relay_begin calls the one after the other. These functions are not
+--     concurrency, RPM, TPM), then the admission rows, for one request or a batch alike: the only
+--     code that writes an admission. Its refusals are values (private.refusal_json).
+-- gateway.relay_begin calls the one after the other for one request (and raises a refusal);
+-- gateway.relay_begin_batch for all of its requests (and answers each refusal in its row). These functions are not
 -- security definer and set no search_path: they run only inside the gateway.* functions (which pin
 -- search_path = pg_catalog, pg_temp) and nobody else may execute them. The options are an argument
 -- of these private functions only: the gateway role cannot pass options of its own.
@@ -124,7 +126,7 @@ declare
   v_out_tokens integer;
   v_reserve bigint := 0;
   v_cache jsonb;
-  v_embedding_price jsonb;
+  v_card private.price_card;
 begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
@@ -166,31 +168,34 @@ begin
   v_out_tokens := case when p_endpoint = 'embeddings' then 0
                        else coalesce(p_max_tokens, (p_opt ->> 'DefaultMaxTokens')::integer) end;
 
+  /* why the card: what this admission reserves with is what it is billed with (private.settle
+     reads it back from the admission row) and what the gateway's receipt is computed from (the
+     ticket's copy), whatever the price table says by the time the outcome arrives. A free model's
+     card has no model prices (its answer costs nothing) but does have the embedding model's, so
+     the semantic cache's embedding call is billed for it too, and its ticket carries that card. */
+  v_card := row(v_price.input_price, v_price.output_price, v_price.cached_input_price, v_price.cache_write_price,
+                v_price.per_call_price, coalesce(v_auth.group_multiplier, 1),
+                (p_opt ->> 'SemanticCacheHitPriceRatio')::numeric, null, null)::private.price_card;
   if v_price.name is not null then
     -- The candidates' cost multipliers come with the plan (private.route_plan).
-    v_reserve := private.cost_micros(p_prompt_tokens, v_out_tokens, 0, 0, v_price.input_price, v_price.output_price,
-                                     v_price.cached_input_price, v_price.cache_write_price, v_price.per_call_price,
-                                     v_auth.group_multiplier, v_route.max_multiplier);
+    v_reserve := private.card_cost_micros(v_card, 'answer', v_route.max_multiplier, p_prompt_tokens, v_out_tokens, 0, 0);
   end if;
 
   -- Cache: an exact hit is served without the upstream and reserves only its hit price.
   if p_cache is not null and v_key.cache_enabled then
     v_cache := private.cache_plan(p_opt, p_cache, v_key, v_auth.user_group, p_model, (v_auth.model).cache_enabled);
     if v_cache ->> 'result' = 'exact' then
-      v_reserve := case when v_price.name is null then 0 else round(private.cost_micros(
+      v_reserve := private.card_cost_micros(v_card, 'hit', null,
                      (v_cache -> 'usage' ->> 'prompt_tokens')::integer, (v_cache -> 'usage' ->> 'completion_tokens')::integer,
-                     (v_cache -> 'usage' ->> 'cached_tokens')::integer, (v_cache -> 'usage' ->> 'cache_write_tokens')::integer,
-                     v_price.input_price, v_price.output_price, v_price.cached_input_price, v_price.cache_write_price,
-                     v_price.per_call_price, v_auth.group_multiplier, 1)
-                     * (p_opt ->> 'SemanticCacheHitPriceRatio')::numeric)::bigint end;
+                     (v_cache -> 'usage' ->> 'cached_tokens')::integer, (v_cache -> 'usage' ->> 'cache_write_tokens')::integer);
     end if;
   end if;
 
   /* why apart from the return: an expression with a subquery is run as a query (an executor
      start-up) whenever it is evaluated, even when its branch is not taken; the return below is a
      plain expression. */
-  if v_price.name is not null and p_opt ->> 'SemanticCacheEmbeddingModel' <> '' then
-    select jsonb_build_object('input', em.input_price, 'per_call', em.per_call_price) into v_embedding_price
+  if p_opt ->> 'SemanticCacheEmbeddingModel' <> '' then
+    select em.input_price, em.per_call_price into v_card.embedding_input, v_card.embedding_per_call
       from private.models em where em.name = p_opt ->> 'SemanticCacheEmbeddingModel';
   end if;
 
@@ -202,114 +207,272 @@ begin
              v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit,
              case when p_cache is null then null when v_cache is null then 'bypass' else v_cache ->> 'result' end,
              (v_cache ->> 'entry_id')::bigint, (v_cache ->> 'similarity')::real, v_cache,
-             case when v_price.name is null then null else jsonb_build_object(
-               'input', v_price.input_price, 'output', v_price.output_price,
-               'cached_input', v_price.cached_input_price, 'cache_write', v_price.cache_write_price,
-               'per_call', v_price.per_call_price, 'group_multiplier', v_auth.group_multiplier::text,
+             -- (null for a free model, unless the semantic cache's embedding call has a price)
+             case when v_price.name is null and num_nonnulls(v_card.embedding_input, v_card.embedding_per_call) = 0
+                  then null else jsonb_build_object(
+               'input', v_card.input, 'output', v_card.output,
+               'cached_input', v_card.cached_input, 'cache_write', v_card.cache_write,
+               'per_call', v_card.per_call, 'group_multiplier', v_card.group_multiplier::text,
                'channel_multipliers', v_route.multipliers,
-               'cache_hit_ratio', p_opt ->> 'SemanticCacheHitPriceRatio', 'embedding', v_embedding_price)
-             end)::private.admit_plan;
+               'cache_hit_ratio', v_card.hit_ratio::text,
+               'embedding', case when num_nonnulls(v_card.embedding_input, v_card.embedding_per_call) > 0 then
+                              jsonb_build_object('input', v_card.embedding_input, 'per_call', v_card.embedding_per_call) end)
+             end, v_card)::private.admit_plan;
 end
 $$;
 comment on function private.admit_prepare(jsonb, private.key_auth, private.route_choice, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
   E'The reading half of an admission, given the key and route its caller read: authenticates, checks the model allowlist and the route, prices the reservation and looks the cache up. Raises the refusals that depend on nothing a request writes.';
 
--- private.admit_write: the writing half of one admission (see private.admit_prepare).
-create or replace function private.admit_write(p private.admit_plan)
-returns gateway.relay_ticket
+-- private.admit_write: the writing half of admission, for one request or a batch (see
+-- private.admit_prepare). gateway.relay_begin calls it with one plan, gateway.relay_begin_batch
+-- with the batch's; it is the only code that reserves on wallets, counts keys and records
+-- admissions. Returns one refusal per plan (null: admitted; the whole array null: none refused),
+-- as private.refusal_json makes them: QUOTA (wallet or key quota), RLIMT (concurrency, RPM), TLIMT.
+-- A plan whose request_id is null (refused by the reading half) is skipped.
+create or replace function private.admit_write(p_plans private.admit_plan[])
+returns jsonb[]
 language plpgsql volatile
 as $$
 declare
-  v_wallet record;
-  v_counter record;
   v_minute timestamptz := date_trunc('minute', now());
-  v_window numeric;
+  v_window numeric;   -- share of the previous minute still in the window (set when a key is counted)
+  -- per owner and per key: what this call adds (ids in order), and each key's limits
+  v_need_users bigint[];
+  v_need_amounts bigint[];
+  v_need_keys bigint[];
+  v_key_n integer[];
+  v_key_amounts bigint[];
+  v_key_tokens bigint[];
+  v_quota bigint[];
+  v_concurrency integer[];
+  v_rpm integer[];
+  v_tpm integer[];
+  v_fits boolean := true;
+  v_keys_fit boolean := true;
+  -- when something does not fit: per owner, balance - reserved + credit as it was before this call
+  v_users bigint[];
+  v_avail bigint[];
+  -- ... and per key, its counters as they were
+  v_keys bigint[];
+  v_used bigint[];
+  v_kres bigint[];
+  v_inflight integer[];
+  v_mreq integer[];
+  v_mtok bigint[];
+  v_preq integer[];
+  v_ptok bigint[];
+  -- what the refused requests take back, per owner and per key
+  v_user_undo bigint[];
+  v_key_undo_n integer[];
+  v_key_undo_amount bigint[];
+  v_key_undo_tokens bigint[];
+  v_errors jsonb[];
+  v_error jsonb;
   v_retry integer;
+  v_p private.admit_plan;
+  u integer;
+  k integer;
 begin
-  -- Wallet: balance minus open reservations must cover it. (relay_begin_batch does this and the
-  -- key counters below once per owner and key, with the same conditions on the sums.)
-  if p.reserved_micros > 0 then
-    update private.wallets w
-       set reserved_micros = w.reserved_micros + p.reserved_micros
-     where w.user_id = p.user_id
-       and w.balance_micros - w.reserved_micros - p.reserved_micros >= -w.credit_limit_micros
-    returning w.balance_micros, w.reserved_micros into v_wallet;
-    if not found then
-      select w.balance_micros - w.reserved_micros + w.credit_limit_micros as available into v_wallet
-        from private.wallets w where w.user_id = p.user_id;
-      raise exception using errcode = 'QUOTA',
-        message = format('You exceeded your current quota: this request needs up to %s micro-USD and %s is available. Top up, lower max_tokens, or ask your operator.',
-                         p.reserved_micros, coalesce(v_wallet.available, 0)),
-        hint = 'Top up with admin.wallet_credit(...) or a redemption code.';
+  /* The owners whose wallets and the keys whose counters this call writes. why the explicit locks
+     for a batch: an UPDATE locks rows in whatever order its plan reads them (a bitmap scan reads
+     them in heap order). Every wallet of a batch, then every key, in id order, as settlement takes
+     them, or the two deadlock. One request locks one wallet, then one key, in that order anyway;
+     its ids are read off its plan (a statement less for the call most admissions are). */
+  if cardinality(p_plans) > 1 then
+    select u.ids, u.amounts, k.ids, k.n, k.amounts, k.tokens, k.quotas, k.concurrencies, k.rpms, k.tpms
+      into v_need_users, v_need_amounts, v_need_keys, v_key_n, v_key_amounts, v_key_tokens,
+           v_quota, v_concurrency, v_rpm, v_tpm
+      from (select array_agg(s.user_id order by s.user_id) as ids, array_agg(s.amount order by s.user_id) as amounts
+              from (select p.user_id, sum(p.reserved_micros)::bigint as amount
+                      from unnest(p_plans) p where p.request_id is not null and p.reserved_micros > 0
+                     group by p.user_id) s) u,
+           (select array_agg(s.key_id order by s.key_id) as ids, array_agg(s.n order by s.key_id) as n,
+                   array_agg(s.amount order by s.key_id) as amounts, array_agg(s.tokens order by s.key_id) as tokens,
+                   array_agg(s.quota order by s.key_id) as quotas, array_agg(s.concurrency order by s.key_id) as concurrencies,
+                   array_agg(s.rpm order by s.key_id) as rpms, array_agg(s.tpm order by s.key_id) as tpms
+              from (select p.key_id, count(*)::integer as n, sum(p.reserved_micros)::bigint as amount,
+                           sum(p.reserved_tokens)::bigint as tokens, min(p.quota_micros) as quota,
+                           min(p.concurrency_limit) as concurrency, min(p.rpm_limit) as rpm, min(p.tpm_limit) as tpm
+                      from unnest(p_plans) p where p.request_id is not null and p.counted
+                     group by p.key_id) s) k;
+    perform 1 from private.wallets w where w.user_id = any(v_need_users) order by w.user_id for no key update;
+  else
+    v_p := p_plans[1];
+    if v_p.request_id is not null and v_p.reserved_micros > 0 then
+      v_need_users := array[v_p.user_id];
+      v_need_amounts := array[v_p.reserved_micros];
+    end if;
+    if v_p.request_id is not null and v_p.counted then
+      v_need_keys := array[v_p.key_id];
+      v_key_n := array[1];
+      v_key_amounts := array[v_p.reserved_micros];
+      v_key_tokens := array[v_p.reserved_tokens];
+      v_quota := array[v_p.quota_micros];
+      v_concurrency := array[v_p.concurrency_limit];
+      v_rpm := array[v_p.rpm_limit];
+      v_tpm := array[v_p.tpm_limit];
     end if;
   end if;
 
-  -- Key quota, concurrency, RPM and TPM (only for keys that have them): one row, one UPDATE.
-  if p.counted then
-    /* why: RPM/TPM are a sliding window over this minute's counts and the previous minute's,
-       kept on the key's counters row and rolled over by this same UPDATE, so a limited key costs
-       one contended row write per request. A refusal below raises, which undoes the increment.
-       The row's minute never goes back: a transaction that started in the previous minute but
-       updates after one of the new minute counts into the new one (it used to reset the window;
-       settlement relies on rate_minute being the latest). */
-    update private.key_counters k
-       set reserved_micros = k.reserved_micros + p.reserved_micros,
-           inflight = k.inflight + 1,
-           prev_requests = case when k.rate_minute >= v_minute then k.prev_requests
-                                when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
-           prev_tokens = case when k.rate_minute >= v_minute then k.prev_tokens
-                              when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
-           minute_requests = case when k.rate_minute >= v_minute then k.minute_requests else 0 end + 1,
-           minute_tokens = case when k.rate_minute >= v_minute then k.minute_tokens else 0 end + p.reserved_tokens,
-           rate_minute = greatest(k.rate_minute, v_minute)
-     where k.key_id = p.key_id
-       and (p.quota_micros is null or k.used_micros + k.reserved_micros + p.reserved_micros <= p.quota_micros)
-       and (p.concurrency_limit is null or k.inflight < p.concurrency_limit)
-    returning k.minute_requests, k.minute_tokens, k.prev_requests, k.prev_tokens into v_counter;
-    if not found then
-      select k.used_micros, k.reserved_micros, k.inflight into v_counter from private.key_counters k where k.key_id = p.key_id;
-      if p.concurrency_limit is not null and v_counter.inflight >= p.concurrency_limit then
-        -- reason=concurrency: the gateway may settle answered requests of this key and ask again.
-        raise exception using errcode = 'RLIMT', detail = 'retry_after=1 reason=concurrency',
-          message = format('Rate limit reached: this key allows %s concurrent requests and %s are in flight.',
-                           p.concurrency_limit, v_counter.inflight);
-      end if;
-      raise exception using errcode = 'QUOTA',
-        message = format('This API key''s quota of %s micro-USD is used up (%s spent, %s reserved).',
-                         p.quota_micros, v_counter.used_micros, v_counter.reserved_micros),
-        hint = 'Raise the key''s quota_micros, or use another key.';
-    end if;
+  /* why sums, written unconditionally, then checked: the requests of one owner (or key) update its
+     row once per call, not once each (a chain of row versions that every next update walked), and
+     a call that refuses nothing (nearly all) costs one statement per table. Every count only grows,
+     so the sums fit exactly when every request would in turn. When one does not fit, the requests
+     are decided one by one, in order, from the row as it was (the row less the sums; the rows stay
+     locked), exactly as if each had been admitted alone, and what the refused ones added is taken
+     back. No subtransaction: a refusal is a value, not an undone write. */
+  if v_need_users is not null then
+    with w as (
+      update private.wallets w
+         set reserved_micros = w.reserved_micros + x.amount
+        from unnest(v_need_users, v_need_amounts) x(user_id, amount)
+       where w.user_id = any(v_need_users) and w.user_id = x.user_id   -- (any: an index lookup in the generic plan)
+      returning w.balance_micros - w.reserved_micros + w.credit_limit_micros >= 0 as fits
+    )
+    select coalesce(bool_and(w.fits), true) and count(*) = cardinality(v_need_users) into v_fits from w;
+  end if;
 
-    if p.rpm_limit is not null or p.tpm_limit is not null then
-      v_window := 1 - extract(epoch from now() - v_minute) / 60;   -- share of the previous minute still in the window
-      v_retry := greatest(ceil(60 - extract(epoch from now() - v_minute))::integer, 1);
-      if p.rpm_limit is not null and v_counter.minute_requests + v_counter.prev_requests * v_window > p.rpm_limit then
-        raise exception using errcode = 'RLIMT', detail = format('retry_after=%s', v_retry),
-          message = format('Rate limit reached for requests: this key allows %s requests per minute.', p.rpm_limit);
-      end if;
-      if p.tpm_limit is not null and v_counter.minute_tokens + v_counter.prev_tokens * v_window > p.tpm_limit then
-        raise exception using errcode = 'TLIMT', detail = format('retry_after=%s', v_retry),
-          message = format('Rate limit reached for tokens: this key allows %s tokens per minute, and this request may use %s.',
-                           p.tpm_limit, p.reserved_tokens);
-      end if;
+  -- Key quota, concurrency, RPM and TPM (only for keys that have them).
+  /* why: RPM/TPM are a sliding window over this minute's counts and the previous minute's, kept
+     on the key's counters row and rolled over by this same UPDATE, so a limited key costs one
+     contended row write per call. The row's minute never goes back: a transaction that started
+     in the previous minute but updates after one of the new minute counts into the new one (it
+     used to reset the window; settlement relies on rate_minute being the latest). */
+  if v_need_keys is not null then
+    v_window := 1 - extract(epoch from now() - v_minute) / 60;
+    if cardinality(p_plans) > 1 then
+      perform 1 from private.key_counters k where k.key_id = any(v_need_keys) order by k.key_id for no key update;
     end if;
+    with c as (
+      update private.key_counters k
+         set reserved_micros = k.reserved_micros + x.amount,
+             inflight = k.inflight + x.n,
+             prev_requests = case when k.rate_minute >= v_minute then k.prev_requests
+                                  when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
+             prev_tokens = case when k.rate_minute >= v_minute then k.prev_tokens
+                                when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
+             minute_requests = case when k.rate_minute >= v_minute then k.minute_requests else 0 end + x.n,
+             minute_tokens = case when k.rate_minute >= v_minute then k.minute_tokens else 0 end + x.tokens,
+             rate_minute = greatest(k.rate_minute, v_minute)
+        from unnest(v_need_keys, v_key_n, v_key_amounts, v_key_tokens, v_quota, v_concurrency, v_rpm, v_tpm)
+               x(key_id, n, amount, tokens, quota_micros, concurrency_limit, rpm_limit, tpm_limit)
+       where k.key_id = any(v_need_keys) and k.key_id = x.key_id
+      returning (x.quota_micros is null or k.used_micros + k.reserved_micros <= x.quota_micros)
+                and (x.concurrency_limit is null or k.inflight <= x.concurrency_limit)
+                and (x.rpm_limit is null or k.minute_requests + k.prev_requests * v_window <= x.rpm_limit)
+                and (x.tpm_limit is null or k.minute_tokens + k.prev_tokens * v_window <= x.tpm_limit) as fits
+    )
+    select coalesce(bool_and(c.fits), true) and count(*) = cardinality(v_need_keys) into v_keys_fit from c;
+  end if;
+
+  if not (v_fits and v_keys_fit) then
+    -- The rows as they were before this call's sums: each was updated above (so it is locked), less
+    -- what was added. (The rollover of the rate window stays: it depends on the clock alone.) A
+    -- row that is missing is not here, and the requests that need it are refused below.
+    select array_agg(w.user_id), array_agg(w.balance_micros - w.reserved_micros + w.credit_limit_micros + x.amount),
+           array_agg(0::bigint)
+      into v_users, v_avail, v_user_undo
+      from unnest(v_need_users, v_need_amounts) x(user_id, amount)
+      join private.wallets w on w.user_id = x.user_id;
+    select array_agg(k.key_id), array_agg(k.used_micros), array_agg(k.reserved_micros - x.amount), array_agg(k.inflight - x.n),
+           array_agg(k.minute_requests - x.n), array_agg(k.minute_tokens - x.tokens), array_agg(k.prev_requests),
+           array_agg(k.prev_tokens), array_agg(0), array_agg(0::bigint), array_agg(0::bigint)
+      into v_keys, v_used, v_kres, v_inflight, v_mreq, v_mtok, v_preq, v_ptok, v_key_undo_n, v_key_undo_amount, v_key_undo_tokens
+      from unnest(v_need_keys, v_key_n, v_key_amounts, v_key_tokens) x(key_id, n, amount, tokens)
+      join private.key_counters k on k.key_id = x.key_id;
+    v_retry := greatest(ceil(60 - extract(epoch from now() - v_minute))::integer, 1);
+    v_errors := array_fill(null::jsonb, array[cardinality(p_plans)]);
+    for i in 1 .. cardinality(p_plans) loop
+      v_p := p_plans[i];
+      continue when v_p.request_id is null;
+      v_error := null;
+      u := case when v_p.reserved_micros > 0 then array_position(v_users, v_p.user_id) end;
+      k := case when v_p.counted then array_position(v_keys, v_p.key_id) end;
+      -- Wallet: balance minus open reservations (plus the credit limit) must cover it.
+      if v_p.reserved_micros > 0 and coalesce(v_avail[u], 0) < v_p.reserved_micros then
+        v_error := private.refusal_json('QUOTA',
+          format('You exceeded your current quota: this request needs up to %s micro-USD and %s is available. Top up, lower max_tokens, or ask your operator.',
+                 v_p.reserved_micros, coalesce(v_avail[u], 0)),
+          null, 'Top up with admin.wallet_credit(...) or a redemption code.', null, null, null);
+      elsif v_p.counted and k is null then
+        v_error := private.refusal_json('QUOTA', 'This API key has no counters.', null, null, null, null, null);
+      elsif v_p.counted and v_p.concurrency_limit is not null and v_inflight[k] >= v_p.concurrency_limit then
+        -- reason concurrency: the gateway may settle answered requests of this key and ask again.
+        v_error := private.refusal_json('RLIMT',
+          format('Rate limit reached: this key allows %s concurrent requests and %s are in flight.', v_p.concurrency_limit, v_inflight[k]),
+          null, null, null, 'concurrency', 1);
+      elsif v_p.counted and v_p.quota_micros is not null and v_used[k] + v_kres[k] + v_p.reserved_micros > v_p.quota_micros then
+        v_error := private.refusal_json('QUOTA',
+          format('This API key''s quota of %s micro-USD is used up (%s spent, %s reserved).', v_p.quota_micros, v_used[k], v_kres[k]),
+          null, 'Raise the key''s quota_micros, or use another key.', null, null, null);
+      elsif v_p.counted and v_p.rpm_limit is not null and v_mreq[k] + 1 + v_preq[k] * v_window > v_p.rpm_limit then
+        v_error := private.refusal_json('RLIMT',
+          format('Rate limit reached for requests: this key allows %s requests per minute.', v_p.rpm_limit),
+          null, null, null, 'rpm', v_retry);
+      elsif v_p.counted and v_p.tpm_limit is not null and v_mtok[k] + v_p.reserved_tokens + v_ptok[k] * v_window > v_p.tpm_limit then
+        v_error := private.refusal_json('TLIMT',
+          format('Rate limit reached for tokens: this key allows %s tokens per minute, and this request may use %s.',
+                 v_p.tpm_limit, v_p.reserved_tokens),
+          null, null, null, 'tpm', v_retry);
+      end if;
+      if v_error is null then
+        if u is not null then
+          v_avail[u] := v_avail[u] - v_p.reserved_micros;
+        end if;
+        if k is not null then
+          v_kres[k] := v_kres[k] + v_p.reserved_micros;
+          v_inflight[k] := v_inflight[k] + 1;
+          v_mreq[k] := v_mreq[k] + 1;
+          v_mtok[k] := v_mtok[k] + v_p.reserved_tokens;
+        end if;
+      else
+        v_errors[i] := v_error;
+        p_plans[i] := null;
+        if u is not null then
+          v_user_undo[u] := v_user_undo[u] + v_p.reserved_micros;
+        end if;
+        if k is not null then
+          v_key_undo_n[k] := v_key_undo_n[k] + 1;
+          v_key_undo_amount[k] := v_key_undo_amount[k] + v_p.reserved_micros;
+          v_key_undo_tokens[k] := v_key_undo_tokens[k] + v_p.reserved_tokens;
+        end if;
+      end if;
+    end loop;
+    -- What the refused requests added comes off again (their rows are still locked).
+    update private.wallets w
+       set reserved_micros = w.reserved_micros - x.amount
+      from unnest(v_users, v_user_undo) x(user_id, amount)
+     where w.user_id = x.user_id and x.amount <> 0;
+    update private.key_counters c
+       set reserved_micros = c.reserved_micros - x.amount,
+           inflight = c.inflight - x.n,
+           minute_requests = c.minute_requests - x.n,
+           minute_tokens = c.minute_tokens - x.tokens
+      from unnest(v_keys, v_key_undo_n, v_key_undo_amount, v_key_undo_tokens) x(key_id, n, amount, tokens)
+     where c.key_id = x.key_id and x.n <> 0;
   end if;
 
   /* why a row of its own: the request log is partitioned and indexed for reading; the in-flight
-     row is small, has one index, and is deleted when settlement writes the finished request. */
+     row is small, has one index, and is deleted when settlement writes the finished request. It
+     keeps the price card (settlement bills with it). */
   insert into private.admissions (id, created_at, key_id, user_id, group_name, endpoint, model, stream, client_ip,
                                   prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted,
-                                  cache, cache_entry_id, cache_similarity)
-  values (p.request_id, now(), p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
-          p.prompt_tokens, p.route_plan, p.reserved_micros, p.reserved_tokens, p.counted,
-          p.cache_state, p.cache_entry_id, p.cache_similarity);
+                                  cache, cache_entry_id, cache_similarity,
+                                  input_price, output_price, cached_input_price, cache_write_price, per_call_price,
+                                  group_multiplier, hit_ratio, embedding_price, embedding_per_call)
+  select p.request_id, now(), p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
+         p.prompt_tokens, p.route_plan, p.reserved_micros, p.reserved_tokens, p.counted,
+         p.cache_state, p.cache_entry_id, p.cache_similarity,
+         (p.card).input, (p.card).output, (p.card).cached_input, (p.card).cache_write, (p.card).per_call,
+         (p.card).group_multiplier, (p.card).hit_ratio, (p.card).embedding_input, (p.card).embedding_per_call
+    from unnest(p_plans) p
+   where p.request_id is not null;
 
-  return row(p.request_id, now(), p.user_id, p.key_id, p.group_name, p.reserved_micros, p.plan, p.price,
-             p.cache)::gateway.relay_ticket;
+  return v_errors;
 end
 $$;
-comment on function private.admit_write(private.admit_plan) is
-  E'The writing half of one admission: reserves on the wallet, counts the key (quota, concurrency, RPM, TPM), records the admission and returns the ticket. Raises QUOTA, RLIMT or TLIMT.';
+comment on function private.admit_write(private.admit_plan[]) is
+  E'The writing half of admission, for one request or a batch: reserves on wallets, counts keys (quota, concurrency, RPM, TPM) once per owner and key, and records the admitted requests with their price card. Returns a refusal (private.refusal_json: QUOTA, RLIMT or TLIMT) per refused plan, null when none is refused; refuses exactly the requests that would be refused one at a time, in order.';
 
 -- private.admit (the one-step admission of the last release) is relay_begin's two calls now.
 drop function if exists private.admit(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb);
@@ -371,28 +534,72 @@ declare
   v_durable boolean := private.admission_durability(v_opt);
   v_auth private.key_auth;
   v_route private.route_choice;
+  v_plan private.admit_plan;
+  v_errors jsonb[];
 begin
   select a.* into v_auth from private.key_auth_of(p_key_hash, p_model) a;
   v_route := (private.route_plans(array[p_model], array[v_auth.user_group]))[1];
-  return private.admit_write(private.admit_prepare(v_opt, v_auth, v_route, p_request_id, p_key_hash, p_model,
-                                                   p_endpoint, p_stream, p_client_ip, p_prompt_tokens, p_max_tokens,
-                                                   p_cache));
+  -- The reading half raises its refusals itself; the writing half is relay_begin_batch's, for a
+  -- batch of one, and its refusal is raised here.
+  v_plan := private.admit_prepare(v_opt, v_auth, v_route, p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
+                                  p_client_ip, p_prompt_tokens, p_max_tokens, p_cache);
+  v_errors := private.admit_write(array[v_plan]);
+  if v_errors[1] is not null then
+    perform private.refusal_raise(v_errors[1]);
+  end if;
+  return row(v_plan.request_id, now(), v_plan.user_id, v_plan.key_id, v_plan.group_name, v_plan.reserved_micros,
+             v_plan.plan, v_plan.price, v_plan.cache)::gateway.relay_ticket;
 end
 $$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
   E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the admission (private.admissions) until settlement. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
--- private.refusal_json: a refused element's answer in gateway.relay_begin_batch, shaped like the
--- error of a single call (the gateway turns both into the same OpenAI error).
-create or replace function private.refusal_json(p_code text, p_message text, p_detail text, p_hint text, p_column text)
+-- private.refusal_json: a refusal as a value: a refused element's answer in
+-- gateway.relay_begin_batch (from the reading half's raised error, or from private.admit_write),
+-- shaped like the error of a single call plus what the gateway acts on: reason (concurrency, rpm,
+-- tpm: which limit) and retry_after (seconds, for Retry-After). Empty fields are null.
+-- (Its older form took no reason nor retry_after: the migration that added them dropped it.)
+create or replace function private.refusal_json(p_code text, p_message text, p_detail text, p_hint text, p_column text,
+                                                p_reason text, p_retry_after integer)
 returns jsonb
 language sql immutable
 as $$
   select jsonb_build_object('code', p_code, 'message', p_message, 'detail', nullif(p_detail, ''),
-                            'hint', nullif(p_hint, ''), 'column', nullif(p_column, ''))
+                            'hint', nullif(p_hint, ''), 'column', nullif(p_column, ''),
+                            'reason', p_reason, 'retry_after', p_retry_after)
 $$;
-comment on function private.refusal_json(text, text, text, text, text) is
-  E'{code, message, detail, hint, column} of a refusal, empty fields as null (gateway.relay_begin_batch).';
+comment on function private.refusal_json(text, text, text, text, text, text, integer) is
+  E'{code, message, detail, hint, column, reason, retry_after} of a refusal, empty fields as null (gateway.relay_begin_batch, private.admit_write).';
+
+-- private.refusal_raise: raises a refusal of private.admit_write as an error (gateway.relay_begin,
+-- whose refusals are errors): its SQLSTATE, message and hint, and its reason and retry_after as a
+-- JSON object in the detail, e.g. {"reason": "concurrency", "retry_after": 1}.
+/* why JSON in the detail: an error has no field of its own for them, and the gateway's single
+   call stays one round trip to relay_begin; the gateway reads the fields (gateway/src/admission.ts)
+   where it used to match "reason=concurrency" in free text. */
+create or replace function private.refusal_raise(p_error jsonb)
+returns void
+language plpgsql immutable
+as $$
+declare
+  v_code text := p_error ->> 'code';
+  v_message text := p_error ->> 'message';
+  v_detail text := case when p_error ->> 'reason' is not null or p_error ->> 'retry_after' is not null then
+                     jsonb_build_object('reason', p_error -> 'reason', 'retry_after', p_error -> 'retry_after')::text end;
+begin
+  -- (RAISE refuses a null option, and an empty one would reach the client as an empty field.)
+  if v_detail is not null and p_error ->> 'hint' is not null then
+    raise exception using errcode = v_code, message = v_message, detail = v_detail, hint = p_error ->> 'hint';
+  elsif v_detail is not null then
+    raise exception using errcode = v_code, message = v_message, detail = v_detail;
+  elsif p_error ->> 'hint' is not null then
+    raise exception using errcode = v_code, message = v_message, hint = p_error ->> 'hint';
+  end if;
+  raise exception using errcode = v_code, message = v_message;
+end
+$$;
+comment on function private.refusal_raise(jsonb) is
+  E'Raises a refusal made by private.admit_write as an error (gateway.relay_begin): SQLSTATE, message, hint, and {reason, retry_after} as JSON in the detail.';
 
 -- private.admit_prepare_element: private.admit_prepare for one element of a batch (relay_begin's
 -- arguments as JSON; see gateway.relay_begin_batch).
@@ -415,8 +622,9 @@ comment on function private.admit_prepare_element(jsonb, private.key_auth, priva
 -- calls are all in flight when more requests arrive (its natural batching; AdmissionConcurrency).
 -- Each element is relay_begin's arguments as JSON: {"id", "key_hash" (hex), "model", "endpoint",
 -- "stream", "client_ip", "prompt_tokens", "max_tokens", "cache"}. One row per element, in any
--- order, matched by idx (1-based); a refusal is that row's error (its SQLSTATE, message, detail,
--- hint and column), never the batch's.
+-- order, matched by idx (1-based); a refusal is that row's error (private.refusal_json: its
+-- SQLSTATE, message, detail, hint, column, and reason and retry_after for a rate limit), never the
+-- batch's.
 create or replace function gateway.relay_begin_batch(p_requests jsonb)
 returns table (idx integer, request_id uuid, created_at timestamptz, user_id bigint, key_id bigint, group_name text,
                reserved_micros bigint, plan jsonb, price jsonb, cache jsonb, error jsonb)
@@ -436,15 +644,10 @@ declare
   v_groups text[];
   v_routes private.route_choice[];
   v_plans private.admit_plan[];
-  v_ticket gateway.relay_ticket;
   v_errors jsonb[];
+  v_written jsonb[];
   v_n integer;
   v_durable boolean;
-  v_users bigint[];
-  v_keys bigint[];
-  v_minute timestamptz := date_trunc('minute', now());
-  v_window numeric := 1 - extract(epoch from now() - date_trunc('minute', now())) / 60;
-  v_bad integer;
   v_state text;
   v_message text;
   v_detail text;
@@ -489,102 +692,22 @@ begin
         get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
                                 v_hint = pg_exception_hint, v_column = column_name;
         v_plans[i] := null;
-        v_errors[i] := private.refusal_json(v_state, v_message, v_detail, v_hint, v_column);
+        v_errors[i] := private.refusal_json(v_state, v_message, v_detail, v_hint, v_column, null, null);
       end;
     end loop;
   end;
 
-  /* 2. The writing half, once per owner and once per key. why: the elements of one key (a busy
-     client) used to update its wallet and counters rows once each, in one transaction: a chain of
-     row versions that every next update walked. The sums are checked with the conditions
-     admit_write checks one by one; since every count only grows, the sums pass exactly when
-     every element would in turn. When any does not (or anything fails), the block is undone and
-     the elements go through admit_write one by one, which refuses exactly the ones that would be. */
-  /* why the explicit locks: an UPDATE locks rows in whatever order its plan reads them (a bitmap
-     scan reads them in heap order). Every wallet of the batch, then every key, in id order, as
-     settlement takes them, or the two deadlock. */
-  select array_agg(distinct p.user_id order by p.user_id) filter (where p.reserved_micros > 0),
-         array_agg(distinct p.key_id order by p.key_id) filter (where p.counted)
-    into v_users, v_keys
-    from unnest(v_plans) p where p.request_id is not null;
-  begin
-    perform 1 from private.wallets w where w.user_id = any(v_users) order by w.user_id for no key update;
-    with p as (select * from unnest(v_plans) p where p.request_id is not null),
-    sums as (
-      select p.user_id, sum(p.reserved_micros)::bigint as amount from p where p.reserved_micros > 0
-       group by p.user_id order by p.user_id
-    ),
-    w as (
-      update private.wallets w
-         set reserved_micros = w.reserved_micros + s.amount
-        from sums s
-       where w.user_id = any(v_users) and w.user_id = s.user_id
-         and w.balance_micros - w.reserved_micros - s.amount >= -w.credit_limit_micros
-      returning 1
-    )
-    select (select count(*) from w) - (select count(*) from sums) into v_bad;
-    if v_bad <> 0 then
-      raise exception using errcode = 'P0001', message = 'fallback';
-    end if;
-
-    perform 1 from private.key_counters k where k.key_id = any(v_keys) order by k.key_id for no key update;
-    with p as (select * from unnest(v_plans) p where p.request_id is not null and p.counted),
-    sums as (
-      select p.key_id, count(*)::integer as n, sum(p.reserved_micros)::bigint as amount, sum(p.reserved_tokens)::bigint as tokens,
-             min(p.quota_micros) as quota_micros, min(p.concurrency_limit) as concurrency_limit,
-             min(p.rpm_limit) as rpm_limit, min(p.tpm_limit) as tpm_limit
-        from p group by p.key_id order by p.key_id
-    ),
-    k as (
-      update private.key_counters k
-         set reserved_micros = k.reserved_micros + s.amount,
-             inflight = k.inflight + s.n,
-             prev_requests = case when k.rate_minute >= v_minute then k.prev_requests
-                                  when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
-             prev_tokens = case when k.rate_minute >= v_minute then k.prev_tokens
-                                when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
-             minute_requests = case when k.rate_minute >= v_minute then k.minute_requests else 0 end + s.n,
-             minute_tokens = case when k.rate_minute >= v_minute then k.minute_tokens else 0 end + s.tokens,
-             rate_minute = greatest(k.rate_minute, v_minute)
-        from sums s
-       where k.key_id = any(v_keys) and k.key_id = s.key_id
-         and (s.quota_micros is null or k.used_micros + k.reserved_micros + s.amount <= s.quota_micros)
-         and (s.concurrency_limit is null or k.inflight + s.n <= s.concurrency_limit)
-      returning k.minute_requests, k.minute_tokens, k.prev_requests, k.prev_tokens, s.rpm_limit, s.tpm_limit
-    )
-    select (select count(*) from sums) - count(*)
-           + count(*) filter (where k.minute_requests + k.prev_requests * v_window > k.rpm_limit
-                                 or k.minute_tokens + k.prev_tokens * v_window > k.tpm_limit)
-      into v_bad
-      from k;
-    if v_bad <> 0 then
-      raise exception using errcode = 'P0001', message = 'fallback';
-    end if;
-
-    insert into private.admissions (id, created_at, key_id, user_id, group_name, endpoint, model, stream, client_ip,
-                                    prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted,
-                                    cache, cache_entry_id, cache_similarity)
-    select p.request_id, now(), p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
-           p.prompt_tokens, p.route_plan, p.reserved_micros, p.reserved_tokens, p.counted,
-           p.cache_state, p.cache_entry_id, p.cache_similarity
-      from unnest(v_plans) p where p.request_id is not null;
-  exception when others then
-    -- One by one, each in its own block: a refusal undoes only its own writes. The batch's
-    -- wallets, then its keys, are locked first in id order, as in the block above.
-    perform 1 from private.wallets w where w.user_id = any(v_users) order by w.user_id for no key update;
-    perform 1 from private.key_counters k where k.key_id = any(v_keys) order by k.key_id for no key update;
+  /* 2. The writing half: private.admit_write, as for relay_begin (once per owner and key; exactly
+     the requests that would be refused one by one are). */
+  v_written := private.admit_write(v_plans);
+  if v_written is not null then
     for i in 1 .. v_n loop
-      continue when (v_plans[i]).request_id is null;
-      begin
-        v_ticket := private.admit_write(v_plans[i]);
-      exception when others then
-        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text, v_detail = pg_exception_detail,
-                                v_hint = pg_exception_hint, v_column = column_name;
+      if v_written[i] is not null then
         v_plans[i] := null;
-        v_errors[i] := private.refusal_json(v_state, v_message, v_detail, v_hint, v_column);
-      end;
+        v_errors[i] := v_written[i];
+      end if;
     end loop;
-  end;
+  end if;
 
   -- The tickets: an admitted element's is its plan's (as admit_write returns it); a refused
   -- element's plan is null and its error is set.
@@ -596,7 +719,7 @@ begin
 end
 $$;
 comment on function gateway.relay_begin_batch(jsonb) is
-  E'relay_begin for up to AdmissionBatchMax requests in one round trip and one transaction: one row per request (idx = its 1-based position), with the ticket or, for a refused request, error = {code, message, detail, hint, column}. The wallet and key counters of the batch are written once per owner and key; when a sum does not fit, the requests are admitted one by one and only those that do not fit are refused.';
+  E'relay_begin for up to AdmissionBatchMax requests in one round trip and one transaction: one row per request (idx = its 1-based position), with the ticket or, for a refused request, error = {code, message, detail, hint, column, reason, retry_after}. The wallet and key counters of the batch are written once per owner and key (private.admit_write); when a sum does not fit, exactly the requests that would be refused one by one are.';
 
 -- gateway.relay_finish: settles a batch of outcomes (the gateway's group commit).
 -- Idempotent by request id: a replayed outcome changes nothing.

@@ -22,17 +22,56 @@ export interface AdmitArgs {
   cache: { exact: string; context: string; semantic: boolean } | null;
 }
 
-/** A refusal or failure of one request of a batch, shaped like the driver's error for a single call. */
+/** What SQL says about a refused request (private.refusal_json): a batch row's `error`, or, for a
+ *  single relay_begin call, the raised error's fields with reason and retry_after in its detail. */
+export interface Refusal {
+  code: string;
+  message: string;
+  hint?: string | null;
+  column?: string | null;
+  /** Which limit refused it: concurrency, rpm or tpm (null for the other refusals). */
+  reason?: string | null;
+  /** Seconds the client should wait (the Retry-After header). */
+  retry_after?: number | null;
+}
+
+/** A refused admission, shaped like the driver's error (code, message, hint, column_name) plus the
+ *  fields the gateway acts on: reason and retryAfter. */
 export class AdmissionError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-    readonly detail?: string,
-    readonly hint?: string,
-    readonly column_name?: string,
-  ) {
-    super(message);
+  readonly code: string;
+  readonly hint?: string;
+  readonly column_name?: string;
+  readonly reason?: string;
+  readonly retryAfter?: number;
+  constructor(r: Refusal) {
+    super(r.message);
+    this.code = r.code;
+    this.hint = r.hint ?? undefined;
+    this.column_name = r.column ?? undefined;
+    this.reason = r.reason ?? undefined;
+    this.retryAfter = r.retry_after ?? undefined;
   }
+}
+
+/** A single call's error as an AdmissionError when it is a refusal that carries reason or
+ *  retry_after (private.refusal_raise puts them in the detail as JSON); anything else unchanged. */
+export function refusalFromError(err: unknown): unknown {
+  const pg = err as { code?: unknown; message?: string; detail?: unknown; hint?: string; column_name?: string } | null;
+  if (!pg || typeof pg.code !== 'string' || typeof pg.detail !== 'string' || !pg.detail.startsWith('{')) return err;
+  let fields: { reason?: string | null; retry_after?: number | null };
+  try {
+    fields = JSON.parse(pg.detail);
+  } catch {
+    return err;
+  }
+  return new AdmissionError({
+    code: pg.code,
+    message: pg.message ?? '',
+    hint: pg.hint,
+    column: pg.column_name,
+    reason: fields.reason,
+    retry_after: fields.retry_after,
+  });
 }
 
 interface Waiting {
@@ -85,7 +124,7 @@ async function single(sql: postgres.Sql, w: Waiting): Promise<void> {
                                         ${a.cache ? sql.json(a.cache) : null})`;
     w.resolve(ticket);
   } catch (err) {
-    w.reject(err);
+    w.reject(refusalFromError(err));
   }
 }
 
@@ -115,14 +154,13 @@ async function many(sql: postgres.Sql, batch: Waiting[]): Promise<void> {
     if (!w || answered.has(row.idx)) continue;
     answered.add(row.idx);
     if (row.error) {
-      const e = row.error;
-      w.reject(new AdmissionError(e.message, e.code, e.detail ?? undefined, e.hint ?? undefined, e.column ?? undefined));
+      w.reject(new AdmissionError(row.error as Refusal));
     } else {
       const { idx: _idx, error: _error, ...ticket } = row;
       w.resolve(ticket);
     }
   }
   batch.forEach((w, i) => {
-    if (!answered.has(i + 1)) w.reject(new AdmissionError('relay_begin_batch returned no row for this request.', 'XX000'));
+    if (!answered.has(i + 1)) w.reject(new AdmissionError({ code: 'XX000', message: 'relay_begin_batch returned no row for this request.' }));
   });
 }

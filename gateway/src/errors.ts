@@ -63,12 +63,16 @@ interface PgLikeError {
   hint?: string;
   detail?: string;
   errno?: string;
+  /** An AdmissionError's: which limit refused it, and the seconds to wait. */
+  reason?: string;
+  retryAfter?: number;
 }
 
-/** relay_begin refused the request because its key is at its concurrency_limit. */
+/** Admission refused the request because its key is at its concurrency_limit (the refusal's
+ *  reason field, see AdmissionError in admission.ts). */
 export function isConcurrencyRefusal(err: unknown): boolean {
   const pg = (err ?? {}) as PgLikeError;
-  return pg.code === 'RLIMT' && /(?:^|\s)reason=concurrency(?:\s|$)/.test(pg.detail ?? '');
+  return pg.code === 'RLIMT' && pg.reason === 'concurrency';
 }
 
 export function isConnectionError(err: PgLikeError): boolean {
@@ -95,14 +99,13 @@ export function toGatewayError(err: unknown): GatewayError {
   const pg = (err ?? {}) as PgLikeError;
   const mapped = pg.code ? SQLSTATES[pg.code] : undefined;
   if (mapped) {
-    const retryAfter = /(?:^|\s)retry_after=(\d+)/.exec(pg.detail ?? '')?.[1];
     return new GatewayError(
       mapped.status,
       pg.message ?? 'Request refused.',
       mapped.type,
       mapped.code,
       pg.column_name ?? null,
-      retryAfter ? { 'retry-after': retryAfter } : {},
+      pg.retryAfter ? { 'retry-after': String(pg.retryAfter) } : {},
     );
   }
   if (isConnectionError(pg)) {

@@ -1,7 +1,10 @@
 // The usage receipt a non-stream response carries in its headers. The cost is SQL's: this mirrors
-// private.cost_micros (sql/25_private_billing.sql) over the price card relay_begin returned, in
-// exact integer arithmetic, so the header equals the ledger row to the micro-dollar (a test checks
-// it). Settlement recomputes it in SQL; the ledger, not this header, is the record.
+// private.card_cost_micros over private.cost_micros (sql/25_private_billing.sql) for the price card
+// relay_begin returned, in exact integer arithmetic: costMicros its 'answer', hitCostMicros its
+// 'hit', embeddingCostMicros its 'embedding'. Settlement bills with the same card, which admission
+// kept on the request's admission row, so the header equals the ledger row to the micro-dollar even
+// when a price changes while the request is in flight (gateway/test/sql/price_card.test.ts and
+// test/http/billing.test.ts check both). The ledger, not this header, is the record.
 import type { Usage } from './usage';
 
 export interface PriceCard {

@@ -2,6 +2,8 @@
 // reconcile to the micro-dollar, a gateway killed mid-stream, and a database restart under load.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import postgres from 'postgres';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { closeDb, createChannel, createGroup, createKey, createUser, db, masterKey, unique } from '../support/db';
 import { startGateway, type RunningGateway } from '../support/gateway';
 import { startMockUpstream, type MockUpstream } from '../support/mock-upstream';
@@ -348,6 +350,56 @@ describe('concurrency_limit and settlement', () => {
     } finally {
       await gw.stop();
       await sql`select admin.option_set('SettleIntervalMs', '20')`;
+    }
+  });
+});
+
+describe('a price change while a request is in flight', () => {
+  it('bills the card the request was admitted with: the receipt header equals the ledger', async () => {
+    // An upstream that answers only when told to, so the prices change while the request waits on it.
+    let arrived!: () => void;
+    const arrival = new Promise<void>((r) => (arrived = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const slow = createServer(async (req, res) => {
+      let body = '';
+      for await (const chunk of req) body += chunk;
+      arrived();
+      await released;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
+        id: 'chatcmpl-slow', object: 'chat.completion', created: 1700000000, model: JSON.parse(body).model,
+        choices: [{ index: 0, message: { role: 'assistant', content: 'late answer' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 1000, completion_tokens: 200, total_tokens: 1200 },
+      }));
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    const sql = db();
+    const t = await tenant(sql);
+    const channel = await createChannel(sql, { base_url: `http://127.0.0.1:${(slow.address() as AddressInfo).port}`, models: [t.model], groups: [t.group] });
+    await sql`select admin.channel_update(${t.channel.id}, '{"status": "manually_disabled"}')`;
+    const gw = await startGateway();
+    try {
+      const pending = post(gw, t.key, { model: t.model, messages: [{ role: 'user', content: 'take your time' }], max_tokens: 300 });
+      await arrival;
+      // Everything the card holds changes: prices ×10, the group's and the channel's multipliers.
+      await sql`select admin.model_upsert(${sql.json({ name: t.model, input_price: 1_500_000, output_price: 6_000_000, per_call_price: 30 })})`;
+      await sql`update private.groups set price_multiplier = 2 where name = ${t.group}`;
+      await sql`select admin.channel_update(${channel.id}, '{"cost_multiplier": 3}')`;
+      release();
+      const res = await pending;
+      expect(res.status).toBe(200);
+      const id = res.headers.get('x-request-id')!;
+      const cost = Number(res.headers.get('x-elygate-cost-micros'));
+      await res.json();
+      await settledAll(gw);
+      const [l] = await db()`select amount_micros::int from private.ledger where request_id = ${id}`;
+      // At admission: (1000 * 0.15 + 200 * 0.6 + 3) * 1.3 = 354.9 → 355 (the new channel's multiplier was 1).
+      // At the new prices it would be (1000 * 1.5 + 200 * 6 + 30) * 2 * 3 = 16,380.
+      expect(l.amount_micros).toBe(355);
+      expect(cost).toBe(l.amount_micros);
+    } finally {
+      await gw.stop();
+      await new Promise((r) => slow.close(r));
     }
   });
 });

@@ -125,7 +125,7 @@ describe('gateway.relay_begin_batch', () => {
       const capped = await createKey(tx, { user_id: (await fundedUser(tx, group, 1_000)).id, concurrency_limit: 1 });
       const rows2 = await batch(tx, [req(capped.key, model), req(capped.key, model)]);
       expect(rows2.map((r) => r.error?.code ?? 'ok')).toEqual(['ok', 'RLIMT']);
-      expect(rows2[1].error.detail).toBe('retry_after=1 reason=concurrency');
+      expect(rows2[1].error).toMatchObject({ code: 'RLIMT', reason: 'concurrency', retry_after: 1, detail: null });
       const [w2] = await tx`select w.reserved_micros::int as reserved from private.wallets w
                              join private.api_keys k on k.user_id = w.user_id where k.id = ${capped.id}`;
       expect(w2.reserved).toBe(30);

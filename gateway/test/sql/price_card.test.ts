@@ -1,0 +1,135 @@
+// The price card an admission reserves with is the one it is billed with: a price, group multiplier,
+// channel multiplier, cache hit ratio or embedding price changed while the request is in flight
+// changes neither the ledger nor the receipt, and the two agree to the micro-dollar.
+import { afterAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { closeDb, createChannel, createGroup, createKey, createUser, sha256, unique, withTx } from '../support/db';
+import { costMicros, embeddingCostMicros, hitCostMicros, type PriceCard } from '../../src/receipt';
+
+afterAll(closeDb);
+
+/** A funded key on a model at 1 / 2 micro-USD per input / output token, group ×1.5, channel ×1.2. */
+async function tenant(tx: any) {
+  const group = await createGroup(tx);
+  await tx`update private.groups set price_multiplier = 1.5 where name = ${group}`;
+  const model = unique('card');
+  await tx`select admin.model_upsert(${tx.json({ name: model, input_price: 1_000_000, output_price: 2_000_000 })})`;
+  const user = await createUser(tx, { group });
+  await tx`select admin.wallet_credit(${tx.json({ user_id: user.id, amount_micros: 100_000_000 })})`;
+  const key = await createKey(tx, { user_id: user.id });
+  const channel = await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [model], groups: [group], cost_multiplier: 1.2 });
+  return { group, model, user, key, channel };
+}
+
+const begin = async (tx: any, key: string, model: string) =>
+  (await tx`select t.request_id, t.created_at::text as created_at, t.reserved_micros::int as reserved, t.price
+              from gateway.relay_begin(${randomUUID()}, ${sha256(key)}, ${model}, 'chat/completions', false, '127.0.0.1', 1000, 500) t`)[0];
+
+const beginBatch = async (tx: any, key: string, model: string) =>
+  (await tx`select t.request_id, t.created_at::text as created_at, t.reserved_micros::int as reserved, t.price, t.error
+              from gateway.relay_begin_batch(${tx.json([{ id: randomUUID(), key_hash: sha256(key).toString('hex'), model,
+                                                          endpoint: 'chat/completions', stream: false, client_ip: '127.0.0.1',
+                                                          prompt_tokens: 1000, max_tokens: 500 }] as never)}) t`)[0];
+
+const settle = async (tx: any, t: any, o: Record<string, unknown>) => {
+  await tx`select gateway.relay_finish(${tx.json([{ id: t.request_id, created_at: t.created_at, status: 'ok', http_status: 200,
+                                                   usage_source: 'upstream', attempts: [], latency_ms: 1, ...o }] as never)})`;
+  return (await tx`select amount_micros::int as amount, embedding_micros::int as embedding, input_price::int as input,
+                          output_price::int as output, group_multiplier::text as gm, channel_multiplier::text as cm
+                     from private.ledger where request_id = ${t.request_id}`)[0];
+};
+
+/** Every price the card holds, changed: model prices ×10, group and channel multipliers, hit ratio, embedding price. */
+async function reprice(tx: any, f: Awaited<ReturnType<typeof tenant>>, embedModel?: string) {
+  await tx`select admin.model_upsert(${tx.json({ name: f.model, input_price: 10_000_000, output_price: 20_000_000 })})`;
+  await tx`update private.groups set price_multiplier = 3 where name = ${f.group}`;
+  await tx`select admin.channel_update(${f.channel.id}, ${tx.json({ cost_multiplier: 2.5 })})`;
+  await tx`select admin.option_set('SemanticCacheHitPriceRatio', '0.9')`;
+  if (embedModel) await tx`select admin.model_upsert(${tx.json({ name: embedModel, input_price: 5_000_000 })})`;
+}
+
+describe('the price card', () => {
+  it('an answer is billed at the prices and multipliers it was admitted with, equal to the receipt', async () => {
+    await withTx(async (tx) => {
+      const f = await tenant(tx);
+      const t = await begin(tx, f.key.key, f.model);
+      // (1000 * 1 + 500 * 2) * 1.5 * 1.2 = 3600, the most the request may cost.
+      expect(t.reserved).toBe(3600);
+      await reprice(tx, f);
+      const usage = { prompt_tokens: 800, completion_tokens: 300 };
+      const l = await settle(tx, t, { channel_id: f.channel.id, ...usage });
+      // (800 + 600) * 1.5 * 1.2 = 2520 at the admission's prices; 70,000 at the new ones.
+      expect(l).toEqual({ amount: 2520, embedding: 0, input: 1_000_000, output: 2_000_000, gm: '1.500000', cm: '1.200000' });
+      expect(costMicros(t.price as PriceCard, f.channel.id, usage)).toBe(l.amount);
+    });
+  });
+
+  it('a batched admission keeps its card too', async () => {
+    await withTx(async (tx) => {
+      const f = await tenant(tx);
+      const t = await beginBatch(tx, f.key.key, f.model);
+      expect(t.error).toBeNull();
+      await reprice(tx, f);
+      const usage = { prompt_tokens: 100, completion_tokens: 10 };
+      const l = await settle(tx, t, { channel_id: f.channel.id, ...usage });
+      // (100 + 20) * 1.5 * 1.2 = 216
+      expect(l.amount).toBe(216);
+      expect(costMicros(t.price as PriceCard, f.channel.id, usage)).toBe(216);
+    });
+  });
+
+  it('a cache hit and the semantic cache embedding are billed at the card too', async () => {
+    await withTx(async (tx) => {
+      const f = await tenant(tx);
+      const embedModel = unique('embed');
+      await tx`select admin.model_upsert(${tx.json({ name: embedModel, input_price: 100_000 })})`;
+      await tx`select admin.option_set('SemanticCacheEmbeddingModel', ${embedModel})`;
+      await tx`select admin.option_set('SemanticCacheHitPriceRatio', '0.5')`;
+      const t = await begin(tx, f.key.key, f.model);
+      expect(t.price).toMatchObject({ cache_hit_ratio: '0.5', embedding: { input: 100_000, per_call: null } });
+      // The semantic layer found a hit after admission (as gateway.cache_lookup records it).
+      await tx`update private.admissions set cache = 'semantic', cache_similarity = 0.99 where id = ${t.request_id}`;
+      await reprice(tx, f, embedModel);
+      const usage = { prompt_tokens: 700, completion_tokens: 200 };
+      const l = await settle(tx, t, { channel_id: null, ...usage, embedding_tokens: 40 });
+      // Hit: (700 + 400) * 1.5 * 0.5 = 825. Embedding: 40 * 0.1 * 1.5 = 6.
+      expect(l).toMatchObject({ amount: 831, embedding: 6 });
+      const card = t.price as PriceCard;
+      expect(hitCostMicros(card, usage) + embeddingCostMicros(card, 40)).toBe(l.amount);
+      expect(embeddingCostMicros(card, 40)).toBe(l.embedding);
+    });
+  });
+
+  it("a free model's request still pays for the semantic cache's embedding call, as its receipt says", async () => {
+    await withTx(async (tx) => {
+      const group = await createGroup(tx);
+      const model = unique('free');
+      const user = await createUser(tx, { group });
+      const key = await createKey(tx, { user_id: user.id });
+      await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [model], groups: [group] });
+      await tx`select admin.option_set('AllowUnpricedModels', 'true')`;
+      const embedModel = unique('embed');
+      await tx`select admin.model_upsert(${tx.json({ name: embedModel, input_price: 100_000 })})`;
+      await tx`select admin.option_set('SemanticCacheEmbeddingModel', ${embedModel})`;
+      const t = await begin(tx, key.key, model);
+      expect(t.reserved).toBe(0);
+      expect(t.price).toMatchObject({ input: null, output: null, embedding: { input: 100_000, per_call: null } });
+      const l = await settle(tx, t, { channel_id: null, prompt_tokens: 700, completion_tokens: 200, embedding_tokens: 40 });
+      // The answer is free; the embedding: 40 * 0.1 = 4.
+      expect(l).toMatchObject({ amount: 4, embedding: 4 });
+      expect(costMicros(t.price as PriceCard, null, { prompt_tokens: 700, completion_tokens: 200 }) + embeddingCostMicros(t.price as PriceCard, 40)).toBe(4);
+    });
+  });
+
+  it('an admission without a card (restored after a crash, or from before cards) is billed at the current prices', async () => {
+    await withTx(async (tx) => {
+      const f = await tenant(tx);
+      const t = await begin(tx, f.key.key, f.model);
+      await tx`update private.admissions set group_multiplier = null where id = ${t.request_id}`;
+      await reprice(tx, f);
+      const l = await settle(tx, t, { channel_id: f.channel.id, prompt_tokens: 10, completion_tokens: 5 });
+      // (10 * 10 + 5 * 20) * 3 * 2.5 = 1500
+      expect(l).toMatchObject({ amount: 1500, input: 10_000_000, gm: '3.000000', cm: '2.500000' });
+    });
+  });
+});
