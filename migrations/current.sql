@@ -33,3 +33,6 @@ drop type if exists private.admit_plan cascade;
 -- private.refusal_json gained reason and retry_after (refusals reach the gateway as values, with
 -- the fields it acts on, instead of text it parsed).
 drop function if exists private.refusal_json(text, text, text, text, text);
+
+-- private.breaker_record takes the options its caller read (settlement reads them once per batch).
+drop function if exists private.breaker_record(jsonb, timestamptz);

@@ -110,7 +110,10 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-  v_opt jsonb := private.options_pick('SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel');
+  -- The breaker's options come along: one read of the options per batch (private.breaker_record).
+  v_opt jsonb := private.options_pick('SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel',
+                                      'BreakerWindowSeconds', 'BreakerMinRequests', 'BreakerFailurePercent',
+                                      'BreakerOpenSeconds', 'KeyDisableAuthFailures', 'BreakerFailureStatusCodes');
   v_hit_ratio numeric := (v_opt ->> 'SemanticCacheHitPriceRatio')::numeric;
   v_embed_model text := nullif(v_opt ->> 'SemanticCacheEmbeddingModel', '');
   v_n integer;
@@ -305,7 +308,7 @@ begin
      copy of every settled row, old and new, to find the attempts again (about a fifth of
      settlement's cost per outcome); settlement is the only path that completes a request. */
   if v_attempts is not null then
-    perform private.breaker_record(v_attempts, now());
+    perform private.breaker_record(v_attempts, now(), v_opt);
   end if;
 
   -- Answers worth keeping go to the cache (the gateway only offers complete, single-choice ones).
@@ -314,8 +317,11 @@ begin
   end if;
 
   if v_n > 0 then
-    -- Fold the batch into the wallets: one update per user, locked in user order.
-    perform 1 from private.wallets w where w.user_id = any(v_users) order by w.user_id for update;
+    -- Fold the batch into the wallets: one update per user, locked in user order (one user needs
+    -- no separate lock statement: its update locks one row).
+    if cardinality(v_users) > 1 then
+      perform 1 from private.wallets w where w.user_id = any(v_users) order by w.user_id for update;
+    end if;
     update private.wallets w
        set balance_micros = w.balance_micros - a.amount,
            reserved_micros = w.reserved_micros - a.reserved,
@@ -327,7 +333,9 @@ begin
     -- Keys with a quota or limits: one update per key, locked in key order. A request's token
     -- delta lands in the counters' minute it was admitted in, if that is still in the window.
     if v_keys is not null then
-      perform 1 from private.key_counters k where k.key_id = any(v_keys) order by k.key_id for update;
+      if cardinality(v_keys) > 1 then
+        perform 1 from private.key_counters k where k.key_id = any(v_keys) order by k.key_id for update;
+      end if;
       update private.key_counters k
          set used_micros = k.used_micros + a.amount,
              reserved_micros = k.reserved_micros - a.reserved,

@@ -36,50 +36,46 @@ on conflict (key) do update
 -- private.breaker_record: folds attempts ([{channel_id, status, ms, error, key, skipped, failed}])
 -- into the window, then opens the breaker of every channel that crossed the threshold and disables
 -- keys with repeated authentication failures. Returns the number of channels it disabled.
--- Called by private.settle (one call per relay_finish batch); tests call it with a given now.
-create or replace function private.breaker_record(p_attempts jsonb, p_now timestamptz default now())
+-- Called by private.settle (one call per relay_finish batch, with the options it read already);
+-- tests call it with a given now.
+create or replace function private.breaker_record(p_attempts jsonb, p_now timestamptz default now(), p_opt jsonb default null)
 returns integer
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_opt jsonb;
-  v_codes integer[];
+  /* why so few assignments up front: each PL/pgSQL expression is set up again in every
+     transaction (a few µs each), and settlement calls this once per transaction. Most batches
+     fail nothing and touch no key: they read the failure codes and run one statement. */
+  v_opt jsonb := coalesce(p_opt, private.options_pick('BreakerWindowSeconds', 'BreakerMinRequests', 'BreakerFailurePercent',
+                                                      'BreakerOpenSeconds', 'KeyDisableAuthFailures', 'BreakerFailureStatusCodes'));
   v_window interval;
-  v_min integer;
-  v_pct integer;
-  v_open integer;
-  v_key_auth integer;
   v_bucket timestamptz := to_timestamp(floor(extract(epoch from p_now) / 10) * 10);
   v_failing jsonb;
+  v_auth_failures boolean;
   v_opened integer := 0;
 begin
-  if p_attempts is null or jsonb_typeof(p_attempts) <> 'array' or jsonb_array_length(p_attempts) = 0 then
+  if jsonb_typeof(p_attempts) is distinct from 'array' or jsonb_array_length(p_attempts) = 0 then
     return 0;
   end if;
-  v_opt := private.options_pick('BreakerWindowSeconds', 'BreakerMinRequests', 'BreakerFailurePercent',
-                                'BreakerOpenSeconds', 'KeyDisableAuthFailures', 'BreakerFailureStatusCodes');
-  v_window := make_interval(secs => (v_opt ->> 'BreakerWindowSeconds')::integer);
-  v_min := (v_opt ->> 'BreakerMinRequests')::integer;
-  v_pct := (v_opt ->> 'BreakerFailurePercent')::integer;
-  v_open := (v_opt ->> 'BreakerOpenSeconds')::integer;
-  v_key_auth := (v_opt ->> 'KeyDisableAuthFailures')::integer;
-  v_codes := array(select jsonb_array_elements_text((v_opt ->> 'BreakerFailureStatusCodes')::jsonb)::integer);
 
   /* why: one row per (channel, key, 10 s bucket) keeps a batch to a handful of upserts whatever
      the request rate; the window is a sum over the last BreakerWindowSeconds of buckets.
      A failure is a connection error or timeout (no status), a status in BreakerFailureStatusCodes,
      or a 2xx whose stream broke before its first byte (an error recorded with it). Attempts the
      gateway passed over without calling (skipped) are not outcomes. */
-  with a as (
+  with codes as materialized (
+    select array(select jsonb_array_elements_text((v_opt ->> 'BreakerFailureStatusCodes')::jsonb)::integer) as c
+  ),
+  a as (
     select (e ->> 'channel_id')::bigint as channel_id, coalesce((e ->> 'key')::integer, 0) as key_ordinal,
            (e ->> 'status')::integer as status, ord,
            coalesce(e ->> 'error', 'HTTP ' || (e ->> 'status')) as error,
            coalesce((e ->> 'failed')::boolean,
                     (e ->> 'status') is null
-                    or (e ->> 'status')::integer = any(v_codes)
+                    or (e ->> 'status')::integer = any(codes.c)
                     or ((e ->> 'status')::integer between 200 and 299 and e ? 'error')) as failed
-      from jsonb_array_elements(p_attempts) with ordinality x(e, ord)
+      from jsonb_array_elements(p_attempts) with ordinality x(e, ord), codes
      where e ? 'channel_id' and not coalesce((e ->> 'skipped')::boolean, false)
   ),
   b as (
@@ -105,8 +101,13 @@ begin
   select (select jsonb_agg(jsonb_build_object('channel_id', f.channel_id, 'last_error', f.last_error))
             from (select b.channel_id,
                          (array_agg(b.last_error order by b.failed desc) filter (where b.last_error is not null))[1] as last_error
-                    from b group by b.channel_id having sum(b.failed) > 0) f)
-    into v_failing;
+                    from b group by b.channel_id having sum(b.failed) > 0) f),
+         exists (select 1 from a where a.status in (401, 403) and a.key_ordinal > 0)
+    into v_failing, v_auth_failures;
+  if v_failing is null and not v_auth_failures then
+    return 0;
+  end if;
+  v_window := make_interval(secs => (v_opt ->> 'BreakerWindowSeconds')::integer);
 
   /* why a second statement: most batches have no failure, and then nothing below runs (reading
      the window, and an UPDATE of channels whose statement trigger would fire even for no row).
@@ -126,7 +127,9 @@ begin
         join private.channels c on c.id = bc.channel_id and c.status = 'enabled'
     ),
     tripped as (
-      select w.* from w where w.ok + w.failed >= v_min and w.failed * 100 >= v_pct * (w.ok + w.failed)
+      select w.* from w
+       where w.ok + w.failed >= (v_opt ->> 'BreakerMinRequests')::integer
+         and w.failed * 100 >= (v_opt ->> 'BreakerFailurePercent')::integer * (w.ok + w.failed)
     ),
     disabled as (
       update private.channels c
@@ -141,7 +144,8 @@ begin
     ),
     opened as (
       insert into private.channel_breakers as br (channel_id, state, opened_at, next_probe_at, probe_failures, last_error, updated_at)
-      select d.id, 'open', p_now, p_now + make_interval(secs => v_open), 0, d.last_error, p_now from disabled d
+      select d.id, 'open', p_now, p_now + make_interval(secs => (v_opt ->> 'BreakerOpenSeconds')::integer), 0, d.last_error, p_now
+        from disabled d
       on conflict (channel_id) do update
         set state = 'open', opened_at = p_now, next_probe_at = excluded.next_probe_at, probe_failures = 0,
             last_error = excluded.last_error, updated_at = p_now
@@ -150,8 +154,7 @@ begin
     select (select count(*) from opened)::integer into v_opened;
   end if;
 
-  if v_key_auth > 0 and exists (select 1 from jsonb_array_elements(p_attempts) e
-                                  where (e ->> 'status') in ('401', '403') and coalesce((e ->> 'key')::integer, 0) > 0) then
+  if v_auth_failures and (v_opt ->> 'KeyDisableAuthFailures')::integer > 0 then
     -- The window now includes this batch (the statement above has completed).
     update private.channel_keys k
        set status = 'disabled', status_changed_at = p_now,
@@ -165,13 +168,13 @@ begin
                and o.bucket > p_now - v_window
                and o.bucket + interval '10 seconds' > greatest(ck.created_at, coalesce(ck.status_changed_at, ck.created_at))
              group by 1, 2
-            having sum(o.auth_failed) >= v_key_auth) s
+            having sum(o.auth_failed) >= (v_opt ->> 'KeyDisableAuthFailures')::integer) s
      where k.channel_id = s.channel_id and k.ordinal = s.key_ordinal and k.status = 'enabled';
   end if;
   return v_opened;
 end
 $$;
-comment on function private.breaker_record(jsonb, timestamptz) is
+comment on function private.breaker_record(jsonb, timestamptz, jsonb) is
   E'Folds upstream attempts into the breaker window; auto-disables channels past BreakerFailurePercent of at least BreakerMinRequests attempts in BreakerWindowSeconds (reason stored) and keys with KeyDisableAuthFailures 401/403s. Never touches manually disabled channels.';
 
 -- Attempts used to reach the window through a statement trigger on private.requests; settlement
