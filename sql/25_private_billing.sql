@@ -361,11 +361,24 @@ begin
   -- reserved, and are settled by a second pass. Only looked for when the batch settled fewer rows
   -- than it carried (a replay of settled outcomes also lands here, and finds their request rows).
   if v_n < jsonb_array_length(p_outcomes) then
-    insert into private.admissions (id, created_at, key_id, user_id, group_name, endpoint, model, cache)
+    /* why the card from the ticket: the receipt the client got was priced with it, so the bill
+       of a restored admission is too (the channels' multipliers as route_plan candidates, where
+       settlement reads them). A ticket without a card (a free model) is priced at current prices. */
+    insert into private.admissions (id, created_at, key_id, user_id, group_name, endpoint, model, cache, route_plan,
+                                    input_price, output_price, cached_input_price, cache_write_price, per_call_price,
+                                    group_multiplier, hit_ratio, embedding_price, embedding_per_call)
     select x.id, x.created_at, (x.ticket ->> 'key_id')::bigint, (x.ticket ->> 'user_id')::bigint,
            x.ticket ->> 'group_name', coalesce(x.ticket ->> 'endpoint', 'chat/completions'), x.ticket ->> 'model',
-           x.ticket ->> 'cache'
+           x.ticket ->> 'cache',
+           case when p.card is not null then jsonb_build_object('candidates',
+             (select coalesce(jsonb_agg(jsonb_build_object('channel_id', m.key::bigint, 'multiplier', (m.value #>> '{}')::numeric)), '[]')
+                from jsonb_each(p.card -> 'channel_multipliers') m)) end,
+           (p.card ->> 'input')::bigint, (p.card ->> 'output')::bigint, (p.card ->> 'cached_input')::bigint,
+           (p.card ->> 'cache_write')::bigint, (p.card ->> 'per_call')::bigint, (p.card ->> 'group_multiplier')::numeric,
+           (p.card ->> 'cache_hit_ratio')::numeric, (p.card -> 'embedding' ->> 'input')::bigint,
+           (p.card -> 'embedding' ->> 'per_call')::bigint
       from jsonb_to_recordset(p_outcomes) as x(id uuid, created_at timestamptz, ticket jsonb)
+      cross join lateral (select case when jsonb_typeof(x.ticket -> 'price') = 'object' then x.ticket -> 'price' end as card) p
      where x.ticket ->> 'user_id' is not null and x.ticket ->> 'key_id' is not null and x.ticket ->> 'model' is not null
        and not exists (select 1 from private.requests r where r.created_at = x.created_at and r.id = x.id)
        and not exists (select 1 from private.ledger l where l.request_id = x.id)

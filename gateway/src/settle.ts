@@ -14,6 +14,7 @@ import { options } from './snapshot';
 import { config } from './config';
 import { isConnectionError } from './errors';
 import { observeOutcome } from './metrics';
+import type { PriceCard } from './receipt';
 
 export interface Attempt {
   channel_id: number;
@@ -41,7 +42,7 @@ export interface Outcome {
   /** An answer for the cache: {exact, context, prompt, embedding, answer} (see gateway/src/cache.ts). */
   cache_store?: Record<string, unknown> | null;
   /** Who the request was admitted for, so settlement can restore an admission a crash lost. */
-  ticket?: { user_id: string | number; key_id: string | number; group_name: string; model: string; endpoint: string; cache?: string | null };
+  ticket?: { user_id: string | number; key_id: string | number; group_name: string; model: string; endpoint: string; cache?: string | null; price?: PriceCard | null };
   attempts: Attempt[];
   ttfb_ms: number | null;
   latency_ms: number;

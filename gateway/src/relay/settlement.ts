@@ -55,6 +55,9 @@ export class Settlement {
           model: input.body.model,
           endpoint: input.endpoint,
           cache: this.cache?.result ?? null,
+          // The card it was admitted (and its receipt priced) with, should settlement have to
+          // restore an admission a database crash lost.
+          price: ticket.price,
         },
         ...o,
       },

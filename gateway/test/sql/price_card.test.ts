@@ -121,6 +121,24 @@ describe('the price card', () => {
     });
   });
 
+  it('an admission a crash lost is restored from the outcome\'s ticket with its card: billed as its receipt said', async () => {
+    await withTx(async (tx) => {
+      const f = await tenant(tx);
+      const [t] = await tx`select t.request_id, t.created_at::text as created_at, t.user_id, t.key_id, t.group_name, t.price
+                             from gateway.relay_begin(${randomUUID()}, ${sha256(f.key.key)}, ${f.model}, 'chat/completions', false,
+                                                      '127.0.0.1', 1000, 500) t`;
+      // The admission was committed asynchronously and lost; the outcome carries the ticket.
+      await tx`delete from private.admissions where id = ${t.request_id}`;
+      await tx`update private.wallets set reserved_micros = 0 where user_id = ${f.user.id}`;
+      await reprice(tx, f);
+      const ticket = { user_id: t.user_id, key_id: t.key_id, group_name: t.group_name, model: f.model, endpoint: 'chat/completions', price: t.price };
+      const l = await settle(tx, t, { channel_id: f.channel.id, prompt_tokens: 10, completion_tokens: 5, ticket });
+      // (10 * 1 + 5 * 2) * 1.5 * 1.2 = 36, as the receipt computes it from the ticket's card.
+      expect(l).toMatchObject({ amount: 36, input: 1_000_000, gm: '1.500000', cm: '1.200000' });
+      expect(costMicros(t.price as PriceCard, f.channel.id, { prompt_tokens: 10, completion_tokens: 5 })).toBe(36);
+    });
+  });
+
   it('an admission without a card (restored after a crash, or from before cards) is billed at the current prices', async () => {
     await withTx(async (tx) => {
       const f = await tenant(tx);
