@@ -130,6 +130,7 @@ declare
   v_key_deltas2 bigint[];
   v_store jsonb;
   v_attempts jsonb;
+  v_refused integer;
 begin
   with o as (
     -- One outcome per request id, should a batch carry a request twice.
@@ -354,6 +355,29 @@ begin
        where k.key_id = a.key_id
          and k.key_id = any(v_keys);   -- likewise: by key, whatever the table's size
     end if;
+  end if;
+
+  /* Refusals of a known key (status 'refused': the gateway sends the refused request with its
+     key's hash, off the request path like any outcome) get a request row of their own: nothing
+     was reserved, nothing is billed. A refusal of an unknown key finds no key and is not logged
+     (the gateway does not send those). Looked for only when the batch has one. */
+  if jsonb_path_exists(p_outcomes, '$[*] ? (@.status == "refused")') then
+    insert into private.requests (id, created_at, key_id, user_id, group_name, endpoint, model, stream, client_ip,
+                                  status, http_status, error_code, error_message, latency_ms, finished_at,
+                                  usage_source, attempts)
+    select x.id, x.created_at, k.id, k.user_id, u.group_name, coalesce(x.ticket ->> 'endpoint', 'chat/completions'),
+           coalesce(x.ticket ->> 'model', ''), coalesce((x.ticket ->> 'stream')::boolean, false),
+           (x.ticket ->> 'client_ip')::inet, 'refused', x.http_status, x.error_code, left(x.error_message, 2000),
+           x.latency_ms, now(), 'none', '[]'::jsonb
+      from jsonb_to_recordset(p_outcomes) as x(id uuid, created_at timestamptz, status text, http_status integer,
+                                               error_code text, error_message text, latency_ms integer, ticket jsonb)
+      join private.api_keys k
+        on k.key_hash = case when x.ticket ->> 'key_hash' ~ '^[0-9a-f]{64}$' then decode(x.ticket ->> 'key_hash', 'hex') end
+      join private.users u on u.id = k.user_id
+     where x.status = 'refused'
+       and not exists (select 1 from private.requests r where r.created_at = x.created_at and r.id = x.id);
+    get diagnostics v_refused = row_count;
+    v_n := v_n + v_refused;
   end if;
 
   -- Outcomes whose admission is missing and that were never settled (an asynchronously committed

@@ -27,7 +27,7 @@ begin
   insert into private.usage_hourly (hour, user_id, key_id, model, channel_id, requests, errors, prompt_tokens,
                                     completion_tokens, cost_micros, latency_ms_sum, latency_p50_ms, latency_p95_ms)
   select date_trunc('hour', r.created_at), coalesce(r.user_id, 0), coalesce(r.key_id, 0), r.model, coalesce(r.channel_id, 0),
-         count(*), count(*) filter (where r.status in ('error', 'expired')),
+         count(*), count(*) filter (where r.status in ('error', 'expired', 'refused')),
          coalesce(sum(r.prompt_tokens), 0), coalesce(sum(r.completion_tokens), 0), coalesce(sum(r.cost_micros), 0),
          coalesce(sum(r.latency_ms), 0),
          percentile_disc(0.5) within group (order by r.latency_ms),

@@ -706,7 +706,7 @@ create or replace view admin.panel_users as
 create or replace view admin.usage_hourly as
   select date_trunc('hour', r.created_at) as hour, r.model, r.user_id, r.key_id, r.channel_id,
          count(*) as requests,
-         count(*) filter (where r.status in ('error', 'aborted')) as errors,
+         count(*) filter (where r.status in ('error', 'aborted', 'refused')) as errors,
          coalesce(sum(r.prompt_tokens), 0) as prompt_tokens,
          coalesce(sum(r.completion_tokens), 0) as completion_tokens,
          coalesce(sum(r.cost_micros), 0) as cost_micros
@@ -715,7 +715,7 @@ create or replace view admin.usage_hourly as
 
 create or replace view admin.latency_hourly as
   select date_trunc('hour', r.created_at) as hour, count(*) as requests,
-         count(*) filter (where r.status in ('error', 'aborted')) as errors,
+         count(*) filter (where r.status in ('error', 'aborted', 'refused')) as errors,
          percentile_cont(0.5) within group (order by r.latency_ms) as p50_ms,
          percentile_cont(0.95) within group (order by r.latency_ms) as p95_ms
     from private.requests r

@@ -93,6 +93,13 @@ export function isConnectionError(err: PgLikeError): boolean {
   );
 }
 
+/** A refusal the database raised (a SQLSTATE of the table above), as the client is told it; null
+ *  for anything else (the database unreachable, a bug). */
+export function refusalOf(err: unknown): { sqlstate: string; error: GatewayError } | null {
+  const code = (err as PgLikeError | null)?.code;
+  return code && SQLSTATES[code] ? { sqlstate: code, error: toGatewayError(err) } : null;
+}
+
 /** Converts anything thrown on the request path into a GatewayError. */
 export function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;

@@ -26,7 +26,8 @@ export interface Attempt {
 export interface Outcome {
   id: string;
   created_at: string;
-  status: 'ok' | 'error' | 'aborted';
+  /** 'refused': admission refused a known key's request (logged, never billed: see queueRefusal). */
+  status: 'ok' | 'error' | 'aborted' | 'refused';
   http_status: number;
   channel_id: number | null;
   upstream_model: string | null;
@@ -42,12 +43,32 @@ export interface Outcome {
   /** An answer for the cache: {exact, context, prompt, embedding, answer} (see gateway/src/cache.ts). */
   cache_store?: Record<string, unknown> | null;
   /** Who the request was admitted for, so settlement can restore an admission a crash lost. */
-  ticket?: { user_id: string | number; key_id: string | number; group_name: string; model: string; endpoint: string; cache?: string | null; price?: PriceCard | null };
+  ticket?: AdmittedTicket | RefusedTicket;
   attempts: Attempt[];
   ttfb_ms: number | null;
   latency_ms: number;
   error_code: string | null;
   error_message: string | null;
+}
+
+/** Who the request was admitted for, so settlement can restore an admission a crash lost. */
+export interface AdmittedTicket {
+  user_id: string | number;
+  key_id: string | number;
+  group_name: string;
+  model: string;
+  endpoint: string;
+  cache?: string | null;
+  price?: PriceCard | null;
+}
+
+/** A refused request: the key by its hash (SQL finds its owner), and what was asked. */
+export interface RefusedTicket {
+  key_hash: string;
+  model: string;
+  endpoint: string;
+  stream: boolean;
+  client_ip: string | null;
 }
 
 export const settleStats = { batches: 0, settled: 0, failures: 0, spooledBatches: 0, replayedBatches: 0, deadOutcomes: 0 };
@@ -76,6 +97,16 @@ export function queueOutcome(outcome: Outcome, keyRef?: string): void {
     keyOf.set(outcome, keyRef);
     unsettledByKey.set(keyRef, (unsettledByKey.get(keyRef) ?? 0) + 1);
   }
+  queue.push(outcome);
+  schedule();
+}
+
+/**
+ * Queues a refused request of a key, to be logged by the next batch (private.settle writes its
+ * request row; nothing was reserved, so nothing is settled). Not an outcome of the upstream path:
+ * no request or latency metrics, no key bookkeeping.
+ */
+export function queueRefusal(outcome: Outcome & { status: 'refused' }): void {
   queue.push(outcome);
   schedule();
 }

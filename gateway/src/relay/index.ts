@@ -7,18 +7,23 @@
 //   answer.ts      a non-stream answer: checked, rendered, settled, with its receipt
 //   stream.ts      a stream: checked up to its first byte, then piped (pipes.ts) and settled at its end
 //   settlement.ts  the one settlement of an admission
+//   refusal.ts     a refused admission: logged (a known key's) or counted (no valid key)
 import { toGatewayError, type GatewayError } from '../errors';
 import { admitRequest, bareChannel, describeRequest } from './admit';
 import { answerFromCache, cacheStateOf } from './cache-hit';
 import { relayToUpstream } from './attempts';
 import { Settlement } from './settlement';
+import { recordRefusal } from './refusal';
 import type { RelayInput } from './types';
 
 export type { Endpoint, Protocol, RelayInput } from './types';
 
 export async function relay(input: RelayInput): Promise<Response> {
   const facts = describeRequest(input);
-  const ticket = await admitRequest(input, facts);
+  const ticket = await admitRequest(input, facts).catch((err) => {
+    if (!bareChannel) recordRefusal(input, facts, err);
+    throw err;
+  });
   const cache = cacheStateOf(facts, ticket);
   const settlement = new Settlement(input, facts, ticket, cache, bareChannel !== null);
   let failure: GatewayError | null = null;
