@@ -450,9 +450,9 @@ begin
   insert into private.models as m (name, owned_by, description, input_price, output_price, cached_input_price,
                               cache_write_price, per_call_price, cache_enabled)
   values (p_args ->> 'name', coalesce(p_args ->> 'owned_by', 'elygate'), coalesce(p_args ->> 'description', ''),
-          (p_args ->> 'input_price')::bigint, (p_args ->> 'output_price')::bigint,
-          (p_args ->> 'cached_input_price')::bigint, (p_args ->> 'cache_write_price')::bigint,
-          (p_args ->> 'per_call_price')::bigint, coalesce((p_args ->> 'cache_enabled')::boolean, true))
+          private.arg_int(p_args, 'input_price', 0, 9223372036854775807), private.arg_int(p_args, 'output_price', 0, 9223372036854775807),
+          private.arg_int(p_args, 'cached_input_price', 0, 9223372036854775807), private.arg_int(p_args, 'cache_write_price', 0, 9223372036854775807),
+          private.arg_int(p_args, 'per_call_price', 0, 9223372036854775807), coalesce((p_args ->> 'cache_enabled')::boolean, true))
   on conflict (name) do update set
     cache_enabled = coalesce((p_args ->> 'cache_enabled')::boolean, m.cache_enabled),
     owned_by = coalesce(p_args ->> 'owned_by', m.owned_by),

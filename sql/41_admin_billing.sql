@@ -242,7 +242,7 @@ declare
   v_model jsonb;
   v_n integer := 0;
 begin
-  if jsonb_typeof(p_table -> 'models') <> 'array' then
+  if p_table is null or jsonb_typeof(p_table) <> 'object' or coalesce(jsonb_typeof(p_table -> 'models'), '') <> 'array' then
     raise exception using errcode = 'BADIN', column = 'models',
       message = 'Expected {"format": "elygate.prices.v1", "models": [{"name": ..., "input_price": ..., ...}]}.';
   end if;

@@ -131,6 +131,15 @@ describe('validation with messages that name the field', () => {
     });
   });
 
+  it('prices: an import that is not a price table, a price out of range', async () => {
+    await withTx(async (tx) => {
+      for (const table of ['[]', '"text"', '{}']) {
+        await rejects(tx, (sp) => sp`select admin.prices_import(${table}::jsonb)`, 'models', /Expected \{"format"/);
+      }
+      await rejects(tx, (sp) => sp`select admin.model_upsert('{"name": "m", "input_price": 1e20}')`, 'input_price', /"input_price" must be a whole number from 0/);
+    });
+  });
+
   it('the private-address refusal points panel users to Settings', async () => {
     await withTx(async (tx) => {
       await tx`select admin.option_set('AllowPrivateUpstreams', 'false')`;
