@@ -283,6 +283,12 @@ describe('issue 21: the admin as people use it', () => {
       expect(box.x + box.width, `${path} ${button}`).toBeLessThanOrEqual(1280);
     }
     await shot('defects-channels-1280');
+    // The dashboard's top lists: nothing cut off inside their boxes either.
+    await go('/?range=24h');
+    await page.getByRole('heading', { name: 'Top keys' }).waitFor();
+    const cut = await page.evaluate(() => [...document.querySelectorAll('section .overflow-x-auto')].filter((e) => e.scrollWidth > e.clientWidth + 1).length);
+    expect(cut).toBe(0);
+    await shot('defects-dashboard-1280');
     await page.setViewportSize({ width: 400, height: 800 });
     for (const path of ['/', '/channels', '/keys', '/users', '/prices', '/logs', '/cache', '/jobs', '/settings', '/me']) {
       await go(path);
