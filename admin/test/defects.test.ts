@@ -148,6 +148,9 @@ describe('issue 21: the admin as people use it', () => {
       expect(res.status(), qs).toBeLessThan(500);
       await expect(formError()).resolves.toMatch(says);
     }
+    const ch = await go('/channels/abc');
+    expect(ch.status()).toBe(404);
+    await page.getByText('channel ids are whole numbers').waitFor();
     const csv = await page.context().request.get(`${admin.url}/logs/export?key=abc`);
     expect(csv.status()).toBe(400);
     expect(await csv.text()).toMatch(/Key id must be a whole number/);
