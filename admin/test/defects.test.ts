@@ -126,6 +126,13 @@ describe('issue 21: the admin as people use it', () => {
     expect(hello(live)).toBe(0);
     await shot('defects-channel-test-failed');
     dead.mode = { kind: 'ok' };
+    // A channel that cannot be called at all (no upstream key): red, and it says why.
+    await su`select admin.channel_create(${su.json({ name: 'keyless', base_url: live.url, models: ['m-test'] })})`;
+    await go('/channels');
+    await page.locator('tr', { hasText: 'keyless' }).getByRole('button', { name: 'Test' }).click();
+    const keyless = (await page.getByTestId('test-result').textContent())!;
+    expect(keyless).toMatch(/failed[\s\S]*Channel #\d+ has no enabled upstream key/);
+    expect(hello(live)).toBe(0);
   });
 
   it('test traffic stays out of Keys, Users and the dashboard', async () => {

@@ -22,7 +22,7 @@ interface Trace {
   servedBy: number | null;
   /** This channel's last attempt: upstream status and error, as the gateway recorded them. */
   attempt: { status: number | null; detail: string | null } | null;
-  /** Why the plan left this channel out, if it did (e.g. no_enabled_key). */
+  /** Why this channel was not called, if it was not (e.g. no_enabled_key). */
   skipped: string | null;
 }
 
@@ -39,7 +39,8 @@ async function readTrace(requestId: string, channelId: number): Promise<Trace> {
       return {
         servedBy: row.channel_id === null ? null : Number(row.channel_id),
         attempt: last ? { status: last.status ?? null, detail: last.detail || null } : null,
-        skipped: steps.find((s) => s.kind === 'skipped')?.detail ?? null,
+        // Left out by the plan (skipped) or by the gateway (passed_over: e.g. no usable key here).
+        skipped: steps.find((s) => s.kind === 'skipped' || s.kind === 'passed_over')?.detail || null,
       };
     }
     await new Promise((r) => setTimeout(r, 100));
@@ -63,6 +64,11 @@ export async function testChannel(channelId: number, model: string): Promise<Cha
   const gateway = env.GATEWAY_URL;
   if (!gateway) return { ok: false, requiresGateway: true, model, error: 'The admin server was started without GATEWAY_URL, so it cannot reach a gateway to test through.' };
   const db = sql();
+  // Said here, not left to the gateway: its refusal would speak of the model, not of this channel.
+  const [ch] = await db`select key_count from admin.channels where id = ${channelId}`;
+  if (ch && Number(ch.key_count) === 0) {
+    return { ok: false, model, error: `Channel #${channelId} has no enabled upstream key, so nothing can call it. Add a key on the channel's page.` };
+  }
   const [{ k }] = await db`select admin.channel_test_key(${channelId}, ${model}) as k`;
   const t0 = performance.now();
   try {
