@@ -293,12 +293,16 @@ create or replace view admin.usage_daily as
 create or replace view admin.usage_by_user as
   select l.user_id, u.username, count(*) as requests, sum(l.prompt_tokens + l.completion_tokens) as tokens,
          sum(l.amount_micros) as amount_micros
-    from private.ledger l join private.users u on u.id = l.user_id group by 1, 2;
+    from private.ledger l join private.users u on u.id = l.user_id
+   where not exists (select 1 from admin.internal_users i where i.id = l.user_id)   -- channel tests are not spend
+   group by 1, 2;
 
 create or replace view admin.usage_by_key as
   select l.key_id, k.key_prefix, k.name, k.user_id, count(*) as requests,
          sum(l.prompt_tokens + l.completion_tokens) as tokens, sum(l.amount_micros) as amount_micros
-    from private.ledger l join private.api_keys k on k.id = l.key_id group by 1, 2, 3, 4;
+    from private.ledger l join private.api_keys k on k.id = l.key_id
+   where not exists (select 1 from admin.internal_users i where i.id = k.user_id)
+   group by 1, 2, 3, 4;
 
 create or replace view admin.usage_by_group as
   select l.group_name, count(*) as requests, sum(l.prompt_tokens + l.completion_tokens) as tokens,

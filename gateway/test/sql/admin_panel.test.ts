@@ -52,6 +52,10 @@ describe('admin.channel_test_key', () => {
       expect(await tx`select 1 from admin.wallets where user_id = ${uid}`).toHaveLength(0);
       expect(await tx`select 1 from admin.groups where name = ${`channel-test.${a.id}`}`).toHaveLength(0);
       expect(await tx`select 1 from admin.usage_hourly where user_id = ${uid} or key_id = ${k.id}`).toHaveLength(0);
+      await tx`insert into private.ledger (request_id, user_id, key_id, model, prompt_tokens, completion_tokens, amount_micros, usage_source)
+               values (gen_random_uuid(), ${uid}, ${k.id}, ${model}, 1, 1, 1, 'upstream')`;
+      expect(await tx`select 1 from admin.usage_by_user where user_id = ${uid}`).toHaveLength(0);
+      expect(await tx`select 1 from admin.usage_by_key where key_id = ${k.id}`).toHaveLength(0);
       expect(await tx`select 1 from admin.internal_users where id = ${uid}`).toHaveLength(1);
       for (const call of [
         (sp: any) => sp`select admin.user_update(${uid}, '{"status": "disabled"}')`,
