@@ -143,6 +143,12 @@ describe('issue 21: the admin as people use it', () => {
     await go('/?range=24h');
     await page.getByText('No requests in this range').waitFor();
     await expect(page.getByTestId('stats').textContent()).resolves.toMatch(/Requests\s*0/);
+    // They stay in Logs, named for what they are.
+    await go('/logs');
+    await expect(page.getByTestId('logs').locator('tbody tr').first().textContent()).resolves.toContain('channel test');
+    await page.getByTestId('logs').getByText('Details').first().click();
+    await page.waitForURL(/\/logs\/[0-9a-f-]{36}$/);
+    await expect(page.locator('main').textContent()).resolves.toContain('channel test');
   });
 
   it('log filters with bad values answer with a sentence, never a 500', async () => {
