@@ -257,6 +257,26 @@ as $$
 $$;
 comment on function admin.key_revoke(bigint) is E'Revokes a key at once (the next request with it gets 401). Returns true, or null if it was not active.';
 
+-- private.channel_numbers_check: a channel's numeric fields, refused as BADCH (a channel error, like
+-- the rest of its checks) with the field checks' messages.
+create or replace function private.channel_numbers_check(p_args jsonb)
+returns void
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  ex_column text;
+  ex_message text;
+begin
+  perform private.arg_int(p_args, 'priority', -1000000, 1000000);
+  perform private.arg_int(p_args, 'weight', 0, 1000000);
+  perform private.arg_numeric(p_args, 'cost_multiplier', 0.000001, 999999);
+exception when sqlstate 'BADIN' then
+  get stacked diagnostics ex_column = column_name, ex_message = message_text;
+  raise exception using errcode = 'BADCH', column = ex_column, message = ex_message;
+end
+$$;
+
 -- private.channel_check: validates channel fields shared by create and update.
 create or replace function private.channel_check(p_args jsonb)
 returns void
@@ -287,9 +307,7 @@ begin
                        (select string_agg(format('"%s"', g), ', ') from unnest(private.json_text_array(p_args -> 'groups', 'groups')) g
                          where not exists (select 1 from private.groups pg where pg.name = g)));
   end if;
-  perform private.arg_int(p_args, 'priority', -1000000, 1000000);
-  perform private.arg_int(p_args, 'weight', 0, 1000000);
-  perform private.arg_numeric(p_args, 'cost_multiplier', 0.000001, 999999);
+  perform private.channel_numbers_check(p_args);
   if p_args ? 'name' and length(p_args ->> 'name') > 128 then
     raise exception using errcode = 'BADCH', column = 'name', message = 'A channel''s "name" may have at most 128 characters.';
   end if;

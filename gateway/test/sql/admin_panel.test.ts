@@ -106,6 +106,7 @@ describe('validation with messages that name the field', () => {
       await rejects(tx, mk({ base_url: 'https://x.example.com/#frag' }), 'base_url', /fragment/);
       await rejects(tx, mk({ groups: ['no-such-group'] }), 'groups', /Unknown group\(s\).*no-such-group/);
       await rejects(tx, mk({ cost_multiplier: 1e9 }), 'cost_multiplier', /number from/);
+      await expect(attempt(tx, mk({ weight: -1 }))).rejects.toMatchObject({ code: 'BADCH', column_name: 'weight' });
       await rejects(tx, mk({ priority: 1e12 }), 'priority', /whole number/);
     });
   });
