@@ -95,6 +95,27 @@ language sql stable
 as $$ select private.option_text(p_key)::integer $$;
 comment on function private.option_int(text) is E'An integer option.';
 
+-- private.option_value_check: the rules of options whose type ("text") says too little: a value
+-- the gateway would not understand must be refused when it is saved, not silently ignored later.
+create or replace function private.option_value_check(p_key text, p_value text)
+returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_key = 'SemanticCacheScope' and p_value not in ('user', 'group') then
+    raise exception using errcode = 'BADOP', column = 'value',
+      message = format('Option "SemanticCacheScope" must be "user" or "group", got "%s".', left(p_value, 100));
+  end if;
+  if p_key = 'SemanticCacheEmbeddingChannel' and p_value <> ''
+     and not exists (select 1 from private.channels c where c.name = p_value) then
+    raise exception using errcode = 'BADOP', column = 'value',
+      message = format('Option "SemanticCacheEmbeddingChannel" must be the name of a channel (or empty to turn the semantic layer off); there is no channel "%s".', left(p_value, 100));
+  end if;
+end
+$$;
+comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, SemanticCacheEmbeddingChannel).';
+
 -- private.option_validate: checks a value against the option's declared type and bounds.
 create or replace function private.option_validate(p_key text, p_value text)
 returns void
@@ -128,6 +149,7 @@ begin
       message = format('Option "%s" must be a %s, got "%s".', p_key, v_opt.value_type, left(p_value, 100)),
       column = 'value';
   end;
+  perform private.option_value_check(p_key, p_value);
   if v_num is not null and ((v_opt.min_value is not null and v_num < v_opt.min_value)
                          or (v_opt.max_value is not null and v_num > v_opt.max_value)) then
     raise exception using errcode = 'BADOP',

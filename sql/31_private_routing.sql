@@ -49,17 +49,26 @@ begin
      breaker, with its stored reason as detail), no_enabled_key (every key disabled).
      why every request of a batch at once: relay_begin_batch plans them all in this one
      statement, where each request used to run its own (an executor start-up each); the shuffle
-     and the key stay per request. */
+     and the key stay per request.
+     why the "channel-test.<id>" groups: the admin panel's Test button must reach exactly the
+     channel under test, never another candidate that would answer for a dead one. Its key belongs
+     to an internal user in group channel-test.<id> (admin.channel_test_key), and that group's plan
+     is that one channel, even when it is disabled: the operator asked to try it. */
   return array(
   /* why materialized: the channels of each (model, group) pair are read once per call; a
      correlated scan of private.channels per request asked the kernel for the table's size at
      every rescan (an lseek), a twentieth of a batch's time. */
   with c as materialized (
-    select pr.model, pr.grp, c.id, c.version, c.priority, c.weight, c.status, c.status_reason, c.cost_multiplier,
+    select pr.model, pr.grp, c.id, c.version, c.priority, c.weight,
+           case when pr.pin is not null then 'enabled' else c.status end as status, c.status_reason, c.cost_multiplier,
            c.config ->> 'key_selection' as key_selection,
            coalesce(c.model_mapping ->> pr.model, pr.model) as upstream_model, k.n_keys, k.ordinals
-      from (select distinct u.model, u.grp from unnest(p_models, p_groups) u(model, grp)) pr
-      join private.channels c on pr.model = any(c.models) and pr.grp = any(c.groups)
+      from (select distinct u.model, u.grp,
+                   case when left(u.grp, 13) = 'channel-test.' and substr(u.grp, 14) ~ '^[0-9]{1,18}$'
+                        then substr(u.grp, 14)::bigint end as pin
+              from unnest(p_models, p_groups) u(model, grp)) pr
+      join private.channels c on pr.model = any(c.models)
+                             and (case when pr.pin is null then pr.grp = any(c.groups) else c.id = pr.pin end)
       cross join lateral (
         select count(*)::integer as n_keys, array_agg(ck.ordinal order by ck.ordinal) as ordinals
           from private.channel_keys ck

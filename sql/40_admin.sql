@@ -22,6 +22,87 @@ begin
 end
 $$;
 
+-- private.arg_int / arg_numeric / arg_time: one field of a JSON argument, checked, with a message
+-- that names the field and says what is allowed (the panel shows it next to the form). Null when
+-- the field is absent or null.
+create or replace function private.arg_int(p_args jsonb, p_field text, p_min bigint, p_max bigint)
+returns bigint
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_text text := btrim(p_args ->> p_field);
+begin
+  if v_text is null then
+    return null;
+  end if;
+  if v_text !~ '^-?[0-9]{1,19}$' or v_text::numeric not between p_min and p_max then
+    raise exception using errcode = 'BADIN', column = p_field,
+      message = format('"%s" must be a whole number from %s to %s, got "%s".', p_field, p_min, p_max, left(v_text, 40));
+  end if;
+  return v_text::bigint;
+end
+$$;
+
+create or replace function private.arg_numeric(p_args jsonb, p_field text, p_min numeric, p_max numeric)
+returns numeric
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_text text := btrim(p_args ->> p_field);
+begin
+  if v_text is null then
+    return null;
+  end if;
+  if v_text !~ '^-?([0-9]{1,15}(\.[0-9]*)?|\.[0-9]+)$' or v_text::numeric not between p_min and p_max then
+    raise exception using errcode = 'BADIN', column = p_field,
+      message = format('"%s" must be a number from %s to %s, got "%s".', p_field, p_min, p_max, left(v_text, 40));
+  end if;
+  return v_text::numeric;
+end
+$$;
+
+create or replace function private.arg_time(p_args jsonb, p_field text)
+returns timestamptz
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return (p_args ->> p_field)::timestamptz;
+exception when invalid_text_representation or invalid_datetime_format or datetime_field_overflow then
+  raise exception using errcode = 'BADIN', column = p_field,
+    message = format('"%s" must be a date and time such as 2030-01-31T12:00:00Z, got "%s".', p_field, left(p_args ->> p_field, 40));
+end
+$$;
+
+-- private.key_fields_check: the rules of a key's label and model list, shared by key_create and
+-- key_update. A label is shown in lists: a few words, not a document. An allowed model must be one
+-- the gateway knows (priced, or served by a channel): a typo would otherwise make a key that is
+-- refused for every request.
+create or replace function private.key_fields_check(p_args jsonb)
+returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_unknown text;
+begin
+  if length(p_args ->> 'name') > 100 then
+    raise exception using errcode = 'BADIN', column = 'name',
+      message = format('A key''s label ("name") may have at most 100 characters, got %s.', length(p_args ->> 'name'));
+  end if;
+  select string_agg(format('"%s"', m), ', ') into v_unknown
+    from unnest(private.json_text_array(p_args -> 'allowed_models', 'allowed_models')) m
+   where not exists (select 1 from private.models pm where pm.name = m)
+     and not exists (select 1 from private.channels c where m = any(c.models));
+  if v_unknown is not null then
+    raise exception using errcode = 'BADIN', column = 'allowed_models',
+      message = format('Unknown model(s) in "allowed_models": %s. Allow models that have a price or that a channel serves.', v_unknown);
+  end if;
+end
+$$;
+
 create or replace function private.json_text_array(p_value jsonb, p_field text)
 returns text[]
 language plpgsql immutable
@@ -38,6 +119,40 @@ begin
 end
 $$;
 
+-- private.user_is_internal: users the system owns, not an operator: "channel-test.<id>" (the admin
+-- panel's channel tests, see admin.channel_test_key) and the older single "channel-test". Hidden
+-- from the panel's lists and totals, refused by every edit. (admin.internal_users is the same rule
+-- as a view: views run functions with their reader's rights, and readers may not call private.*.)
+create or replace function private.user_is_internal(p_username text)
+returns boolean
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(p_username ~ '^channel-test(\.[0-9]+)?$', false)
+$$;
+comment on function private.user_is_internal(text) is E'True for the system''s own users (the admin panel''s channel tests), which operators cannot edit.';
+
+-- private.user_editable: raises BADIN for an unknown or internal user; called by every mutation of
+-- a user, their wallet or their password.
+create or replace function private.user_editable(p_user_id bigint)
+returns void
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_name text;
+begin
+  select u.username into v_name from private.users u where u.id = p_user_id;
+  if not found then
+    raise exception using errcode = 'BADIN', column = 'user_id', message = format('No user with id %s.', p_user_id);
+  end if;
+  if private.user_is_internal(v_name) then
+    raise exception using errcode = 'BADIN', column = 'user_id',
+      message = format('User "%s" is internal (the admin panel''s channel tests) and cannot be changed.', v_name);
+  end if;
+end
+$$;
+
 -- admin.user_create: creates a user. Fields: username (required), display_name, email, group, role, status.
 create or replace function admin.user_create(p_args jsonb)
 returns jsonb
@@ -50,6 +165,14 @@ begin
   perform private.args_check(p_args, array['username', 'display_name', 'email', 'group', 'role', 'status'], 'admin.user_create');
   if coalesce(p_args ->> 'username', '') = '' then
     raise exception using errcode = 'BADIN', column = 'username', message = 'A user needs a "username".';
+  end if;
+  if (p_args ->> 'username') !~ '^[A-Za-z0-9_.@+-]{1,64}$' then
+    raise exception using errcode = 'BADIN', column = 'username',
+      message = 'A username is 1 to 64 characters: letters, digits and _ . @ + - (no spaces).';
+  end if;
+  if p_args ->> 'username' like 'channel-test%' then
+    raise exception using errcode = 'BADIN', column = 'username',
+      message = 'Usernames starting with "channel-test" are reserved for the admin panel''s channel tests.';
   end if;
   if p_args ? 'group' and not exists (select 1 from private.groups g where g.name = p_args ->> 'group') then
     raise exception using errcode = 'BADIN', column = 'group', message = format('Unknown group "%s".', p_args ->> 'group');
@@ -86,6 +209,7 @@ declare
 begin
   perform private.args_check(p_args, array['user_id', 'username', 'name', 'expires_at', 'allowed_models',
     'allowed_ips', 'quota_micros', 'rpm_limit', 'tpm_limit', 'concurrency_limit', 'cache_enabled'], 'admin.key_create');
+  perform private.key_fields_check(p_args);
   select u.id into v_user_id from private.users u
    where u.id = (p_args ->> 'user_id')::bigint or u.username = p_args ->> 'username';
   if v_user_id is null then
@@ -103,10 +227,11 @@ begin
                                 quota_micros, rpm_limit, tpm_limit, concurrency_limit, cache_enabled)
   values (v_user_id, coalesce(p_args ->> 'name', ''), public.digest(v_plain, 'sha256'),
           left(v_plain, 7) || '...' || right(v_plain, 4),
-          (p_args ->> 'expires_at')::timestamptz,
+          private.arg_time(p_args, 'expires_at'),
           private.json_text_array(p_args -> 'allowed_models', 'allowed_models'), v_ips,
-          (p_args ->> 'quota_micros')::bigint, (p_args ->> 'rpm_limit')::integer,
-          (p_args ->> 'tpm_limit')::integer, (p_args ->> 'concurrency_limit')::integer,
+          private.arg_int(p_args, 'quota_micros', 0, 9223372036854775807),
+          private.arg_int(p_args, 'rpm_limit', 1, 2147483647),
+          private.arg_int(p_args, 'tpm_limit', 1, 2147483647), private.arg_int(p_args, 'concurrency_limit', 1, 2147483647),
           coalesce((p_args ->> 'cache_enabled')::boolean, true))
   returning * into v_key;
   return jsonb_build_object('id', v_key.id, 'key', v_plain, 'key_prefix', v_key.key_prefix,
@@ -132,10 +257,30 @@ as $$
 $$;
 comment on function admin.key_revoke(bigint) is E'Revokes a key at once (the next request with it gets 401). Returns true, or null if it was not active.';
 
--- private.channel_fields: validates and normalises channel fields shared by create and update.
-create or replace function private.channel_check(p_args jsonb)
+-- private.channel_numbers_check: a channel's numeric fields, refused as BADCH (a channel error, like
+-- the rest of its checks) with the field checks' messages.
+create or replace function private.channel_numbers_check(p_args jsonb)
 returns void
 language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  ex_column text;
+  ex_message text;
+begin
+  perform private.arg_int(p_args, 'priority', -1000000, 1000000);
+  perform private.arg_int(p_args, 'weight', 0, 1000000);
+  perform private.arg_numeric(p_args, 'cost_multiplier', 0.000001, 999999);
+exception when sqlstate 'BADIN' then
+  get stacked diagnostics ex_column = column_name, ex_message = message_text;
+  raise exception using errcode = 'BADCH', column = ex_column, message = ex_message;
+end
+$$;
+
+-- private.channel_check: validates channel fields shared by create and update.
+create or replace function private.channel_check(p_args jsonb)
+returns void
+language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -147,7 +292,24 @@ begin
   end if;
   if p_args ? 'base_url' and (p_args ->> 'base_url') !~ '^https?://[^\s/]+' then
     raise exception using errcode = 'BADCH', column = 'base_url',
-      message = format('"base_url" must be an http(s) URL, got "%s".', p_args ->> 'base_url');
+      message = format('"base_url" must be an http(s) URL, got "%s".', left(p_args ->> 'base_url', 200));
+  end if;
+  -- The gateway appends the endpoint's path to base_url: a space or a "#fragment" would make every
+  -- call go somewhere else than the operator meant.
+  if p_args ? 'base_url' and (p_args ->> 'base_url') ~ '[\s#[:cntrl:]]' then
+    raise exception using errcode = 'BADCH', column = 'base_url',
+      message = '"base_url" may not contain spaces, control characters or a "#fragment", e.g. https://api.openai.com';
+  end if;
+  if p_args ? 'groups' and exists (select 1 from unnest(private.json_text_array(p_args -> 'groups', 'groups')) g
+                                    where not exists (select 1 from private.groups pg where pg.name = g)) then
+    raise exception using errcode = 'BADCH', column = 'groups',
+      message = format('Unknown group(s) in "groups": %s. Create the group first (Users & groups) or use an existing one.',
+                       (select string_agg(format('"%s"', g), ', ') from unnest(private.json_text_array(p_args -> 'groups', 'groups')) g
+                         where not exists (select 1 from private.groups pg where pg.name = g)));
+  end if;
+  perform private.channel_numbers_check(p_args);
+  if p_args ? 'name' and length(p_args ->> 'name') > 128 then
+    raise exception using errcode = 'BADCH', column = 'name', message = 'A channel''s "name" may have at most 128 characters.';
   end if;
   if p_args ? 'model_mapping' and jsonb_typeof(p_args -> 'model_mapping') <> 'object' then
     raise exception using errcode = 'BADCH', column = 'model_mapping',
@@ -306,9 +468,9 @@ begin
   insert into private.models as m (name, owned_by, description, input_price, output_price, cached_input_price,
                               cache_write_price, per_call_price, cache_enabled)
   values (p_args ->> 'name', coalesce(p_args ->> 'owned_by', 'elygate'), coalesce(p_args ->> 'description', ''),
-          (p_args ->> 'input_price')::bigint, (p_args ->> 'output_price')::bigint,
-          (p_args ->> 'cached_input_price')::bigint, (p_args ->> 'cache_write_price')::bigint,
-          (p_args ->> 'per_call_price')::bigint, coalesce((p_args ->> 'cache_enabled')::boolean, true))
+          private.arg_int(p_args, 'input_price', 0, 9223372036854775807), private.arg_int(p_args, 'output_price', 0, 9223372036854775807),
+          private.arg_int(p_args, 'cached_input_price', 0, 9223372036854775807), private.arg_int(p_args, 'cache_write_price', 0, 9223372036854775807),
+          private.arg_int(p_args, 'per_call_price', 0, 9223372036854775807), coalesce((p_args ->> 'cache_enabled')::boolean, true))
   on conflict (name) do update set
     cache_enabled = coalesce((p_args ->> 'cache_enabled')::boolean, m.cache_enabled),
     owned_by = coalesce(p_args ->> 'owned_by', m.owned_by),
@@ -331,12 +493,22 @@ comment on function admin.model_upsert(jsonb) is
 ------------------------------------------------------------------------------------------------
 -- Views (what the admin role reads). Secrets never appear: keys show their prefix only.
 ------------------------------------------------------------------------------------------------
+-- The system's own users (see private.user_is_internal): listed here, left out of admin.users,
+-- admin.api_keys, admin.wallets, admin.groups and the dashboard's usage views, so the panel's
+-- channel tests neither clutter the lists nor count in the totals.
+create or replace view admin.internal_users as
+  select u.id, u.username, u.group_name, u.created_at
+    from private.users u
+   where u.username ~ '^channel-test(\.[0-9]+)?$';   -- = private.user_is_internal(u.username)
+comment on view admin.internal_users is 'Users the system owns (the admin panel''s channel tests): hidden from the other admin views and their totals, and not editable.';
+
 create or replace view admin.users as
   select u.id, u.username, u.display_name, u.email, u.group_name, u.role, u.status,
          w.balance_micros, w.credit_limit_micros, u.created_at, u.updated_at,
          w.reserved_micros, w.balance_micros - w.reserved_micros + w.credit_limit_micros as available_micros
     from private.users u
-    left join private.wallets w on w.user_id = u.id;
+    left join private.wallets w on w.user_id = u.id
+   where u.id not in (select i.id from admin.internal_users i);
 
 create or replace view admin.api_keys as
   select k.id, k.user_id, u.username, k.name, k.key_prefix, k.status, k.expires_at, k.allowed_models,
@@ -345,7 +517,8 @@ create or replace view admin.api_keys as
          coalesce(c.inflight, 0) as inflight, k.cache_enabled
     from private.api_keys k
     join private.users u on u.id = k.user_id
-    left join private.key_counters c on c.key_id = k.id;
+    left join private.key_counters c on c.key_id = k.id
+   where u.id not in (select i.id from admin.internal_users i);
 
 create or replace view admin.channels as
   select c.id, c.name, c.type, c.base_url, c.models, c.model_mapping, c.groups, c.priority, c.weight,

@@ -10,7 +10,7 @@ declare
   v_id bigint;
 begin
   select u.id into v_id from private.users u
-   where u.id = (p_args ->> 'user_id')::bigint or u.username = p_args ->> 'username';
+   where u.id = private.arg_int(p_args, 'user_id', 1, 9223372036854775807) or u.username = p_args ->> 'username';
   if v_id is null then
     raise exception using errcode = 'BADIN', column = 'user_id', message = 'Needs an existing "user_id" or "username".';
   end if;
@@ -18,35 +18,72 @@ begin
 end
 $$;
 
--- admin.wallet_credit: tops up (or, with a negative amount, debits) a wallet, with an audit row.
+-- private.wallet_adjust: the one place a wallet changes by hand, with its audit row.
+create or replace function private.wallet_adjust(p_user_id bigint, p_amount bigint, p_note text)
+returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_balance bigint;
+begin
+  perform private.user_editable(p_user_id);
+  insert into private.wallet_credits (user_id, amount_micros, source, note)
+  values (p_user_id, p_amount, case when p_amount > 0 then 'admin' else 'adjustment' end, coalesce(p_note, ''));
+  update private.wallets set balance_micros = balance_micros + p_amount, updated_at = now()
+   where user_id = p_user_id returning balance_micros into v_balance;
+  return jsonb_build_object('user_id', p_user_id, 'amount_micros', p_amount, 'balance_micros', v_balance);
+end
+$$;
+
+-- admin.wallet_credit: tops up a wallet, with an audit row.
+/* why positive only: a top-up form that took "-5" used to debit the wallet without a word. Taking
+   money away is its own call, admin.wallet_debit, which needs a note saying why. */
 create or replace function admin.wallet_credit(p_args jsonb)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user bigint;
   v_amount bigint;
-  v_balance bigint;
 begin
   perform private.args_check(p_args, array['user_id', 'username', 'amount_micros', 'note'], 'admin.wallet_credit');
-  v_user := private.user_id_from(p_args);
-  v_amount := (p_args ->> 'amount_micros')::bigint;
+  v_amount := private.arg_int(p_args, 'amount_micros', -9000000000000000000, 9000000000000000000);
   if v_amount is null or v_amount = 0 then
-    raise exception using errcode = 'BADIN', column = 'amount_micros', message = '"amount_micros" must be a non-zero integer (1 USD = 1000000).';
+    raise exception using errcode = 'BADIN', column = 'amount_micros', message = 'A top-up needs a positive amount ("amount_micros", 1 USD = 1000000).';
   end if;
-  insert into private.wallet_credits (user_id, amount_micros, source, note)
-  values (v_user, v_amount, case when v_amount > 0 then 'admin' else 'adjustment' end, coalesce(p_args ->> 'note', ''));
-  update private.wallets set balance_micros = balance_micros + v_amount, updated_at = now()
-   where user_id = v_user returning balance_micros into v_balance;
-  return jsonb_build_object('user_id', v_user, 'amount_micros', v_amount, 'balance_micros', v_balance);
-exception
-  when invalid_text_representation or numeric_value_out_of_range then
-    raise exception using errcode = 'BADIN', column = 'amount_micros', message = format('admin.wallet_credit: %s', sqlerrm);
+  if v_amount < 0 then
+    raise exception using errcode = 'BADIN', column = 'amount_micros',
+      message = 'A top-up must be positive. To take money from a wallet, debit it (admin.wallet_debit), with a note saying why.';
+  end if;
+  return private.wallet_adjust(private.user_id_from(p_args), v_amount, p_args ->> 'note');
 end
 $$;
 comment on function admin.wallet_credit(jsonb) is
-  E'Tops up a wallet: {"user_id" or "username", "amount_micros" (1 USD = 1000000; negative debits), "note"}. Recorded in admin.wallet_credits.';
+  E'Tops up a wallet: {"user_id" or "username", "amount_micros" (> 0; 1 USD = 1000000), "note"}. Recorded in admin.wallet_credits. Debits: admin.wallet_debit.';
+
+-- admin.wallet_debit: takes money from a wallet (a correction or a refund paid out), with the reason.
+create or replace function admin.wallet_debit(p_args jsonb)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_amount bigint;
+begin
+  perform private.args_check(p_args, array['user_id', 'username', 'amount_micros', 'note'], 'admin.wallet_debit');
+  v_amount := private.arg_int(p_args, 'amount_micros', 1, 9000000000000000000);
+  if v_amount is null then
+    raise exception using errcode = 'BADIN', column = 'amount_micros', message = 'A debit needs a positive amount ("amount_micros", 1 USD = 1000000).';
+  end if;
+  if btrim(coalesce(p_args ->> 'note', '')) = '' then
+    raise exception using errcode = 'BADIN', column = 'note', message = 'A debit needs a note saying why (it is kept in the wallet''s history).';
+  end if;
+  return private.wallet_adjust(private.user_id_from(p_args), -v_amount, p_args ->> 'note');
+end
+$$;
+comment on function admin.wallet_debit(jsonb) is
+  E'Takes money from a wallet: {"user_id" or "username", "amount_micros" (> 0, the amount taken), "note" (required: why)}. Recorded in admin.wallet_credits as an adjustment.';
 
 -- admin.wallet_update: the credit limit (how far below zero a wallet may go).
 create or replace function admin.wallet_update(p_args jsonb)
@@ -60,6 +97,7 @@ declare
 begin
   perform private.args_check(p_args, array['user_id', 'username', 'credit_limit_micros'], 'admin.wallet_update');
   v_user := private.user_id_from(p_args);
+  perform private.user_editable(v_user);
   update private.wallets
      set credit_limit_micros = coalesce((p_args ->> 'credit_limit_micros')::bigint, credit_limit_micros), updated_at = now()
    where user_id = v_user returning * into v_w;
@@ -153,6 +191,15 @@ declare
   v_g private.groups;
 begin
   perform private.args_check(p_args, array['name', 'price_multiplier', 'description'], 'admin.group_upsert');
+  if coalesce(p_args ->> 'name', '') !~ '^[A-Za-z0-9_.-]{1,64}$' then
+    raise exception using errcode = 'BADIN', column = 'name',
+      message = 'A group name is 1 to 64 characters: letters, digits and _ . - (no spaces).';
+  end if;
+  if p_args ->> 'name' like 'channel-test%' then
+    raise exception using errcode = 'BADIN', column = 'name',
+      message = 'Group names starting with "channel-test" are reserved for the admin panel''s channel tests.';
+  end if;
+  perform private.arg_numeric(p_args, 'price_multiplier', 0.000001, 999999);
   insert into private.groups as g (name, price_multiplier, description)
   values (p_args ->> 'name', coalesce((p_args ->> 'price_multiplier')::numeric, 1), coalesce(p_args ->> 'description', ''))
   on conflict (name) do update
@@ -195,7 +242,7 @@ declare
   v_model jsonb;
   v_n integer := 0;
 begin
-  if jsonb_typeof(p_table -> 'models') <> 'array' then
+  if p_table is null or jsonb_typeof(p_table) <> 'object' or coalesce(jsonb_typeof(p_table -> 'models'), '') <> 'array' then
     raise exception using errcode = 'BADIN', column = 'models',
       message = 'Expected {"format": "elygate.prices.v1", "models": [{"name": ..., "input_price": ..., ...}]}.';
   end if;
@@ -218,7 +265,8 @@ comment on function admin.prices_import(jsonb) is
 create or replace view admin.wallets as
   select w.user_id, u.username, u.group_name, w.balance_micros, w.reserved_micros, w.credit_limit_micros,
          w.balance_micros - w.reserved_micros + w.credit_limit_micros as available_micros, w.updated_at
-    from private.wallets w join private.users u on u.id = w.user_id;
+    from private.wallets w join private.users u on u.id = w.user_id
+   where u.id not in (select i.id from admin.internal_users i);
 
 create or replace view admin.wallet_credits as
   select c.id, c.user_id, u.username, c.amount_micros, c.source, c.code_id, c.note, c.created_by, c.created_at
@@ -231,7 +279,8 @@ create or replace view admin.redemption_codes as
 create or replace view admin.groups as
   select g.name, g.price_multiplier, g.description, g.created_at,
          (select count(*) from private.users u where u.group_name = g.name) as users
-    from private.groups g;
+    from private.groups g
+   where g.name not like 'channel-test.%';   -- the channel tests' internal groups (admin.channel_test_key)
 
 -- Spend by dimension and UTC day, from the ledger.
 create or replace view admin.usage_daily as
@@ -244,12 +293,16 @@ create or replace view admin.usage_daily as
 create or replace view admin.usage_by_user as
   select l.user_id, u.username, count(*) as requests, sum(l.prompt_tokens + l.completion_tokens) as tokens,
          sum(l.amount_micros) as amount_micros
-    from private.ledger l join private.users u on u.id = l.user_id group by 1, 2;
+    from private.ledger l join private.users u on u.id = l.user_id
+   where not exists (select 1 from admin.internal_users i where i.id = l.user_id)   -- channel tests are not spend
+   group by 1, 2;
 
 create or replace view admin.usage_by_key as
   select l.key_id, k.key_prefix, k.name, k.user_id, count(*) as requests,
          sum(l.prompt_tokens + l.completion_tokens) as tokens, sum(l.amount_micros) as amount_micros
-    from private.ledger l join private.api_keys k on k.id = l.key_id group by 1, 2, 3, 4;
+    from private.ledger l join private.api_keys k on k.id = l.key_id
+   where not exists (select 1 from admin.internal_users i where i.id = k.user_id)
+   group by 1, 2, 3, 4;
 
 create or replace view admin.usage_by_group as
   select l.group_name, count(*) as requests, sum(l.prompt_tokens + l.completion_tokens) as tokens,

@@ -559,6 +559,7 @@ declare
   v_user private.users;
 begin
   perform private.args_check(p_args, array['display_name', 'email', 'group', 'role', 'status'], 'admin.user_update');
+  perform private.user_editable(p_user_id);
   if p_args ? 'group' and not exists (select 1 from private.groups g where g.name = p_args ->> 'group') then
     raise exception using errcode = 'BADIN', column = 'group', message = format('Unknown group "%s".', p_args ->> 'group');
   end if;
@@ -595,9 +596,7 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if not exists (select 1 from private.users u where u.id = p_user_id) then
-    raise exception using errcode = 'BADIN', message = format('No user with id %s.', p_user_id);
-  end if;
+  perform private.user_editable(p_user_id);
   insert into private.credentials (user_id, password_hash, must_change) values (p_user_id, p_password_hash, p_must_change)
   on conflict (user_id) do update set password_hash = excluded.password_hash, must_change = excluded.must_change,
                                       is_default = false, updated_at = now();
@@ -622,15 +621,16 @@ declare
 begin
   perform private.args_check(p_args, array['name', 'expires_at', 'allowed_models', 'allowed_ips', 'quota_micros',
     'rpm_limit', 'tpm_limit', 'concurrency_limit'], 'admin.key_update');
+  perform private.key_fields_check(p_args);
   update private.api_keys k set
     name = coalesce(p_args ->> 'name', k.name),
-    expires_at = case when p_args ? 'expires_at' then (p_args ->> 'expires_at')::timestamptz else k.expires_at end,
+    expires_at = case when p_args ? 'expires_at' then private.arg_time(p_args, 'expires_at') else k.expires_at end,
     allowed_models = case when p_args ? 'allowed_models' then private.json_text_array(p_args -> 'allowed_models', 'allowed_models') else k.allowed_models end,
     allowed_ips = case when p_args ? 'allowed_ips' then private.json_text_array(p_args -> 'allowed_ips', 'allowed_ips')::cidr[] else k.allowed_ips end,
-    quota_micros = case when p_args ? 'quota_micros' then (p_args ->> 'quota_micros')::bigint else k.quota_micros end,
-    rpm_limit = case when p_args ? 'rpm_limit' then (p_args ->> 'rpm_limit')::integer else k.rpm_limit end,
-    tpm_limit = case when p_args ? 'tpm_limit' then (p_args ->> 'tpm_limit')::integer else k.tpm_limit end,
-    concurrency_limit = case when p_args ? 'concurrency_limit' then (p_args ->> 'concurrency_limit')::integer else k.concurrency_limit end
+    quota_micros = case when p_args ? 'quota_micros' then private.arg_int(p_args, 'quota_micros', 0, 9223372036854775807) else k.quota_micros end,
+    rpm_limit = case when p_args ? 'rpm_limit' then private.arg_int(p_args, 'rpm_limit', 1, 2147483647) else k.rpm_limit end,
+    tpm_limit = case when p_args ? 'tpm_limit' then private.arg_int(p_args, 'tpm_limit', 1, 2147483647) else k.tpm_limit end,
+    concurrency_limit = case when p_args ? 'concurrency_limit' then private.arg_int(p_args, 'concurrency_limit', 1, 2147483647) else k.concurrency_limit end
   where k.id = p_key_id
   returning * into v_key;
   if not found then
@@ -649,8 +649,12 @@ comment on function admin.key_update(bigint, jsonb) is
 
 -- admin.channel_test_key: a key that lives five minutes, for the panel's "Test" button. The panel
 -- calls the gateway with it (never the upstream directly: upstream keys are decrypted only in the
--- gateway, DESIGN §7) and revokes it right after. Owned by the system user "channel-test", put in
--- the channel's first group so the gateway routes to the channels of that group.
+-- gateway, DESIGN §7) and revokes it right after.
+/* why an internal user and group per channel, "channel-test.<id>": routing plans that group as
+   exactly this channel (private.route_plans), so no other channel can answer for a dead one. One
+   user per channel, because a request's group is its owner's at request time: two channels tested
+   at once through one user would race for its group. These users, groups and keys are hidden from
+   the panel's lists and totals (private.user_is_internal) and cannot be edited. */
 create or replace function admin.channel_test_key(p_channel_id bigint, p_model text)
 returns jsonb
 language plpgsql volatile security definer
@@ -658,22 +662,30 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_ch private.channels;
+  v_name text := format('channel-test.%s', p_channel_id);
   v_user_id bigint;
 begin
   select * into v_ch from private.channels c where c.id = p_channel_id;
   if not found then
     raise exception using errcode = 'BADCH', message = format('No channel with id %s.', p_channel_id);
   end if;
+  if not (p_model = any(v_ch.models)) then
+    raise exception using errcode = 'BADCH', column = 'model',
+      message = format('Channel "%s" does not serve model "%s"; it serves: %s.', v_ch.name, p_model,
+                       coalesce(nullif(array_to_string(v_ch.models, ', '), ''), 'no model'));
+  end if;
+  insert into private.groups (name, description)
+  values (v_name, format('Internal: the admin panel''s tests of channel %s', p_channel_id))
+  on conflict (name) do nothing;
   insert into private.users (username, display_name, group_name, role, status)
-  values ('channel-test', 'Channel tests from the admin panel', coalesce(v_ch.groups[1], 'default'), 'user', 'active')
+  values (v_name, format('Tests of channel %s from the admin panel', p_channel_id), v_name, 'user', 'active')
   on conflict (username) do update set group_name = excluded.group_name, status = 'active'
   returning id into v_user_id;
-  -- Test calls are billed like any other (to this user, so they show in spend); a small credit
-  -- limit lets them through without anyone topping this user up.
-  if to_regprocedure('admin.wallet_update(jsonb)') is not null then
-    execute 'select admin.wallet_update($1)'
-      using jsonb_build_object('user_id', v_user_id, 'credit_limit_micros', 1000000);
-  end if;
+  -- Test calls are billed like any other (to this user); a small credit limit lets them through
+  -- without anyone topping this user up. (The table directly: admin.wallet_update refuses
+  -- internal users.)
+  update private.wallets w set credit_limit_micros = 1000000, updated_at = now()
+   where w.user_id = v_user_id and w.credit_limit_micros <> 1000000;
   -- Old test keys go; they were valid for minutes anyway.
   update private.api_keys k set status = 'revoked', revoked_at = now()
    where k.user_id = v_user_id and k.status = 'active' and k.expires_at < now();
@@ -683,7 +695,7 @@ begin
 end
 $$;
 comment on function admin.channel_test_key(bigint, text) is
-  E'A key valid five minutes for one model, owned by system user "channel-test" in the channel''s first group: the panel''s channel test calls the gateway with it, then revokes it.';
+  E'A key valid five minutes for one model that the channel serves, owned by internal user "channel-test.<id>" whose group routes to that channel only: the panel''s channel test calls the gateway with it, then revokes it.';
 
 ------------------------------------------------------------------------------------------------
 -- Views for the panel
@@ -711,6 +723,7 @@ create or replace view admin.usage_hourly as
          coalesce(sum(r.completion_tokens), 0) as completion_tokens,
          coalesce(sum(r.cost_micros), 0) as cost_micros
     from private.requests r
+   where not exists (select 1 from admin.internal_users i where i.id = r.user_id)   -- channel tests are not traffic
    group by 1, 2, 3, 4, 5;
 
 create or replace view admin.latency_hourly as
@@ -719,7 +732,7 @@ create or replace view admin.latency_hourly as
          percentile_cont(0.5) within group (order by r.latency_ms) as p50_ms,
          percentile_cont(0.95) within group (order by r.latency_ms) as p95_ms
     from private.requests r
-   where r.status <> 'pending'
+   where r.status <> 'pending' and not exists (select 1 from admin.internal_users i where i.id = r.user_id)
    group by 1;
 
 create or replace view admin.partitions as

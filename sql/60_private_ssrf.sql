@@ -81,7 +81,7 @@ begin
   end if;
   raise exception using errcode = 'BADCH', column = 'base_url',
     message = format('"base_url" points at a private, loopback, link-local or metadata address (%s); channels must use a public host.', private.url_host(p_url)),
-    hint = 'For a self-hosted model on your own network: select admin.option_set(''AllowPrivateUpstreams'', ''true'');';
+    hint = 'For a self-hosted model on your own network, turn on AllowPrivateUpstreams in the admin panel''s Settings (or in psql: select admin.option_set(''AllowPrivateUpstreams'', ''true'');).';
 end
 $$;
 comment on function private.channel_url_check(text) is E'Raises BADCH (column base_url) when the URL''s host is private and AllowPrivateUpstreams is off. Called when a channel is saved.';

@@ -88,5 +88,8 @@ export const handle: Handle = async ({ event, resolve }) => {
   response.headers.set('x-frame-options', 'DENY');
   response.headers.set('referrer-policy', 'same-origin');
   response.headers.set('x-content-type-options', 'nosniff');
+  // Pages of a logged-in session show balances and keys: never stored, so Back after logging out
+  // (or the next person at a shared browser) cannot bring them back from the cache.
+  if (token && !path.startsWith('/_app/')) response.headers.set('cache-control', 'no-store');
   return response;
 };

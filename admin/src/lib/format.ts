@@ -1,7 +1,10 @@
-// Display helpers. Money is integer micro-USD everywhere (DESIGN §3); only the display divides.
+// Display helpers. Money is integer micro-USD everywhere (DESIGN §3); only the display divides,
+// and only here: every page shows money with usd(), so a balance, a price and a top-up message
+// never disagree. At least two decimals; up to six (one micro-USD) when the amount has them, so
+// $4.999876 is not rounded to a misleading $5.00.
 export const usd = (micros: unknown) => {
-  const n = Number(micros ?? 0) / 1e6;
-  const abs = Math.abs(n).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: Math.abs(n) < 1 && n !== 0 ? 6 : 2 });
+  const n = Number(micros ?? 0);
+  const abs = (Math.abs(n) / 1e6).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 6 });
   return `${n < 0 ? '-' : ''}$${abs}`;
 };
 export const num = (v: unknown) => (v === null || v === undefined ? '—' : Number(v).toLocaleString('en-US'));

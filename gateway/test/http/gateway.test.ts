@@ -30,6 +30,7 @@ beforeAll(async () => {
   extraKeys.revoked = (await createKey(sql, { user_id: user.id })).key;
   await sql`update private.api_keys set status = 'revoked' where key_hash = sha256(${extraKeys.revoked}::bytea)`;
   extraKeys.expired = (await createKey(sql, { user_id: user.id, expires_at: '2021-01-01T00:00:00Z' })).key;
+  await sql`select admin.model_upsert('{"name": "other-model"}')`; // a key may allow known models only
   extraKeys.limited = (await createKey(sql, { user_id: user.id, allowed_models: ['other-model'] })).key;
   extraKeys.ipBound = (await createKey(sql, { user_id: user.id, allowed_ips: ['10.9.9.0/24'] })).key;
   gw = await startGateway();

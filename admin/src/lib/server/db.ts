@@ -5,6 +5,7 @@
 import postgres, { type Sql, type TransactionSql } from 'postgres';
 import { env } from '$env/dynamic/private';
 import { error, fail, redirect } from '@sveltejs/kit';
+import { formProblem } from './forms';
 
 let client: Sql | null = null;
 
@@ -52,12 +53,15 @@ interface PgErr {
   column_name?: string;
 }
 
-/** Maps a database error to SvelteKit's error(): 42501 → 403, NOSES → login, the rest → 500. */
+/** Maps a database error to SvelteKit's error(): 42501 → 403, NOSES → login, bad input → 400, the rest → 500. */
 export function toHttp(err: unknown): unknown {
   const e = err as PgErr;
   if (e && typeof e === 'object' && 'status' in e) return err; // already an HttpError / Redirect
   if (e?.code === '42501') return error(403, { message: 'Admins only: this page is not available to your account.', code: '42501' });
   if (e?.code === 'NOSES') return redirect(303, '/login');
+  // Bad input that reached a page's query (a hand-edited URL): a 400 with a sentence, not a 500.
+  const problem = formProblem(err);
+  if (problem) return error(400, { message: problem.message, code: problem.code });
   console.error('[admin] database error', e?.code, e?.message);
   return error(500, { message: e?.message ?? 'Database error', code: e?.code });
 }
@@ -75,9 +79,8 @@ export async function act<T>(locals: App.Locals, fn: (tx: Tx) => Promise<T>): Pr
     if (e && typeof e === 'object' && 'status' in e) throw err;
     if (e?.code === '42501') throw error(403, { message: 'Admins only.', code: '42501' });
     if (e?.code === 'NOSES') throw redirect(303, '/login');
-    if (e?.code && (/^[A-Z]{5}$/.test(e.code) || e.code.startsWith('22') || e.code.startsWith('23'))) {
-      return fail(400, { code: e.code, message: e.message + (e.hint ? ` ${e.hint}` : ''), field: e.column_name ?? null });
-    }
+    const problem = formProblem(err);
+    if (problem) return fail(400, { ...problem });
     throw toHttp(err);
   }
 }

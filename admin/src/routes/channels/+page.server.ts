@@ -3,12 +3,29 @@ import type { Actions, PageServerLoad } from './$types';
 import { act, run } from '$lib/server/db';
 import { channelArgs } from '$lib/server/channels';
 import { testChannel } from '$lib/server/channel-test';
+import { countCapped, keyset, pageOf } from '$lib/server/paging';
+import { BIGINT_ID, likePattern, searchOf } from '$lib/server/search';
 
-export const load: PageServerLoad = async ({ locals }) =>
-  run(locals, async (tx) => ({
-    channels: [...(await tx`select id, name, type, base_url, models, groups, priority, weight, status, status_reason, status_changed_at, key_count, version from admin.channels order by priority desc, id`)],
-    groups: (await tx`select name from admin.groups order by name`).map((g) => g.name as string),
-  }));
+export const load: PageServerLoad = async ({ locals, url }) =>
+  run(locals, async (tx) => {
+    const q = searchOf(url);
+    const k = keyset(tx, url, {
+      alias: 'c',
+      relation: tx`admin.channels`,
+      sorts: { priority: { col: 'priority' }, id: { col: 'id' }, name: { col: 'name' }, status: { col: 'status' } },
+      sort: ['priority', 'desc'],
+      id: BIGINT_ID,
+      limit: 50,
+    });
+    const from = tx`from admin.channels c where ${q ? tx`(c.name ilike ${likePattern(q)} or c.base_url ilike ${likePattern(q)} or array_to_string(c.models, ' ') ilike ${likePattern(q)})` : tx`true`}`;
+    const rows = await tx`select id, name, type, base_url, models, groups, priority, weight, status, status_reason, status_changed_at, key_count, version
+                            ${from} and ${k.cond} order by ${k.order} limit ${k.limit + 1}`;
+    return {
+      ...(await pageOf(k, [...rows] as any[], countCapped(tx, tx`select 1 ${from}`))),
+      q,
+      groups: (await tx`select name from admin.groups order by name`).map((g) => g.name as string),
+    };
+  });
 
 export const actions: Actions = {
   create: async ({ request, locals }) => {
@@ -24,8 +41,9 @@ export const actions: Actions = {
     const f = await request.formData();
     const enable = f.get('enable') === '1';
     return act(locals, async (tx) => {
-      await tx`select admin.channel_update(${Number(f.get('id'))}, ${tx.json({ status: enable ? 'enabled' : 'manually_disabled', status_reason: enable ? null : 'disabled in the admin panel' } as never)})`;
-      return { toggled: true };
+      const [{ c }] = await tx`select admin.channel_update(${Number(f.get('id'))}, ${tx.json({ status: enable ? 'enabled' : 'manually_disabled', status_reason: enable ? null : 'disabled in the admin panel' } as never)}) as c`;
+      // Reversible, so no confirmation: it acts at once, says so, and offers the way back.
+      return { toggled: { id: Number(c.id), name: c.name as string, enabled: enable } };
     });
   },
   test: async ({ request, locals }) => {

@@ -5,8 +5,19 @@ import { setSessionCookie, verifyPassword } from '$lib/server/auth';
 
 export const load: PageServerLoad = async ({ locals }) => {
   if (locals.user?.stage === 'full') redirect(303, locals.user.role === 'admin' ? '/' : '/me');
-  return {};
+  // The first-start hints only while they can work: no admin with a password of their own yet.
+  const [{ s }] = await sql()`select admin.bootstrap_status() as s`;
+  return { firstStart: Number(s.admins) === 0, defaultPending: !!s.default_pending };
 };
+
+/** Where to go after logging in: `next` if it is a local path this user may open, else their home. */
+function destination(next: string | null, admin: boolean): string {
+  const home = admin ? '/' : '/me';
+  if (!next || !next.startsWith('/') || next.startsWith('//')) return home;
+  // Admin pages answer a regular user with 403; send them to their own page instead.
+  if (!admin && !(next === '/me' || next.startsWith('/me?') || next.startsWith('/me/') || next.startsWith('/password'))) return home;
+  return next;
+}
 
 const messages: Record<string, string> = {
   invalid: 'Wrong username or password.',
@@ -31,6 +42,7 @@ export const actions: Actions = {
     const next = url.searchParams.get('next');
     if (r.stage === 'totp') redirect(303, '/login/totp');
     if (r.must_change) redirect(303, '/password');
-    redirect(303, next && next.startsWith('/') && !next.startsWith('//') ? next : '/');
+    const [{ u }] = await db`select admin.session_get(${r.token}) as u`;
+    redirect(303, destination(next, u?.role === 'admin'));
   },
 };

@@ -34,7 +34,7 @@ export const actions: Actions = {
     const f = await request.formData();
     return act(locals, async (tx) => {
       const [{ r }] = await tx`select me.redeem(${String(f.get('code') ?? '').trim()}) as r`;
-      return { done: `Redeemed $${(Number(r.amount_micros) / 1e6).toFixed(2)}.` };
+      return { done: `Redeemed ${usd(r.amount_micros)}.` };
     });
   },
   totpSetup: async ({ locals }) => {

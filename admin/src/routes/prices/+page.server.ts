@@ -1,4 +1,5 @@
 import type { Actions, PageServerLoad } from './$types';
+import { fail } from '@sveltejs/kit';
 import { act, run } from '$lib/server/db';
 import { compact, jsonField } from '$lib/server/forms';
 
@@ -28,9 +29,10 @@ export const actions: Actions = {
   },
   import: async ({ request, locals }) => {
     const f = await request.formData();
+    const file = f.get('file');
+    const text = file instanceof File && file.size ? await file.text() : String(f.get('json') ?? '');
+    if (!text.trim()) return fail(400, { code: 'BADIN', field: 'json', message: 'Choose a price table file or paste one (the format of Export JSON) before importing.' });
     return act(locals, async (tx) => {
-      const file = f.get('file');
-      const text = file instanceof File && file.size ? await file.text() : String(f.get('json') ?? '');
       const [{ n }] = await tx`select admin.prices_import(${tx.json(jsonField(text, 'json') as never)}) as n`;
       return { done: `Imported ${n} model(s).` };
     });

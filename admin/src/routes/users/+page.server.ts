@@ -2,15 +2,39 @@ import type { Actions, PageServerLoad } from './$types';
 import { act, run } from '$lib/server/db';
 import { hashPassword, passwordProblem } from '$lib/server/auth';
 import { fail } from '@sveltejs/kit';
+import { usd } from '$lib/format';
+import { countCapped, keyset, pageOf } from '$lib/server/paging';
+import { BIGINT_ID, likePattern, searchOf } from '$lib/server/search';
 
-export const load: PageServerLoad = async ({ locals }) =>
-  run(locals, async (tx) => ({
-    users: [...(await tx`
+export const load: PageServerLoad = async ({ locals, url }) =>
+  run(locals, async (tx) => {
+    const k = keyset(tx, url, {
+      alias: 'u',
+      relation: tx`admin.users`,
+      sorts: { id: { col: 'id' }, username: { col: 'username' }, balance: { col: 'balance_micros', nulls: 0 }, created: { col: 'created_at' } },
+      sort: ['id', 'asc'],
+      id: BIGINT_ID,
+      limit: 50,
+    });
+    const q = searchOf(url);
+    const from = tx`from admin.users u where ${q ? tx`(u.username ilike ${likePattern(q)} or u.display_name ilike ${likePattern(q)} or u.email ilike ${likePattern(q)})` : tx`true`}`;
+    const rows = await tx`
       select u.*, p.can_log_in, p.must_change, p.totp_enabled
-        from admin.users u left join admin.panel_users p on p.user_id = u.id order by u.id`)],
-    groups: [...(await tx`select * from admin.groups order by name`)],
-    features: (await tx`select * from admin.features`)[0],
-  }));
+        from (select u.* ${from} and ${k.cond} order by ${k.order} limit ${k.limit + 1}) u
+        left join admin.panel_users p on p.user_id = u.id order by ${k.order}`;
+    return {
+      ...(await pageOf(k, [...rows] as any[], countCapped(tx, tx`select 1 ${from}`))),
+      q,
+      groups: [...(await tx`select * from admin.groups order by name`)],
+      features: (await tx`select * from admin.features`)[0],
+    };
+  });
+
+/** A USD amount typed in a form, in micro-USD (0 when empty or not a number: SQL says what is allowed). */
+const micros = (v: FormDataEntryValue | null) => {
+  const n = Math.round(Number(String(v ?? '').trim() || 0) * 1e6);
+  return Number.isFinite(n) ? n : 0;
+};
 
 export const actions: Actions = {
   create: async ({ request, locals }) => {
@@ -30,9 +54,16 @@ export const actions: Actions = {
   topup: async ({ request, locals }) => {
     const f = await request.formData();
     return act(locals, async (tx) => {
-      const micros = Math.round(Number(f.get('amount_usd')) * 1e6);
-      const [{ r }] = await tx`select admin.wallet_credit(${tx.json({ user_id: Number(f.get('id')), amount_micros: micros, note: String(f.get('note') ?? '') } as never)}) as r`;
-      return { done: `Balance is now $${(Number(r.balance_micros) / 1e6).toFixed(2)}.` };
+      const [{ r }] = await tx`select admin.wallet_credit(${tx.json({ user_id: Number(f.get('id')), amount_micros: micros(f.get('amount_usd')), note: String(f.get('note') ?? '') } as never)}) as r`;
+      return { done: `Balance is now ${usd(r.balance_micros)}.` };
+    });
+  },
+  // Taking money is its own action with a reason (admin.wallet_debit); the page asks to confirm.
+  debit: async ({ request, locals }) => {
+    const f = await request.formData();
+    return act(locals, async (tx) => {
+      const [{ r }] = await tx`select admin.wallet_debit(${tx.json({ user_id: Number(f.get('id')), amount_micros: micros(f.get('amount_usd')), note: String(f.get('note') ?? '').trim() } as never)}) as r`;
+      return { done: `Debited ${usd(-Number(r.amount_micros))}; balance is now ${usd(r.balance_micros)}.` };
     });
   },
   password: async ({ request, locals }) => {

@@ -113,6 +113,7 @@ describe('gateway.relay_begin', () => {
 
   it('enforces the model allowlist (MDENY) before looking for channels', async () => {
     await withTx(async (tx) => {
+      await tx`select admin.model_upsert('{"name": "some-other-model"}')`; // a key may allow known models only
       const f = await fixture(tx, { allowed_models: ['some-other-model'] });
       await tx`set local role elygate_gateway`;
       await expect(attempt(tx, (sp) => begin(sp, f.key.key, f.model))).rejects.toMatchObject({

@@ -46,6 +46,7 @@ describe('gateway.relay_begin_batch', () => {
       const { group, model } = await priced(tx);
       const user = await fundedUser(tx, group, 1_000);
       const good = await createKey(tx, { user_id: user.id });
+      await tx`select admin.model_upsert('{"name": "something-else"}')`; // a key may allow known models only
       const narrow = await createKey(tx, { user_id: user.id, allowed_models: ['something-else'] });
       const elements = [req(good.key, model), req('sk-not-a-key', model), req(narrow.key, model), req(null, model), req(good.key, 'no-such-model'), req(good.key, model),
                         { ...req(good.key, model), key_hash: 'not hex' }];
