@@ -344,7 +344,10 @@ describe('admin panel, end to end', () => {
     await page.click('button:has-text("Redeem")');
     await expect(page.getByTestId('form-error').textContent()).resolves.toMatch(/BADCD|unknown/);
     await shot('15-self-service');
-    for (const path of ['/', '/channels', '/channels/1', '/keys', '/users', '/prices', '/logs', '/cache', '/jobs', '/settings', '/prices/export', '/logs/export']) {
+    // The panel's home is their own page; every admin page is a 403.
+    await go('/');
+    expect(new URL(page.url()).pathname).toBe('/me');
+    for (const path of ['/channels', '/channels/1', '/keys', '/users', '/prices', '/logs', '/cache', '/jobs', '/settings', '/prices/export', '/logs/export']) {
       const res = await go(path);
       expect(res.status(), path).toBe(403);
     }

@@ -1,9 +1,12 @@
 import type { PageServerLoad } from './$types';
+import { redirect } from '@sveltejs/kit';
 import { run } from '$lib/server/db';
 
 const RANGES: Record<string, number> = { '24h': 24, '7d': 24 * 7, '30d': 24 * 30 };
 
 export const load: PageServerLoad = async ({ locals, url }) => {
+  // The panel's home is the dashboard for an admin and one's own page for everyone else.
+  if (locals.user && locals.user.role !== 'admin') redirect(303, '/me');
   const range = RANGES[url.searchParams.get('range') ?? ''] ? url.searchParams.get('range')! : '24h';
   const hours = RANGES[range];
   return run(locals, async (tx) => {
