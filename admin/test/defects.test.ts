@@ -11,16 +11,15 @@ import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import postgres, { type Sql } from 'postgres';
 import { argon2id } from 'hash-wasm';
-import { startGateway, type RunningGateway } from '../../gateway/test/support/gateway';
 import { startMockUpstream, type MockUpstream } from '../../gateway/test/support/mock-upstream';
-import { startAdmin, type RunningAdmin } from './support/admin-server';
+import { startProduct, type RunningProduct } from './support/admin-server';
 // @ts-expect-error plain ESM script without types
 import { migrateDatabase } from '../../scripts/migrate.mjs';
 
 const SHOTS = process.env.ELYGATE_DEFECT_SHOTS ?? mkdtempSync(join(tmpdir(), 'elygate-defects-'));
 const PASSWORD = 'ops-password-123';
 const RAW_SQL = /value out of range|violates check constraint|numeric field overflow|invalid input syntax|_check\b/;
-let dbName = '', su: Sql, gw: RunningGateway, live: MockUpstream, dead: MockUpstream, admin: RunningAdmin;
+let dbName = '', su: Sql, live: MockUpstream, dead: MockUpstream, admin: RunningProduct;
 let ctx: BrowserContext, page: Page, profile: string, loginPage = '';
 
 const withDb = (url: string) => {
@@ -63,8 +62,8 @@ beforeAll(async () => {
   await userWithPassword('ops', 'admin'); // an admin with a password before the panel starts
   live = await startMockUpstream();
   dead = await startMockUpstream();
-  gw = await startGateway({ DATABASE_URL: withDb(inject('databaseUrl')) });
-  admin = await startAdmin({ ADMIN_DATABASE_URL: withDb(inject('adminDatabaseUrl')), GATEWAY_URL: gw.url });
+  // The product as `npm start` runs it (gateway and panel), on this file's own database.
+  admin = await startProduct({ DATABASE_URL: withDb(inject('databaseUrl')), ADMIN_DATABASE_URL: withDb(inject('adminDatabaseUrl')) });
   profile = mkdtempSync(join(tmpdir(), 'elygate-chromium-'));
   ctx = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
@@ -83,7 +82,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await ctx?.close();
   await admin?.stop();
-  await gw?.stop();
   await live?.close();
   await dead?.close();
   await su?.end({ timeout: 5 });
