@@ -139,7 +139,8 @@ begin
         id uuid, status text, http_status integer, channel_id bigint,
         upstream_model text, prompt_tokens integer, completion_tokens integer, cached_tokens integer,
         cache_write_tokens integer, usage_source text, abort_policy text, attempts jsonb, ttfb_ms integer,
-        latency_ms integer, error_code text, error_message text, embedding_tokens integer, cache_store jsonb)
+        latency_ms integer, error_code text, error_message text, embedding_tokens integer, cache_store jsonb,
+        text_altered boolean)
   ),
   /* why the admission is deleted first: the delete is the idempotency check. A replayed outcome,
      or one a second gateway settles at the same moment, finds no row (the delete waits for the
@@ -161,7 +162,7 @@ begin
     select o.id, a.created_at, o.status, o.http_status, o.channel_id, o.upstream_model,
            o.prompt_tokens, a.prompt_tokens as admitted_prompt_tokens, o.completion_tokens, o.cached_tokens,
            o.cache_write_tokens, o.usage_source, o.abort_policy, o.attempts, o.ttfb_ms, o.latency_ms,
-           o.error_code, o.error_message, o.embedding_tokens, o.cache_store,
+           o.error_code, o.error_message, o.embedding_tokens, o.cache_store, coalesce(o.text_altered, false) as text_altered,
            a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
            a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
            case when a.group_multiplier is null then m.input_price else a.input_price end as input_price,
@@ -225,7 +226,7 @@ begin
                                   prompt_tokens, completion_tokens, total_tokens, usage_source, reserved_micros,
                                   cost_micros, error_code, error_message, ttfb_ms, latency_ms, finished_at,
                                   reserved_tokens, counted, cached_tokens, cache_write_tokens, cache,
-                                  cache_similarity, cache_entry_id, embedding_tokens)
+                                  cache_similarity, cache_entry_id, embedding_tokens, text_altered)
     select p.id, p.created_at, p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
            p.status, p.http_status, p.channel_id, p.upstream_model, p.route_plan, p.attempts,
            coalesce(p.prompt_tokens, p.admitted_prompt_tokens), p.completion_tokens,
@@ -233,7 +234,7 @@ begin
            case when p.billable then p.usage_source else 'none' end, p.reserved_micros,
            p.amount, p.error_code, left(p.error_message, 2000), p.ttfb_ms, p.latency_ms, now(),
            p.reserved_tokens, p.counted, p.cached_tokens, p.cache_write_tokens, p.cache,
-           p.cache_similarity, p.cache_entry_id, p.embedding_tokens
+           p.cache_similarity, p.cache_entry_id, p.embedding_tokens, p.text_altered
       from priced p
   ),
   booked as (
@@ -364,13 +365,14 @@ begin
   if jsonb_path_exists(p_outcomes, '$[*] ? (@.status == "refused")') then
     insert into private.requests (id, created_at, key_id, user_id, group_name, endpoint, model, stream, client_ip,
                                   status, http_status, error_code, error_message, latency_ms, finished_at,
-                                  usage_source, attempts)
+                                  usage_source, attempts, text_altered)
     select x.id, x.created_at, k.id, k.user_id, u.group_name, coalesce(x.ticket ->> 'endpoint', 'chat/completions'),
            coalesce(x.ticket ->> 'model', ''), coalesce((x.ticket ->> 'stream')::boolean, false),
            (x.ticket ->> 'client_ip')::inet, 'refused', x.http_status, x.error_code, left(x.error_message, 2000),
-           x.latency_ms, now(), 'none', '[]'::jsonb
+           x.latency_ms, now(), 'none', '[]'::jsonb, coalesce(x.text_altered, false)
       from jsonb_to_recordset(p_outcomes) as x(id uuid, created_at timestamptz, status text, http_status integer,
-                                               error_code text, error_message text, latency_ms integer, ticket jsonb)
+                                               error_code text, error_message text, latency_ms integer, ticket jsonb,
+                                               text_altered boolean)
       join private.api_keys k
         on k.key_hash = case when x.ticket ->> 'key_hash' ~ '^[0-9a-f]{64}$' then decode(x.ticket ->> 'key_hash', 'hex') end
       join private.users u on u.id = k.user_id

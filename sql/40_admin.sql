@@ -542,7 +542,7 @@ create or replace view admin.requests as
          r.prompt_tokens, r.completion_tokens, r.total_tokens, r.usage_source, r.reserved_micros, r.cost_micros,
          r.ttfb_ms, r.latency_ms, r.error_code, r.error_message, r.route_plan, r.attempts,
          r.cached_tokens, r.cache_write_tokens, r.reserved_tokens, r.cache, r.cache_similarity, r.cache_entry_id,
-         r.embedding_tokens
+         r.embedding_tokens, r.text_altered
     from private.requests r
   union all
   -- In flight: admitted and not settled yet (status 'pending'; settlement moves it to the log).
@@ -551,7 +551,7 @@ create or replace view admin.requests as
          a.prompt_tokens, null, null, null, a.reserved_micros, null,
          null, null, null, null, a.route_plan, null,
          null, null, a.reserved_tokens, a.cache, a.cache_similarity, a.cache_entry_id,
-         null
+         null, false
     from private.admissions a;
 
 -- admin.request_routes: the routing trace, one row per step of each request.

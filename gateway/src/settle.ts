@@ -15,6 +15,7 @@ import { config } from './config';
 import { isConnectionError } from './errors';
 import { observeOutcome } from './metrics';
 import type { PriceCard } from './receipt';
+import { storable } from './storable';
 
 export interface Attempt {
   channel_id: number;
@@ -49,6 +50,8 @@ export interface Outcome {
   latency_ms: number;
   error_code: string | null;
   error_message: string | null;
+  /** Some text of the outcome could not be stored as it was (see storable.ts). */
+  text_altered?: boolean;
 }
 
 /** Who the request was admitted for, so settlement can restore an admission a crash lost. */
@@ -91,7 +94,14 @@ mkdirSync(deadDir, { recursive: true });
 const log = (level: string, msg: string, extra: Record<string, unknown> = {}) =>
   console.error(JSON.stringify({ level, msg, ...extra }));
 
-export function queueOutcome(outcome: Outcome, keyRef?: string): void {
+/** The outcome with every string storable; an altered answer is not kept for the cache. */
+function storableOutcome<T extends Outcome>(outcome: T): T {
+  const { value, altered } = storable(outcome);
+  return altered ? { ...value, text_altered: true, cache_store: null } : value;
+}
+
+export function queueOutcome(queued: Outcome, keyRef?: string): void {
+  const outcome = storableOutcome(queued);
   observeOutcome(outcome.ticket?.endpoint ?? 'unknown', outcome);
   if (keyRef) {
     keyOf.set(outcome, keyRef);
@@ -107,7 +117,7 @@ export function queueOutcome(outcome: Outcome, keyRef?: string): void {
  * no request or latency metrics, no key bookkeeping.
  */
 export function queueRefusal(outcome: Outcome & { status: 'refused' }): void {
-  queue.push(outcome);
+  queue.push(storableOutcome(outcome));
   schedule();
 }
 

@@ -63,8 +63,8 @@ describe('refusals', () => {
     const id = res.headers.get('x-request-id')!;
     const row = await logged(id);
     expect(row).toMatchObject({ status: 'refused', http_status: 403, error_code: 'model_not_allowed', model: other });
-    expect(Number(row.key_id)).toBe(keyId);
-    expect(Number(row.user_id)).toBe(userId);
+    expect(Number(row!.key_id)).toBe(keyId);
+    expect(Number(row!.user_id)).toBe(userId);
     expect((await db()`select count(*)::int as n from private.ledger where request_id = ${id}`)[0].n).toBe(0);
     expect(upstream.calls.length).toBe(0);
   });

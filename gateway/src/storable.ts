@@ -1,0 +1,47 @@
+// Text PostgreSQL can store. JSON may carry "\u0000" and lone UTF-16 surrogates ("\ud800"), and
+// upstreams accept and echo both, but a jsonb or text column refuses them: an outcome carrying one
+// (in an answer kept for the cache, an upstream error text, a model name) would fail its whole
+// settlement batch, end in the dead-letter folder, and leave its reservation to the reaper, which
+// bills all of it. Every string of an outcome is made storable before it is queued: NUL and lone
+// surrogates become U+FFFD, and the outcome says that its text was altered.
+
+const UNSTORABLE = /[\u0000\ud800-\udfff]/;
+
+/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+function fix(s: string): string {
+  return s.replace(LONE_SURROGATE, '\ufffd').replaceAll('\u0000', '\ufffd');
+}
+
+/** The value with every string storable (a new object only where something changed). */
+export function storable<T>(value: T): { value: T; altered: boolean } {
+  let altered = false;
+  const walk = (v: unknown): unknown => {
+    if (typeof v === 'string') {
+      if (!UNSTORABLE.test(v)) return v;
+      const fixed = fix(v);
+      if (fixed !== v) altered = true;
+      return fixed;
+    }
+    if (Array.isArray(v)) {
+      let copy: unknown[] | null = null;
+      v.forEach((x, i) => {
+        const w = walk(x);
+        if (w !== x) (copy ??= v.slice())[i] = w;
+      });
+      return copy ?? v;
+    }
+    if (v && typeof v === 'object' && !(v instanceof Date)) {
+      let copy: Record<string, unknown> | null = null;
+      for (const [k, x] of Object.entries(v)) {
+        const w = walk(x);
+        if (w !== x) (copy ??= { ...(v as Record<string, unknown>) })[k] = w;
+        if (UNSTORABLE.test(k)) altered = true; // keys are ours; never expected to need this
+      }
+      return copy ?? v;
+    }
+    return v;
+  };
+  return { value: walk(value) as T, altered };
+}
