@@ -105,7 +105,7 @@ describe('6. SSRF', () => {
     figure('SSRF at connect time', { private_refused: blocked.length, dns_to_private_refused: 3, redirect_to_metadata_refused: true, connections_made_while_refusing: hits - before - 1 });
   });
 
-  it('the running gateway: is the connect-time guard wired into relay.ts? (reported, see the hook)', async () => {
+  it('the running gateway refuses a private upstream before connecting, as an upstream error naming why', async () => {
     const t = await tenant(localUrl);
     const gw = await startGateway();
     const [{ was }] = await db()`select value as was from private.options where key = 'AllowPrivateUpstreams'`;
@@ -121,9 +121,12 @@ describe('6. SSRF', () => {
       figure('SSRF in the running gateway', {
         status: res.status,
         upstream_reached: reached,
-        connect_time_guard: wired ? 'wired' : reached ? 'NOT wired (relay.ts hook pending)' : `unclear: ${body.slice(0, 160)}`,
+        connect_time_guard: wired ? 'wired' : reached ? 'NOT wired' : `unclear: ${body.slice(0, 160)}`,
       });
-      expect(res.status).toBeLessThan(500 + (wired ? 100 : 0)); // never a 500 of the gateway's own
+      // The guard is wired: no connection was made, and the client got the gateway's upstream error
+      // (502/503, naming the private address), never a 500 of its own nor the upstream's answer.
+      expect(reached).toBe(false);
+      expect(wired).toBe(true);
     } finally {
       await db()`select admin.option_set('AllowPrivateUpstreams', ${was})`;
       await gw.stop();

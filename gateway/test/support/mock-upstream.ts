@@ -88,6 +88,25 @@ export function embeddingFor(text: string, dims = 8): number[] {
   return v.map((x) => x / norm);
 }
 
+/** OpenAI's Responses API, as it answers: a response object, or its SSE events when streaming. */
+function respondResponses(res: ServerResponse, body: any, reportUsage: boolean) {
+  const input = typeof body.input === 'string' ? body.input : Array.isArray(body.input) ? body.input.map((m: any) => (typeof m?.content === 'string' ? m.content : '')).join(' ') : '';
+  const text = `echo: ${input}`;
+  const usage = { input_tokens: countWords(input), output_tokens: countWords(text), total_tokens: countWords(input) + countWords(text) };
+  const message = { type: 'message', id: 'msg_mock', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text, annotations: [] }] };
+  const response = { id: 'resp_mock', object: 'response', created_at: 1700000000, status: 'completed', model: body.model, output: [message], ...(reportUsage ? { usage } : {}) };
+  if (!body.stream) {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(response));
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  const event = (type: string, data: Record<string, unknown>) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+  event('response.created', { response: { ...response, status: 'in_progress', output: [] } });
+  for (const [i, w] of text.split(' ').entries()) event('response.output_text.delta', { item_id: 'msg_mock', output_index: 0, content_index: 0, delta: (i ? ' ' : '') + w });
+  event('response.completed', { response });
+  res.end();
+}
+
 function openAiError(status: number) {
   const map: Record<number, [string, string]> = {
     400: ['invalid_request_error', 'invalid_value'],
@@ -178,6 +197,11 @@ export async function startMockUpstream(): Promise<MockUpstream> {
 
     if (path.endsWith('/models')) {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data: [] }));
+      return;
+    }
+
+    if (path.endsWith('/responses')) {
+      respondResponses(res, body, state.reportUsage);
       return;
     }
 
