@@ -333,7 +333,7 @@ comment on function admin.login_begin(text, inet) is
 -- admin.login_finish: records the attempt and, when the password matched and every rule holds,
 -- opens a session. Never raises for a refused login, so the attempt row always survives.
 create or replace function admin.login_finish(p_username text, p_ip inet, p_password_ok boolean,
-                                              p_user_agent text default null)
+                                              p_user_agent text default null, p_forwarded boolean default false)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -350,8 +350,13 @@ begin
     select * into v_cred from private.credentials c where c.user_id = v_user.id;
     if v_cred.user_id is null or not coalesce(p_password_ok, false) then
       v_status := 'invalid';
-    elsif v_cred.is_default and not private.is_loopback(p_ip) then
+    /* why p_forwarded: behind a reverse proxy on the same host every client arrives from
+       loopback; a request that came through a proxy (it carries Forwarded, X-Forwarded-For or
+       X-Real-IP) is not someone at this machine. */
+    elsif v_cred.is_default and (not private.is_loopback(p_ip) or coalesce(p_forwarded, true)) then
       v_status := 'loopback_only';
+    elsif v_cred.is_default and (admin.bootstrap_status() ->> 'admins')::integer > 0 then
+      v_status := 'default_retired';
     elsif v_cred.is_default and exists (select 1 from private.login_attempts a
                                           where a.username = p_username and a.ok and a.reason = 'default password') then
       v_status := 'default_used';
@@ -368,8 +373,8 @@ begin
   return private.session_open(v_user.id, p_ip, p_user_agent);
 end
 $$;
-comment on function admin.login_finish(text, inet, boolean, text) is
-  E'Second half of a login: records the attempt; returns {"status": ok|invalid|throttled|loopback_only|default_used} and, when ok, {"token", "stage": full|totp, "must_change"}. The default admin/admin123 works once and from loopback only.';
+comment on function admin.login_finish(text, inet, boolean, text, boolean) is
+  E'Second half of a login: records the attempt; returns {"status": ok|invalid|throttled|loopback_only|default_used|default_retired} and, when ok, {"token", "stage": full|totp, "must_change"}. The default admin/admin123 works once, from a direct loopback connection (p_forwarded false), and never once an admin has a password of their own.';
 
 -- admin.session_get: who a session token belongs to (null when it is unknown or has ended).
 -- Slides the expiry at most once a minute, so page views do not write on every request.

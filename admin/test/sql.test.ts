@@ -9,8 +9,8 @@ afterAll(closeDb);
 // A syntactically valid argon2id PHC string; SQL never verifies passwords, it only stores them.
 const HASH = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g';
 
-async function loginAs(tx: TransactionSql, username: string, ip = '10.0.0.1', ok = true) {
-  const [{ r }] = await tx`select admin.login_finish(${username}, ${ip}::inet, ${ok}, 'test') as r`;
+async function loginAs(tx: TransactionSql, username: string, ip = '10.0.0.1', ok = true, forwarded = false) {
+  const [{ r }] = await tx`select admin.login_finish(${username}, ${ip}::inet, ${ok}, 'test', ${forwarded}) as r`;
   return r as { status: string; token?: string; stage?: string; must_change?: boolean };
 }
 
@@ -138,6 +138,8 @@ describe('logins', () => {
       expect((await tx`select admin.bootstrap(${HASH}, true) as b`)[0].b).toBe(true);
       expect((await tx`select admin.bootstrap_status() as s`)[0].s).toEqual({ admins: 0, default_pending: true });
       expect((await loginAs(tx, 'admin', '203.0.113.9')).status).toBe('loopback_only');
+      // Through a reverse proxy on this host the address is loopback, but the request was forwarded.
+      expect((await loginAs(tx, 'admin', '127.0.0.1', true, true)).status).toBe('loopback_only');
       const first = await loginAs(tx, 'admin', '127.0.0.1');
       expect(first).toMatchObject({ status: 'ok', must_change: true });
       expect((await loginAs(tx, 'admin', '::1')).status).toBe('default_used');
@@ -145,6 +147,18 @@ describe('logins', () => {
       expect((await tx`select admin.bootstrap_status() as s`)[0].s).toEqual({ admins: 1, default_pending: false });
       expect((await tx`select admin.bootstrap(${HASH}, true) as b`)[0].b).toBe(false);
       expect((await loginAs(tx, 'admin', '203.0.113.9')).status).toBe('ok');
+    });
+  });
+
+  it('the default password stops working once any admin has a password of their own', async () => {
+    await withTx(async (tx) => {
+      await tx`delete from private.credentials`;
+      await tx`delete from private.login_attempts`;
+      await tx`update private.users set role = 'user' where role = 'admin'`;
+      expect((await tx`select admin.bootstrap(${HASH}, true) as b`)[0].b).toBe(true);
+      // Another admin gets a password (from psql, say) before anyone used admin/admin123.
+      await userWithPassword(tx, { role: 'admin' });
+      expect((await loginAs(tx, 'admin', '127.0.0.1')).status).toBe('default_retired');
     });
   });
 

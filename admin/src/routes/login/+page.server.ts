@@ -22,9 +22,12 @@ function destination(next: string | null, admin: boolean): string {
 const messages: Record<string, string> = {
   invalid: 'Wrong username or password.',
   throttled: 'Too many failed attempts. Wait a few minutes and try again.',
-  loopback_only: 'The default password works only from the machine running Elygate. Use the setup token printed at start, or ELYGATE_ADMIN_PASSWORD.',
+  loopback_only: 'The default password works only from the machine running Elygate, connected directly (not through a proxy). Use the setup token printed at start, or ELYGATE_ADMIN_PASSWORD.',
   default_used: 'The default password was already used once. Use the setup token printed at start.',
+  default_retired: 'An admin has a password of their own now: the default password no longer works.',
 };
+
+const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'];
 
 export const actions: Actions = {
   default: async ({ request, cookies, url, getClientAddress }) => {
@@ -36,7 +39,9 @@ export const actions: Actions = {
     const [{ b }] = await db`select admin.login_begin(${username}, ${ip}::inet) as b`;
     if (b.status === 'throttled') return fail(429, { username, message: messages.throttled });
     const ok = await verifyPassword(password, b.password_hash ?? null);
-    const [{ r }] = await db`select admin.login_finish(${username}, ${ip}::inet, ${ok}, ${request.headers.get('user-agent')}) as r`;
+    // A request that came through a proxy is not someone at this machine, whatever its address.
+    const forwarded = FORWARDING_HEADERS.some((h) => request.headers.has(h));
+    const [{ r }] = await db`select admin.login_finish(${username}, ${ip}::inet, ${ok}, ${request.headers.get('user-agent')}, ${forwarded}) as r`;
     if (r.status !== 'ok') return fail(r.status === 'throttled' ? 429 : 400, { username, message: messages[r.status] ?? 'Login refused.' });
     setSessionCookie(cookies, url, r.token);
     const next = url.searchParams.get('next');
