@@ -223,6 +223,25 @@ async function listModels(request: Request, server: Server, only?: string): Prom
   }
 }
 
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'];
+
+/* why: the metrics name channels and models and count traffic; on the public port they are for a
+   scraper on this machine (a direct loopback connection: a request through a proxy on this host is
+   loopback too, so forwarding headers disqualify it) or one holding ELYGATE_METRICS_TOKEN. */
+function metricsRoute(request: Request, server: Server): Response {
+  const requestId = newRequestId();
+  const token = config.metricsToken;
+  const bearer = request.headers.get('authorization');
+  const local = LOOPBACK.test(server?.requestIP?.(request)?.address ?? '') && !FORWARDING_HEADERS.some((h) => request.headers.has(h));
+  const allowed = token ? bearer === `Bearer ${token}` || (local && !bearer) : local;
+  if (!allowed) {
+    const why = token ? 'a valid bearer token (ELYGATE_METRICS_TOKEN)' : 'a direct connection from this machine; set ELYGATE_METRICS_TOKEN to scrape from elsewhere';
+    return new GatewayError(401, `/metrics needs ${why}.`, 'invalid_request_error', 'metrics_forbidden').toResponse(requestId);
+  }
+  return new Response(metrics() + renderMetrics(), { headers: { 'content-type': 'text/plain; version=0.0.4', 'x-request-id': requestId } });
+}
+
 function metrics(): string {
   const lines = [
     '# HELP elygate_db_queries_total Database round trips made by this gateway process.',
@@ -285,7 +304,7 @@ export function createApp() {
         return new GatewayError(503, `Not ready: ${(err as Error).message}`, 'service_unavailable', 'database_unavailable', null, { 'retry-after': '2' }).toResponse(requestId);
       }
     })
-    .get('/metrics', () => new Response(metrics() + renderMetrics(), { headers: { 'content-type': 'text/plain; version=0.0.4', 'x-request-id': newRequestId() } }))
+    .get('/metrics', ({ request, server }) => metricsRoute(request, server as Server))
     .post('/v1/chat/completions', ({ request, server }) => relayRoute('chat/completions', request, server as Server), { parse: 'none' })
     .post('/v1/completions', ({ request, server }) => relayRoute('completions', request, server as Server), { parse: 'none' })
     .post('/v1/embeddings', ({ request, server }) => relayRoute('embeddings', request, server as Server), { parse: 'none' })

@@ -30,6 +30,9 @@ export const config = {
   dbConnectTimeout: int('ELYGATE_DB_CONNECT_TIMEOUT_S', 5),
   // Where outcomes wait, fsynced, while the database is unreachable (replayed at next start too).
   spoolDir: process.env.ELYGATE_SPOOL_DIR || new URL('../../.elygate/spool', import.meta.url).pathname,
+  // /metrics from anywhere but a direct loopback connection needs "Authorization: Bearer <this>";
+  // unset, /metrics answers loopback only (it names channels and models).
+  metricsToken: process.env.ELYGATE_METRICS_TOKEN || '',
   // Hard ceiling handed to Bun; the live limit is the MaxRequestBodyBytes option.
   bodyHardLimit: 268435456,
 };
