@@ -1,0 +1,136 @@
+// Issue 21, "what operators expect and cannot do yet": edit a key, clear a price, make redemption
+// codes, read a wallet's history, see a channel's breaker and probes, test every channel, read a
+// routing trace and see a cache hit, driven through the real panel (headless Chromium), gateway,
+// database and two mock upstreams, in a database of its own (as defects.test.ts).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import postgres, { type Sql } from 'postgres';
+import { argon2id } from 'hash-wasm';
+import { startMockUpstream, type MockUpstream } from '../../gateway/test/support/mock-upstream';
+import { startProduct, type RunningProduct } from './support/admin-server';
+// @ts-expect-error plain ESM script without types
+import { migrateDatabase } from '../../scripts/migrate.mjs';
+
+const SHOTS = process.env.ELYGATE_OPERATOR_SHOTS ?? mkdtempSync(join(tmpdir(), 'elygate-operators-'));
+const PASSWORD = 'ops-password-123';
+let dbName = '', su: Sql, live: MockUpstream, dead: MockUpstream, admin: RunningProduct;
+let ctx: BrowserContext, page: Page, profile: string;
+
+const withDb = (url: string) => {
+  const u = new URL(url);
+  u.pathname = `/${dbName}`;
+  return u.toString();
+};
+const hash = (password: string) =>
+  argon2id({ password, salt: randomBytes(16), parallelism: 1, iterations: 2, memorySize: 19456, hashLength: 32, outputType: 'encoded' });
+const go = async (path: string, p: Page = page) => (await p.goto(admin.url + path))!;
+const shot = (name: string, p: Page = page) => p.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+const formError = () => page.getByTestId('form-error').first().textContent();
+
+async function login(p: Page, username: string, password: string, from = '/') {
+  await p.goto(admin.url + from);
+  await p.fill('#username', username);
+  await p.fill('#password', password);
+  await p.click('button:has-text("Log in")');
+}
+
+async function userWithPassword(username: string, role: 'admin' | 'user') {
+  const [{ u }] = await su`select admin.user_create(${su.json({ username, role })}) as u`;
+  await su`select admin.user_password_set(${u.id}, ${await hash(PASSWORD)}, false)`;
+  return Number(u.id);
+}
+
+beforeAll(async () => {
+  dbName = `gw_test_${randomBytes(4).toString('hex')}`;
+  const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
+  await root.unsafe(`create database ${dbName}`);
+  await root.end();
+  await migrateDatabase(withDb(inject('databaseUrl')), { log: () => {} });
+  su = postgres(withDb(inject('databaseUrl')), { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': inject('masterKey') } as never });
+  await su`select admin.option_set('AllowPrivateUpstreams', 'true')`; // the mocks listen on 127.0.0.1
+  await su`select admin.option_set('AllowUnpricedModels', 'true')`;
+  await userWithPassword('ops', 'admin'); // an admin with a password before the panel starts
+  live = await startMockUpstream();
+  dead = await startMockUpstream();
+  // The product as `npm start` runs it (gateway and panel), on this file's own database.
+  admin = await startProduct({ DATABASE_URL: withDb(inject('databaseUrl')), ADMIN_DATABASE_URL: withDb(inject('adminDatabaseUrl')) });
+  profile = mkdtempSync(join(tmpdir(), 'elygate-chromium-'));
+  ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 860 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  ctx.setDefaultTimeout(10000);
+  page = ctx.pages()[0] ?? (await ctx.newPage());
+  // Logged in here, not in a test, so each test below passes or fails on its own defect.
+  await login(page, 'ops', PASSWORD);
+  await page.waitForURL((u) => u.pathname === '/');
+});
+
+afterAll(async () => {
+  await ctx?.close();
+  await admin?.stop();
+  await live?.close();
+  await dead?.close();
+  await su?.end({ timeout: 5 });
+  if (dbName) {
+    const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
+    await root.unsafe(`drop database if exists ${dbName} with (force)`);
+    await root.end();
+  }
+  if (profile) rmSync(profile, { recursive: true, force: true });
+  if (!process.env.ELYGATE_OPERATOR_SHOTS) rmSync(SHOTS, { recursive: true, force: true });
+});
+
+const dbRow = async (q: Promise<any[]>) => (await q)[0];
+
+describe('issue 21: what operators expect and cannot do yet', () => {
+  let carolKey = '';
+  beforeAll(async () => {
+    const [{ u }] = await su`select admin.user_create('{"username": "carol"}') as u`;
+    await su`select admin.wallet_credit(${su.json({ user_id: u.id, amount_micros: 5000000, note: 'invoice 42' })})`;
+    for (const [name, mock, priority] of [['alpha', live, 10], ['beta', dead, 0]] as const) {
+      await su`select admin.channel_create(${su.json({ name, base_url: mock.url, api_key: 'sk-up', models: ['m-op'], priority })})`;
+    }
+    const [{ k }] = await su`select admin.key_create('{"username": "carol", "name": "ci", "rpm_limit": 10, "tpm_limit": 1000}') as k`;
+    carolKey = k.key;
+  });
+
+  it("edits a key's limits, models, expiry and label from the Keys page", async () => {
+    const [{ id, key_prefix }] = await su`select id, key_prefix from admin.api_keys where username = 'carol'`;
+    await go('/keys');
+    await page.locator('tr', { hasText: key_prefix }).getByRole('link', { name: 'Edit' }).click();
+    const form = page.getByTestId('key-edit');
+    // The form starts from the key as it is.
+    expect(await form.locator('#ke-rpm').inputValue()).toBe('10');
+    expect(await form.locator('#ke-tpm').inputValue()).toBe('1000');
+    expect(await form.locator('#ke-name').inputValue()).toBe('ci');
+    // A model nobody serves is refused by SQL, next to the form, which keeps the key being edited.
+    await form.locator('#ke-models').fill('no-such-model');
+    await form.getByRole('button', { name: 'Save key' }).click();
+    expect(await formError()).toMatch(/Unknown model\(s\) in "allowed_models": "no-such-model"/);
+    await expect.poll(() => page.getByTestId('key-edit').count()).toBe(1);
+    await shot('keys-edit-error');
+    await page.fill('#ke-models', 'm-op');
+    await page.fill('#ke-rpm', '99');
+    await page.fill('#ke-tpm', ''); // emptied: no TPM limit any more
+    await page.fill('#ke-conc', '3');
+    await page.fill('#ke-quota', '2.5');
+    await page.fill('#ke-name', 'ci-renamed');
+    await page.fill('#ke-exp', '2030-01-31T12:00');
+    await page.getByRole('button', { name: 'Save key' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(new RegExp(`Key #${id} saved`));
+    const k = await dbRow(su`select * from admin.api_keys where id = ${id}`);
+    expect({ rpm: k.rpm_limit, tpm: k.tpm_limit, conc: k.concurrency_limit, quota: Number(k.quota_micros), name: k.name, models: k.allowed_models })
+      .toEqual({ rpm: 99, tpm: null, conc: 3, quota: 2500000, name: 'ci-renamed', models: ['m-op'] });
+    expect(new Date(k.expires_at).toISOString()).toBe('2030-01-31T12:00:00.000Z');
+    await go(`/keys?edit=${id}`);
+    await shot('keys-edit');
+  });
+});
