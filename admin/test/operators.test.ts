@@ -133,4 +133,17 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     await go(`/keys?edit=${id}`);
     await shot('keys-edit');
   });
+
+  it('clears a price on the Prices page', async () => {
+    await su`select admin.model_upsert('{"name": "priced-model", "input_price": 150000, "output_price": 600000}')`;
+    await go('/prices');
+    page.once('dialog', (d) => void d.accept());
+    await page.locator('tr', { hasText: 'priced-model' }).getByRole('button', { name: 'Clear price' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/Cleared the prices of priced-model/);
+    const m = await dbRow(su`select * from admin.models where name = 'priced-model'`);
+    expect([m.input_price, m.output_price, m.per_call_price]).toEqual([null, null, null]);
+    // Nothing left to clear: no button.
+    expect(await page.locator('tr', { hasText: 'priced-model' }).getByRole('button', { name: 'Clear price' }).count()).toBe(0);
+    await shot('prices');
+  });
 });
