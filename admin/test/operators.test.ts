@@ -146,4 +146,36 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     expect(await page.locator('tr', { hasText: 'priced-model' }).getByRole('button', { name: 'Clear price' }).count()).toBe(0);
     await shot('prices');
   });
+
+  it('creates redemption codes on the Users page and shows them once', async () => {
+    await go('/users');
+    const codes = page.getByTestId('codes');
+    await codes.locator('#c-count').fill('2');
+    await codes.locator('#c-amount').fill('1.5');
+    await codes.locator('#c-batch').fill('promo-test');
+    await codes.getByRole('button', { name: 'Create codes' }).click();
+    const shown = (await page.getByTestId('secret').textContent())!.trim().split('\n');
+    expect(shown).toHaveLength(2);
+    for (const c of shown) expect(c).toMatch(/^ely-[0-9A-F]{20}$/);
+    await shot('users-codes');
+    const [{ id: carol }] = await su`select id from admin.users where username = 'carol'`;
+    const [{ r }] = await su`select admin.code_redeem(${carol}, ${shown[0]}) as r`;
+    expect(Number(r.amount_micros)).toBe(1500000);
+    // Shown once: a new visit lists prefixes and who redeemed, never the codes.
+    await go('/users');
+    const html = await page.content();
+    for (const c of shown) expect(html).not.toContain(c);
+    expect(await page.getByTestId('codes').locator('tr', { hasText: 'carol' }).textContent()).toMatch(/promo-test[\s\S]*\$1\.50/);
+  });
+
+  it("shows a wallet's top-up history on the Users page", async () => {
+    await go('/users');
+    await page.locator('tr', { hasText: 'carol' }).getByRole('link', { name: 'History' }).click();
+    const credits = page.getByTestId('credits');
+    expect(await credits.textContent()).toMatch(/Top-up history of carol/);
+    const rows = await credits.locator('tbody tr').allTextContents();
+    expect(rows.join('|')).toMatch(/\$5\.00[\s\S]*admin[\s\S]*invoice 42/);
+    expect(rows.join('|')).toMatch(/\$1\.50[\s\S]*redeem[\s\S]*promo-test/);
+    await shot('users-credits');
+  });
 });
