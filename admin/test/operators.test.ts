@@ -178,4 +178,42 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     expect(rows.join('|')).toMatch(/\$1\.50[\s\S]*redeem[\s\S]*promo-test/);
     await shot('users-credits');
   });
+
+  it("shows a channel's breaker state and probe history on its page", async () => {
+    const [{ id }] = await su`select id from admin.channels where name = 'beta'`;
+    await su`insert into private.channel_breakers (channel_id, state, opened_at, next_probe_at, probe_failures, last_error)
+             values (${id}, 'open', now() - interval '2 minutes', now() + interval '1 minute', 2, 'HTTP 500 from upstream')`;
+    await su`insert into private.channel_probes (channel_id, kind, model, claimed_at, finished_at, ok, http_status, ms, error)
+             values (${id}, 'recovery', 'm-op', now(), now(), false, 500, 41, 'upstream said no')`;
+    await go(`/channels/${id}`);
+    const health = page.getByTestId('health');
+    expect(await health.getByTestId('breaker').textContent()).toMatch(/open: skipped by routing/);
+    expect(await health.textContent()).toMatch(/HTTP 500 from upstream/);
+    expect(await health.getByTestId('probes').locator('tbody tr').first().textContent()).toMatch(/recovery[\s\S]*m-op[\s\S]*failed[\s\S]*500[\s\S]*41[\s\S]*upstream said no/);
+    await shot('channel-health');
+    await su`delete from private.channel_breakers where channel_id = ${id}`;
+  });
+
+  let deadRequest = '', liveRequest = '';
+  it('tests every channel at once', async () => {
+    dead.mode = { kind: 'status', status: 500 };
+    // Disabled by hand still gets tested (the operator wants to know before enabling it), and says so.
+    const [{ id: betaId }] = await su`select id from admin.channels where name = 'beta'`;
+    await su`select admin.channel_update(${betaId}, '{"status": "manually_disabled"}')`;
+    await go('/channels');
+    await page.getByRole('button', { name: 'Test all' }).click();
+    const all = page.getByTestId('test-all');
+    expect(await all.locator('h2').textContent()).toMatch(/1 of 2 OK/);
+    const alpha = all.locator('tr', { hasText: 'alpha' });
+    const beta = all.locator('tr', { hasText: 'beta' });
+    expect(await alpha.textContent()).toMatch(/OK[\s\S]*echo: Say hello\./);
+    expect(await beta.textContent()).toMatch(/beta\s*manually_disabled[\s\S]*failed[\s\S]*answered HTTP 500/);
+    expect(await alpha.locator('td').nth(1).textContent()).toBe('alpha');
+    expect(dead.calls.filter((c) => c.path.endsWith('/chat/completions')).length).toBeGreaterThan(0);
+    liveRequest = new URL((await alpha.getByRole('link').last().getAttribute('href'))!, admin.url).pathname.split('/').pop()!;
+    deadRequest = new URL((await beta.getByRole('link').last().getAttribute('href'))!, admin.url).pathname.split('/').pop()!;
+    await shot('channels-test-all');
+    dead.mode = { kind: 'ok' };
+    await su`select admin.channel_update(${betaId}, '{"status": "enabled"}')`;
+  });
 });
