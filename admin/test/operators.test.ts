@@ -216,4 +216,44 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     dead.mode = { kind: 'ok' };
     await su`select admin.channel_update(${betaId}, '{"status": "enabled"}')`;
   });
+
+  it("shows a log entry's routing as a table of steps", async () => {
+    await go(`/logs/${deadRequest}`);
+    const steps = page.getByTestId('route-steps');
+    const failed = steps.locator('tbody tr', { hasText: 'attempt' }).first();
+    expect(await failed.textContent()).toMatch(/beta[\s\S]*500/);
+    expect(await steps.getByText('served').count()).toBe(0);
+    await shot('log-trace-failed');
+    await go(`/logs/${liveRequest}`);
+    const served = page.getByTestId('route-steps').locator('tbody tr', { hasText: 'served' });
+    expect(await served.count()).toBe(1);
+    expect(await served.textContent()).toMatch(/alpha[\s\S]*200/);
+    // The raw JSON is no longer the trace, only a collapsed appendix.
+    expect(await page.locator('[data-testid="trace"] details').getAttribute('open')).toBeNull();
+    await shot('log-trace');
+  });
+
+  it('labels a cache hit as one in the logs list and on its page', async () => {
+    const ask = () =>
+      fetch(`${admin.gatewayUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${carolKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'm-op', messages: [{ role: 'user', content: 'Cache me.' }], max_tokens: 8 }),
+      });
+    expect((await ask()).status).toBe(200);
+    let hit: Response | null = null;
+    await expect.poll(async () => {
+      hit = await ask();
+      return hit.headers.get('x-elygate-cache') ?? '';
+    }, { timeout: 10000, interval: 300 }).toMatch(/^exact/);
+    const id = hit!.headers.get('x-request-id')!;
+    await expect.poll(async () => (await dbRow(su`select status from admin.requests where id = ${id}::uuid`))?.status, { timeout: 10000 }).toBe('ok');
+    await go('/logs?user=carol');
+    const row = page.locator('tr', { has: page.locator(`a[href="/logs/${id}"]`) });
+    expect(await row.textContent()).toMatch(/exact cache hit/);
+    await shot('logs-cache');
+    await go(`/logs/${id}`);
+    expect(await page.getByTestId('cache-hit').textContent()).toBe('exact cache hit');
+    await shot('log-cache-hit');
+  });
 });

@@ -16,3 +16,9 @@ export const statusColor = (s: string) =>
     : s === 'pending' || s === 'running' || s === 'starting'
       ? 'bg-amber-100 text-amber-800'
       : 'bg-rose-100 text-rose-800';
+/** A request answered from the response cache (requests.cache: exact | semantic), as a label. */
+export const cacheLabel = (r: { cache?: string | null }) => (r.cache ? `${r.cache} cache hit` : '');
+export const cacheTitle = (r: { cache?: string | null; cache_similarity?: unknown }) =>
+  r.cache === 'semantic' && r.cache_similarity != null
+    ? `Answered from the semantic cache (similarity ${Number(r.cache_similarity).toFixed(3)}); no upstream was called.`
+    : r.cache ? `Answered from the ${r.cache} cache; no upstream was called.` : '';
