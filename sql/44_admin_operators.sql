@@ -38,3 +38,21 @@ end
 $$;
 comment on function admin.model_price_clear(text, text[]) is
   E'Clears a model''s prices: all of them, or only the fields named (input_price, output_price, cached_input_price, cache_write_price, per_call_price). A model with no input, output or per-call price left is unpriced (refused unless AllowUnpricedModels).';
+
+-- admin.key_archive: retires a key for good, keeping its history (requests, ledger, usage).
+/* why next to revoke: revoked says "stop it now" (a leak); archived says "this key is finished",
+   and the Keys page can leave archived keys out of its list. Both refuse every request (KREVK,
+   private.key_verify). Channels and users are archived through their update functions
+   ("status": "archived"); a key has no status field in admin.key_update, hence this function. */
+create or replace function admin.key_archive(p_key_id bigint)
+returns boolean
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update private.api_keys k set status = 'archived', revoked_at = coalesce(k.revoked_at, now())
+   where k.id = p_key_id and k.status <> 'archived'
+     and k.user_id not in (select i.id from admin.internal_users i)
+  returning true
+$$;
+comment on function admin.key_archive(bigint) is
+  E'Archives a key (active or revoked): every request with it is refused (KREVK, "has been archived"); its requests and ledger stay. Returns true, or null if it was already archived or unknown.';

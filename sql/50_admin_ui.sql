@@ -575,7 +575,7 @@ begin
   if not found then
     raise exception using errcode = 'BADIN', message = format('No user with id %s.', p_user_id);
   end if;
-  if v_user.status = 'disabled' then
+  if v_user.status in ('disabled', 'archived') then
     delete from private.sessions s where s.user_id = v_user.id;
   end if;
   return jsonb_build_object('id', v_user.id, 'username', v_user.username, 'group', v_user.group_name,
@@ -586,7 +586,7 @@ exception
 end
 $$;
 comment on function admin.user_update(bigint, jsonb) is
-  E'Updates a user: {"display_name", "email", "group", "role": user|admin, "status": active|disabled}. Disabling ends their panel sessions.';
+  E'Updates a user: {"display_name", "email", "group", "role": user|admin, "status": active|disabled|archived}. Disabling or archiving ends their panel sessions; an archived user''s keys are refused (UDSBL).';
 
 -- admin.user_password_set: an operator sets a user's panel password (argon2id hash from the admin
 -- server). By default the user must change it at their next login.

@@ -1,6 +1,8 @@
 // Issue 21, "what operators expect and cannot do yet": the SQL behind the panel's new buttons.
 import { afterAll, describe, expect, it } from 'vitest';
-import { attempt, closeDb, unique, withTx } from '../support/db';
+import { randomUUID } from 'node:crypto';
+import type { TransactionSql } from 'postgres';
+import { attempt, closeDb, createChannel, createKey, createUser, sha256, unique, withTx } from '../support/db';
 
 afterAll(closeDb);
 
@@ -40,6 +42,64 @@ describe('admin.model_price_clear', () => {
       await tx`set local role elygate_admin`;
       const [{ r }] = await tx`select admin.model_price_clear(${name}) as r`;
       expect(r.input_price).toBeNull();
+    });
+  });
+});
+
+describe('archive', () => {
+  async function fixture(tx: TransactionSql) {
+    const model = unique('m');
+    await tx`select admin.model_upsert(${tx.json({ name: model, input_price: 1, output_price: 1 })})`;
+    const user = await createUser(tx);
+    await tx`select admin.wallet_credit(${tx.json({ user_id: user.id, amount_micros: 1000000 })})`;
+    const key = await createKey(tx, { user_id: user.id });
+    const channel = await createChannel(tx, { base_url: 'https://a.example.com', models: [model] });
+    return { model, user, key, channel };
+  }
+  const begin = (tx: TransactionSql, key: string, model: string) =>
+    tx`select t.request_id, t.plan from gateway.relay_begin(${randomUUID()}, ${sha256(key)}, ${model}, 'chat/completions', false, '127.0.0.1', 10, 10) t`;
+
+  it('an archived key is refused and keeps its history', async () => {
+    await withTx(async (tx) => {
+      const f = await fixture(tx);
+      const [t] = await begin(tx, f.key.key, f.model);
+      const [{ ok }] = await tx`select admin.key_archive(${f.key.id}) as ok`;
+      expect(ok).toBe(true);
+      await expect(attempt(tx, (sp) => begin(sp, f.key.key, f.model))).rejects.toMatchObject({
+        code: 'KREVK', message: expect.stringContaining('has been archived'),
+      });
+      const [k] = await tx`select status from admin.api_keys where id = ${f.key.id}`;
+      expect(k.status).toBe('archived');
+      expect((await tx`select 1 from admin.requests where id = ${t.request_id} and key_id = ${f.key.id}`).length).toBe(1);
+      // Once: archiving again says nothing changed.
+      expect((await tx`select admin.key_archive(${f.key.id}) as ok`)[0].ok).toBeNull();
+    });
+  });
+
+  it("an archived user's keys are refused, and they can no longer log in", async () => {
+    await withTx(async (tx) => {
+      const f = await fixture(tx);
+      await tx`select admin.user_update(${f.user.id}, '{"status": "archived"}')`;
+      await expect(attempt(tx, (sp) => begin(sp, f.key.key, f.model))).rejects.toMatchObject({
+        code: 'UDSBL', message: expect.stringContaining('is archived'),
+      });
+      expect((await tx`select status from admin.users where id = ${f.user.id}`)[0].status).toBe('archived');
+    });
+  });
+
+  it('an archived channel is never routed, not even by the panel\'s channel test', async () => {
+    await withTx(async (tx) => {
+      const f = await fixture(tx);
+      const other = await createChannel(tx, { base_url: 'https://b.example.com', models: [f.model] });
+      await tx`select admin.channel_update(${f.channel.id}, '{"status": "archived"}')`;
+      const [plan] = await tx`select * from private.route_plan(${f.model}, 'default')`;
+      expect(plan.candidates.map((c: any) => c.channel_id)).toEqual([other.id]);
+      expect(JSON.stringify(plan.skipped ?? [])).not.toContain(`"channel_id": ${f.channel.id}`);
+      const [pinned] = await tx`select * from private.route_plan(${f.model}, ${`channel-test.${f.channel.id}`})`;
+      expect(pinned.candidates).toBeNull();
+      const [{ r }] = await tx`select admin.channel_update(${other.id}, '{"status": "archived"}') as r`;
+      expect(r.status).toBe('archived');
+      await expect(attempt(tx, (sp) => begin(sp, f.key.key, f.model))).rejects.toMatchObject({ code: 'NOMDL' });
     });
   });
 });
