@@ -9,6 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import postgres, { type Sql } from 'postgres';
 import { argon2id } from 'hash-wasm';
 import { startMockUpstream, type MockUpstream } from '../../gateway/test/support/mock-upstream';
@@ -51,6 +53,12 @@ beforeAll(async () => {
   await root.unsafe(`create database ${dbName}`);
   await root.end();
   await migrateDatabase(withDb(inject('databaseUrl')), { log: () => {} });
+  // And the migration in progress (archived statuses), as the suite's own setup does.
+  const project = fileURLToPath(new URL('../..', import.meta.url));
+  const gm = spawnSync(join(project, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], {
+    cwd: project, env: { ...process.env, DATABASE_URL: withDb(inject('databaseUrl')) }, encoding: 'utf8',
+  });
+  if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
   su = postgres(withDb(inject('databaseUrl')), { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': inject('masterKey') } as never });
   await su`select admin.option_set('AllowPrivateUpstreams', 'true')`; // the mocks listen on 127.0.0.1
   await su`select admin.option_set('AllowUnpricedModels', 'true')`;
@@ -255,5 +263,47 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     await go(`/logs/${id}`);
     expect(await page.getByTestId('cache-hit').textContent()).toBe('exact cache hit');
     await shot('log-cache-hit');
+  });
+
+  it('archives a channel, a key and a user: shown as such, never used again, history kept', async () => {
+    // Channel: archived from the list, left out of Test all, restored disabled.
+    await go('/channels');
+    page.once('dialog', (d) => void d.accept());
+    await page.locator('tr', { hasText: 'beta' }).getByRole('button', { name: 'Archive' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/beta archived/);
+    const betaRow = page.getByTestId('channels').locator('tr', { hasText: 'beta' });
+    expect(await betaRow.locator('.badge').first().textContent()).toBe('archived');
+    expect(await betaRow.getByRole('button', { name: 'Test' }).count()).toBe(0);
+    await shot('channels-archived');
+    await page.getByRole('button', { name: 'Test all' }).click();
+    expect(await page.getByTestId('test-all').locator('h2').textContent()).toMatch(/1 of 1 OK/);
+    await page.getByTestId('channels').locator('tr', { hasText: 'beta' }).getByRole('button', { name: 'Restore' }).click();
+    await expect.poll(async () => (await dbRow(su`select status from admin.channels where name = 'beta'`)).status).toBe('manually_disabled');
+
+    // Key: archived from the Keys page; the gateway refuses it; its requests stay in the log.
+    const [{ id: keyId, key_prefix }] = await su`select id, key_prefix from admin.api_keys where username = 'carol'`;
+    await go('/keys');
+    page.once('dialog', (d) => void d.accept());
+    await page.locator('tr', { hasText: key_prefix }).getByRole('button', { name: 'Archive' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(new RegExp(`Key #${keyId} archived`));
+    expect(await page.locator('tr', { hasText: key_prefix }).locator('.badge').textContent()).toBe('archived');
+    await shot('keys-archived');
+    const res = await fetch(`${admin.gatewayUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${carolKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm-op', messages: [{ role: 'user', content: 'Still there?' }], max_tokens: 8 }),
+    });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as any).error.message).toMatch(/has been archived/);
+    expect(Number((await dbRow(su`select count(*) as n from admin.requests where key_id = ${keyId} and status = 'ok'`)).n)).toBeGreaterThan(0);
+
+    // User: archived with the status select; their history (credits) stays readable.
+    await go('/users');
+    const carolRow = page.getByTestId('users').locator('tr', { hasText: 'carol' });
+    await carolRow.locator('select[name="status"]').selectOption('archived');
+    await carolRow.getByRole('button', { name: 'Save' }).click();
+    await expect.poll(async () => (await dbRow(su`select status from admin.users where username = 'carol'`)).status).toBe('archived');
+    await page.getByTestId('users').locator('tr', { hasText: 'carol' }).getByRole('link', { name: 'History' }).click();
+    expect(await page.getByTestId('credits').textContent()).toMatch(/invoice 42/);
   });
 });

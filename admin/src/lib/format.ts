@@ -11,7 +11,9 @@ export const num = (v: unknown) => (v === null || v === undefined ? '—' : Numb
 export const when = (v: unknown) => (v ? new Date(v as string).toISOString().replace('T', ' ').slice(0, 19) : '—');
 export const list = (v: unknown) => (Array.isArray(v) && v.length ? v.join(', ') : '—');
 export const statusColor = (s: string) =>
-  s === 'enabled' || s === 'active' || s === 'ok' || s === 'succeeded'
+  s === 'archived'
+    ? 'bg-slate-200 text-slate-700'
+    : s === 'enabled' || s === 'active' || s === 'ok' || s === 'succeeded'
     ? 'bg-emerald-100 text-emerald-800'
     : s === 'pending' || s === 'running' || s === 'starting'
       ? 'bg-amber-100 text-amber-800'

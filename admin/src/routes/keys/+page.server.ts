@@ -49,6 +49,13 @@ export const actions: Actions = {
       return { done: `Key #${id} saved: the next request with it meets the new limits.` };
     });
   },
+  archive: async ({ request, locals }) => {
+    const f = await request.formData();
+    return act(locals, async (tx) => {
+      const [{ ok }] = await tx`select admin.key_archive(${Number(f.get('id'))}) as ok`;
+      return { done: ok ? `Key #${Number(f.get('id'))} archived: requests with it get 401; its usage and logs stay.` : `Key #${Number(f.get('id'))} was already archived.` };
+    });
+  },
   revoke: async ({ request, locals }) => {
     const f = await request.formData();
     return act(locals, async (tx) => {
