@@ -79,7 +79,10 @@ describe('archive', () => {
   it("an archived user's keys are refused, and they can no longer log in", async () => {
     await withTx(async (tx) => {
       const f = await fixture(tx);
+      await tx`select private.session_open(${f.user.id}, '127.0.0.1', 'test')`;
       await tx`select admin.user_update(${f.user.id}, '{"status": "archived"}')`;
+      // Their panel sessions end (and admin.login_finish admits active users only).
+      expect((await tx`select 1 from private.sessions where user_id = ${f.user.id}`).length).toBe(0);
       await expect(attempt(tx, (sp) => begin(sp, f.key.key, f.model))).rejects.toMatchObject({
         code: 'UDSBL', message: expect.stringContaining('is archived'),
       });
