@@ -669,6 +669,10 @@ begin
   if not found then
     raise exception using errcode = 'BADCH', message = format('No channel with id %s.', p_channel_id);
   end if;
+  if v_ch.status = 'archived' then   -- never routed (private.route_plans), so a test could only fail
+    raise exception using errcode = 'BADCH', column = 'status',
+      message = format('Channel "%s" is archived; restore it (status manually_disabled) to test it.', v_ch.name);
+  end if;
   if not (p_model = any(v_ch.models)) then
     raise exception using errcode = 'BADCH', column = 'model',
       message = format('Channel "%s" does not serve model "%s"; it serves: %s.', v_ch.name, p_model,

@@ -100,6 +100,11 @@ describe('archive', () => {
       expect(JSON.stringify(plan.skipped ?? [])).not.toContain(`"channel_id": ${f.channel.id}`);
       const [pinned] = await tx`select * from private.route_plan(${f.model}, ${`channel-test.${f.channel.id}`})`;
       expect(pinned.candidates).toBeNull();
+      // Nor tested: both ways of testing refuse it with a sentence.
+      for (const call of [(sp: TransactionSql) => sp`select admin.channel_test(${f.channel.id})`,
+                          (sp: TransactionSql) => sp`select admin.channel_test_key(${f.channel.id}, ${f.model})`]) {
+        await expect(attempt(tx, call)).rejects.toMatchObject({ code: 'BADCH', message: expect.stringContaining('is archived') });
+      }
       const [{ r }] = await tx`select admin.channel_update(${other.id}, '{"status": "archived"}') as r`;
       expect(r.status).toBe('archived');
       await expect(attempt(tx, (sp) => begin(sp, f.key.key, f.model))).rejects.toMatchObject({ code: 'NOMDL' });
