@@ -40,7 +40,9 @@ begin
       hint = 'Create a key with admin.key_create(), or check for a truncated copy.';
   end if;
   if v_key.status <> 'active' then
-    raise exception using errcode = 'KREVK', message = format('This API key (%s) has been revoked.', v_key.key_prefix);
+    -- Archived (an operator's "keep the history, never use it again") refuses like revoked.
+    raise exception using errcode = 'KREVK', message = format('This API key (%s) has been %s.', v_key.key_prefix,
+      case v_key.status when 'archived' then 'archived' else 'revoked' end);
   end if;
   if v_key.expires_at is not null and v_key.expires_at <= now() then
     raise exception using errcode = 'KEXPD',
@@ -48,7 +50,8 @@ begin
                        to_char(v_key.expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
   end if;
   if p_auth.user_status <> 'active' then
-    raise exception using errcode = 'UDSBL', message = 'The account that owns this API key is disabled.';
+    raise exception using errcode = 'UDSBL', message = format('The account that owns this API key is %s.',
+      case p_auth.user_status when 'archived' then 'archived' else 'disabled' end);
   end if;
   /* why nested: a condition with a subquery is run as a query (an executor start-up) whenever it
      is evaluated; nested, it is evaluated only for a key with an allowlist. */

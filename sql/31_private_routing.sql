@@ -53,7 +53,9 @@ begin
      why the "channel-test.<id>" groups: the admin panel's Test button must reach exactly the
      channel under test, never another candidate that would answer for a dead one. Its key belongs
      to an internal user in group channel-test.<id> (admin.channel_test_key), and that group's plan
-     is that one channel, even when it is disabled: the operator asked to try it. */
+     is that one channel, even when it is disabled: the operator asked to try it.
+     why archived channels are left out rather than skipped: an archive is for good; listing it
+     as skipped in every plan would only clutter the routing traces. */
   return array(
   /* why materialized: the channels of each (model, group) pair are read once per call; a
      correlated scan of private.channels per request asked the kernel for the table's size at
@@ -69,6 +71,7 @@ begin
               from unnest(p_models, p_groups) u(model, grp)) pr
       join private.channels c on pr.model = any(c.models)
                              and (case when pr.pin is null then pr.grp = any(c.groups) else c.id = pr.pin end)
+                             and c.status <> 'archived'   -- never routed, not even by the panel's test
       cross join lateral (
         select count(*)::integer as n_keys, array_agg(ck.ordinal order by ck.ordinal) as ordinals
           from private.channel_keys ck

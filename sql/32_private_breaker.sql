@@ -400,6 +400,10 @@ begin
   if not found then
     raise exception using errcode = 'BADCH', message = format('No channel with id %s.', p_channel_id);
   end if;
+  if v_ch.status = 'archived' then   -- archived is for good: nothing calls it any more
+    raise exception using errcode = 'BADCH', column = 'status',
+      message = format('Channel "%s" is archived; restore it (status manually_disabled) to test it.', v_ch.name);
+  end if;
   if coalesce(p_model, v_ch.config ->> 'probe_model', v_ch.models[1]) is null then
     raise exception using errcode = 'BADCH', column = 'model', message = 'The channel serves no model; name one to test.';
   end if;

@@ -321,9 +321,9 @@ begin
   if p_args ? 'config' and jsonb_typeof(p_args -> 'config') <> 'object' then
     raise exception using errcode = 'BADCH', column = 'config', message = '"config" must be an object.';
   end if;
-  if p_args ? 'status' and not (p_args ->> 'status' = any(array['enabled', 'manually_disabled'])) then
+  if p_args ? 'status' and not (p_args ->> 'status' = any(array['enabled', 'manually_disabled', 'archived'])) then
     raise exception using errcode = 'BADCH', column = 'status',
-      message = '"status" may be set to "enabled" or "manually_disabled".';
+      message = '"status" may be set to "enabled", "manually_disabled" or "archived".';
   end if;
 end
 $$;
@@ -435,7 +435,7 @@ exception
 end
 $$;
 comment on function admin.channel_update(bigint, jsonb) is
-  E'Updates a channel with the same fields as admin.channel_create; only the fields given change. "status": enabled|manually_disabled (a manual disable is never undone automatically).';
+  E'Updates a channel with the same fields as admin.channel_create; only the fields given change. "status": enabled|manually_disabled (a manual disable is never undone automatically)|archived (never routed again, history kept).';
 
 -- admin.option_set: validates and stores a setting; every gateway picks it up through NOTIFY.
 create or replace function admin.option_set(p_key text, p_value text)

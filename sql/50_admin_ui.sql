@@ -580,7 +580,7 @@ begin
   if not found then
     raise exception using errcode = 'BADIN', message = format('No user with id %s.', p_user_id);
   end if;
-  if v_user.status = 'disabled' then
+  if v_user.status in ('disabled', 'archived') then
     delete from private.sessions s where s.user_id = v_user.id;
   end if;
   return jsonb_build_object('id', v_user.id, 'username', v_user.username, 'group', v_user.group_name,
@@ -591,7 +591,7 @@ exception
 end
 $$;
 comment on function admin.user_update(bigint, jsonb) is
-  E'Updates a user: {"display_name", "email", "group", "role": user|admin, "status": active|disabled}. Disabling ends their panel sessions.';
+  E'Updates a user: {"display_name", "email", "group", "role": user|admin, "status": active|disabled|archived}. Disabling or archiving ends their panel sessions; an archived user''s keys are refused (UDSBL).';
 
 -- admin.user_password_set: an operator sets a user's panel password (argon2id hash from the admin
 -- server). By default the user must change it at their next login.
@@ -673,6 +673,10 @@ begin
   select * into v_ch from private.channels c where c.id = p_channel_id;
   if not found then
     raise exception using errcode = 'BADCH', message = format('No channel with id %s.', p_channel_id);
+  end if;
+  if v_ch.status = 'archived' then   -- never routed (private.route_plans), so a test could only fail
+    raise exception using errcode = 'BADCH', column = 'status',
+      message = format('Channel "%s" is archived; restore it (status manually_disabled) to test it.', v_ch.name);
   end if;
   if not (p_model = any(v_ch.models)) then
     raise exception using errcode = 'BADCH', column = 'model',

@@ -191,7 +191,7 @@ describe('admin panel, end to end', () => {
     expect(await exp.json()).toMatchObject({ format: 'elygate.prices.v1', models: [{ name: 'gpt-4o-mini', input_price: 150000, output_price: 600000 }] });
 
     await go('/channels');
-    await page.click('button:has-text("Test")');
+    await page.getByRole('button', { name: 'Test', exact: true }).click(); // not "Test all"
     const result = page.getByTestId('test-result');
     await result.waitFor();
     await expect(result.textContent()).resolves.toMatch(/OK[\s\S]*echo: Say hello\./);

@@ -11,8 +11,16 @@ export const num = (v: unknown) => (v === null || v === undefined ? '—' : Numb
 export const when = (v: unknown) => (v ? new Date(v as string).toISOString().replace('T', ' ').slice(0, 19) : '—');
 export const list = (v: unknown) => (Array.isArray(v) && v.length ? v.join(', ') : '—');
 export const statusColor = (s: string) =>
-  s === 'enabled' || s === 'active' || s === 'ok' || s === 'succeeded'
+  s === 'archived'
+    ? 'bg-slate-200 text-slate-700'
+    : s === 'enabled' || s === 'active' || s === 'ok' || s === 'succeeded'
     ? 'bg-emerald-100 text-emerald-800'
     : s === 'pending' || s === 'running' || s === 'starting'
       ? 'bg-amber-100 text-amber-800'
       : 'bg-rose-100 text-rose-800';
+/** A request answered from the response cache (requests.cache: exact | semantic), as a label. */
+export const cacheLabel = (r: { cache?: string | null }) => (r.cache ? `${r.cache} cache hit` : '');
+export const cacheTitle = (r: { cache?: string | null; cache_similarity?: unknown }) =>
+  r.cache === 'semantic' && r.cache_similarity != null
+    ? `Answered from the semantic cache (similarity ${Number(r.cache_similarity).toFixed(3)}); no upstream was called.`
+    : r.cache ? `Answered from the ${r.cache} cache; no upstream was called.` : '';

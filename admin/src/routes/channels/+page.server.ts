@@ -46,6 +46,16 @@ export const actions: Actions = {
       return { toggled: { id: Number(c.id), name: c.name as string, enabled: enable } };
     });
   },
+  // Archived: kept with its history, never routed (not even by Test). Restoring brings it back
+  // disabled, so the operator decides when it takes traffic again.
+  archive: async ({ request, locals }) => {
+    const f = await request.formData();
+    const archive = f.get('archive') === '1';
+    return act(locals, async (tx) => {
+      const [{ c }] = await tx`select admin.channel_update(${Number(f.get('id'))}, ${tx.json({ status: archive ? 'archived' : 'manually_disabled', status_reason: archive ? 'archived in the admin panel' : 'restored from the archive' } as never)}) as c`;
+      return { done: archive ? `Channel #${c.id} ${c.name} archived: it is never routed again; its history stays.` : `Channel #${c.id} ${c.name} restored, disabled: enable it when it should take traffic.` };
+    });
+  },
   test: async ({ request, locals }) => {
     const f = await request.formData();
     const id = Number(f.get('id'));
@@ -56,4 +66,31 @@ export const actions: Actions = {
     if (!model) return { test: { id, ok: false, model, error: 'The channel lists no model to test with.' } };
     return { test: { id, ...(await testChannel(id, model)) } };
   },
+  // Every channel, each with its first model, through the same test as the row's button. Three at
+  // a time: enough to finish a few dozen channels in seconds without a burst on the gateway.
+  testAll: async ({ locals }) => {
+    const chs = await act(locals, async (tx) => [...(await tx`select id, name, models, status from admin.channels where status <> 'archived' order by priority desc, id`)]);
+    if (!Array.isArray(chs)) return chs; // the SQL gate refused (not an admin)
+    const results = await mapLimit(chs as any[], 3, async (c) => {
+      const model = String(c.models?.[0] ?? '');
+      const base = { id: Number(c.id), name: String(c.name), channelStatus: String(c.status) };
+      if (!model) return { ...base, ok: false, model, error: 'The channel lists no model to test with.' };
+      return { ...base, ...(await testChannel(Number(c.id), model)) };
+    });
+    return { testAll: results };
+  },
 };
+
+/** fn over items, at most `limit` at once, results in the items' order. */
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}

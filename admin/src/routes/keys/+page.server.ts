@@ -19,7 +19,11 @@ export const load: PageServerLoad = async ({ locals, url }) =>
     const from = tx`from admin.api_keys k where ${user ? tx`k.username = ${user}` : tx`true`}
       and ${q ? tx`(k.name ilike ${likePattern(q)} or k.key_prefix ilike ${likePattern(q)} or k.username ilike ${likePattern(q)})` : tx`true`}`;
     const rows = await tx`select * ${from} and ${k.cond} order by ${k.order} limit ${k.limit + 1}`;
+    // ?edit=<id>: the key whose fields the edit form starts from.
+    const edit = url.searchParams.get('edit');
+    const [editing] = edit && /^\d{1,18}$/.test(edit) ? await tx`select * from admin.api_keys where id = ${edit}` : [];
     return {
+      editing: editing ? { ...editing } : null,
       ...(await pageOf(k, [...rows] as any[], countCapped(tx, tx`select 1 ${from}`))),
       users: (await tx`select username from admin.users order by username`).map((u) => u.username as string),
       filter: user,
@@ -34,6 +38,22 @@ export const actions: Actions = {
       const args = compact({ username: String(f.get('username') ?? ''), ...keyLimits(f) });
       const [{ k }] = await tx`select admin.key_create(${tx.json(args as never)}) as k`;
       return { created: k as { id: number; key: string; key_prefix: string } };
+    });
+  },
+  // Every field of the form is sent: an emptied field clears that limit (admin.key_update).
+  update: async ({ request, locals }) => {
+    const f = await request.formData();
+    const id = Number(f.get('id'));
+    return act(locals, async (tx) => {
+      await tx`select admin.key_update(${id}, ${tx.json(keyLimits(f) as never)})`;
+      return { done: `Key #${id} saved: the next request with it meets the new limits.` };
+    });
+  },
+  archive: async ({ request, locals }) => {
+    const f = await request.formData();
+    return act(locals, async (tx) => {
+      const [{ ok }] = await tx`select admin.key_archive(${Number(f.get('id'))}) as ok`;
+      return { done: ok ? `Key #${Number(f.get('id'))} archived: requests with it get 401; its usage and logs stay.` : `Key #${Number(f.get('id'))} was already archived.` };
     });
   },
   revoke: async ({ request, locals }) => {

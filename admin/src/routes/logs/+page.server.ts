@@ -23,7 +23,7 @@ export const load: PageServerLoad = async ({ locals, url }) => {
       select r.id, r.created_at, r.status, r.http_status, r.model, r.upstream_model, r.stream, r.key_id, r.channel_id,
              -- The panel's channel tests run as internal users, which admin.users leaves out.
              coalesce(u.username, case when r.group_name like 'channel-test.%' then 'channel test' end) as username,
-             r.total_tokens, r.cost_micros, r.latency_ms, r.error_code
+             r.total_tokens, r.cost_micros, r.latency_ms, r.error_code, r.cache, r.cache_similarity
         ${from} and ${k.cond}
        order by ${k.order} limit ${k.limit + 1}`;
     return { ...(await pageOf(k, [...rows] as any[], countCapped(tx, tx`select 1 ${from}`))), problems, params };

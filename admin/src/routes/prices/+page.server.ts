@@ -27,6 +27,15 @@ export const actions: Actions = {
       return { done: `Saved ${args.name}.` };
     });
   },
+  // All of a model's prices go; admission then treats it as unpriced (admin.model_price_clear).
+  clear: async ({ request, locals }) => {
+    const f = await request.formData();
+    const name = String(f.get('name') ?? '');
+    return act(locals, async (tx) => {
+      await tx`select admin.model_price_clear(${name})`;
+      return { done: `Cleared the prices of ${name}: it is unpriced now, so requests for it are refused unless AllowUnpricedModels is on.` };
+    });
+  },
   import: async ({ request, locals }) => {
     const f = await request.formData();
     const file = f.get('file');

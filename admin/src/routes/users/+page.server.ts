@@ -27,8 +27,20 @@ export const load: PageServerLoad = async ({ locals, url }) =>
       q,
       groups: [...(await tx`select * from admin.groups order by name`)],
       features: (await tx`select * from admin.features`)[0],
+      // ?credits=<user id>: that wallet's top-ups, redemptions and adjustments (admin.wallet_credits).
+      ...(await creditsOf(tx, url.searchParams.get('credits'))),
+      codes: [...(await tx`select c.*, u.username as redeemed_by_name from admin.redemption_codes c
+                             left join admin.users u on u.id = c.redeemed_by order by c.id desc limit 20`)],
     };
   });
+
+async function creditsOf(tx: any, id: string | null) {
+  if (!id || !/^\d{1,18}$/.test(id)) return { credits: null };
+  const [user] = await tx`select id, username, balance_micros from admin.users where id = ${id}`;
+  if (!user) return { credits: null };
+  const rows = await tx`select * from admin.wallet_credits where user_id = ${id} order by created_at desc, id desc limit 200`;
+  return { credits: { user: { ...user }, rows: [...rows] } };
+}
 
 /** A USD amount typed in a form, in micro-USD (0 when empty or not a number: SQL says what is allowed). */
 const micros = (v: FormDataEntryValue | null) => {
@@ -64,6 +76,21 @@ export const actions: Actions = {
     return act(locals, async (tx) => {
       const [{ r }] = await tx`select admin.wallet_debit(${tx.json({ user_id: Number(f.get('id')), amount_micros: micros(f.get('amount_usd')), note: String(f.get('note') ?? '').trim() } as never)}) as r`;
       return { done: `Debited ${usd(-Number(r.amount_micros))}; balance is now ${usd(r.balance_micros)}.` };
+    });
+  },
+  // Redemption codes: the plaintext exists only in this response (the database keeps sha256).
+  codes: async ({ request, locals }) => {
+    const f = await request.formData();
+    const exp = String(f.get('expires_at') ?? '').trim();
+    return act(locals, async (tx) => {
+      const args = {
+        count: String(f.get('count') ?? '1').trim() || '1',
+        amount_micros: micros(f.get('amount_usd')),
+        batch: String(f.get('batch') ?? '').trim(),
+        ...(exp ? { expires_at: /[zZ]|[+-]\d\d:?\d\d$/.test(exp) ? exp : `${exp}Z` } : {}),
+      };
+      const [{ r }] = await tx`select admin.codes_create(${tx.json(args as never)}) as r`;
+      return { codes: r as { batch: string; amount_micros: number; codes: string[] } };
     });
   },
   password: async ({ request, locals }) => {

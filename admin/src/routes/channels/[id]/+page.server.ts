@@ -8,7 +8,10 @@ export const load: PageServerLoad = async ({ locals, params }) =>
     if (!/^\d{1,18}$/.test(params.id)) error(404, { message: `No channel "${params.id.slice(0, 40)}": channel ids are whole numbers.` });
     const [c] = await tx`select * from admin.channels where id = ${Number(params.id)}`;
     if (!c) error(404, { message: `No channel #${params.id}.` });
-    return { channel: { ...c }, groups: (await tx`select name from admin.groups order by name`).map((g) => g.name as string) };
+    // The breaker's view of the channel (admin.channel_health) and its last probes and tests.
+    const [health] = await tx`select * from admin.channel_health where id = ${c.id}`;
+    const probes = await tx`select * from admin.channel_probes where channel_id = ${c.id} order by requested_at desc, id desc limit 20`;
+    return { channel: { ...c }, health: health ? { ...health } : null, probes: [...probes], groups: (await tx`select name from admin.groups order by name`).map((g) => g.name as string) };
   });
 
 export const actions: Actions = {

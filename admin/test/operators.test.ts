@@ -1,0 +1,309 @@
+// Issue 21, "what operators expect and cannot do yet": edit a key, clear a price, make redemption
+// codes, read a wallet's history, see a channel's breaker and probes, test every channel, read a
+// routing trace and see a cache hit, driven through the real panel (headless Chromium), gateway,
+// database and two mock upstreams, in a database of its own (as defects.test.ts).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import postgres, { type Sql } from 'postgres';
+import { argon2id } from 'hash-wasm';
+import { startMockUpstream, type MockUpstream } from '../../gateway/test/support/mock-upstream';
+import { startProduct, type RunningProduct } from './support/admin-server';
+// @ts-expect-error plain ESM script without types
+import { migrateDatabase } from '../../scripts/migrate.mjs';
+
+const SHOTS = process.env.ELYGATE_OPERATOR_SHOTS ?? mkdtempSync(join(tmpdir(), 'elygate-operators-'));
+const PASSWORD = 'ops-password-123';
+let dbName = '', su: Sql, live: MockUpstream, dead: MockUpstream, admin: RunningProduct;
+let ctx: BrowserContext, page: Page, profile: string;
+
+const withDb = (url: string) => {
+  const u = new URL(url);
+  u.pathname = `/${dbName}`;
+  return u.toString();
+};
+const hash = (password: string) =>
+  argon2id({ password, salt: randomBytes(16), parallelism: 1, iterations: 2, memorySize: 19456, hashLength: 32, outputType: 'encoded' });
+const go = async (path: string, p: Page = page) => (await p.goto(admin.url + path))!;
+const shot = (name: string, p: Page = page) => p.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+const formError = () => page.getByTestId('form-error').first().textContent();
+
+async function login(p: Page, username: string, password: string, from = '/') {
+  await p.goto(admin.url + from);
+  await p.fill('#username', username);
+  await p.fill('#password', password);
+  await p.click('button:has-text("Log in")');
+}
+
+async function userWithPassword(username: string, role: 'admin' | 'user') {
+  const [{ u }] = await su`select admin.user_create(${su.json({ username, role })}) as u`;
+  await su`select admin.user_password_set(${u.id}, ${await hash(PASSWORD)}, false)`;
+  return Number(u.id);
+}
+
+beforeAll(async () => {
+  dbName = `gw_test_${randomBytes(4).toString('hex')}`;
+  const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
+  await root.unsafe(`create database ${dbName}`);
+  await root.end();
+  await migrateDatabase(withDb(inject('databaseUrl')), { log: () => {} });
+  // And the migration in progress (archived statuses), as the suite's own setup does.
+  const project = fileURLToPath(new URL('../..', import.meta.url));
+  const gm = spawnSync(join(project, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], {
+    cwd: project, env: { ...process.env, DATABASE_URL: withDb(inject('databaseUrl')) }, encoding: 'utf8',
+  });
+  if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
+  su = postgres(withDb(inject('databaseUrl')), { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': inject('masterKey') } as never });
+  await su`select admin.option_set('AllowPrivateUpstreams', 'true')`; // the mocks listen on 127.0.0.1
+  await su`select admin.option_set('AllowUnpricedModels', 'true')`;
+  await userWithPassword('ops', 'admin'); // an admin with a password before the panel starts
+  live = await startMockUpstream();
+  dead = await startMockUpstream();
+  // The product as `npm start` runs it (gateway and panel), on this file's own database.
+  admin = await startProduct({ DATABASE_URL: withDb(inject('databaseUrl')), ADMIN_DATABASE_URL: withDb(inject('adminDatabaseUrl')) });
+  profile = mkdtempSync(join(tmpdir(), 'elygate-chromium-'));
+  ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 860 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  ctx.setDefaultTimeout(10000);
+  page = ctx.pages()[0] ?? (await ctx.newPage());
+  // Logged in here, not in a test, so each test below passes or fails on its own defect.
+  await login(page, 'ops', PASSWORD);
+  await page.waitForURL((u) => u.pathname === '/');
+});
+
+afterAll(async () => {
+  await ctx?.close();
+  await admin?.stop();
+  await live?.close();
+  await dead?.close();
+  await su?.end({ timeout: 5 });
+  if (dbName) {
+    const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
+    await root.unsafe(`drop database if exists ${dbName} with (force)`);
+    await root.end();
+  }
+  if (profile) rmSync(profile, { recursive: true, force: true });
+  if (!process.env.ELYGATE_OPERATOR_SHOTS) rmSync(SHOTS, { recursive: true, force: true });
+});
+
+const dbRow = async (q: Promise<any[]>) => (await q)[0];
+
+describe('issue 21: what operators expect and cannot do yet', () => {
+  let carolKey = '';
+  beforeAll(async () => {
+    const [{ u }] = await su`select admin.user_create('{"username": "carol"}') as u`;
+    await su`select admin.wallet_credit(${su.json({ user_id: u.id, amount_micros: 5000000, note: 'invoice 42' })})`;
+    for (const [name, mock, priority] of [['alpha', live, 10], ['beta', dead, 0]] as const) {
+      await su`select admin.channel_create(${su.json({ name, base_url: mock.url, api_key: 'sk-up', models: ['m-op'], priority })})`;
+    }
+    const [{ k }] = await su`select admin.key_create('{"username": "carol", "name": "ci", "rpm_limit": 10, "tpm_limit": 1000}') as k`;
+    carolKey = k.key;
+  });
+
+  it("edits a key's limits, models, expiry and label from the Keys page", async () => {
+    const [{ id, key_prefix }] = await su`select id, key_prefix from admin.api_keys where username = 'carol'`;
+    await go('/keys');
+    await page.locator('tr', { hasText: key_prefix }).getByRole('link', { name: 'Edit' }).click();
+    const form = page.getByTestId('key-edit');
+    // The form starts from the key as it is.
+    expect(await form.locator('#ke-rpm').inputValue()).toBe('10');
+    expect(await form.locator('#ke-tpm').inputValue()).toBe('1000');
+    expect(await form.locator('#ke-name').inputValue()).toBe('ci');
+    // A model nobody serves is refused by SQL, next to the form, which keeps the key being edited.
+    await form.locator('#ke-models').fill('no-such-model');
+    await form.getByRole('button', { name: 'Save key' }).click();
+    expect(await formError()).toMatch(/Unknown model\(s\) in "allowed_models": "no-such-model"/);
+    await expect.poll(() => page.getByTestId('key-edit').count()).toBe(1);
+    await shot('keys-edit-error');
+    await page.fill('#ke-models', 'm-op');
+    await page.fill('#ke-rpm', '99');
+    await page.fill('#ke-tpm', ''); // emptied: no TPM limit any more
+    await page.fill('#ke-conc', '3');
+    await page.fill('#ke-quota', '2.5');
+    await page.fill('#ke-name', 'ci-renamed');
+    await page.fill('#ke-exp', '2030-01-31T12:00');
+    await page.getByRole('button', { name: 'Save key' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(new RegExp(`Key #${id} saved`));
+    const k = await dbRow(su`select * from admin.api_keys where id = ${id}`);
+    expect({ rpm: k.rpm_limit, tpm: k.tpm_limit, conc: k.concurrency_limit, quota: Number(k.quota_micros), name: k.name, models: k.allowed_models })
+      .toEqual({ rpm: 99, tpm: null, conc: 3, quota: 2500000, name: 'ci-renamed', models: ['m-op'] });
+    expect(new Date(k.expires_at).toISOString()).toBe('2030-01-31T12:00:00.000Z');
+    await go(`/keys?edit=${id}`);
+    await shot('keys-edit');
+  });
+
+  it('clears a price on the Prices page', async () => {
+    await su`select admin.model_upsert('{"name": "priced-model", "input_price": 150000, "output_price": 600000}')`;
+    await go('/prices');
+    page.once('dialog', (d) => void d.accept());
+    await page.locator('tr', { hasText: 'priced-model' }).getByRole('button', { name: 'Clear price' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/Cleared the prices of priced-model/);
+    const m = await dbRow(su`select * from admin.models where name = 'priced-model'`);
+    expect([m.input_price, m.output_price, m.per_call_price]).toEqual([null, null, null]);
+    // Nothing left to clear: no button.
+    expect(await page.locator('tr', { hasText: 'priced-model' }).getByRole('button', { name: 'Clear price' }).count()).toBe(0);
+    await shot('prices');
+  });
+
+  it('creates redemption codes on the Users page and shows them once', async () => {
+    await go('/users');
+    const codes = page.getByTestId('codes');
+    await codes.locator('#c-count').fill('2');
+    await codes.locator('#c-amount').fill('1.5');
+    await codes.locator('#c-batch').fill('promo-test');
+    await codes.getByRole('button', { name: 'Create codes' }).click();
+    const shown = (await page.getByTestId('secret').textContent())!.trim().split('\n');
+    expect(shown).toHaveLength(2);
+    for (const c of shown) expect(c).toMatch(/^ely-[0-9A-F]{20}$/);
+    await shot('users-codes');
+    const [{ id: carol }] = await su`select id from admin.users where username = 'carol'`;
+    const [{ r }] = await su`select admin.code_redeem(${carol}, ${shown[0]}) as r`;
+    expect(Number(r.amount_micros)).toBe(1500000);
+    // Shown once: a new visit lists prefixes and who redeemed, never the codes.
+    await go('/users');
+    const html = await page.content();
+    for (const c of shown) expect(html).not.toContain(c);
+    expect(await page.getByTestId('codes').locator('tr', { hasText: 'carol' }).textContent()).toMatch(/promo-test[\s\S]*\$1\.50/);
+  });
+
+  it("shows a wallet's top-up history on the Users page", async () => {
+    await go('/users');
+    await page.locator('tr', { hasText: 'carol' }).getByRole('link', { name: 'History' }).click();
+    const credits = page.getByTestId('credits');
+    expect(await credits.textContent()).toMatch(/Top-up history of carol/);
+    const rows = await credits.locator('tbody tr').allTextContents();
+    expect(rows.join('|')).toMatch(/\$5\.00[\s\S]*admin[\s\S]*invoice 42/);
+    expect(rows.join('|')).toMatch(/\$1\.50[\s\S]*redeem[\s\S]*promo-test/);
+    await shot('users-credits');
+  });
+
+  it("shows a channel's breaker state and probe history on its page", async () => {
+    const [{ id }] = await su`select id from admin.channels where name = 'beta'`;
+    await su`insert into private.channel_breakers (channel_id, state, opened_at, next_probe_at, probe_failures, last_error)
+             values (${id}, 'open', now() - interval '2 minutes', now() + interval '1 minute', 2, 'HTTP 500 from upstream')`;
+    await su`insert into private.channel_probes (channel_id, kind, model, claimed_at, finished_at, ok, http_status, ms, error)
+             values (${id}, 'recovery', 'm-op', now(), now(), false, 500, 41, 'upstream said no')`;
+    await go(`/channels/${id}`);
+    const health = page.getByTestId('health');
+    expect(await health.getByTestId('breaker').textContent()).toMatch(/open: skipped by routing/);
+    expect(await health.textContent()).toMatch(/HTTP 500 from upstream/);
+    expect(await health.getByTestId('probes').locator('tbody tr').first().textContent()).toMatch(/recovery[\s\S]*m-op[\s\S]*failed[\s\S]*500[\s\S]*41[\s\S]*upstream said no/);
+    await shot('channel-health');
+    await su`delete from private.channel_breakers where channel_id = ${id}`;
+  });
+
+  let deadRequest = '', liveRequest = '';
+  it('tests every channel at once', async () => {
+    dead.mode = { kind: 'status', status: 500 };
+    // Disabled by hand still gets tested (the operator wants to know before enabling it), and says so.
+    const [{ id: betaId }] = await su`select id from admin.channels where name = 'beta'`;
+    await su`select admin.channel_update(${betaId}, '{"status": "manually_disabled"}')`;
+    await go('/channels');
+    await page.getByRole('button', { name: 'Test all' }).click();
+    const all = page.getByTestId('test-all');
+    expect(await all.locator('h2').textContent()).toMatch(/1 of 2 OK/);
+    const alpha = all.locator('tr', { hasText: 'alpha' });
+    const beta = all.locator('tr', { hasText: 'beta' });
+    expect(await alpha.textContent()).toMatch(/OK[\s\S]*echo: Say hello\./);
+    expect(await beta.textContent()).toMatch(/beta\s*manually_disabled[\s\S]*failed[\s\S]*answered HTTP 500/);
+    expect(await alpha.locator('td').nth(1).textContent()).toBe('alpha');
+    expect(dead.calls.filter((c) => c.path.endsWith('/chat/completions')).length).toBeGreaterThan(0);
+    liveRequest = new URL((await alpha.getByRole('link').last().getAttribute('href'))!, admin.url).pathname.split('/').pop()!;
+    deadRequest = new URL((await beta.getByRole('link').last().getAttribute('href'))!, admin.url).pathname.split('/').pop()!;
+    await shot('channels-test-all');
+    dead.mode = { kind: 'ok' };
+    await su`select admin.channel_update(${betaId}, '{"status": "enabled"}')`;
+  });
+
+  it("shows a log entry's routing as a table of steps", async () => {
+    await go(`/logs/${deadRequest}`);
+    const steps = page.getByTestId('route-steps');
+    const failed = steps.locator('tbody tr', { hasText: 'attempt' }).first();
+    expect(await failed.textContent()).toMatch(/beta[\s\S]*500/);
+    expect(await steps.getByText('served').count()).toBe(0);
+    await shot('log-trace-failed');
+    await go(`/logs/${liveRequest}`);
+    const served = page.getByTestId('route-steps').locator('tbody tr', { hasText: 'served' });
+    expect(await served.count()).toBe(1);
+    expect(await served.textContent()).toMatch(/alpha[\s\S]*200/);
+    // The raw JSON is no longer the trace, only a collapsed appendix.
+    expect(await page.locator('[data-testid="trace"] details').getAttribute('open')).toBeNull();
+    await shot('log-trace');
+  });
+
+  it('labels a cache hit as one in the logs list and on its page', async () => {
+    const ask = () =>
+      fetch(`${admin.gatewayUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${carolKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'm-op', messages: [{ role: 'user', content: 'Cache me.' }], max_tokens: 8 }),
+      });
+    expect((await ask()).status).toBe(200);
+    let hit: Response | null = null;
+    await expect.poll(async () => {
+      hit = await ask();
+      return hit.headers.get('x-elygate-cache') ?? '';
+    }, { timeout: 10000, interval: 300 }).toMatch(/^exact/);
+    const id = hit!.headers.get('x-request-id')!;
+    await expect.poll(async () => (await dbRow(su`select status from admin.requests where id = ${id}::uuid`))?.status, { timeout: 10000 }).toBe('ok');
+    await go('/logs?user=carol');
+    const row = page.locator('tr', { has: page.locator(`a[href="/logs/${id}"]`) });
+    expect(await row.textContent()).toMatch(/exact cache hit/);
+    await shot('logs-cache');
+    await go(`/logs/${id}`);
+    expect(await page.getByTestId('cache-hit').textContent()).toBe('exact cache hit');
+    await shot('log-cache-hit');
+  });
+
+  it('archives a channel, a key and a user: shown as such, never used again, history kept', async () => {
+    // Channel: archived from the list, left out of Test all, restored disabled.
+    await go('/channels');
+    page.once('dialog', (d) => void d.accept());
+    await page.locator('tr', { hasText: 'beta' }).getByRole('button', { name: 'Archive' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/beta archived/);
+    const betaRow = page.getByTestId('channels').locator('tr', { hasText: 'beta' });
+    expect(await betaRow.locator('.badge').first().textContent()).toBe('archived');
+    expect(await betaRow.getByRole('button', { name: 'Test' }).count()).toBe(0);
+    await shot('channels-archived');
+    await page.getByRole('button', { name: 'Test all' }).click();
+    expect(await page.getByTestId('test-all').locator('h2').textContent()).toMatch(/1 of 1 OK/);
+    await page.getByTestId('channels').locator('tr', { hasText: 'beta' }).getByRole('button', { name: 'Restore' }).click();
+    await expect.poll(async () => (await dbRow(su`select status from admin.channels where name = 'beta'`)).status).toBe('manually_disabled');
+
+    // Key: archived from the Keys page; the gateway refuses it; its requests stay in the log.
+    const [{ id: keyId, key_prefix }] = await su`select id, key_prefix from admin.api_keys where username = 'carol'`;
+    await go('/keys');
+    page.once('dialog', (d) => void d.accept());
+    await page.locator('tr', { hasText: key_prefix }).getByRole('button', { name: 'Archive' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(new RegExp(`Key #${keyId} archived`));
+    expect(await page.locator('tr', { hasText: key_prefix }).locator('.badge').textContent()).toBe('archived');
+    await shot('keys-archived');
+    const res = await fetch(`${admin.gatewayUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${carolKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm-op', messages: [{ role: 'user', content: 'Still there?' }], max_tokens: 8 }),
+    });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as any).error.message).toMatch(/has been archived/);
+    expect(Number((await dbRow(su`select count(*) as n from admin.requests where key_id = ${keyId} and status = 'ok'`)).n)).toBeGreaterThan(0);
+
+    // User: archived with the status select; their history (credits) stays readable.
+    await go('/users');
+    const carolRow = page.getByTestId('users').locator('tr', { hasText: 'carol' });
+    await carolRow.locator('select[name="status"]').selectOption('archived');
+    await carolRow.getByRole('button', { name: 'Save' }).click();
+    await expect.poll(async () => (await dbRow(su`select status from admin.users where username = 'carol'`)).status).toBe('archived');
+    await page.getByTestId('users').locator('tr', { hasText: 'carol' }).getByRole('link', { name: 'History' }).click();
+    expect(await page.getByTestId('credits').textContent()).toMatch(/invoice 42/);
+  });
+});
