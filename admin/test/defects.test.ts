@@ -3,32 +3,21 @@
 // Runs in a database of its own, so its channels, users and traffic never meet e2e.test.ts's
 // first-start story (empty dashboard, admin/admin123), whatever order the files run in.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inject } from 'vitest';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { randomBytes } from 'node:crypto';
-import postgres, { type Sql } from 'postgres';
-import { argon2id } from 'hash-wasm';
+import type { Sql } from 'postgres';
 import { startMockUpstream, type MockUpstream } from '../../gateway/test/support/mock-upstream';
-import { startProduct, type RunningProduct } from './support/admin-server';
-// @ts-expect-error plain ESM script without types
-import { migrateDatabase } from '../../scripts/migrate.mjs';
+import type { RunningProduct } from './support/admin-server';
+import { PASSWORD, startOwnProduct, type OwnProduct } from './support/own-product';
 
 const SHOTS = process.env.ELYGATE_DEFECT_SHOTS ?? mkdtempSync(join(tmpdir(), 'elygate-defects-'));
-const PASSWORD = 'ops-password-123';
 const RAW_SQL = /value out of range|violates check constraint|numeric field overflow|invalid input syntax|_check\b/;
-let dbName = '', su: Sql, live: MockUpstream, dead: MockUpstream, admin: RunningProduct;
-let ctx: BrowserContext, page: Page, profile: string, loginPage = '';
+let own: OwnProduct, su: Sql, live: MockUpstream, dead: MockUpstream, admin: RunningProduct;
+let ctx: BrowserContext, page: Page, loginPage = '';
+let userWithPassword: OwnProduct['userWithPassword'], login: OwnProduct['login'];
 
-const withDb = (url: string) => {
-  const u = new URL(url);
-  u.pathname = `/${dbName}`;
-  return u.toString();
-};
-const hash = (password: string) =>
-  argon2id({ password, salt: randomBytes(16), parallelism: 1, iterations: 2, memorySize: 19456, hashLength: 32, outputType: 'encoded' });
 const go = async (path: string, p: Page = page) => (await p.goto(admin.url + path))!;
 const shot = (name: string, p: Page = page) => p.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 /** A form POST as the browser would send it (bypassing the page's own input checks). */
@@ -36,61 +25,18 @@ const post = (path: string, form: Record<string, string>) =>
   page.context().request.post(`${admin.url}${path}`, { form, headers: { origin: admin.url, accept: 'text/html' }, maxRedirects: 0 });
 const formError = () => page.getByTestId('form-error').first().textContent();
 
-async function login(p: Page, username: string, password: string, from = '/') {
-  await p.goto(admin.url + from);
-  await p.fill('#username', username);
-  await p.fill('#password', password);
-  await p.click('button:has-text("Log in")');
-}
-
-async function userWithPassword(username: string, role: 'admin' | 'user') {
-  const [{ u }] = await su`select admin.user_create(${su.json({ username, role })}) as u`;
-  await su`select admin.user_password_set(${u.id}, ${await hash(PASSWORD)}, false)`;
-  return Number(u.id);
-}
-
 beforeAll(async () => {
-  dbName = `gw_test_${randomBytes(4).toString('hex')}`;
-  const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
-  await root.unsafe(`create database ${dbName}`);
-  await root.end();
-  await migrateDatabase(withDb(inject('databaseUrl')), { log: () => {} });
-  su = postgres(withDb(inject('databaseUrl')), { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': inject('masterKey') } as never });
-  await su`select admin.option_set('AllowPrivateUpstreams', 'true')`; // the mocks listen on 127.0.0.1
-  await su`select admin.option_set('AllowUnpricedModels', 'true')`;
-  await su`select admin.option_set('SemanticCacheEnabled', 'true')`; // the cache that used to fake a green test
-  await userWithPassword('ops', 'admin'); // an admin with a password before the panel starts
   live = await startMockUpstream();
   dead = await startMockUpstream();
-  // The product as `npm start` runs it (gateway and panel), on this file's own database.
-  admin = await startProduct({ DATABASE_URL: withDb(inject('databaseUrl')), ADMIN_DATABASE_URL: withDb(inject('adminDatabaseUrl')) });
-  profile = mkdtempSync(join(tmpdir(), 'elygate-chromium-'));
-  ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    viewport: { width: 1280, height: 860 },
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  ctx.setDefaultTimeout(10000);
-  page = ctx.pages()[0] ?? (await ctx.newPage());
-  loginPage = await (await fetch(`${admin.url}/login`)).text(); // as someone not logged in sees it
-  // Logged in here, not in a test, so each test below passes or fails on its own defect.
-  await login(page, 'ops', PASSWORD);
-  await page.waitForURL((u) => u.pathname === '/');
+  own = await startOwnProduct({ AllowUnpricedModels: 'true', SemanticCacheEnabled: 'true' });
+  ({ su, admin, ctx, page, loginPage } = own);
+  ({ userWithPassword, login } = own);
 });
 
 afterAll(async () => {
-  await ctx?.close();
-  await admin?.stop();
+  await own?.stop();
   await live?.close();
   await dead?.close();
-  await su?.end({ timeout: 5 });
-  if (dbName) {
-    const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
-    await root.unsafe(`drop database if exists ${dbName} with (force)`);
-    await root.end();
-  }
-  if (profile) rmSync(profile, { recursive: true, force: true });
   if (!process.env.ELYGATE_DEFECT_SHOTS) rmSync(SHOTS, { recursive: true, force: true });
 });
 
