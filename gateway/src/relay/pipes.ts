@@ -105,10 +105,10 @@ function nativePassthrough(input: RelayInput, call: PreparedCall): Pipe {
  * end once the decoder saw it (OpenAI sends usage after the finish chunk; Gemini has no end marker,
  * so its end is the end of the upstream stream).
  */
-function convert(dec: ChunkDecoder, emit: (c: ChatChunk) => string, end: () => string) {
+function convert(dec: ChunkDecoder, emit: (c: ChatChunk) => string, end: () => string): Pipe['push'] {
   const parse = sseParser();
   let ended = false;
-  return (text: string, final?: boolean): string => {
+  return (text: string, final?: boolean) => {
     let out = '';
     for (const e of parse(text, final)) {
       if (dec.error()) break;
@@ -119,7 +119,7 @@ function convert(dec: ChunkDecoder, emit: (c: ChatChunk) => string, end: () => s
       for (const c of dec.end()) out += emit(c);
       out += end();
     }
-    return out;
+    return out ? encoder.encode(out) : null;
   };
 }
 
@@ -137,10 +137,7 @@ function convertedToAnthropic(input: RelayInput, call: PreparedCall): Pipe {
   );
   return {
     watch,
-    push: (text, final) => {
-      const out = push(text, final);
-      return out ? encoder.encode(out) : null;
-    },
+    push,
     complete: () => dec.complete(),
     error: () => dec.error(),
     errorEvent: (reason) => encoder.encode(enc.error(`Upstream stream failed: ${reason}`)),
@@ -166,10 +163,7 @@ function convertedToOpenAi(input: RelayInput, call: PreparedCall): Pipe {
   });
   return {
     watch,
-    push: (text, final) => {
-      const out = push(text, final);
-      return out ? encoder.encode(out) : null;
-    },
+    push,
     complete: () => dec.complete(),
     error: () => dec.error(),
     errorEvent: openAiStreamError,
