@@ -59,6 +59,31 @@ describe('maintenance jobs', () => {
     });
   });
 
+  it('usage_rollup stops at the oldest request in flight; the dashboard adds the log after it, exactly', async () => {
+    await withTx(async (tx) => {
+      const log = (ago: number, lat: number) => tx`
+        insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms, cost_micros, prompt_tokens, completion_tokens)
+        values (${randomUUID()}, now() - make_interval(secs => ${ago}), 434343, 1, 'chat/completions', 'cut', 'ok', ${lat}, 1, 1, 1)`;
+      for (const ago of [200, 190, 180]) await log(ago, 100);
+      // Admitted 150 s ago and still streaming when the job runs.
+      const [a] = await tx`insert into private.admissions (id, created_at, key_id, user_id, endpoint, model)
+                           values (${randomUUID()}, now() - interval '150 seconds', 1, 434343, 'chat/completions', 'cut') returning created_at`;
+      await tx`select private.usage_rollup(now())`;
+      const [h] = await tx`select covered_to from private.latency_hourly order by hour desc limit 1`;
+      expect(new Date(h.covered_to).getTime()).toBeLessThanOrEqual(new Date(a.created_at).getTime());
+      // It finishes after the run: written with its admission time, before the next run.
+      await tx`delete from private.admissions where model = 'cut'`;
+      await log(150, 3000);
+      const [{ d }] = await tx`select admin.dashboard(now() - interval '3 hours') as d`;
+      const [raw] = await tx`select count(*)::int as n from private.requests r
+                               where created_at >= date_trunc('hour', now() - interval '3 hours')
+                                 and not exists (select 1 from admin.internal_users i where i.id = r.user_id)`;
+      expect(d.totals.requests).toBe(raw.n);
+      const [{ n }] = await tx`select coalesce(sum(requests), 0)::int as n from private.usage_hourly where user_id = 434343`;
+      expect(n).toBe(3); // the late one is in the log half, not (yet) in the rollup
+    });
+  });
+
   it('history_purge is bounded and keeps recent runs', async () => {
     await withTx(async (tx) => {
       await tx`insert into private.job_runs (job, runner, started_at, status) values ('elygate.reaper', 'manual', '2000-01-01', 'succeeded')`;
