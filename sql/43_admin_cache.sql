@@ -11,11 +11,12 @@ create or replace view admin.cache_stats as
          sum(pg_column_size(e.*)) as bytes
     from private.cache_entries e group by 1;
 
--- Hit rates per UTC day and model: rolled-up hours from private.usage_hourly, the hours since the
--- last rollup from the request log (the same two halves as admin.usage_hourly, sql/50_admin_ui.sql).
+-- Hit rates per UTC day and model: private.usage_hourly up to the rollup's cut (the hour in progress
+-- too, as far as the cut: counts add up), the request log after it. The cut is as in admin.dashboard
+-- (sql/50_admin_ui.sql): the log half is minutes of traffic, not up to an hour.
 create or replace view admin.cache_hit_rates as
-  with b as (select least(date_trunc('hour', coalesce(max(l.covered_to), '-infinity')), date_trunc('hour', now())) as since
-             from (select l.covered_to from private.latency_hourly l order by l.hour desc limit 1) l),
+  with b as (select case when max(l.covered_to) > now() then date_trunc('hour', now()) else coalesce(max(l.covered_to), '-infinity') end as since
+               from (select l.covered_to from private.latency_hourly l order by l.hour desc limit 1) l),
   h as (
     select u.hour, u.model, u.cache_exact as e, u.cache_semantic as s, u.cache_miss as m, u.cache_bypass as x
       from private.usage_hourly u where u.hour < (select since from b)

@@ -56,13 +56,16 @@ describe(`issue 21: every admin page answers within ${BOUND_MS} ms with ${ROWS.t
     expect(made.rollup.rows).toBeGreaterThan(0);
   });
 
-  it('the dashboard counts every request: rolled-up hours plus the hour since the last rollup', async () => {
+  it('the dashboard and the cache page count every request: the rollup up to its cut, the log after it', async () => {
     // The traffic's last hour is in the log only (the job rolled it up part-way): both halves count.
     const [{ d }] = await su`select admin.dashboard(now() - interval '24 hours') as d`;
     const [raw] = await su`select count(*)::int as requests, sum(cost_micros)::text as cost from private.requests
                              where created_at >= date_trunc('hour', now() - interval '24 hours')`;
     expect(d.totals.requests).toBe(raw.requests);
     expect(String(d.totals.cost_micros)).toBe(raw.cost);
+    const [c] = await su`select (select sum(cacheable)::int from admin.cache_hit_rates) as view,
+                                (select count(*)::int from private.requests where cache is not null) as log`;
+    expect(c.view).toBe(c.log);
   });
 
   it.each(PAGES as string[])('%s', async (path) => {
