@@ -84,6 +84,25 @@ describe('maintenance jobs', () => {
     });
   });
 
+  it('usage_rollup fills private.latency_hourly for hours rolled up before it existed (an upgrade)', async () => {
+    await withTx(async (tx) => {
+      for (const [at, lat] of [['2033-06-01T00:05:00Z', 40], ['2033-06-03T10:05:00Z', 50]] as const) {
+        await tx`insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms)
+                 values (${randomUUID()}, ${at}, 454545, 1, 'chat/completions', 'old', 'ok', ${lat})`;
+      }
+      // Usage rolled up by the previous release: an old hour and a recent one, no latency rows.
+      await tx`insert into private.usage_hourly (hour, user_id, key_id, model, channel_id, requests, errors, prompt_tokens,
+                                                 completion_tokens, cost_micros, latency_ms_sum)
+               values ('2033-06-01T00:00:00Z', 454545, 1, 'old', 0, 1, 0, 0, 0, 0, 40),
+                      ('2033-06-03T10:00:00Z', 454545, 1, 'old', 0, 1, 0, 0, 0, 0, 50)`;
+      const [{ r }] = await tx`select private.usage_rollup('2033-06-03T10:30:00Z') as r`;
+      expect(r.latency_backfilled).toBeGreaterThanOrEqual(1);
+      const [old] = await tx`select requests, p50_ms, covered_to from private.latency_hourly where hour = '2033-06-01T00:00:00Z'`;
+      expect(old).toMatchObject({ requests: 1, p50_ms: 40 });
+      expect(new Date(old.covered_to).toISOString()).toBe('2033-06-01T01:00:00.000Z');
+    });
+  });
+
   it('history_purge is bounded and keeps recent runs', async () => {
     await withTx(async (tx) => {
       await tx`insert into private.job_runs (job, runner, started_at, status) values ('elygate.reaper', 'manual', '2000-01-01', 'succeeded')`;
