@@ -89,6 +89,10 @@ begin
   select max(hour) into v_last from private.usage_hourly;
   select least(p_now - interval '1 minute', min(a.created_at)) into v_cut from private.admissions a;
   v_from := greatest(least(coalesce(v_last, v_to - interval '47 hours'), v_to - interval '1 hour'), v_to - interval '47 hours');
+  -- A request open for over an hour puts the cut before v_from: recompute from the cut's hour, so
+  -- no hour keeps rows from after the cut (the readers take those from the log).
+  v_from := greatest(least(v_from, date_trunc('hour', v_cut)), v_to - interval '47 hours');
+  v_cut := greatest(v_cut, v_from);
   delete from private.usage_hourly where hour >= v_from and hour <= v_to;
   insert into private.usage_hourly (hour, user_id, key_id, model, channel_id, requests, errors, prompt_tokens,
                                     completion_tokens, cost_micros, latency_ms_sum, latency_p50_ms, latency_p95_ms,

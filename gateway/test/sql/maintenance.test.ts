@@ -84,6 +84,21 @@ describe('maintenance jobs', () => {
     });
   });
 
+  it('a request open for over an hour moves the rollup back to its hour: nothing after the cut stays rolled up', async () => {
+    await withTx(async (tx) => {
+      for (const at of ['2033-07-01T09:10:00Z', '2033-07-01T09:50:00Z', '2033-07-01T10:05:00Z']) {
+        await tx`insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms)
+                 values (${randomUUID()}, ${at}, 464646, 1, 'chat/completions', 'long', 'ok', 10)`;
+      }
+      await tx`select private.usage_rollup('2033-07-01T10:10:00Z')`;   // rolls up all three
+      await tx`insert into private.admissions (id, created_at, key_id, user_id, endpoint, model)
+               values (${randomUUID()}, '2033-07-01T09:30:00Z', 1, 464646, 'chat/completions', 'long')`;
+      await tx`select private.usage_rollup('2033-07-01T11:00:30Z')`;   // its window starts at 10:00
+      const [{ n }] = await tx`select coalesce(sum(requests), 0)::int as n from private.usage_hourly where user_id = 464646`;
+      expect(n).toBe(1); // 09:50 and 10:05 are after the cut (09:30): the readers count them from the log
+    });
+  });
+
   it('usage_rollup fills private.latency_hourly for hours rolled up before it existed (an upgrade)', async () => {
     await withTx(async (tx) => {
       for (const [at, lat] of [['2033-06-01T00:05:00Z', 40], ['2033-06-03T10:05:00Z', 50]] as const) {
