@@ -11,17 +11,28 @@ create or replace view admin.cache_stats as
          sum(pg_column_size(e.*)) as bytes
     from private.cache_entries e group by 1;
 
--- Hit rates per UTC day and model, from the request log.
+-- Hit rates per UTC day and model: private.usage_hourly up to the rollup's cut (the hour in progress
+-- too, as far as the cut: counts add up), the request log after it. The cut is as in admin.dashboard
+-- (sql/50_admin_ui.sql): the log half is minutes of traffic, not up to an hour.
 create or replace view admin.cache_hit_rates as
-  select (r.created_at at time zone 'UTC')::date as day, r.model,
-         count(*) filter (where r.cache is not null) as cacheable,
-         count(*) filter (where r.cache = 'exact') as exact_hits,
-         count(*) filter (where r.cache = 'semantic') as semantic_hits,
-         count(*) filter (where r.cache = 'miss') as misses,
-         count(*) filter (where r.cache = 'bypass') as bypassed,
-         round(count(*) filter (where r.cache in ('exact', 'semantic'))::numeric
-               / nullif(count(*) filter (where r.cache is not null), 0), 4) as hit_rate
-    from private.requests r group by 1, 2;
+  with b as (select case when max(l.covered_to) > now() then date_trunc('hour', now()) else coalesce(max(l.covered_to), '-infinity') end as since
+               from (select l.covered_to from private.latency_hourly l order by l.hour desc limit 1) l),
+  h as (
+    select u.hour, u.model, u.cache_exact as e, u.cache_semantic as s, u.cache_miss as m, u.cache_bypass as x
+      from private.usage_hourly u where u.hour < (select since from b)
+    union all
+    select r.created_at, r.model, (r.cache is not distinct from 'exact')::integer, (r.cache is not distinct from 'semantic')::integer,
+           (r.cache is not distinct from 'miss')::integer, (r.cache is not distinct from 'bypass')::integer
+      from private.requests r where r.created_at >= (select since from b)
+  )
+  select (h.hour at time zone 'UTC')::date as day, h.model,
+         sum(h.e + h.s + h.m + h.x)::bigint as cacheable,
+         sum(h.e)::bigint as exact_hits,
+         sum(h.s)::bigint as semantic_hits,
+         sum(h.m)::bigint as misses,
+         sum(h.x)::bigint as bypassed,
+         round(sum(h.e + h.s)::numeric / nullif(sum(h.e + h.s + h.m + h.x), 0), 4) as hit_rate
+    from h group by 1, 2;
 
 -- The audited false-hit rate: per model and threshold, how many re-asked semantic hits disagreed.
 create or replace view admin.cache_audit as

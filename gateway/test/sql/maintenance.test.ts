@@ -59,6 +59,65 @@ describe('maintenance jobs', () => {
     });
   });
 
+  it('usage_rollup stops at the oldest request in flight; the dashboard adds the log after it, exactly', async () => {
+    await withTx(async (tx) => {
+      const log = (ago: number, lat: number) => tx`
+        insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms, cost_micros, prompt_tokens, completion_tokens)
+        values (${randomUUID()}, now() - make_interval(secs => ${ago}), 434343, 1, 'chat/completions', 'cut', 'ok', ${lat}, 1, 1, 1)`;
+      for (const ago of [200, 190, 180]) await log(ago, 100);
+      // Admitted 150 s ago and still streaming when the job runs.
+      const [a] = await tx`insert into private.admissions (id, created_at, key_id, user_id, endpoint, model)
+                           values (${randomUUID()}, now() - interval '150 seconds', 1, 434343, 'chat/completions', 'cut') returning created_at`;
+      await tx`select private.usage_rollup(now())`;
+      const [h] = await tx`select covered_to from private.latency_hourly order by hour desc limit 1`;
+      expect(new Date(h.covered_to).getTime()).toBeLessThanOrEqual(new Date(a.created_at).getTime());
+      // It finishes after the run: written with its admission time, before the next run.
+      await tx`delete from private.admissions where model = 'cut'`;
+      await log(150, 3000);
+      const [{ d }] = await tx`select admin.dashboard(now() - interval '3 hours') as d`;
+      const [raw] = await tx`select count(*)::int as n from private.requests r
+                               where created_at >= date_trunc('hour', now() - interval '3 hours')
+                                 and not exists (select 1 from admin.internal_users i where i.id = r.user_id)`;
+      expect(d.totals.requests).toBe(raw.n);
+      const [{ n }] = await tx`select coalesce(sum(requests), 0)::int as n from private.usage_hourly where user_id = 434343`;
+      expect(n).toBe(3); // the late one is in the log half, not (yet) in the rollup
+    });
+  });
+
+  it('a request open for over an hour moves the rollup back to its hour: nothing after the cut stays rolled up', async () => {
+    await withTx(async (tx) => {
+      for (const at of ['2033-07-01T09:10:00Z', '2033-07-01T09:50:00Z', '2033-07-01T10:05:00Z']) {
+        await tx`insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms)
+                 values (${randomUUID()}, ${at}, 464646, 1, 'chat/completions', 'long', 'ok', 10)`;
+      }
+      await tx`select private.usage_rollup('2033-07-01T10:10:00Z')`;   // rolls up all three
+      await tx`insert into private.admissions (id, created_at, key_id, user_id, endpoint, model)
+               values (${randomUUID()}, '2033-07-01T09:30:00Z', 1, 464646, 'chat/completions', 'long')`;
+      await tx`select private.usage_rollup('2033-07-01T11:00:30Z')`;   // its window starts at 10:00
+      const [{ n }] = await tx`select coalesce(sum(requests), 0)::int as n from private.usage_hourly where user_id = 464646`;
+      expect(n).toBe(1); // 09:50 and 10:05 are after the cut (09:30): the readers count them from the log
+    });
+  });
+
+  it('usage_rollup fills private.latency_hourly for hours rolled up before it existed (an upgrade)', async () => {
+    await withTx(async (tx) => {
+      for (const [at, lat] of [['2033-06-01T00:05:00Z', 40], ['2033-06-03T10:05:00Z', 50]] as const) {
+        await tx`insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms)
+                 values (${randomUUID()}, ${at}, 454545, 1, 'chat/completions', 'old', 'ok', ${lat})`;
+      }
+      // Usage rolled up by the previous release: an old hour and a recent one, no latency rows.
+      await tx`insert into private.usage_hourly (hour, user_id, key_id, model, channel_id, requests, errors, prompt_tokens,
+                                                 completion_tokens, cost_micros, latency_ms_sum)
+               values ('2033-06-01T00:00:00Z', 454545, 1, 'old', 0, 1, 0, 0, 0, 0, 40),
+                      ('2033-06-03T10:00:00Z', 454545, 1, 'old', 0, 1, 0, 0, 0, 0, 50)`;
+      const [{ r }] = await tx`select private.usage_rollup('2033-06-03T10:30:00Z') as r`;
+      expect(r.latency_backfilled).toBeGreaterThanOrEqual(1);
+      const [old] = await tx`select requests, p50_ms, covered_to from private.latency_hourly where hour = '2033-06-01T00:00:00Z'`;
+      expect(old).toMatchObject({ requests: 1, p50_ms: 40 });
+      expect(new Date(old.covered_to).toISOString()).toBe('2033-06-01T01:00:00.000Z');
+    });
+  });
+
   it('history_purge is bounded and keeps recent runs', async () => {
     await withTx(async (tx) => {
       await tx`insert into private.job_runs (job, runner, started_at, status) values ('elygate.reaper', 'manual', '2000-01-01', 'succeeded')`;
