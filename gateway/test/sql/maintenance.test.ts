@@ -39,6 +39,9 @@ describe('maintenance jobs', () => {
 
   it('usage_rollup sums the request log per hour', async () => {
     await withTx(async (tx) => {
+      // Nothing in flight, as far as this test sees: an admission another file left open would
+      // hold the rollup's cut back (by design: see usage_rollup).
+      await tx`delete from private.admissions`;
       const hour = '2033-05-05T10:00:00Z';
       for (const [lat, status, cost] of [
         [100, 'ok', 5],
@@ -86,6 +89,7 @@ describe('maintenance jobs', () => {
 
   it('a request open for over an hour moves the rollup back to its hour: nothing after the cut stays rolled up', async () => {
     await withTx(async (tx) => {
+      await tx`delete from private.admissions`; // only this test's admission is in flight
       for (const at of ['2033-07-01T09:10:00Z', '2033-07-01T09:50:00Z', '2033-07-01T10:05:00Z']) {
         await tx`insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms)
                  values (${randomUUID()}, ${at}, 464646, 1, 'chat/completions', 'long', 'ok', 10)`;
@@ -101,6 +105,7 @@ describe('maintenance jobs', () => {
 
   it('usage_rollup fills private.latency_hourly for hours rolled up before it existed (an upgrade)', async () => {
     await withTx(async (tx) => {
+      await tx`delete from private.admissions`; // nothing in flight
       for (const [at, lat] of [['2033-06-01T00:05:00Z', 40], ['2033-06-03T10:05:00Z', 50]] as const) {
         await tx`insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms)
                  values (${randomUUID()}, ${at}, 454545, 1, 'chat/completions', 'old', 'ok', ${lat})`;
