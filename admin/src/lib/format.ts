@@ -7,6 +7,8 @@ export const usd = (micros: unknown) => {
   const abs = (Math.abs(n) / 1e6).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 6 });
   return `${n < 0 ? '-' : ''}$${abs}`;
 };
+/** Micro-USD as the plain dollar number a form's input field holds ('' for none). */
+export const usdInput = (micros: unknown) => (micros === null || micros === undefined || micros === '' ? '' : String(Number(micros) / 1e6));
 export const num = (v: unknown) => (v === null || v === undefined ? '—' : Number(v).toLocaleString('en-US'));
 export const when = (v: unknown) => (v ? new Date(v as string).toISOString().replace('T', ' ').slice(0, 19) : '—');
 export const list = (v: unknown) => (Array.isArray(v) && v.length ? v.join(', ') : '—');
