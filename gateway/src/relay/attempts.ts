@@ -155,9 +155,17 @@ async function attempt(run: Run, t: Try): Promise<Result> {
     t.record(null, message);
     return { failure: { status: 502, body: null, wire: null, message } };
   }
-  const status = mapStatus(t.channel, res.status);
-  if (status < 200 || status > 299) return errorAnswer(run, t, res, status);
-  return run.facts.stream ? openStream(run, t, res) : completeAnswer(run, t, res);
+  try {
+    const status = mapStatus(t.channel, res.status);
+    if (status < 200 || status > 299) return await errorAnswer(run, t, res, status);
+    return run.facts.stream ? await openStream(run, t, res) : await completeAnswer(run, t, res);
+  } catch (err) {
+    // A throw of ours while reading the answer: stop its timer and the upstream's body, then let
+    // relay() answer and settle it.
+    t.release();
+    t.controller.abort(err);
+    throw err;
+  }
 }
 
 /** An upstream error status: fail over when it is retryable, else answer the client with it. */
