@@ -73,30 +73,36 @@ async function readToFirstByte(run: Run, t: Try, res: Response): Promise<Opened 
   return { reader, text, pipe, assembler, first: first!, upstreamDone };
 }
 
+/** Queues a stream's outcome, after a tokenizer count of what was delivered if one is needed. */
+async function settleStream(run: Run, t: Try, upstream: Response, o: Opened, ttfb: number, status: Outcome['status'], error?: string) {
+  const watch = o.pipe.watch;
+  const usage = await usageFields(run.input.body, watch.usage, watch.delivered.join(''), status === 'ok').catch(() => null);
+  run.settlement.settle({
+    status,
+    http_status: upstream.status,
+    channel_id: t.channel.id,
+    upstream_model: t.entry.model,
+    ...(usage ?? {}),
+    ttfb_ms: ttfb,
+    error_code: error ? (status === 'aborted' ? 'client_closed' : 'upstream_stream_error') : null,
+    error_message: error ?? null,
+    cache_store: status === 'ok' ? cacheStore(run, o.assembler?.answer() ?? null) : null,
+  });
+}
+
 /** The client's stream: settles once when it ends, however it ends. */
 function streamResponse(run: Run, t: Try, upstream: Response, o: Opened, ttfb: number): Response {
-  const { input, settlement } = run;
+  const { input } = run;
   const { pipe, reader, controller } = { ...o, controller: t.controller };
   let idleTimer: ReturnType<typeof setTimeout> | null = null;
   let finished = false;
 
-  /** Queues the outcome (after a tokenizer count if one is needed); later calls do nothing. */
+  /** Settles the stream; later calls do nothing. */
   const finish = async (status: Outcome['status'], error?: string): Promise<void> => {
     if (finished) return;
     finished = true;
     if (idleTimer) clearTimeout(idleTimer);
-    const usage = await usageFields(input.body, pipe.watch.usage, pipe.watch.delivered.join(''), status === 'ok').catch(() => null);
-    settlement.settle({
-      status,
-      http_status: upstream.status,
-      channel_id: t.channel.id,
-      upstream_model: t.entry.model,
-      ...(usage ?? {}),
-      ttfb_ms: ttfb,
-      error_code: error ? (status === 'aborted' ? 'client_closed' : 'upstream_stream_error') : null,
-      error_message: error ?? null,
-      cache_store: status === 'ok' ? cacheStore(run, o.assembler?.answer() ?? null) : null,
-    });
+    await settleStream(run, t, upstream, o, ttfb, status, error);
   };
   const armIdle = () => {
     if (idleTimer) clearTimeout(idleTimer);
@@ -148,12 +154,15 @@ function streamResponse(run: Run, t: Try, upstream: Response, o: Opened, ttfb: n
   });
   input.clientSignal.addEventListener('abort', clientGone, { once: true });
 
-  const headers = new Headers({
+  return new Response(withKeepalive(body), { status: 200, headers: streamHeaders(run) });
+}
+
+function streamHeaders(run: Run): Headers {
+  return new Headers({
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
     connection: 'keep-alive',
-    'x-request-id': input.requestId,
-    ...cacheHeaders(input, run.cache),
+    'x-request-id': run.input.requestId,
+    ...cacheHeaders(run.input, run.cache),
   });
-  return new Response(withKeepalive(body), { status: 200, headers });
 }
