@@ -71,12 +71,18 @@ export async function startOwnProduct(options: Record<string, string> = {}): Pro
   const loginPage = await (await fetch(`${admin.url}/login`)).text();
   const login = async (p: Page, username: string, password: string, from = '/') => {
     await p.goto(admin.url + from);
+    // Typing before the page's scripts have started could be undone when they take the form over.
+    await p.waitForLoadState('networkidle');
     await p.fill('#username', username);
     await p.fill('#password', password);
     await p.click('button:has-text("Log in")');
   };
+  // The first page of a cold product on a busy 2-core machine can take longer than a click should.
   await login(page, 'ops', PASSWORD);
-  await page.waitForURL((u) => u.pathname === '/');
+  await page.waitForURL((u) => u.pathname === '/', { timeout: 45000 }).catch(async (e) => {
+    const said = await page.locator('main, body').first().innerText().catch(() => '(no page text)');
+    throw new Error(`logging in as ops did not reach /: at ${page.url()}, the page says: ${said.slice(0, 400)}`, { cause: e });
+  });
   return {
     su, admin, ctx, page, loginPage, userWithPassword, login,
     async stop() {
