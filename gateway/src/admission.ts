@@ -67,8 +67,9 @@ export function refusalFromError(err: unknown): unknown {
   return new AdmissionError({
     code: pg.code,
     message: pg.message ?? '',
-    hint: pg.hint,
-    column: pg.column_name,
+    // (private.refusal_raise sends an absent hint or column as empty: RAISE takes no null)
+    hint: pg.hint || null,
+    column: pg.column_name || null,
     reason: fields.reason,
     retry_after: fields.retry_after,
   });

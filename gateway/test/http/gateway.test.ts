@@ -106,7 +106,7 @@ describe('refusals before and inside relay_begin', () => {
     await expectError(await post('/v1/chat/completions', chat(), null), 401, 'invalid_api_key');
   });
   it('unknown key → 401', async () => {
-    await expectError(await post('/v1/chat/completions', chat(), 'sk-unknown'), 401, 'invalid_api_key');
+    await expectError(await post('/v1/chat/completions', chat(), 'sk-unknown'), 401, 'invalid_api_key', null);
   });
   it('revoked key → 401', async () => {
     const e = await expectError(await post('/v1/chat/completions', chat(), extraKeys.revoked), 401, 'invalid_api_key');
@@ -120,7 +120,7 @@ describe('refusals before and inside relay_begin', () => {
     await expectError(await post('/v1/chat/completions', chat(), extraKeys.limited), 403, 'model_not_allowed', 'model');
   });
   it('client address outside the key allowlist → 403', async () => {
-    await expectError(await post('/v1/chat/completions', chat(), extraKeys.ipBound), 403, 'ip_not_allowed');
+    await expectError(await post('/v1/chat/completions', chat(), extraKeys.ipBound), 403, 'ip_not_allowed', null);
   });
   it('unknown model → 404', async () => {
     await expectError(await post('/v1/chat/completions', chat({ model: 'no-such-model' })), 404, 'model_not_found', 'model');
@@ -128,7 +128,7 @@ describe('refusals before and inside relay_begin', () => {
   it('no enabled channel → 503', async () => {
     const m = unique('lonely');
     const ch = await createChannel(db(), { base_url: primary.url, models: [m], groups: [group], status: 'manually_disabled' });
-    await expectError(await post('/v1/chat/completions', chat({ model: m })), 503, 'no_available_channel');
+    await expectError(await post('/v1/chat/completions', chat({ model: m })), 503, 'no_available_channel', null);
     expect(ch.id).toBeTruthy();
   });
   it('unknown URL → 404 in OpenAI shape', async () => {
