@@ -13,8 +13,11 @@ import {
   type ChatRequest,
   type ChunkDecoder,
 } from './types';
+import { REASONING_BUDGET } from '../inbound/responses';
 
 export const ANTHROPIC_VERSION = '2023-06-01';
+/** The smallest thinking budget the Messages API accepts. */
+const MIN_THINKING_BUDGET = 1024;
 
 const stopToFinish: Record<string, string> = {
   end_turn: 'stop',
@@ -75,6 +78,17 @@ export function chatToAnthropic(req: ChatRequest, upstreamModel: string, default
     messages,
     max_tokens: req.max_completion_tokens ?? req.max_tokens ?? defaultMaxTokens,
   };
+  /* why not inside a tool-use loop: with thinking on, Anthropic wants the assistant turn that
+     called the tools to start with its signed thinking block, which a conversation converted from
+     another protocol does not carry. That turn is answered without extended thinking. */
+  const budget = req.messages.at(-1)?.role === 'tool' ? 0 : REASONING_BUDGET.get(req.reasoning_effort) ?? 0;
+  if (budget > 0) {
+    // Extended thinking: its budget counts against max_tokens and must stay below it.
+    const asked = req.max_completion_tokens ?? req.max_tokens;
+    const thinking = asked == null ? budget : Math.min(budget, asked - 1);
+    if (asked == null) out.max_tokens = defaultMaxTokens + budget;
+    if (thinking >= MIN_THINKING_BUDGET) out.thinking = { type: 'enabled', budget_tokens: thinking };
+  }
   if (system.length > 0) out.system = system.join('\n\n');
   if (req.temperature != null) out.temperature = Math.min(req.temperature, 1);
   if (req.top_p != null) out.top_p = req.top_p;

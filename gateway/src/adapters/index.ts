@@ -1,13 +1,14 @@
 // Picks the adapter for a (client protocol, channel type) pair and builds the upstream call:
-// OpenAI ⇄ OpenAI/Azure and Anthropic ⇄ Anthropic pass the client's bytes through; every other
-// pair converts through the OpenAI chat shape (see types.ts). Channel config adds parameter and
-// header overrides. Wire formats only: no routing or billing decisions are made here.
+// OpenAI ⇄ OpenAI/Azure and Anthropic ⇄ Anthropic pass the client's bytes through, and so does
+// Responses ⇄ a channel that implements Responses (config.responses_api); every other pair
+// converts through the OpenAI chat shape (see types.ts). Channel config adds parameter and header
+// overrides. Wire formats only: no routing or billing decisions are made here.
 import { ANTHROPIC_VERSION, anthropicChunkDecoder, anthropicToChat, chatToAnthropic } from './anthropic';
 import { chatToGemini, geminiChunkDecoder, geminiToChat } from './gemini';
 import { azureHeaders, azureUrl, openAiChunkDecoder, openAiHeaders, openAiUrl } from './openai';
 import { safeJson, type ChatCompletion, type ChatRequest, type ChunkDecoder, type UpstreamCall } from './types';
 import { messagesToChat } from '../inbound/anthropic';
-import { responsesToChat, responsesUnconvertible } from '../inbound/responses';
+import { responsesToChat, responsesUnconvertible, type Unconvertible } from '../inbound/responses';
 
 /** The protocol the client speaks. */
 export type Protocol = 'openai' | 'anthropic' | 'responses';
@@ -29,6 +30,8 @@ export interface CallInput {
   stream: boolean;
   upstreamModel: string;
   defaultMaxTokens: number;
+  /** The client's request headers (anthropic-version and anthropic-beta go on to Anthropic channels). */
+  headers?: Headers;
 }
 
 export interface PreparedCall extends UpstreamCall {
@@ -43,6 +46,45 @@ export interface PreparedCall extends UpstreamCall {
 export type AnswerKind = 'chat/completions' | 'completions' | 'embeddings' | 'responses' | 'messages' | 'generateContent';
 
 const encoder = new TextEncoder();
+
+/** Why a channel cannot serve a request; `param` when the request's field is the reason. */
+export interface Unsupported {
+  unsupported: string;
+  param?: string;
+}
+
+const OFFICIAL_RESPONSES_HOSTS = new Set(['api.openai.com']);
+
+/**
+ * Whether a channel takes /v1/responses as it is (config.responses_api "native") or converted to
+ * chat completions ("convert"). Unset: native only where the upstream is known to implement it,
+ * OpenAI's own API; OpenAI-compatible servers (vLLM, Ollama, DeepSeek, ...) mostly do not.
+ */
+export function responsesNative(channel: ChannelLike): boolean {
+  const mode = channel.config?.responses_api;
+  if (mode === 'native' || mode === 'convert') return mode === 'native';
+  if (channel.type !== 'openai') return false;
+  try {
+    return OFFICIAL_RESPONSES_HOSTS.has(new URL(channel.baseUrl).hostname);
+  } catch {
+    return false;
+  }
+}
+
+const unconvertible = (why: Unconvertible): Unsupported => ({ unsupported: why.message, param: why.param });
+
+/** The headers of an Anthropic call: the client's anthropic-version and -beta when it sent them. */
+function anthropicHeaders(key: string, cfg: Record<string, any>, client: Headers | undefined): Record<string, string> {
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    accept: 'application/json, text/event-stream',
+    'x-api-key': key,
+    'anthropic-version': client?.get('anthropic-version') || String(cfg.anthropic_version ?? ANTHROPIC_VERSION),
+  };
+  const beta = client?.get('anthropic-beta');
+  if (beta) headers['anthropic-beta'] = beta;
+  return headers;
+}
 
 function chatOf(input: CallInput): ChatRequest {
   if (input.protocol === 'anthropic') return messagesToChat(input.body);
@@ -61,7 +103,7 @@ function openAiBody(input: CallInput, forceUsage: boolean): Record<string, any> 
 }
 
 /** Builds the upstream request, or returns why this channel type cannot serve the request. */
-export function prepareCall(channel: ChannelLike, key: string, input: CallInput): PreparedCall | { unsupported: string } {
+export function prepareCall(channel: ChannelLike, key: string, input: CallInput): PreparedCall | Unsupported {
   const cfg = channel.config ?? {};
   let url: string;
   let headers: Record<string, string>;
@@ -76,14 +118,16 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
     if (input.protocol === 'openai') {
       native = true;
       body = openAiBody(input, endpoint === 'chat/completions' || endpoint === 'completions');
-    } else if (input.protocol === 'responses') {
+    } else if (input.protocol === 'responses' && responsesNative(channel)) {
       native = true;
       endpoint = 'responses';
       body = openAiBody(input, false);
     } else {
+      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'openai') : null;
+      if (why) return unconvertible(why);
       endpoint = 'chat/completions';
       const chat: Record<string, any> = { ...chatOf(input), model: input.upstreamModel };
-      if (input.stream) chat.stream_options = { include_usage: true };
+      if (input.stream) Object.assign(chat, { stream: true, stream_options: { include_usage: true } });
       body = chat;
     }
     kind = endpoint as AnswerKind;
@@ -97,25 +141,20 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
     } else if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
       return { unsupported: `an anthropic channel cannot serve /v1/${input.endpoint}` };
     } else {
-      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body) : null;
-      if (why) return { unsupported: why };
+      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'anthropic') : null;
+      if (why) return unconvertible(why);
       body = chatToAnthropic({ ...chatOf(input), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
     }
     kind = 'messages';
     url = `${channel.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1/messages`;
-    headers = {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'x-api-key': key,
-      'anthropic-version': String(cfg.anthropic_version ?? ANTHROPIC_VERSION),
-    };
+    headers = anthropicHeaders(key, cfg, input.protocol === 'anthropic' ? input.headers : undefined);
   } else if (channel.type === 'gemini') {
     wire = 'gemini';
     if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
       return { unsupported: `a gemini channel cannot serve /v1/${input.endpoint}` };
     }
-    const why = input.protocol === 'responses' ? responsesUnconvertible(input.body) : null;
-    if (why) return { unsupported: why };
+    const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'gemini') : null;
+    if (why) return unconvertible(why);
     kind = 'generateContent';
     body = chatToGemini(chatOf(input));
     const base = channel.baseUrl.replace(/\/+$/, '');
