@@ -7,7 +7,7 @@ import { ANTHROPIC_VERSION, anthropicChunkDecoder, anthropicToChat, chatToAnthro
 import { chatToGemini, geminiChunkDecoder, geminiToChat } from './gemini';
 import { azureHeaders, azureUrl, openAiChunkDecoder, openAiHeaders, openAiUrl } from './openai';
 import { safeJson, type ChatCompletion, type ChatRequest, type ChunkDecoder, type UpstreamCall } from './types';
-import { messagesToChat } from '../inbound/anthropic';
+import { messagesToChat, messagesUnconvertible } from '../inbound/anthropic';
 import { responsesToChat, responsesUnconvertible, type Unconvertible } from '../inbound/responses';
 
 /** The protocol the client speaks. */
@@ -123,7 +123,7 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
       endpoint = 'responses';
       body = openAiBody(input, false);
     } else {
-      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'openai') : null;
+      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'openai') : messagesUnconvertible(input.body);
       if (why) return unconvertible(why);
       endpoint = 'chat/completions';
       const chat: Record<string, any> = { ...chatOf(input), model: input.upstreamModel };
@@ -146,14 +146,15 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
       body = chatToAnthropic({ ...chatOf(input), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
     }
     kind = 'messages';
-    url = `${channel.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1/messages`;
+    url = `${anthropicRoot(channel.baseUrl)}/v1/messages`;
     headers = anthropicHeaders(key, cfg, input.protocol === 'anthropic' ? input.headers : undefined);
   } else if (channel.type === 'gemini') {
     wire = 'gemini';
     if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
       return { unsupported: `a gemini channel cannot serve /v1/${input.endpoint}` };
     }
-    const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'gemini') : null;
+    const why =
+      input.protocol === 'responses' ? responsesUnconvertible(input.body, 'gemini') : input.protocol === 'anthropic' ? messagesUnconvertible(input.body) : null;
     if (why) return unconvertible(why);
     kind = 'generateContent';
     body = chatToGemini(chatOf(input));
@@ -173,11 +174,30 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
     const obj = body instanceof Uint8Array ? safeJson(new TextDecoder().decode(body)) : body;
     body = { ...obj, ...override };
   }
+  overrideHeaders(headers, cfg);
+  return { url, headers, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)), native, wire, kind };
+}
+
+function overrideHeaders(headers: Record<string, string>, cfg: Record<string, any>): void {
   const headerOverride = cfg.header_override;
   if (headerOverride && typeof headerOverride === 'object') {
     for (const [k, v] of Object.entries(headerOverride)) headers[k.toLowerCase()] = String(v);
   }
-  return { url, headers, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)), native, wire, kind };
+}
+
+/** "https://api.anthropic.com" and "https://api.anthropic.com/v1" both work. */
+const anthropicRoot = (baseUrl: string) => baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '');
+
+/**
+ * Anthropic's token counting (POST /v1/messages/count_tokens) on an Anthropic channel: the
+ * client's body with the upstream model name, its anthropic-version and -beta, the channel's
+ * header overrides (not its parameter overrides: the endpoint refuses generation parameters).
+ */
+export function anthropicCountCall(channel: ChannelLike, key: string, body: Record<string, any>, upstreamModel: string, client: Headers): UpstreamCall {
+  const cfg = channel.config ?? {};
+  const headers = anthropicHeaders(key, cfg, client);
+  overrideHeaders(headers, cfg);
+  return { url: `${anthropicRoot(channel.baseUrl)}/v1/messages/count_tokens`, headers, body: encoder.encode(JSON.stringify({ ...body, model: upstreamModel })) };
 }
 
 /* why: a 200 that is not the protocol's answer (an HTML error page from a proxy, `{}`, a truncated
