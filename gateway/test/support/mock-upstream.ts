@@ -225,7 +225,9 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
     const wantsTool = isChat && Array.isArray(body.tools) && body.tools.length > 0 && body.tool_choice !== 'none' && !afterTool;
     const answer = answerFor(body);
     const words = answer.split(' ');
-    const completionTokens = wantsTool ? 5 : words.length;
+    // A reasoning model's thoughts, as OpenAI-compatible servers (DeepSeek, vLLM) return them.
+    const reasoning = isChat && body.reasoning_effort && body.reasoning_effort !== 'none' ? `Thinking (${body.reasoning_effort}) first.` : null;
+    const completionTokens = (wantsTool ? 5 : words.length) + (reasoning ? countWords(reasoning) : 0);
     const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
     const toolCall = wantsTool
       ? { id: 'call_mock1', type: 'function', function: { name: body.tools[0].function.name, arguments: JSON.stringify({ city: 'Paris' }) } }
@@ -241,7 +243,10 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
             choices: [
               {
                 index: 0,
-                message: toolCall ? { role: 'assistant', content: null, tool_calls: [toolCall] } : { role: 'assistant', content: answer },
+                message: {
+                  ...(toolCall ? { role: 'assistant', content: null, tool_calls: [toolCall] } : { role: 'assistant', content: answer }),
+                  ...(reasoning ? { reasoning_content: reasoning } : {}),
+                },
                 finish_reason: toolCall ? 'tool_calls' : 'stop',
                 logprobs: null,
               },
@@ -269,6 +274,9 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
     const chunks: unknown[] = [];
     if (isChat) {
       chunks.push({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] });
+      if (reasoning) {
+        for (const piece of [reasoning.slice(0, 9), reasoning.slice(9)]) chunks.push({ ...base, choices: [{ index: 0, delta: { reasoning_content: piece }, finish_reason: null }] });
+      }
       if (toolCall) {
         chunks.push({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index: 0, id: toolCall.id, type: 'function', function: { name: toolCall.function.name, arguments: '' } }] }, finish_reason: null }] });
         // The arguments in two pieces, as upstreams stream them.
