@@ -48,7 +48,7 @@ beforeAll(async () => {
   await createChannel(sql, { type: 'gemini', base_url: gemini.url, models: [models.gemini], groups: [group] });
   gw = await startGateway();
   // The SDK's own fetch, noting each answer's request id (a stream's receipt is in its ledger row).
-  const noting: typeof fetch = async (...args) => {
+  const noting = async (...args: Parameters<typeof fetch>) => {
     const res = await fetch(...args);
     lastRequestId = res.headers.get('x-request-id') ?? '';
     return res;
@@ -251,6 +251,11 @@ describe('a coding agent\'s recorded request (Codex CLI shape), replayed', () =>
     const final = await client.responses.stream({ ...recorded, model: models[kind] }).finalResponse();
     expect(final.status).toBe('completed');
     await expectBilled(lastRequestId, final.usage);
+    // The upstream's reasoning (reasoning_content; Anthropic's thinking) is a reasoning item's summary.
+    expect(final.output[0]).toMatchObject({
+      type: 'reasoning',
+      summary: [{ type: 'summary_text', text: kind === 'chat' ? 'Thinking (medium) first.' : 'Let me think about it.' }],
+    });
 
     const sent = lastUpstreamBody(kind);
     if (kind === 'chat') {
