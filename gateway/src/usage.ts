@@ -43,8 +43,13 @@ export function promptParts(body: Record<string, any>): { text: string; images: 
       for (const p of c) {
         if (typeof p === 'string') parts.push(p);
         else if (p && typeof p === 'object') {
-          if (typeof (p as any).text === 'string') parts.push((p as any).text);
-          else if ((p as any).type === 'image_url' || (p as any).type === 'image' || (p as any).type === 'input_image') images++;
+          const q = p as any;
+          if (typeof q.text === 'string') parts.push(q.text);
+          else if (q.type === 'image_url' || q.type === 'image' || q.type === 'input_image') images++;
+          // Responses input items: messages, function calls and their outputs.
+          else if (q.content !== undefined) addContent(q.content);
+          else if (q.type === 'function_call') parts.push(String(q.name ?? ''), String(q.arguments ?? ''));
+          else if (q.type === 'function_call_output') addContent(q.output);
         }
       }
     }
@@ -59,6 +64,7 @@ export function promptParts(body: Record<string, any>): { text: string; images: 
   if (body.system !== undefined) addContent(body.system);
   if (body.prompt !== undefined) addContent(body.prompt);
   if (body.input !== undefined) addContent(body.input);
+  if (typeof body.instructions === 'string') parts.push(body.instructions);
   if (Array.isArray(body.tools)) parts.push(JSON.stringify(body.tools));
   return { text: parts.join('\n'), images, messages };
 }

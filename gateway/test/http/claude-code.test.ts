@@ -184,7 +184,7 @@ describe('what a chat request cannot carry', () => {
   const cases: [string, Partial<Anthropic.MessageCreateParamsNonStreaming>, string][] = [
     ['a PDF document', { messages: [{ role: 'user', content: [{ type: 'text', text: 'summarise' }, pdf] }] }, 'messages.0.content.1.type'],
     ['a server tool', { tools: [{ type: 'web_search_20250305', name: 'web_search' } as any] }, 'tools.0'],
-    ['top_k', { top_k: 5 }, 'top_k'],
+    ['top_k', { top_k: 5 } as any, 'top_k'],
   ];
 
   it.each(cases)('%s is refused for an OpenAI channel, naming it', async (_what, fields, param) => {

@@ -241,6 +241,32 @@ describe.each(['chat', 'anthropic', 'gemini'] as const)('/v1/responses converted
   });
 });
 
+describe('an upstream that reports no usage', () => {
+  it('a converted request is billed from a tokenizer count of its input items and instructions', async () => {
+    chatOnly.reportUsage = false;
+    try {
+      const words = 'alpha beta gamma delta epsilon zeta eta theta iota kappa '.repeat(20);
+      const { response } = await client.responses
+        .create({
+          model: models.chat,
+          instructions: words,
+          input: [
+            { role: 'user', content: [{ type: 'input_text', text: words }] },
+            { type: 'function_call', call_id: 'c1', name: 'lookup', arguments: JSON.stringify({ q: words }) },
+            { type: 'function_call_output', call_id: 'c1', output: words },
+          ],
+        })
+        .withResponse();
+      const row = await ledgerRow(response.headers.get('x-request-id')!);
+      expect(row.usage_source).toBe('estimated');
+      // Four copies of 200 words: every item and the instructions are counted.
+      expect(row.prompt_tokens).toBeGreaterThan(4 * 200);
+    } finally {
+      chatOnly.reportUsage = true;
+    }
+  });
+});
+
 describe('a coding agent\'s recorded request (Codex CLI shape), replayed', () => {
   const recorded = JSON.parse(readFileSync(join(__dirname, 'fixtures', 'codex-responses-request.json'), 'utf8'));
   delete recorded['//'];
