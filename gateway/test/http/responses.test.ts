@@ -241,6 +241,21 @@ describe.each(['chat', 'anthropic', 'gemini'] as const)('/v1/responses converted
   });
 });
 
+describe('a converted stream that breaks after its first byte', () => {
+  it('ends with an error event the SDK raises, and what was delivered is billed', async () => {
+    const stream = client.responses.stream({ model: models.chat, input: 'one two three four five mock:break:4' });
+    const deltas: string[] = [];
+    stream.on('response.output_text.delta', (e) => deltas.push(e.delta));
+    const err = await stream.finalResponse().catch((e) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(String(err.message)).toContain('Upstream stream failed');
+    expect(deltas.length).toBeGreaterThan(0);
+    const row = await ledgerRow(lastRequestId);
+    expect(row.usage_source).toBe('estimated');
+    expect(row.completion_tokens).toBeGreaterThan(0);
+  });
+});
+
 describe('an upstream that reports no usage', () => {
   it('a converted request is billed from a tokenizer count of its input items and instructions', async () => {
     chatOnly.reportUsage = false;
