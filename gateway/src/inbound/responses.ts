@@ -244,129 +244,145 @@ type OpenItem = TextItem | CallItem;
  * output_item.done; then response.completed (or .incomplete) with the output and usage. Every
  * event carries its sequence_number.
  */
-export function responsesEncoder(clientModel: string, body: Record<string, any>) {
-  const r = responseShell(syntheticId('resp_'), Math.floor(Date.now() / 1000), clientModel, body);
-  let seq = 0;
-  let started = false;
-  let current: TextItem | null = null;
-  const calls = new Map<number, CallItem>();
-  let finish: string | null = null;
-  let usage: any = null;
-  const ev = (type: string, data: Record<string, any>) => `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`;
-  const start = () => {
-    if (started) return '';
-    started = true;
-    return ev('response.created', { response: r }) + ev('response.in_progress', { response: r });
-  };
-  const at = (it: OpenItem) => ({ item_id: it.id, output_index: it.index });
+export function responsesEncoder(clientModel: string, body: Record<string, any>): ResponsesEncoder {
+  return new ResponsesEncoder(clientModel, body);
+}
 
-  const open = (it: OpenItem): string => {
-    r.output.push(null); // its place; filled when the item is done
+class ResponsesEncoder {
+  private readonly r: ReturnType<typeof responseShell>;
+  private seq = 0;
+  private started = false;
+  /** The open message or reasoning item (one at a time). */
+  private current: TextItem | null = null;
+  /** The open function calls, by the chat stream's tool call index. */
+  private readonly calls = new Map<number, CallItem>();
+  private finish: string | null = null;
+  private usage: any = null;
+
+  constructor(clientModel: string, body: Record<string, any>) {
+    this.r = responseShell(syntheticId('resp_'), Math.floor(Date.now() / 1000), clientModel, body);
+  }
+
+  chunk(c: ChatChunk): string {
+    let out = this.start();
+    if (c.usage) this.usage = c.usage;
+    for (const choice of c.choices ?? []) {
+      if ((choice.index ?? 0) !== 0) continue;
+      const d = choice.delta ?? {};
+      if (typeof d.reasoning_content === 'string' && d.reasoning_content) {
+        out += this.text('reasoning', d.reasoning_content, 'response.reasoning_summary_text.delta', { summary_index: 0 });
+      }
+      if (typeof d.content === 'string' && d.content) {
+        out += this.text('message', d.content, 'response.output_text.delta', { content_index: 0, logprobs: [] });
+      }
+      for (const t of d.tool_calls ?? []) out += this.toolCall(t);
+      if (choice.finish_reason) this.finish = choice.finish_reason;
+    }
+    return out;
+  }
+
+  /** The closing events; call when the upstream stream completed. */
+  end(): string {
+    let out = this.start() + this.closeAll();
+    const incomplete = this.finish ? INCOMPLETE[this.finish] : undefined;
+    this.r.status = incomplete ? 'incomplete' : 'completed';
+    this.r.incomplete_details = incomplete ? { reason: incomplete } : null;
+    this.r.usage = responseUsage(this.usage);
+    out += this.ev(incomplete ? 'response.incomplete' : 'response.completed', { response: this.r });
+    return out;
+  }
+
+  /** An in-band error event, for a stream that broke after the client got its first byte. */
+  error(message: string): string {
+    return this.ev('error', { code: 'upstream_stream_error', message, param: null });
+  }
+
+  private ev(type: string, data: Record<string, any>): string {
+    return `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: this.seq++, ...data })}\n\n`;
+  }
+
+  private start(): string {
+    if (this.started) return '';
+    this.started = true;
+    return this.ev('response.created', { response: this.r }) + this.ev('response.in_progress', { response: this.r });
+  }
+
+  private at(it: OpenItem) {
+    return { item_id: it.id, output_index: it.index };
+  }
+
+  /** A text delta of a message or reasoning item, opening that item (and closing another) first. */
+  private text(kind: TextItem['kind'], delta: string, event: string, fields: Record<string, any>): string {
+    let out = '';
+    if (this.current?.kind !== kind) {
+      out += this.closeAll();
+      this.current = { kind, index: this.r.output.length, id: syntheticId(kind === 'message' ? 'msg_' : 'rs_'), text: '' };
+      out += this.open(this.current);
+    }
+    const it = this.current!;
+    it.text += delta;
+    return out + this.ev(event, { ...this.at(it), ...fields, delta });
+  }
+
+  /** A tool call chunk: its function_call item opened on first sight, then argument deltas. */
+  private toolCall(t: any): string {
+    let out = '';
+    const i = t.index ?? 0;
+    let it = this.calls.get(i);
+    if (!it) {
+      if (this.current) out += this.close(this.current);
+      this.current = null;
+      it = { kind: 'call', index: this.r.output.length, id: syntheticId('fc_'), callId: t.id ?? syntheticId('call_'), name: t.function?.name ?? '', args: '' };
+      this.calls.set(i, it);
+      out += this.open(it);
+    }
+    const delta = t.function?.arguments;
+    if (!delta) return out;
+    it.args += delta;
+    return out + this.ev('response.function_call_arguments.delta', { ...this.at(it), delta });
+  }
+
+  private open(it: OpenItem): string {
+    this.r.output.push(null); // its place; filled when the item is done
     if (it.kind === 'call') {
       const item = { type: 'function_call', id: it.id, call_id: it.callId, name: it.name, arguments: '', status: 'in_progress' };
-      return ev('response.output_item.added', { output_index: it.index, item });
+      return this.ev('response.output_item.added', { output_index: it.index, item });
     }
     if (it.kind === 'message') {
-      return (
-        ev('response.output_item.added', { output_index: it.index, item: { type: 'message', id: it.id, status: 'in_progress', role: 'assistant', content: [] } }) +
-        ev('response.content_part.added', { ...at(it), content_index: 0, part: textPart('') })
-      );
+      const item = { type: 'message', id: it.id, status: 'in_progress', role: 'assistant', content: [] };
+      return this.ev('response.output_item.added', { output_index: it.index, item }) + this.ev('response.content_part.added', { ...this.at(it), content_index: 0, part: textPart('') });
     }
     return (
-      ev('response.output_item.added', { output_index: it.index, item: reasoningItem(it.id, '') }) +
-      ev('response.reasoning_summary_part.added', { ...at(it), summary_index: 0, part: { type: 'summary_text', text: '' } })
+      this.ev('response.output_item.added', { output_index: it.index, item: reasoningItem(it.id, '') }) +
+      this.ev('response.reasoning_summary_part.added', { ...this.at(it), summary_index: 0, part: { type: 'summary_text', text: '' } })
     );
-  };
+  }
 
-  const close = (it: OpenItem): string => {
+  private close(it: OpenItem): string {
     let item: Record<string, any>;
     let out = '';
     if (it.kind === 'call') {
       const args = it.args || '{}';
       item = { type: 'function_call', id: it.id, call_id: it.callId, name: it.name, arguments: args, status: 'completed' };
-      out += ev('response.function_call_arguments.done', { ...at(it), name: it.name, arguments: args });
+      out += this.ev('response.function_call_arguments.done', { ...this.at(it), name: it.name, arguments: args });
     } else if (it.kind === 'message') {
       item = { type: 'message', id: it.id, status: 'completed', role: 'assistant', content: [textPart(it.text)] };
-      out += ev('response.output_text.done', { ...at(it), content_index: 0, text: it.text, logprobs: [] });
-      out += ev('response.content_part.done', { ...at(it), content_index: 0, part: textPart(it.text) });
+      out += this.ev('response.output_text.done', { ...this.at(it), content_index: 0, text: it.text, logprobs: [] });
+      out += this.ev('response.content_part.done', { ...this.at(it), content_index: 0, part: textPart(it.text) });
     } else {
       item = reasoningItem(it.id, it.text);
-      out += ev('response.reasoning_summary_text.done', { ...at(it), summary_index: 0, text: it.text });
-      out += ev('response.reasoning_summary_part.done', { ...at(it), summary_index: 0, part: { type: 'summary_text', text: it.text } });
+      out += this.ev('response.reasoning_summary_text.done', { ...this.at(it), summary_index: 0, text: it.text });
+      out += this.ev('response.reasoning_summary_part.done', { ...this.at(it), summary_index: 0, part: { type: 'summary_text', text: it.text } });
     }
-    r.output[it.index] = item;
-    return out + ev('response.output_item.done', { output_index: it.index, item });
-  };
+    this.r.output[it.index] = item;
+    return out + this.ev('response.output_item.done', { output_index: it.index, item });
+  }
 
-  /** Makes the open text-like item one of this kind (closing another), returning its events. */
-  const textual = (kind: TextItem['kind']): [TextItem, string] => {
-    if (current && current.kind === kind) return [current, ''];
-    let out = closeAll();
-    const it: TextItem = { kind, index: r.output.length, id: syntheticId(kind === 'message' ? 'msg_' : 'rs_'), text: '' };
-    current = it;
-    out += open(it);
-    return [it, out];
-  };
-  const closeAll = (): string => {
-    let out = '';
-    if (current) out += close(current);
-    current = null;
-    for (const c of calls.values()) out += close(c);
-    calls.clear();
+  private closeAll(): string {
+    let out = this.current ? this.close(this.current) : '';
+    this.current = null;
+    for (const c of this.calls.values()) out += this.close(c);
+    this.calls.clear();
     return out;
-  };
-
-  return {
-    chunk(c: ChatChunk): string {
-      let out = start();
-      if (c.usage) usage = c.usage;
-      for (const choice of c.choices ?? []) {
-        if ((choice.index ?? 0) !== 0) continue;
-        const d = choice.delta ?? {};
-        if (typeof d.reasoning_content === 'string' && d.reasoning_content) {
-          const [it, opened] = textual('reasoning');
-          it.text += d.reasoning_content;
-          out += opened + ev('response.reasoning_summary_text.delta', { ...at(it), summary_index: 0, delta: d.reasoning_content });
-        }
-        if (typeof d.content === 'string' && d.content) {
-          const [it, opened] = textual('message');
-          it.text += d.content;
-          out += opened + ev('response.output_text.delta', { ...at(it), content_index: 0, delta: d.content, logprobs: [] });
-        }
-        for (const t of d.tool_calls ?? []) {
-          const i = t.index ?? 0;
-          let it = calls.get(i);
-          if (!it) {
-            const open_ = current as TextItem | null;
-            if (open_) out += close(open_);
-            current = null;
-            it = { kind: 'call', index: r.output.length, id: syntheticId('fc_'), callId: t.id ?? syntheticId('call_'), name: t.function?.name ?? '', args: '' };
-            calls.set(i, it);
-            out += open(it);
-          }
-          const delta = t.function?.arguments;
-          if (delta) {
-            it.args += delta;
-            out += ev('response.function_call_arguments.delta', { ...at(it), delta });
-          }
-        }
-        if (choice.finish_reason) finish = choice.finish_reason;
-      }
-      return out;
-    },
-    /** The closing events; call when the upstream stream completed. */
-    end(): string {
-      let out = start() + closeAll();
-      const incomplete = finish ? INCOMPLETE[finish] : undefined;
-      r.status = incomplete ? 'incomplete' : 'completed';
-      r.incomplete_details = incomplete ? { reason: incomplete } : null;
-      r.usage = responseUsage(usage);
-      out += ev(incomplete ? 'response.incomplete' : 'response.completed', { response: r });
-      return out;
-    },
-    /** An in-band error event, for a stream that broke after the client got its first byte. */
-    error(message: string): string {
-      return ev('error', { code: 'upstream_stream_error', message, param: null });
-    },
-  };
+  }
 }
