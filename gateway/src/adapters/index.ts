@@ -86,9 +86,9 @@ function anthropicHeaders(key: string, cfg: Record<string, any>, client: Headers
   return headers;
 }
 
-function chatOf(input: CallInput): ChatRequest {
+function chatOf(input: CallInput, wire: Wire): ChatRequest {
   if (input.protocol === 'anthropic') return messagesToChat(input.body);
-  if (input.protocol === 'responses') return responsesToChat(input.body);
+  if (input.protocol === 'responses') return responsesToChat(input.body, wire);
   return input.body as ChatRequest;
 }
 
@@ -126,7 +126,7 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
       const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'openai') : messagesUnconvertible(input.body);
       if (why) return unconvertible(why);
       endpoint = 'chat/completions';
-      const chat: Record<string, any> = { ...chatOf(input), model: input.upstreamModel };
+      const chat: Record<string, any> = { ...chatOf(input, wire), model: input.upstreamModel };
       if (input.stream) Object.assign(chat, { stream: true, stream_options: { include_usage: true } });
       body = chat;
     }
@@ -143,7 +143,7 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
     } else {
       const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'anthropic') : null;
       if (why) return unconvertible(why);
-      body = chatToAnthropic({ ...chatOf(input), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
+      body = chatToAnthropic({ ...chatOf(input, wire), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
     }
     kind = 'messages';
     url = `${anthropicRoot(channel.baseUrl)}/v1/messages`;
@@ -157,7 +157,7 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
       input.protocol === 'responses' ? responsesUnconvertible(input.body, 'gemini') : input.protocol === 'anthropic' ? messagesUnconvertible(input.body) : null;
     if (why) return unconvertible(why);
     kind = 'generateContent';
-    body = chatToGemini(chatOf(input));
+    body = chatToGemini(chatOf(input, wire));
     const base = channel.baseUrl.replace(/\/+$/, '');
     const root = /\/v1(beta|alpha)?$/.test(base) ? base : `${base}/${cfg.api_version ?? 'v1beta'}`;
     const model = encodeURIComponent(input.upstreamModel.replace(/^models\//, ''));

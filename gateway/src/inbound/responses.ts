@@ -105,8 +105,17 @@ function chatContent(content: unknown): any {
   return ps.every((p: any) => p.type === 'text') ? ps.map((p: any) => p.text).join('') : ps;
 }
 
+/**
+ * A reasoning item's encrypted_content when the gateway made it from an Anthropic thinking block:
+ * this prefix and the block's signature. Such an item goes back to an Anthropic channel as that
+ * signed thinking block; any other encrypted_content is the issuing upstream's alone.
+ */
+const SIGNED_THINKING = 'elygate.anthropic-thinking.v1:';
+
+const summaryText = (item: any) => (Array.isArray(item.summary) ? item.summary.map((p: any) => p?.text ?? '').join('') : '');
+
 /** Input items → chat messages: consecutive function calls join the assistant turn before them. */
-function chatMessages(body: Record<string, any>): any[] {
+function chatMessages(body: Record<string, any>, wire: 'openai' | 'anthropic' | 'gemini'): any[] {
   const messages: any[] = [];
   if (body.instructions) messages.push({ role: 'system', content: String(body.instructions) });
   const input = typeof body.input === 'string' ? [{ role: 'user', content: body.input }] : Array.isArray(body.input) ? body.input : [];
@@ -119,18 +128,32 @@ function chatMessages(body: Record<string, any>): any[] {
       else messages.push({ role: 'assistant', content: null, tool_calls: [call] });
     } else if (type === 'function_call_output') {
       messages.push({ role: 'tool', tool_call_id: item.call_id, content: typeof item.output === 'string' ? item.output : contentText(item.output) });
+    } else if (type === 'reasoning') {
+      const sealed = typeof item.encrypted_content === 'string' && item.encrypted_content.startsWith(SIGNED_THINKING);
+      if (wire === 'anthropic' && sealed) {
+        const signature = item.encrypted_content.slice(SIGNED_THINKING.length);
+        messages.push({ role: 'assistant', content: null, reasoning_content: summaryText(item), reasoning_signature: signature });
+      }
     } else if (type === 'message') {
       // OpenAI-compatible upstreams do not all know the developer role; it means what system means.
       const role = item.role === 'developer' ? 'system' : item.role;
-      messages.push({ role, content: role === 'assistant' ? contentText(chatContent(item.content)) : chatContent(item.content) });
+      const content = role === 'assistant' ? contentText(chatContent(item.content)) : chatContent(item.content);
+      const last = messages.at(-1);
+      // The text that follows a turn's reasoning is the same turn.
+      if (role === 'assistant' && last?.role === 'assistant' && last.content == null && !last.tool_calls) last.content = content;
+      else messages.push({ role, content });
     }
   }
   return messages;
 }
 
-/** Responses request → OpenAI chat request (check responsesUnconvertible first). */
-export function responsesToChat(body: Record<string, any>): ChatRequest {
-  const chat: ChatRequest = { model: body.model, messages: chatMessages(body) };
+/**
+ * Responses request → OpenAI chat request for an upstream of this wire format (check
+ * responsesUnconvertible first). Earlier reasoning is kept only for an Anthropic upstream, and
+ * only the thinking it signed itself.
+ */
+export function responsesToChat(body: Record<string, any>, wire: 'openai' | 'anthropic' | 'gemini' = 'openai'): ChatRequest {
+  const chat: ChatRequest = { model: body.model, messages: chatMessages(body, wire) };
   if (body.max_output_tokens != null) chat.max_tokens = body.max_output_tokens;
   if (body.temperature != null) chat.temperature = body.temperature;
   if (body.top_p != null) chat.top_p = body.top_p;
@@ -210,14 +233,21 @@ function responseShell(id: string, createdAt: number, clientModel: string, body:
 const INCOMPLETE: Record<string, string> = { length: 'max_output_tokens', content_filter: 'content_filter' };
 
 const textPart = (text: string) => ({ type: 'output_text', text, annotations: [], logprobs: [] });
-const reasoningItem = (id: string, text: string) => ({ type: 'reasoning', id, summary: text ? [{ type: 'summary_text', text }] : [] });
+const reasoningItem = (id: string, text: string, signature?: string) => ({
+  type: 'reasoning',
+  id,
+  summary: text ? [{ type: 'summary_text', text }] : [],
+  ...(signature ? { encrypted_content: SIGNED_THINKING + signature } : {}),
+});
 
 /** OpenAI chat completion → Response object. */
 export function chatToResponse(c: ChatCompletion, clientModel: string, body: Record<string, any>): Record<string, any> {
   const choice = c.choices?.[0] ?? {};
   const msg = choice.message ?? {};
   const r = responseShell(syntheticId('resp_'), Math.floor(Date.now() / 1000), clientModel, body);
-  if (typeof msg.reasoning_content === 'string' && msg.reasoning_content) r.output.push(reasoningItem(syntheticId('rs_'), msg.reasoning_content));
+  if (typeof msg.reasoning_content === 'string' && msg.reasoning_content) {
+    r.output.push(reasoningItem(syntheticId('rs_'), msg.reasoning_content, msg.reasoning_signature));
+  }
   const text = contentText(msg.content);
   if (text || msg.refusal || !(msg.tool_calls?.length > 0)) {
     const content = msg.refusal && !text ? [{ type: 'refusal', refusal: String(msg.refusal) }] : [textPart(text)];
@@ -233,7 +263,7 @@ export function chatToResponse(c: ChatCompletion, clientModel: string, body: Rec
   return r;
 }
 
-type TextItem = { kind: 'message' | 'reasoning'; index: number; id: string; text: string };
+type TextItem = { kind: 'message' | 'reasoning'; index: number; id: string; text: string; signature?: string };
 type CallItem = { kind: 'call'; index: number; id: string; callId: string; name: string; args: string };
 type OpenItem = TextItem | CallItem;
 
@@ -272,6 +302,7 @@ class ResponsesEncoder {
       if (typeof d.reasoning_content === 'string' && d.reasoning_content) {
         out += this.text('reasoning', d.reasoning_content, 'response.reasoning_summary_text.delta', { summary_index: 0 });
       }
+      if (typeof d.reasoning_signature === 'string' && this.current?.kind === 'reasoning') this.current.signature = d.reasoning_signature;
       if (typeof d.content === 'string' && d.content) {
         out += this.text('message', d.content, 'response.output_text.delta', { content_index: 0, logprobs: [] });
       }
@@ -370,7 +401,7 @@ class ResponsesEncoder {
       out += this.ev('response.output_text.done', { ...this.at(it), content_index: 0, text: it.text, logprobs: [] });
       out += this.ev('response.content_part.done', { ...this.at(it), content_index: 0, part: textPart(it.text) });
     } else {
-      item = reasoningItem(it.id, it.text);
+      item = reasoningItem(it.id, it.text, it.signature);
       out += this.ev('response.reasoning_summary_text.done', { ...this.at(it), summary_index: 0, text: it.text });
       out += this.ev('response.reasoning_summary_part.done', { ...this.at(it), summary_index: 0, part: { type: 'summary_text', text: it.text } });
     }

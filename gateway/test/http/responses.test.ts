@@ -241,6 +241,61 @@ describe.each(['chat', 'anthropic', 'gemini'] as const)('/v1/responses converted
   });
 });
 
+describe('reasoning through an Anthropic channel, over a tool-use loop', () => {
+  const ask = { role: 'user' as const, content: 'weather in Paris?' };
+  const reasoning = { effort: 'low' as const, summary: 'auto' as const };
+
+  it.each([false, true])('the signed thinking comes back as a reasoning item and goes back as that thinking block (stream: %s)', async (streamed) => {
+    const params = { model: models.anthropic, input: [ask], tools: [weatherTool], reasoning };
+    const first = streamed ? await client.responses.stream(params).finalResponse() : await client.responses.create(params);
+    expect(first.output.map((o) => o.type)).toEqual(['reasoning', 'message', 'function_call']);
+    const thought = first.output[0] as OpenAI.Responses.ResponseReasoningItem;
+    expect(thought.summary).toEqual([{ type: 'summary_text', text: 'Let me think about it.' }]);
+    expect(thought.encrypted_content).toBe('elygate.anthropic-thinking.v1:EqQBCkYIBxgCKkBmockSignature');
+    expect(anthropic.calls.at(-1)!.body.thinking).toEqual({ type: 'enabled', budget_tokens: 1024 });
+
+    // The next turn, as a client that stores nothing sends it: the output items back, and the tool's output.
+    const call = first.output[2] as OpenAI.Responses.ResponseFunctionToolCall;
+    const second = await client.responses.create({
+      model: models.anthropic,
+      input: [ask, ...(first.output as OpenAI.Responses.ResponseInputItem[]), { type: 'function_call_output', call_id: call.call_id, output: '{"temp":21}' }],
+      tools: [weatherTool],
+      reasoning,
+    });
+    expect(second.output_text).toBe('tool said: {"temp":21}');
+    const sent = anthropic.calls.at(-1)!.body;
+    expect(sent.messages.map((m: any) => m.role)).toEqual(['user', 'assistant', 'user']);
+    expect(sent.messages[1].content.map((b: any) => b.type)).toEqual(['thinking', 'text', 'tool_use']);
+    expect(sent.messages[1].content[0]).toEqual({ type: 'thinking', thinking: 'Let me think about it.', signature: 'EqQBCkYIBxgCKkBmockSignature' });
+    expect(sent.thinking).toEqual({ type: 'enabled', budget_tokens: 1024 });
+  });
+
+  it('without the signed reasoning item, the tool-use turn is answered without extended thinking', async () => {
+    const input: OpenAI.Responses.ResponseInput = [
+      ask,
+      { type: 'function_call', call_id: 'call_w2', name: 'get_weather', arguments: '{"city":"Paris"}' },
+      { type: 'function_call_output', call_id: 'call_w2', output: '{"temp":21}' },
+    ];
+    await client.responses.create({ model: models.anthropic, input, tools: [weatherTool], reasoning });
+    const sent = anthropic.calls.at(-1)!.body;
+    expect(sent.thinking).toBeUndefined();
+    expect(sent.messages[1].content.map((b: any) => b.type)).toEqual(['tool_use']);
+  });
+
+  it('another upstream\'s encrypted reasoning is not sent to Anthropic, nor reasoning to a chat upstream', async () => {
+    const foreign = { type: 'reasoning' as const, id: 'rs_1', summary: [{ type: 'summary_text' as const, text: 'hm' }], encrypted_content: 'gAAAAB-openai-only' };
+    await client.responses.create({ model: models.anthropic, input: [foreign, ask], reasoning });
+    expect(anthropic.calls.at(-1)!.body.messages).toEqual([{ role: 'user', content: [{ type: 'text', text: 'weather in Paris?' }] }]);
+    const signed = { ...foreign, encrypted_content: 'elygate.anthropic-thinking.v1:sig' };
+    await client.responses.create({ model: models.chat, input: [ask, signed, { role: 'assistant', content: 'sunny' }, { role: 'user', content: 'thanks' }] });
+    expect(chatOnly.calls.at(-1)!.body.messages).toEqual([
+      { role: 'user', content: 'weather in Paris?' },
+      { role: 'assistant', content: 'sunny' },
+      { role: 'user', content: 'thanks' },
+    ]);
+  });
+});
+
 describe('a converted stream that breaks after its first byte', () => {
   it('ends with an error event the SDK raises, and what was delivered is billed', async () => {
     const stream = client.responses.stream({ model: models.chat, input: 'one two three four five mock:break:4' });
