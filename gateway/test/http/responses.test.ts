@@ -12,6 +12,7 @@ import { startGateway, type RunningGateway } from '../support/gateway';
 import { startMockUpstream, type MockUpstream } from '../support/mock-upstream';
 import { startMockAnthropic, type MockAnthropic } from '../support/mock-anthropic';
 import { startMockGemini, type MockGemini } from '../support/mock-gemini';
+import { responsesNative, type ChannelLike } from '../../src/adapters';
 
 type Kind = 'native' | 'chat' | 'anthropic' | 'gemini';
 let gw: RunningGateway;
@@ -106,6 +107,20 @@ describe('/v1/responses, native', () => {
     const r = await client.responses.create({ model: models.native, input: 'news?', tools: [{ type: 'web_search' }] });
     expect(r.output_text).toBe('echo: news?');
     expect(native.calls.at(-1)!.body.tools).toEqual([{ type: 'web_search' }]);
+  });
+});
+
+describe('which channels take /v1/responses natively', () => {
+  it('OpenAI\'s own API unless told otherwise; every other upstream converted unless told otherwise', () => {
+    const ch = (type: ChannelLike['type'], baseUrl: string, config: Record<string, any> = {}): ChannelLike => ({ type, baseUrl, config });
+    expect(responsesNative(ch('openai', 'https://api.openai.com'))).toBe(true);
+    expect(responsesNative(ch('openai', 'https://api.openai.com/v1'))).toBe(true);
+    expect(responsesNative(ch('openai', 'https://api.openai.com/v1', { responses_api: 'convert' }))).toBe(false);
+    expect(responsesNative(ch('openai', 'https://api.deepseek.com'))).toBe(false);
+    expect(responsesNative(ch('openai', 'http://vllm.internal:8000/v1', { responses_api: 'native' }))).toBe(true);
+    expect(responsesNative(ch('azure', 'https://x.openai.azure.com'))).toBe(false);
+    expect(responsesNative(ch('azure', 'https://x.openai.azure.com', { responses_api: 'native' }))).toBe(true);
+    expect(responsesNative(ch('anthropic', 'https://api.anthropic.com', {}))).toBe(false);
   });
 });
 
@@ -215,6 +230,24 @@ describe.each(['chat', 'anthropic', 'gemini'] as const)('/v1/responses converted
     } else {
       expect(sent.contents.map((c: any) => c.role)).toEqual(['user', 'model', 'user']);
       expect(sent.contents[2].parts[0]).toEqual({ functionResponse: { name: 'get_weather', response: { temp: 21 } } });
+    }
+  });
+
+  it('structured output and reasoning effort map to the upstream\'s own settings', async () => {
+    const format = { type: 'json_schema' as const, name: 'city', schema: { type: 'object', properties: { name: { type: 'string' } } }, strict: true };
+    const params = { model: models[kind], input: 'name a city', reasoning: { effort: 'high' as const } };
+    if (kind === 'anthropic') {
+      await client.responses.create(params);
+      expect(lastUpstreamBody(kind)).toMatchObject({ thinking: { type: 'enabled', budget_tokens: 24576 }, max_tokens: 4096 + 24576 });
+      return;
+    }
+    await client.responses.create({ ...params, text: { format } });
+    const sent = lastUpstreamBody(kind);
+    if (kind === 'chat') {
+      expect(sent.response_format).toEqual({ type: 'json_schema', json_schema: { name: 'city', schema: format.schema, strict: true } });
+      expect(sent.reasoning_effort).toBe('high');
+    } else {
+      expect(sent.generationConfig).toMatchObject({ responseMimeType: 'application/json', responseSchema: format.schema, thinkingConfig: { thinkingBudget: 24576 } });
     }
   });
 
