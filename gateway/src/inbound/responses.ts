@@ -51,7 +51,7 @@ function itemProblem(item: any, i: number): Unconvertible | null {
 /** Why this request cannot be converted for an upstream of this wire format, or null. */
 export function responsesUnconvertible(body: Record<string, any>, wire: 'openai' | 'anthropic' | 'gemini'): Unconvertible | null {
   for (const f of STATEFUL) {
-    if (body[f] != null && body[f] !== false) return refuse(f, 'it needs an upstream that implements the Responses API itself');
+    if (body[f] != null && body[f] !== false && body[f] !== 0) return refuse(f, 'it needs an upstream that implements the Responses API itself');
   }
   for (const [i, t] of (Array.isArray(body.tools) ? body.tools : []).entries()) {
     if (t?.type !== 'function') return refuse(`tools[${i}]`, `the built-in tool "${t?.type}" runs inside an upstream that implements the Responses API`);
