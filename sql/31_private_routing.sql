@@ -138,7 +138,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_allowed constant text[] := array['key_selection', 'param_override', 'header_override', 'status_code_mapping',
-                                     'api_version', 'anthropic_version', 'deployments', 'probe_model'];
+                                     'api_version', 'anthropic_version', 'deployments', 'probe_model', 'responses_api'];
   v_key text;
 begin
   select array_to_string(array_agg(k order by k), ', ') into v_key
@@ -151,6 +151,12 @@ begin
   if p_config ? 'key_selection' and not (p_config ->> 'key_selection' = any(array['random', 'round_robin'])) then
     raise exception using errcode = 'BADCH', column = 'config',
       message = '"config.key_selection" must be "random" or "round_robin".';
+  end if;
+  -- responses_api: /v1/responses passed on as it is (native) or converted to chat completions
+  -- (convert); unset, the gateway takes it natively only where the upstream is OpenAI's own API.
+  if p_config ? 'responses_api' and not (p_config ->> 'responses_api' = any(array['native', 'convert'])) then
+    raise exception using errcode = 'BADCH', column = 'config',
+      message = '"config.responses_api" must be "native" (the upstream implements /v1/responses) or "convert" (to chat completions).';
   end if;
   foreach v_key in array array['param_override', 'header_override', 'status_code_mapping', 'deployments'] loop
     if p_config ? v_key and jsonb_typeof(p_config -> v_key) <> 'object' then

@@ -8,6 +8,7 @@ import { sha256 } from './crypto';
 import { options } from './snapshot';
 import { relay, type Endpoint, type Protocol } from './relay';
 import { anthropicError } from './inbound/anthropic';
+import { countTokens } from './count-tokens';
 import { startProbeWorker } from './adapters/probe';
 import { pendingOutcomes, settleStats, spoolDepth } from './settle';
 import { readinessGate } from './shutdown';
@@ -122,7 +123,7 @@ function parseJsonObject(raw: Uint8Array): Record<string, any> {
 const invalid = (message: string, param: string) => new GatewayError(400, message, 'invalid_request_error', 'invalid_request', param);
 
 /** Shape checks that need no database: what OpenAI itself would refuse with 400. */
-function checkShape(endpoint: Endpoint, body: Record<string, any>): void {
+function checkShape(endpoint: Endpoint | 'messages/count_tokens', body: Record<string, any>): void {
   if (body.model === undefined || body.model === null || body.model === '') throw invalid('you must provide a model parameter', 'model');
   if (typeof body.model !== 'string') throw invalid(`Invalid type for 'model': expected a string, but got ${typeof body.model}.`, 'model');
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') {
@@ -148,9 +149,11 @@ function checkShape(endpoint: Endpoint, body: Record<string, any>): void {
   } else if (endpoint === 'responses') {
     if (body.input === undefined || body.input === null) throw invalid("Missing required parameter: 'input'.", 'input');
     if (typeof body.input !== 'string' && !Array.isArray(body.input)) throw invalid("Invalid 'input': expected a string or an array of input items.", 'input');
-  } else if (endpoint === 'messages') {
+  } else if (endpoint === 'messages' || endpoint === 'messages/count_tokens') {
     // What Anthropic's API itself refuses with 400.
-    if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) throw invalid('max_tokens: Field required (a positive integer).', 'max_tokens');
+    if (endpoint === 'messages' && (!Number.isInteger(body.max_tokens) || body.max_tokens < 1)) {
+      throw invalid('max_tokens: Field required (a positive integer).', 'max_tokens');
+    }
     if (!Array.isArray(body.messages) || body.messages.length === 0) throw invalid('messages: Field required (a non-empty array).', 'messages');
     body.messages.forEach((m: any, i: number) => {
       if (!m || (m.role !== 'user' && m.role !== 'assistant')) throw invalid(`messages.${i}.role: Input should be 'user' or 'assistant'.`, `messages.${i}.role`);
@@ -196,6 +199,21 @@ async function relayRoute(endpoint: Endpoint, request: Request, server: Server):
     observeResponse(endpoint, res.status, requestId);
     return res;
   }
+}
+
+/** POST /v1/messages/count_tokens: Anthropic's request shape and errors; free, so no relay. */
+async function countTokensRoute(request: Request, server: Server): Promise<Response> {
+  const requestId = newRequestId();
+  let res: Response;
+  try {
+    const body = parseJsonObject(await readBody(request));
+    checkShape('messages/count_tokens', body);
+    res = await countTokens({ requestId, keyHash: clientKey(request), clientIp: clientIp(request, server), body, headers: request.headers });
+  } catch (err) {
+    res = errorResponse('anthropic', err, requestId);
+  }
+  observeResponse('messages/count_tokens', res.status, requestId);
+  return res;
 }
 
 function json(data: unknown, requestId: string, status = 200): Response {
@@ -309,6 +327,7 @@ export function createApp() {
     .post('/v1/completions', ({ request, server }) => relayRoute('completions', request, server as Server), { parse: 'none' })
     .post('/v1/embeddings', ({ request, server }) => relayRoute('embeddings', request, server as Server), { parse: 'none' })
     .post('/v1/messages', ({ request, server }) => relayRoute('messages', request, server as Server), { parse: 'none' })
+    .post('/v1/messages/count_tokens', ({ request, server }) => countTokensRoute(request, server as Server), { parse: 'none' })
     .post('/v1/responses', ({ request, server }) => relayRoute('responses', request, server as Server), { parse: 'none' })
     .get('/v1/models', ({ request, server }) => listModels(request, server as Server))
     .get('/v1/models/*', ({ request, server, params }) => listModels(request, server as Server, decodeURIComponent((params as any)['*'])));

@@ -43,8 +43,13 @@ export function promptParts(body: Record<string, any>): { text: string; images: 
       for (const p of c) {
         if (typeof p === 'string') parts.push(p);
         else if (p && typeof p === 'object') {
-          if (typeof (p as any).text === 'string') parts.push((p as any).text);
-          else if ((p as any).type === 'image_url' || (p as any).type === 'image' || (p as any).type === 'input_image') images++;
+          const q = p as any;
+          if (typeof q.text === 'string') parts.push(q.text);
+          else if (q.type === 'image_url' || q.type === 'image' || q.type === 'input_image') images++;
+          // Responses input items: messages, function calls and their outputs.
+          else if (q.content !== undefined) addContent(q.content);
+          else if (q.type === 'function_call') parts.push(String(q.name ?? ''), String(q.arguments ?? ''));
+          else if (q.type === 'function_call_output') addContent(q.output);
         }
       }
     }
@@ -59,6 +64,7 @@ export function promptParts(body: Record<string, any>): { text: string; images: 
   if (body.system !== undefined) addContent(body.system);
   if (body.prompt !== undefined) addContent(body.prompt);
   if (body.input !== undefined) addContent(body.input);
+  if (typeof body.instructions === 'string') parts.push(body.instructions);
   if (Array.isArray(body.tools)) parts.push(JSON.stringify(body.tools));
   return { text: parts.join('\n'), images, messages };
 }
@@ -92,4 +98,37 @@ export async function countUsage(body: Record<string, any>, delivered: string): 
     prompt_tokens: count(text) + messages * MESSAGE_OVERHEAD + images * IMAGE_TOKENS,
     completion_tokens: count(delivered),
   };
+}
+
+/** What a model reads of an Anthropic Messages request: every block's text, tool calls, results and definitions. */
+function messagesParts(body: Record<string, any>): { text: string[]; images: number; messages: number } {
+  const text: string[] = [];
+  let images = 0;
+  const blocks = (content: unknown) => {
+    if (typeof content === 'string') return void text.push(content);
+    if (!Array.isArray(content)) return;
+    for (const b of content) {
+      if (b?.type === 'text') text.push(String(b.text ?? ''));
+      else if (b?.type === 'thinking') text.push(String(b.thinking ?? ''));
+      else if (b?.type === 'tool_use') text.push(String(b.name ?? ''), JSON.stringify(b.input ?? {}));
+      else if (b?.type === 'tool_result') blocks(b.content);
+      else if (b?.type === 'image' || b?.type === 'document') images++;
+    }
+  };
+  blocks(body.system);
+  const messages = Array.isArray(body.messages) ? body.messages : [];
+  for (const m of messages) blocks(m?.content);
+  if (Array.isArray(body.tools)) text.push(JSON.stringify(body.tools));
+  return { text, images, messages: messages.length };
+}
+
+/**
+ * A tokenizer estimate of an Anthropic Messages request's input tokens (o200k_base, not Claude's
+ * own tokenizer, which is not published): POST /v1/messages/count_tokens when no Anthropic channel
+ * can count exactly.
+ */
+export async function estimateMessagesTokens(body: Record<string, any>): Promise<number> {
+  const count = await tokenizer();
+  const { text, images, messages } = messagesParts(body);
+  return count(text.join('\n')) + messages * MESSAGE_OVERHEAD + images * IMAGE_TOKENS;
 }

@@ -13,8 +13,11 @@ import {
   type ChatRequest,
   type ChunkDecoder,
 } from './types';
+import { REASONING_BUDGET } from '../inbound/responses';
 
 export const ANTHROPIC_VERSION = '2023-06-01';
+/** The smallest thinking budget the Messages API accepts. */
+const MIN_THINKING_BUDGET = 1024;
 
 const stopToFinish: Record<string, string> = {
   end_turn: 'stop',
@@ -60,6 +63,10 @@ export function chatToAnthropic(req: ChatRequest, upstreamModel: string, default
       push('user', userBlocks(m.content));
     } else if (m.role === 'assistant') {
       const blocks: any[] = [];
+      // A signed thinking block this channel type returned earlier goes back as it was.
+      if (m.reasoning_signature && typeof m.reasoning_content === 'string') {
+        blocks.push({ type: 'thinking', thinking: m.reasoning_content, signature: m.reasoning_signature });
+      }
       const text = contentText(m.content);
       if (text) blocks.push({ type: 'text', text });
       for (const t of m.tool_calls ?? []) {
@@ -75,6 +82,20 @@ export function chatToAnthropic(req: ChatRequest, upstreamModel: string, default
     messages,
     max_tokens: req.max_completion_tokens ?? req.max_tokens ?? defaultMaxTokens,
   };
+  /* why not inside a tool-use loop without a signature: with thinking on, Anthropic wants the
+     assistant turn that called the tools to start with its signed thinking block. A conversation
+     converted from another protocol carries it only when the client sent back the signature it
+     got (reasoning_signature); otherwise that turn is answered without extended thinking. */
+  const caller = [...req.messages].reverse().find((m: any) => m.role === 'assistant');
+  const unsignedLoop = req.messages.at(-1)?.role === 'tool' && !caller?.reasoning_signature;
+  const budget = unsignedLoop ? 0 : REASONING_BUDGET.get(req.reasoning_effort) ?? 0;
+  if (budget > 0) {
+    // Extended thinking: its budget counts against max_tokens and must stay below it.
+    const asked = req.max_completion_tokens ?? req.max_tokens;
+    const thinking = asked == null ? budget : Math.min(budget, asked - 1);
+    if (asked == null) out.max_tokens = defaultMaxTokens + budget;
+    if (thinking >= MIN_THINKING_BUDGET) out.thinking = { type: 'enabled', budget_tokens: thinking };
+  }
   if (system.length > 0) out.system = system.join('\n\n');
   if (req.temperature != null) out.temperature = Math.min(req.temperature, 1);
   if (req.top_p != null) out.top_p = req.top_p;
@@ -111,15 +132,21 @@ export function anthropicToChat(msg: any, clientModel: string): ChatCompletion {
   let text = '';
   const toolCalls: any[] = [];
   let reasoning = '';
+  const signatures: string[] = [];
   for (const b of msg?.content ?? []) {
     if (b.type === 'text') text += b.text ?? '';
-    else if (b.type === 'thinking') reasoning += b.thinking ?? '';
+    else if (b.type === 'thinking') {
+      reasoning += b.thinking ?? '';
+      signatures.push(b.signature ?? '');
+    }
     else if (b.type === 'tool_use') {
       toolCalls.push({ id: b.id, type: 'function', function: { name: b.name, arguments: JSON.stringify(b.input ?? {}) } });
     }
   }
   const message: Record<string, any> = { role: 'assistant', content: text || (toolCalls.length ? null : ''), refusal: null };
   if (reasoning) message.reasoning_content = reasoning;
+  // One signed thinking block can go back to Anthropic later (several joined could not).
+  if (signatures.length === 1 && signatures[0]) message.reasoning_signature = signatures[0];
   if (toolCalls.length > 0) message.tool_calls = toolCalls;
   return {
     id: `chatcmpl-${msg?.id ?? 'anthropic'}`,
@@ -176,6 +203,7 @@ export function anthropicChunkDecoder(clientModel: string): ChunkDecoder {
           const d = ev.delta ?? {};
           if (d.type === 'text_delta') return [chunk({ content: d.text ?? '' })];
           if (d.type === 'thinking_delta') return [chunk({ reasoning_content: d.thinking ?? '' })];
+          if (d.type === 'signature_delta') return [chunk({ reasoning_signature: d.signature ?? '' })];
           if (d.type === 'input_json_delta') {
             const i = toolIndex.get(ev.index) ?? 0;
             return [chunk({ tool_calls: [{ index: i, function: { arguments: d.partial_json ?? '' } }] })];

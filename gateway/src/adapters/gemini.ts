@@ -15,6 +15,7 @@ import {
   type ChatRequest,
   type ChunkDecoder,
 } from './types';
+import { REASONING_BUDGET } from '../inbound/responses';
 
 const REFUSALS = new Set(['SAFETY', 'RECITATION', 'BLOCKLIST', 'PROHIBITED_CONTENT', 'SPII', 'IMAGE_SAFETY', 'LANGUAGE']);
 
@@ -90,6 +91,8 @@ export function chatToGemini(req: ChatRequest): Record<string, any> {
   if (req.stop != null) gen.stopSequences = Array.isArray(req.stop) ? req.stop : [req.stop];
   if (req.n != null) gen.candidateCount = req.n;
   if (req.seed != null) gen.seed = req.seed;
+  const budget = REASONING_BUDGET.get(req.reasoning_effort);
+  if (budget != null) gen.thinkingConfig = { thinkingBudget: budget };
   if (req.response_format?.type === 'json_object') gen.responseMimeType = 'application/json';
   if (req.response_format?.type === 'json_schema') {
     gen.responseMimeType = 'application/json';

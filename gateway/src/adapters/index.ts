@@ -1,13 +1,14 @@
 // Picks the adapter for a (client protocol, channel type) pair and builds the upstream call:
-// OpenAI ⇄ OpenAI/Azure and Anthropic ⇄ Anthropic pass the client's bytes through; every other
-// pair converts through the OpenAI chat shape (see types.ts). Channel config adds parameter and
-// header overrides. Wire formats only: no routing or billing decisions are made here.
+// OpenAI ⇄ OpenAI/Azure and Anthropic ⇄ Anthropic pass the client's bytes through, and so does
+// Responses ⇄ a channel that implements Responses (config.responses_api); every other pair
+// converts through the OpenAI chat shape (see types.ts). Channel config adds parameter and header
+// overrides. Wire formats only: no routing or billing decisions are made here.
 import { ANTHROPIC_VERSION, anthropicChunkDecoder, anthropicToChat, chatToAnthropic } from './anthropic';
 import { chatToGemini, geminiChunkDecoder, geminiToChat } from './gemini';
 import { azureHeaders, azureUrl, openAiChunkDecoder, openAiHeaders, openAiUrl } from './openai';
 import { safeJson, type ChatCompletion, type ChatRequest, type ChunkDecoder, type UpstreamCall } from './types';
-import { messagesToChat } from '../inbound/anthropic';
-import { responsesToChat, responsesUnconvertible } from '../inbound/responses';
+import { messagesToChat, messagesUnconvertible } from '../inbound/anthropic';
+import { responsesToChat, responsesUnconvertible, type Unconvertible } from '../inbound/responses';
 
 /** The protocol the client speaks. */
 export type Protocol = 'openai' | 'anthropic' | 'responses';
@@ -29,6 +30,8 @@ export interface CallInput {
   stream: boolean;
   upstreamModel: string;
   defaultMaxTokens: number;
+  /** The client's request headers (anthropic-version and anthropic-beta go on to Anthropic channels). */
+  headers?: Headers;
 }
 
 export interface PreparedCall extends UpstreamCall {
@@ -44,9 +47,48 @@ export type AnswerKind = 'chat/completions' | 'completions' | 'embeddings' | 're
 
 const encoder = new TextEncoder();
 
-function chatOf(input: CallInput): ChatRequest {
+/** Why a channel cannot serve a request; `param` when the request's field is the reason. */
+export interface Unsupported {
+  unsupported: string;
+  param?: string;
+}
+
+const OFFICIAL_RESPONSES_HOSTS = new Set(['api.openai.com']);
+
+/**
+ * Whether a channel takes /v1/responses as it is (config.responses_api "native") or converted to
+ * chat completions ("convert"). Unset: native only where the upstream is known to implement it,
+ * OpenAI's own API; OpenAI-compatible servers (vLLM, Ollama, DeepSeek, ...) mostly do not.
+ */
+export function responsesNative(channel: ChannelLike): boolean {
+  const mode = channel.config?.responses_api;
+  if (mode === 'native' || mode === 'convert') return mode === 'native';
+  if (channel.type !== 'openai') return false;
+  try {
+    return OFFICIAL_RESPONSES_HOSTS.has(new URL(channel.baseUrl).hostname);
+  } catch {
+    return false;
+  }
+}
+
+const unconvertible = (why: Unconvertible): Unsupported => ({ unsupported: why.message, param: why.param });
+
+/** The headers of an Anthropic call: the client's anthropic-version and -beta when it sent them. */
+function anthropicHeaders(key: string, cfg: Record<string, any>, client: Headers | undefined): Record<string, string> {
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    accept: 'application/json, text/event-stream',
+    'x-api-key': key,
+    'anthropic-version': client?.get('anthropic-version') || String(cfg.anthropic_version ?? ANTHROPIC_VERSION),
+  };
+  const beta = client?.get('anthropic-beta');
+  if (beta) headers['anthropic-beta'] = beta;
+  return headers;
+}
+
+function chatOf(input: CallInput, wire: Wire): ChatRequest {
   if (input.protocol === 'anthropic') return messagesToChat(input.body);
-  if (input.protocol === 'responses') return responsesToChat(input.body);
+  if (input.protocol === 'responses') return responsesToChat(input.body, wire);
   return input.body as ChatRequest;
 }
 
@@ -61,7 +103,7 @@ function openAiBody(input: CallInput, forceUsage: boolean): Record<string, any> 
 }
 
 /** Builds the upstream request, or returns why this channel type cannot serve the request. */
-export function prepareCall(channel: ChannelLike, key: string, input: CallInput): PreparedCall | { unsupported: string } {
+export function prepareCall(channel: ChannelLike, key: string, input: CallInput): PreparedCall | Unsupported {
   const cfg = channel.config ?? {};
   let url: string;
   let headers: Record<string, string>;
@@ -76,14 +118,16 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
     if (input.protocol === 'openai') {
       native = true;
       body = openAiBody(input, endpoint === 'chat/completions' || endpoint === 'completions');
-    } else if (input.protocol === 'responses') {
+    } else if (input.protocol === 'responses' && responsesNative(channel)) {
       native = true;
       endpoint = 'responses';
       body = openAiBody(input, false);
     } else {
+      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'openai') : messagesUnconvertible(input.body);
+      if (why) return unconvertible(why);
       endpoint = 'chat/completions';
-      const chat: Record<string, any> = { ...chatOf(input), model: input.upstreamModel };
-      if (input.stream) chat.stream_options = { include_usage: true };
+      const chat: Record<string, any> = { ...chatOf(input, wire), model: input.upstreamModel };
+      if (input.stream) Object.assign(chat, { stream: true, stream_options: { include_usage: true } });
       body = chat;
     }
     kind = endpoint as AnswerKind;
@@ -97,27 +141,23 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
     } else if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
       return { unsupported: `an anthropic channel cannot serve /v1/${input.endpoint}` };
     } else {
-      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body) : null;
-      if (why) return { unsupported: why };
-      body = chatToAnthropic({ ...chatOf(input), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
+      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'anthropic') : null;
+      if (why) return unconvertible(why);
+      body = chatToAnthropic({ ...chatOf(input, wire), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
     }
     kind = 'messages';
-    url = `${channel.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '')}/v1/messages`;
-    headers = {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'x-api-key': key,
-      'anthropic-version': String(cfg.anthropic_version ?? ANTHROPIC_VERSION),
-    };
+    url = `${anthropicRoot(channel.baseUrl)}/v1/messages`;
+    headers = anthropicHeaders(key, cfg, input.protocol === 'anthropic' ? input.headers : undefined);
   } else if (channel.type === 'gemini') {
     wire = 'gemini';
     if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
       return { unsupported: `a gemini channel cannot serve /v1/${input.endpoint}` };
     }
-    const why = input.protocol === 'responses' ? responsesUnconvertible(input.body) : null;
-    if (why) return { unsupported: why };
+    const why =
+      input.protocol === 'responses' ? responsesUnconvertible(input.body, 'gemini') : input.protocol === 'anthropic' ? messagesUnconvertible(input.body) : null;
+    if (why) return unconvertible(why);
     kind = 'generateContent';
-    body = chatToGemini(chatOf(input));
+    body = chatToGemini(chatOf(input, wire));
     const base = channel.baseUrl.replace(/\/+$/, '');
     const root = /\/v1(beta|alpha)?$/.test(base) ? base : `${base}/${cfg.api_version ?? 'v1beta'}`;
     const model = encodeURIComponent(input.upstreamModel.replace(/^models\//, ''));
@@ -134,11 +174,30 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
     const obj = body instanceof Uint8Array ? safeJson(new TextDecoder().decode(body)) : body;
     body = { ...obj, ...override };
   }
+  overrideHeaders(headers, cfg);
+  return { url, headers, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)), native, wire, kind };
+}
+
+function overrideHeaders(headers: Record<string, string>, cfg: Record<string, any>): void {
   const headerOverride = cfg.header_override;
   if (headerOverride && typeof headerOverride === 'object') {
     for (const [k, v] of Object.entries(headerOverride)) headers[k.toLowerCase()] = String(v);
   }
-  return { url, headers, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)), native, wire, kind };
+}
+
+/** "https://api.anthropic.com" and "https://api.anthropic.com/v1" both work. */
+const anthropicRoot = (baseUrl: string) => baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '');
+
+/**
+ * Anthropic's token counting (POST /v1/messages/count_tokens) on an Anthropic channel: the
+ * client's body with the upstream model name, its anthropic-version and -beta, the channel's
+ * header overrides (not its parameter overrides: the endpoint refuses generation parameters).
+ */
+export function anthropicCountCall(channel: ChannelLike, key: string, body: Record<string, any>, upstreamModel: string, client: Headers): UpstreamCall {
+  const cfg = channel.config ?? {};
+  const headers = anthropicHeaders(key, cfg, client);
+  overrideHeaders(headers, cfg);
+  return { url: `${anthropicRoot(channel.baseUrl)}/v1/messages/count_tokens`, headers, body: encoder.encode(JSON.stringify({ ...body, model: upstreamModel })) };
 }
 
 /* why: a 200 that is not the protocol's answer (an HTML error page from a proxy, `{}`, a truncated

@@ -1,7 +1,11 @@
 // Inbound Anthropic Messages protocol (POST /v1/messages), so the Anthropic SDK and Claude Code work
 // against any channel: a Messages request becomes an OpenAI chat request, and chat answers (JSON or
-// chunks) become Messages answers and SSE events. Errors use Anthropic's shape.
+// chunks) become Messages answers and SSE events. Errors use Anthropic's shape. Extended thinking
+// maps to a reasoning effort and back to thinking blocks; earlier thinking blocks are the model's
+// own and stay behind (a chat request has no field for them). What a chat request cannot carry
+// (documents, server tools, MCP servers, top_k, non-text tool results) is refused naming it.
 import { contentText, finishToAnthropic, safeJson, syntheticId, type ChatChunk, type ChatCompletion, type ChatRequest } from '../adapters/types';
+import type { Unconvertible } from './responses';
 
 /** Anthropic's error type for an HTTP status. */
 export function anthropicErrorType(status: number): string {
@@ -33,7 +37,49 @@ function imagePart(b: any): any {
   return { type: 'image_url', image_url: { url } };
 }
 
-/** Anthropic Messages request → OpenAI chat request. */
+/** Content blocks a chat request carries (text, images, tool calls and results); thinking is the model's own. */
+const CONVERTIBLE_BLOCKS = new Set(['text', 'image', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking']);
+
+const refuse = (param: string, why: string): Unconvertible => ({
+  message: `${param}: ${why}; this channel converts /v1/messages to chat completions, and cannot serve it.`,
+  param,
+});
+
+function blockProblem(b: any, at: string): Unconvertible | null {
+  if (!CONVERTIBLE_BLOCKS.has(b?.type)) return refuse(`${at}.type`, `a "${b?.type}" block has no chat completions equivalent`);
+  if (b.type === 'tool_result' && Array.isArray(b.content)) {
+    const other = b.content.findIndex((x: any) => x?.type !== 'text');
+    if (other >= 0) return refuse(`${at}.content.${other}`, 'a tool result other than text has no chat completions equivalent');
+  }
+  return null;
+}
+
+/** Why a Messages request cannot be converted to a chat request faithfully, or null. */
+export function messagesUnconvertible(body: Record<string, any>): Unconvertible | null {
+  for (const [i, m] of (body.messages ?? []).entries()) {
+    if (!Array.isArray(m?.content)) continue;
+    for (const [j, b] of m.content.entries()) {
+      const p = blockProblem(b, `messages.${i}.content.${j}`);
+      if (p) return p;
+    }
+  }
+  for (const [i, t] of (Array.isArray(body.tools) ? body.tools : []).entries()) {
+    if (!t?.input_schema) return refuse(`tools.${i}`, `the server tool "${t?.type ?? t?.name}" runs inside Anthropic's API`);
+  }
+  if (body.mcp_servers != null) return refuse('mcp_servers', 'MCP servers are called by Anthropic\'s API');
+  if (body.top_k != null) return refuse('top_k', 'chat completions has no top_k');
+  const thinking = body.thinking?.type;
+  if (thinking != null && thinking !== 'enabled' && thinking !== 'disabled') return refuse('thinking.type', `"${thinking}" thinking has no chat completions equivalent`);
+  return null;
+}
+
+/** An extended-thinking budget as the nearest reasoning effort a chat request takes. */
+function effortOf(budget: unknown): string {
+  const n = Number(budget);
+  return n <= 1024 ? 'low' : n <= 8192 ? 'medium' : 'high';
+}
+
+/** Anthropic Messages request → OpenAI chat request (check messagesUnconvertible first). */
 export function messagesToChat(body: Record<string, any>): ChatRequest {
   const messages: any[] = [];
   const system = typeof body.system === 'string' ? body.system : blocksText(body.system);
@@ -65,6 +111,7 @@ export function messagesToChat(body: Record<string, any>): ChatRequest {
   if (Array.isArray(body.stop_sequences) && body.stop_sequences.length > 0) chat.stop = body.stop_sequences;
   if (body.metadata?.user_id) chat.user = String(body.metadata.user_id);
   if (body.stream === true) chat.stream = true;
+  if (body.thinking?.type === 'enabled') chat.reasoning_effort = effortOf(body.thinking.budget_tokens);
   const tools = (body.tools ?? []).filter((t: any) => t && t.input_schema);
   if (tools.length > 0) {
     chat.tools = tools.map((t: any) => ({
@@ -98,6 +145,9 @@ export function chatToMessage(c: ChatCompletion, clientModel: string): Record<st
   const choice = c.choices?.[0] ?? {};
   const msg = choice.message ?? {};
   const content: any[] = [];
+  // Reasoning an OpenAI-compatible upstream returns (reasoning_content) is the thinking block; it
+  // has no signature, as it was not Anthropic's.
+  if (typeof msg.reasoning_content === 'string' && msg.reasoning_content) content.push({ type: 'thinking', thinking: msg.reasoning_content, signature: '' });
   const text = contentText(msg.content);
   if (text) content.push({ type: 'text', text });
   for (const t of msg.tool_calls ?? []) {
@@ -125,7 +175,7 @@ const ev = (type: string, data: Record<string, any>) => `event: ${type}\ndata: $
 export function messagesEncoder(clientModel: string) {
   const id = `msg_${syntheticId('')}`;
   let started = false;
-  let block: { index: number; kind: 'text' | 'tool' } | null = null;
+  let block: { index: number; kind: 'text' | 'thinking' | 'tool' } | null = null;
   let nextIndex = 0;
   let finish: string | null = null;
   let usage: any = null;
@@ -152,6 +202,14 @@ export function messagesEncoder(clientModel: string) {
       for (const choice of c.choices ?? []) {
         if ((choice.index ?? 0) !== 0) continue;
         const d = choice.delta ?? {};
+        if (typeof d.reasoning_content === 'string' && d.reasoning_content.length > 0) {
+          if (block?.kind !== 'thinking') {
+            out += close();
+            block = { index: nextIndex++, kind: 'thinking' };
+            out += ev('content_block_start', { index: block.index, content_block: { type: 'thinking', thinking: '', signature: '' } });
+          }
+          out += ev('content_block_delta', { index: block.index, delta: { type: 'thinking_delta', thinking: d.reasoning_content } });
+        }
         if (typeof d.content === 'string' && d.content.length > 0) {
           if (block?.kind !== 'text') {
             out += close();

@@ -110,9 +110,10 @@ function prepareTry(run: Run, channel: Channel | undefined, entry: RouteEntry, d
     stream: facts.stream,
     upstreamModel: entry.model,
     defaultMaxTokens: options.DefaultMaxTokens,
+    headers: input.headers,
   });
   if ('unsupported' in call) {
-    settlement.attempts.push({ channel_id: channel.id, status: null, ms: 0, error: call.unsupported, skipped: true });
+    settlement.attempts.push({ channel_id: channel.id, status: null, ms: 0, error: call.unsupported, skipped: true, ...(call.param ? { param: call.param } : {}) });
     return null;
   }
   if (call.wire === 'openai') call.headers['x-client-request-id'] = input.requestId;
@@ -196,15 +197,18 @@ function allFailed(run: Run, attempts: RouteAttempt[], lastFailure: Failure | nu
   const clientGone = input.clientSignal.aborted;
   const timedOut = Date.now() >= deadline;
   const skippedAll = tries === 0 && attempts.length > 0;
+  // Every channel refused the same field of the request: the request's fault, said as a 400.
+  const unconvertible = skippedAll && attempts.every((a) => a.param) ? attempts[0] : null;
   settlement.settle({
     status: clientGone ? 'aborted' : 'error',
-    http_status: skippedAll ? 503 : clientGone ? 499 : lastFailure?.status ?? 503,
-    error_code: clientGone ? 'client_closed' : timedOut ? 'upstream_timeout' : skippedAll ? 'no_available_channel' : 'upstream_failed',
+    http_status: unconvertible ? 400 : skippedAll ? 503 : clientGone ? 499 : lastFailure?.status ?? 503,
+    error_code: clientGone ? 'client_closed' : timedOut ? 'upstream_timeout' : unconvertible ? 'unsupported_parameter' : skippedAll ? 'no_available_channel' : 'upstream_failed',
     error_message: lastFailure?.message ?? (attempts.map((a) => a.error).filter(Boolean).join('; ') || null),
   });
   if (lastFailure?.body && lastFailure.body.byteLength > 0 && lastFailure.wire) {
     return upstreamError(input, lastFailure.status, lastFailure.body, { wire: lastFailure.wire, native: nativeWire(input.protocol) === lastFailure.wire }, null);
   }
+  if (unconvertible) throw new GatewayError(400, unconvertible.error!, 'invalid_request_error', 'unsupported_parameter', unconvertible.param);
   if (timedOut) throw new GatewayError(504, 'No upstream channel answered before the relay deadline.', 'upstream_error', 'upstream_timeout');
   if (skippedAll) {
     const why = attempts.map((a) => `#${a.channel_id} ${a.error}`).join('; ');

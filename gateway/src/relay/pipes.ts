@@ -5,6 +5,7 @@ import { newWatch, noteDelivered, openAiSseFilter, sseFormat, sseParser, type Ss
 import { chunkDecoder, type PreparedCall } from '../adapters';
 import { MALFORMED_EVENT, parseEvent, type ChatChunk, type ChunkDecoder } from '../adapters/types';
 import { anthropicError, messagesEncoder } from '../inbound/anthropic';
+import { responsesEncoder } from '../inbound/responses';
 import type { RelayInput } from './types';
 
 const encoder = new TextEncoder();
@@ -22,7 +23,9 @@ export interface Pipe {
 export function makePipe(input: RelayInput, call: PreparedCall): Pipe {
   if (call.native && call.wire === 'openai' && input.protocol !== 'responses') return openAiPassthrough(input);
   if (call.native) return nativePassthrough(input, call);
-  return input.protocol === 'anthropic' ? convertedToAnthropic(input, call) : convertedToOpenAi(input, call);
+  if (input.protocol === 'responses') return convertedTo(input, call, responsesEncoder(input.body.model, input.body));
+  if (input.protocol === 'anthropic') return convertedTo(input, call, messagesEncoder(input.body.model));
+  return convertedToOpenAi(input, call);
 }
 
 function watchChunk(watch: SseWatch, c: ChatChunk): void {
@@ -123,10 +126,17 @@ function convert(dec: ChunkDecoder, emit: (c: ChatChunk) => string, end: () => s
   };
 }
 
-function convertedToAnthropic(input: RelayInput, call: PreparedCall): Pipe {
+/** What a client protocol's stream encoder offers: events for a chunk, the closing events, an error event. */
+interface Encoder {
+  chunk(c: ChatChunk): string;
+  end(): string;
+  error(message: string): string;
+}
+
+/** Upstream events → chat chunks → the client protocol's events (Anthropic Messages, Responses). */
+function convertedTo(input: RelayInput, call: PreparedCall, enc: Encoder): Pipe {
   const watch = newWatch();
   const dec = chunkDecoder(call.wire, input.body.model);
-  const enc = messagesEncoder(input.body.model);
   const push = convert(
     dec,
     (c) => {

@@ -39,8 +39,9 @@ export interface RequestFacts {
 /** A plan entry as route_plan writes it: the key to use is chosen in SQL as well. */
 export type RouteEntry = PlanEntry & { key_index?: number; key_ordinal?: number };
 
-/** One try, as stored in the request row's attempts (settle.ts's Attempt plus routing detail). */
-export type RouteAttempt = Attempt & { key?: number; skipped?: boolean; mapped_from?: number };
+/** One try, as stored in the request row's attempts (settle.ts's Attempt plus routing detail; param:
+ *  the request field that made the channel skip it). */
+export type RouteAttempt = Attempt & { key?: number; skipped?: boolean; mapped_from?: number; param?: string };
 
 /** relay_begin's answer. */
 export interface Ticket {

@@ -189,7 +189,7 @@ describe.each(['openai', 'azure', 'anthropic', 'gemini'] as const)('openai clien
       expect(sent.contents.map((c: any) => c.role)).toEqual(['user', 'model', 'user']);
       expect(sent.contents[2].parts[0]).toEqual({ functionResponse: { name: 'get_weather', response: { temp: 21 } } });
     } else {
-      expect(second.choices[0].message.content).toBe('echo: weather in Paris?');
+      expect(second.choices[0].message.content).toBe('tool said: {"temp":21}');
     }
   });
 

@@ -101,10 +101,14 @@ describe('route plan', () => {
       });
       await expect(attempt(tx, (sp) => createChannel(sp, { base_url: 'http://x', models: ['m'], config: { status_code_mapping: { '404': 'x' } } }))).rejects.toMatchObject({ code: 'BADCH' });
       await expect(attempt(tx, (sp) => createChannel(sp, { base_url: 'http://x', models: ['m'], config: { header_override: { Host: 'evil' } } }))).rejects.toMatchObject({ code: 'BADCH' });
+      await expect(attempt(tx, (sp) => createChannel(sp, { base_url: 'http://x', models: ['m'], config: { responses_api: 'passthrough' } }))).rejects.toMatchObject({
+        code: 'BADCH',
+        message: expect.stringContaining('"config.responses_api" must be "native"'),
+      });
       const ok = await createChannel(tx, {
         base_url: 'http://x',
         models: ['m'],
-        config: { key_selection: 'round_robin', param_override: { top_k: 3 }, header_override: { 'X-Org': 'a' }, status_code_mapping: { '404': 503 }, api_version: '2024-10-21' },
+        config: { key_selection: 'round_robin', param_override: { top_k: 3 }, header_override: { 'X-Org': 'a' }, status_code_mapping: { '404': 503 }, api_version: '2024-10-21', responses_api: 'convert' },
       });
       expect(ok.id).toBeTruthy();
     });

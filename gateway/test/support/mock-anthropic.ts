@@ -1,5 +1,6 @@
-// A fake Anthropic Messages API (POST /v1/messages) speaking the real wire format: x-api-key and
-// anthropic-version checks, JSON answers with content blocks and usage, SSE streams as
+// A fake Anthropic Messages API (POST /v1/messages, POST /v1/messages/count_tokens) speaking the
+// real wire format: x-api-key and anthropic-version checks, extended thinking (signed thinking
+// blocks, thinking_delta and signature_delta), JSON answers with content blocks and usage, SSE streams as
 // message_start / content_block_* / message_delta / message_stop events, tool_use blocks, and
 // errors in Anthropic's shape ({"type":"error","error":{type,message}}), with failure switches.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -68,16 +69,25 @@ export async function startMockAnthropic(): Promise<MockAnthropic> {
       res.writeHead(mode.status, { 'content-type': 'application/json' }).end(JSON.stringify(mode.body ?? anthropicErrorBody(mode.status)));
       return;
     }
-    if (path !== '/v1/messages') return fail(res, 404, `Not found: ${path}`);
+    const counting = path === '/v1/messages/count_tokens';
+    if (path !== '/v1/messages' && !counting) return fail(res, 404, `Not found: ${path}`);
     if (!req.headers['x-api-key']) return fail(res, 401, 'x-api-key header is required');
     if (!req.headers['anthropic-version']) return fail(res, 400, 'anthropic-version header is required');
     if (req.headers.authorization) return fail(res, 400, 'unexpected Authorization header');
-    if (!Number.isInteger(body.max_tokens)) return fail(res, 400, 'max_tokens: Field required');
+    if (!counting && !Number.isInteger(body.max_tokens)) return fail(res, 400, 'max_tokens: Field required');
+    // Token counting takes the prompt only, as the real endpoint does.
+    for (const f of ['max_tokens', 'stream', 'temperature', 'stop_sequences']) {
+      if (counting && f in body) return fail(res, 400, `${f}: Extra inputs are not permitted`);
+    }
     if (!Array.isArray(body.messages) || body.messages.length === 0) return fail(res, 400, 'messages: Field required');
     for (let i = 1; i < body.messages.length; i++) {
       if (body.messages[i].role === body.messages[i - 1].role) return fail(res, 400, 'messages: roles must alternate between "user" and "assistant"');
     }
     if (body.messages[0].role !== 'user') return fail(res, 400, 'messages: first message must use the "user" role');
+    const thinkingOn = body.thinking?.type === 'enabled';
+    if (thinkingOn && !(Number.isInteger(body.thinking.budget_tokens) && body.thinking.budget_tokens >= 1024 && (counting || body.thinking.budget_tokens < body.max_tokens))) {
+      return fail(res, 400, 'thinking.budget_tokens: must be at least 1024 and less than max_tokens');
+    }
 
     const last = body.messages.at(-1);
     const lastBlocks = Array.isArray(last.content) ? last.content : [];
@@ -88,7 +98,13 @@ export async function startMockAnthropic(): Promise<MockAnthropic> {
     const system = typeof body.system === 'string' ? body.system : blocksText(body.system);
     const inputTokens = countWords(system) + body.messages.reduce((n: number, m: any) => n + countWords(blocksText(m.content)), 0);
     const outputTokens = wantsTool ? 5 : words.length;
+    if (counting) {
+      res.writeHead(200, { 'content-type': 'application/json', 'request-id': 'req_mock' }).end(JSON.stringify({ input_tokens: inputTokens }));
+      return;
+    }
     const id = `msg_mock${state.calls.length}`;
+    // Extended thinking: a thinking block (signed) before the answer, as the API sends it.
+    const thinking = thinkingOn ? { type: 'thinking', thinking: 'Let me think about it.', signature: 'EqQBCkYIBxgCKkBmockSignature' } : null;
     const toolUse = wantsTool ? { type: 'tool_use', id: 'toolu_mock1', name: body.tools[0].name, input: { city: 'Paris' } } : null;
 
     if (!body.stream) {
@@ -98,7 +114,7 @@ export async function startMockAnthropic(): Promise<MockAnthropic> {
           type: 'message',
           role: 'assistant',
           model: body.model,
-          content: toolUse ? [{ type: 'text', text: 'Let me check.' }, toolUse] : [{ type: 'text', text: answer }],
+          content: [...(thinking ? [thinking] : []), ...(toolUse ? [{ type: 'text', text: 'Let me check.' }, toolUse] : [{ type: 'text', text: answer }])],
           stop_reason: toolUse ? 'tool_use' : 'end_turn',
           stop_sequence: null,
           usage: { input_tokens: inputTokens, output_tokens: outputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
@@ -111,18 +127,26 @@ export async function startMockAnthropic(): Promise<MockAnthropic> {
     const events: [string, any][] = [];
     events.push(['message_start', { message: { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: inputTokens, output_tokens: 1 } } }]);
     events.push(['ping', {}]);
+    const at = thinking ? 1 : 0;
+    if (thinking) {
+      events.push(['content_block_start', { index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } }]);
+      events.push(['content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: 'Let me think ' } }]);
+      events.push(['content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: 'about it.' } }]);
+      events.push(['content_block_delta', { index: 0, delta: { type: 'signature_delta', signature: thinking.signature } }]);
+      events.push(['content_block_stop', { index: 0 }]);
+    }
     if (toolUse) {
-      events.push(['content_block_start', { index: 0, content_block: { type: 'text', text: '' } }]);
-      events.push(['content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'Let me check.' } }]);
-      events.push(['content_block_stop', { index: 0 }]);
-      events.push(['content_block_start', { index: 1, content_block: { type: 'tool_use', id: toolUse.id, name: toolUse.name, input: {} } }]);
-      events.push(['content_block_delta', { index: 1, delta: { type: 'input_json_delta', partial_json: '{"city": ' } }]);
-      events.push(['content_block_delta', { index: 1, delta: { type: 'input_json_delta', partial_json: '"Paris"}' } }]);
-      events.push(['content_block_stop', { index: 1 }]);
+      events.push(['content_block_start', { index: at, content_block: { type: 'text', text: '' } }]);
+      events.push(['content_block_delta', { index: at, delta: { type: 'text_delta', text: 'Let me check.' } }]);
+      events.push(['content_block_stop', { index: at }]);
+      events.push(['content_block_start', { index: at + 1, content_block: { type: 'tool_use', id: toolUse.id, name: toolUse.name, input: {} } }]);
+      events.push(['content_block_delta', { index: at + 1, delta: { type: 'input_json_delta', partial_json: '{"city": ' } }]);
+      events.push(['content_block_delta', { index: at + 1, delta: { type: 'input_json_delta', partial_json: '"Paris"}' } }]);
+      events.push(['content_block_stop', { index: at + 1 }]);
     } else {
-      events.push(['content_block_start', { index: 0, content_block: { type: 'text', text: '' } }]);
-      words.forEach((w, i) => events.push(['content_block_delta', { index: 0, delta: { type: 'text_delta', text: (i ? ' ' : '') + w } }]));
-      events.push(['content_block_stop', { index: 0 }]);
+      events.push(['content_block_start', { index: at, content_block: { type: 'text', text: '' } }]);
+      words.forEach((w, i) => events.push(['content_block_delta', { index: at, delta: { type: 'text_delta', text: (i ? ' ' : '') + w } }]));
+      events.push(['content_block_stop', { index: at }]);
     }
     events.push(['message_delta', { delta: { stop_reason: toolUse ? 'tool_use' : 'end_turn', stop_sequence: null }, usage: { output_tokens: outputTokens } }]);
     events.push(['message_stop', {}]);

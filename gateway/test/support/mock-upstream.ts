@@ -38,6 +38,8 @@ export interface MockUpstream {
   mode: Mode;
   /** Usage reported on chat answers; null answers without a usage object. */
   reportUsage: boolean;
+  /** Whether POST /v1/responses exists (else 404, as on most OpenAI-compatible servers). */
+  responsesApi: boolean;
   close(): Promise<void>;
 }
 
@@ -63,8 +65,11 @@ function lastUserText(body: any): string {
   return typeof m?.content === 'string' ? m.content : '';
 }
 
-/** The answer the mock gives: "echo:" plus the last user message, so tests can predict it. */
+/** The answer the mock gives: "echo:" plus the last user message, so tests can predict it; after
+ *  a tool's result (the last message a tool message), "tool said:" plus that result. */
 export function answerFor(body: any): string {
+  const last = Array.isArray(body?.messages) ? body.messages.at(-1) : null;
+  if (last?.role === 'tool') return `tool said: ${typeof last.content === 'string' ? last.content : JSON.stringify(last.content)}`;
   if (Array.isArray(body?.messages)) {
     const lastUser = [...body.messages].reverse().find((m: any) => m.role === 'user');
     const text = typeof lastUser?.content === 'string' ? lastUser.content : 'multimodal input';
@@ -126,12 +131,13 @@ async function readJson(req: IncomingMessage): Promise<any> {
   return text ? JSON.parse(text) : {};
 }
 
-export async function startMockUpstream(): Promise<MockUpstream> {
+export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): Promise<MockUpstream> {
   const state: MockUpstream = {
     url: '',
     calls: [],
     mode: { kind: 'ok' },
     reportUsage: true,
+    responsesApi: opts.responsesApi ?? true,
     close: async () => {},
   };
 
@@ -200,7 +206,7 @@ export async function startMockUpstream(): Promise<MockUpstream> {
       return;
     }
 
-    if (path.endsWith('/responses')) {
+    if (path.endsWith('/responses') && state.responsesApi) {
       respondResponses(res, body, state.reportUsage);
       return;
     }
@@ -215,10 +221,13 @@ export async function startMockUpstream(): Promise<MockUpstream> {
     const created = 1700000000;
     const id = `chatcmpl-mock${state.calls.length}`;
     const promptTokens = countWords(promptText(body));
-    const wantsTool = isChat && Array.isArray(body.tools) && body.tools.length > 0 && body.tool_choice !== 'none';
+    const afterTool = isChat && body.messages?.at(-1)?.role === 'tool';
+    const wantsTool = isChat && Array.isArray(body.tools) && body.tools.length > 0 && body.tool_choice !== 'none' && !afterTool;
     const answer = answerFor(body);
     const words = answer.split(' ');
-    const completionTokens = wantsTool ? 5 : words.length;
+    // A reasoning model's thoughts, as OpenAI-compatible servers (DeepSeek, vLLM) return them.
+    const reasoning = isChat && body.reasoning_effort && body.reasoning_effort !== 'none' ? `Thinking (${body.reasoning_effort}) first.` : null;
+    const completionTokens = (wantsTool ? 5 : words.length) + (reasoning ? countWords(reasoning) : 0);
     const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
     const toolCall = wantsTool
       ? { id: 'call_mock1', type: 'function', function: { name: body.tools[0].function.name, arguments: JSON.stringify({ city: 'Paris' }) } }
@@ -234,7 +243,10 @@ export async function startMockUpstream(): Promise<MockUpstream> {
             choices: [
               {
                 index: 0,
-                message: toolCall ? { role: 'assistant', content: null, tool_calls: [toolCall] } : { role: 'assistant', content: answer },
+                message: {
+                  ...(toolCall ? { role: 'assistant', content: null, tool_calls: [toolCall] } : { role: 'assistant', content: answer }),
+                  ...(reasoning ? { reasoning_content: reasoning } : {}),
+                },
                 finish_reason: toolCall ? 'tool_calls' : 'stop',
                 logprobs: null,
               },
@@ -262,9 +274,16 @@ export async function startMockUpstream(): Promise<MockUpstream> {
     const chunks: unknown[] = [];
     if (isChat) {
       chunks.push({ ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] });
+      if (reasoning) {
+        for (const piece of [reasoning.slice(0, 9), reasoning.slice(9)]) chunks.push({ ...base, choices: [{ index: 0, delta: { reasoning_content: piece }, finish_reason: null }] });
+      }
       if (toolCall) {
         chunks.push({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index: 0, id: toolCall.id, type: 'function', function: { name: toolCall.function.name, arguments: '' } }] }, finish_reason: null }] });
-        chunks.push({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: toolCall.function.arguments } }] }, finish_reason: null }] });
+        // The arguments in two pieces, as upstreams stream them.
+        const args = toolCall.function.arguments;
+        for (const piece of [args.slice(0, 8), args.slice(8)]) {
+          chunks.push({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: piece } }] }, finish_reason: null }] });
+        }
       } else {
         words.forEach((w, i) => chunks.push({ ...base, choices: [{ index: 0, delta: { content: (i ? ' ' : '') + w }, finish_reason: null }] }));
       }
