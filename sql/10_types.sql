@@ -88,6 +88,8 @@ begin
       user_group       text,
       model            private.models,   -- the requested model's price row (null: unknown model)
       group_multiplier numeric           -- the owner's group price multiplier
+      -- route (added below, after private.route_choice): the cached route of the model for the
+      -- owner's group (private.route_cache), null when it is planned per request
     );
   end if;
 end
@@ -104,6 +106,16 @@ begin
       multipliers    jsonb,     -- the usable ones' cost multipliers by channel id
       max_multiplier numeric
     );
+  end if;
+end
+$$;
+
+-- private.key_auth gained the cached route (private.key_auth_of reads private.route_cache).
+do $$
+begin
+  if not exists (select 1 from pg_attribute
+                  where attrelid = 'private.key_auth'::regclass and attname = 'route' and not attisdropped) then
+    alter type private.key_auth add attribute route private.route_choice;
   end if;
 end
 $$;

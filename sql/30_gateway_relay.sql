@@ -2,8 +2,9 @@
 -- use what lives here; the gateway only parses, streams and reports.
 
 -- private.key_auth_of: the one lookup that authenticates a client key by its sha256, and reads what
--- admission needs next: the owner's status and group, the group's price multiplier and p_model's
--- price row. A set-returning SQL function so it is inlined: relay_begin_batch reads every request
+-- admission needs next: the owner's status and group, the group's price multiplier, p_model's
+-- price row and, when it has nothing random in it, the route of p_model for that group
+-- (private.route_cache). A set-returning SQL function so it is inlined: relay_begin_batch reads every request
 -- of a batch in one statement with it. private.key_verify checks what it read.
 create or replace function private.key_auth_of(p_key_hash bytea, p_model text)
 returns setof private.key_auth
@@ -11,11 +12,14 @@ language sql stable
 -- (limit 1: the key hash is unique; the limit also keeps the lookup a subquery, an index lookup
 -- per request, where a plain join made the planner hash the whole key table for a batch)
 as $$
-  select k, u.status, u.group_name, m, g.price_multiplier
+  select k, u.status, u.group_name, m, g.price_multiplier,
+         case when rc.model is not null then
+           row(rc.served, rc.candidates, rc.skipped, rc.multipliers, rc.max_multiplier)::private.route_choice end
     from private.api_keys k
     join private.users u on u.id = k.user_id
     left join private.models m on m.name = p_model
     left join private.groups g on g.name = u.group_name
+    left join private.route_cache rc on rc.model = p_model and rc.grp = u.group_name
    where k.key_hash = p_key_hash
    limit 1
 $$;
@@ -540,8 +544,13 @@ declare
   v_plan private.admit_plan;
   v_errors jsonb[];
 begin
+  -- The key, with the route when it has nothing random in it (private.route_cache); else the
+  -- route is planned for this request.
   select a.* into v_auth from private.key_auth_of(p_key_hash, p_model) a;
-  v_route := (private.route_plans(array[p_model], array[v_auth.user_group]))[1];
+  v_route := v_auth.route;
+  if v_route.served is null then
+    v_route := (private.route_plans(array[p_model], array[v_auth.user_group]))[1];
+  end if;
   -- The reading half raises its refusals itself; the writing half is relay_begin_batch's, for a
   -- batch of one, and its refusal is raised here.
   v_plan := private.admit_prepare(v_opt, v_auth, v_route, p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
@@ -670,7 +679,7 @@ begin
   select array_agg(x.r), array_agg(x.ord), array_agg(x.auth), array_agg(x.model), array_agg(x.user_group)
     into v_reqs, v_ords, v_auths, v_models, v_groups
     from (select e.r, e.ord::integer as ord, e.r ->> 'model' as model, a.user_group,
-                 row(a.key, a.user_status, a.user_group, a.model, a.group_multiplier)::private.key_auth as auth
+                 row(a.key, a.user_status, a.user_group, a.model, a.group_multiplier, a.route)::private.key_auth as auth
             from jsonb_array_elements(p_requests) with ordinality e(r, ord)
             -- (a key_hash that is not hex finds no key here and is refused in its own block below)
             left join lateral private.key_auth_of(

@@ -130,6 +130,78 @@ $$;
 comment on function private.route_plan(text, text) is
   E'Channels serving p_model for p_group: how many, the usable ones in try order (priority tiers, weighted random inside a tier, with the key to use), the skipped ones with the reason (manually_disabled, breaker_open, no_enabled_key), and the usable ones'' cost multipliers (by channel id, and their maximum).';
 
+-- private.route_cache_rebuild: private.route_cache from scratch: every (model, group) a channel
+-- serves whose plan has nothing random in it, with the plan private.route_plans makes for it.
+-- Called by the statement triggers on private.channels and private.channel_keys, in the
+-- transaction that changed them, so a committed change and its cache are never apart.
+/* why: planning a route is a statement of some fifteen plan nodes per request (about a fifth of
+   relay_begin, docs/performance.md finding 50), and most pairs have one answer: a model with one
+   channel, or channels in distinct priority tiers, each with one enabled key. Those plans are
+   computed here, by private.route_plans itself (one rule, one place), when a channel or key
+   changes; a pair with a random choice in it (two usable channels in one tier and weight class,
+   or a channel with several enabled keys) is left out and planned per request as before. */
+create or replace function private.route_cache_rebuild()
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan   -- (see private.route_plans)
+as $$
+declare
+  v_models text[];
+  v_groups text[];
+begin
+  -- One rebuild at a time; each statement below then sees every change committed before it.
+  perform pg_advisory_xact_lock(hashtext('elygate.route_cache'));
+  select array_agg(p.model order by p.model, p.grp), array_agg(p.grp order by p.model, p.grp)
+    into v_models, v_groups
+    from (select distinct m.model, g.grp
+            from private.channels c
+            cross join lateral unnest(c.models) m(model)
+            cross join lateral unnest(c.groups) g(grp)
+           where c.status <> 'archived') p
+   where not exists (
+           -- a random choice: two usable channels of the pair in one priority tier and weight class ...
+           select 1
+             from private.channels c
+            where p.model = any(c.models) and p.grp = any(c.groups) and c.status = 'enabled'
+              and exists (select 1 from private.channel_keys k where k.channel_id = c.id and k.status = 'enabled')
+            group by c.priority, (c.weight = 0)
+           having count(*) > 1)
+     and not exists (
+           -- ... or a usable channel with several enabled keys
+           select 1
+             from private.channels c
+            where p.model = any(c.models) and p.grp = any(c.groups) and c.status = 'enabled'
+              and (select count(*) from private.channel_keys k where k.channel_id = c.id and k.status = 'enabled') > 1);
+  delete from private.route_cache;
+  insert into private.route_cache (model, grp, served, candidates, skipped, multipliers, max_multiplier)
+  select v_models[x.i], v_groups[x.i], x.served, x.candidates, x.skipped, x.multipliers, x.max_multiplier
+    from unnest(private.route_plans(v_models, v_groups)) with ordinality x(served, candidates, skipped, multipliers, max_multiplier, i);
+end
+$$;
+comment on function private.route_cache_rebuild() is
+  E'Rebuilds private.route_cache: the route plans with no random choice in them, per model and group, as private.route_plans makes them.';
+
+create or replace function private.tg_channels__route_cache()
+returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform private.route_cache_rebuild();
+  return null;
+end
+$$;
+comment on function private.tg_channels__route_cache() is E'Statement trigger: rebuilds private.route_cache after channels or their keys change.';
+create or replace trigger _300_route_cache after insert or update or delete on private.channels
+  for each statement execute function private.tg_channels__route_cache();
+create or replace trigger _301_route_cache after truncate on private.channels
+  for each statement execute function private.tg_channels__route_cache();
+create or replace trigger _300_route_cache after insert or update or delete on private.channel_keys
+  for each statement execute function private.tg_channels__route_cache();
+create or replace trigger _301_route_cache after truncate on private.channel_keys
+  for each statement execute function private.tg_channels__route_cache();
+
 -- private.channel_config_check: validates channels.config, the adapter and routing settings.
 create or replace function private.channel_config_check(p_config jsonb)
 returns void

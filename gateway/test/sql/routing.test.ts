@@ -93,6 +93,51 @@ describe('route plan', () => {
     });
   });
 
+  it('caches a plan with nothing random in it, exactly as planned per request, and follows every change at once', async () => {
+    await withTx(async (tx) => {
+      const f = await fixture(tx);
+      const cached = async () =>
+        (await tx`select served, candidates, skipped, max_multiplier::text from private.route_cache
+                   where model = ${f.model} and grp = ${f.group}`)[0] ?? null;
+      const planned = async () =>
+        (await tx`select (r).served, (r).candidates, (r).skipped, (r).max_multiplier::text
+                    from (select (private.route_plans(array[${f.model}], array[${f.group}]))[1] as r) x`)[0];
+      // One channel with one key: cached, the same as the plan made per request.
+      expect(await cached()).toEqual(await planned());
+      expect((await begin(tx, f.key.key, f.model)).plan).toEqual((await cached()).candidates);
+      // A backup in a lower tier: still one answer, cached, in tier order.
+      const backup = await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [f.model], groups: [f.group], priority: -1, cost_multiplier: 2 });
+      expect((await cached()).candidates.map((c: any) => c.channel_id)).toEqual([Number(f.channel.id), Number(backup.id)]);
+      expect(await cached()).toEqual(await planned());
+      // The breaker (or an operator) disables the first: the very next admission routes to the backup.
+      await tx`update private.channels set status = 'auto_disabled', status_reason = 'circuit breaker: test' where id = ${f.channel.id}`;
+      expect((await begin(tx, f.key.key, f.model)).plan.map((c: any) => c.channel_id)).toEqual([Number(backup.id)]);
+      expect((await cached()).skipped).toEqual([{ channel_id: Number(f.channel.id), reason: 'breaker_open', detail: 'circuit breaker: test' }]);
+      await tx`update private.channels set status = 'enabled', status_reason = null where id = ${f.channel.id}`;
+      // A model mapping changes the plan's upstream model (and the channel's version).
+      await tx`update private.channels set model_mapping = ${tx.json({ [f.model]: 'upstream-name' })} where id = ${f.channel.id}`;
+      expect((await begin(tx, f.key.key, f.model)).plan[0]).toMatchObject({ channel_id: Number(f.channel.id), model: 'upstream-name' });
+      expect(await cached()).toEqual(await planned());
+      // Two usable channels in one tier: a weighted random choice, never cached, planned per request.
+      const twin = await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [f.model], groups: [f.group] });
+      expect(await cached()).toBeNull();
+      const firsts = new Set<number>();
+      for (let i = 0; i < 40; i++) firsts.add((await begin(tx, f.key.key, f.model)).plan[0].channel_id);
+      expect([...firsts].sort()).toEqual([Number(f.channel.id), Number(twin.id)].sort((a, b) => a - b));
+      // The twin archived: one answer again. A second key on the channel: a random key, not cached.
+      await tx`update private.channels set status = 'archived' where id = ${twin.id}`;
+      expect(await cached()).toEqual(await planned());
+      await tx`select admin.channel_update(${f.channel.id}, ${tx.json({ api_keys: ['k1', 'k2'] })})`;
+      expect(await cached()).toBeNull();
+      await tx`update private.channel_keys set status = 'disabled' where channel_id = ${f.channel.id} and ordinal = 2`;
+      expect(await cached()).toEqual(await planned());
+      // Deleting a channel leaves no cached plan naming it.
+      await tx`delete from private.channels where id = ${backup.id}`;
+      expect(JSON.stringify(await cached())).not.toContain(`"channel_id": ${backup.id}`);
+      expect(await cached()).toEqual(await planned());
+    });
+  });
+
   it('checks channel config: unknown fields and wrong types are BADCH', async () => {
     await withTx(async (tx) => {
       await expect(attempt(tx, (sp) => createChannel(sp, { base_url: 'http://x', models: ['m'], config: { keyselection: 'random' } }))).rejects.toMatchObject({
