@@ -113,7 +113,7 @@ describe('deliveries', () => {
       const [{ now }] = await tx`select date_trunc('milliseconds', now()) + interval '1 millisecond' as now`; // JS dates are ms
       const t = (ms: number) => new Date(now.getTime() + ms);
       const claim = async (ms: number) => tx`select * from gateway.webhook_claim(10, ${t(ms)})`;
-      const fail = (c: { id: unknown; attempt: number }, ms: number) =>
+      const fail = (c: Record<string, unknown>, ms: number) =>
         tx`select gateway.webhook_finish(${tx.json([{ id: c.id, attempt: c.attempt, ok: false, http_status: 500, error: 'HTTP 500' }] as never)}, ${t(ms)})`;
       let [c] = await claim(0);
       expect(c).toMatchObject({ attempt: 1, kind: 'webhook.test', allow_private: false });
