@@ -215,3 +215,6 @@ create or replace view admin.webhook_deliveries as
     from private.webhook_deliveries d
     join private.events ev on ev.id = d.event_id
     join private.webhook_endpoints e on e.id = d.endpoint_id;
+
+create or replace view admin.event_kinds as
+  select k as kind from unnest(private.event_kinds()) k;
