@@ -216,5 +216,11 @@ create or replace view admin.webhook_deliveries as
     join private.events ev on ev.id = d.event_id
     join private.webhook_endpoints e on e.id = d.endpoint_id;
 
-create or replace view admin.event_kinds as
-  select k as kind from unnest(private.event_kinds()) k;
+-- admin.event_kinds: the kinds an endpoint can subscribe to (a function: a view calling a private
+-- function would need that function granted to its readers).
+create or replace function admin.event_kinds()
+returns setof text
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$ select unnest(private.event_kinds()) $$;
+comment on function admin.event_kinds() is E'The kinds of event webhook endpoints can subscribe to.';

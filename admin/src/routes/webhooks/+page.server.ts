@@ -8,7 +8,7 @@ export const load: PageServerLoad = async ({ locals }) =>
     deliveries: [...(await tx`select id, event_id, kind, event_at, endpoint_id, endpoint, status, attempts, next_attempt_at, last_attempt_at,
                                      last_status, last_error, delivered_at
                                 from admin.webhook_deliveries order by id desc limit 50`)],
-    kinds: (await tx`select kind from admin.event_kinds order by kind`).map((r) => r.kind as string),
+    kinds: (await tx`select k as kind from admin.event_kinds() k order by 1`).map((r) => r.kind as string),
     options: [...(await tx`select key, value, description from admin.options
                             where key in ('WebhookMaxAttempts', 'WebhookBackoffBaseMs', 'WebhookBackoffMaxMs', 'WebhookTimeoutMs',
                                           'AllowPrivateWebhooks', 'WalletLowBalanceMicros') order by key`)],
