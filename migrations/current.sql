@@ -69,3 +69,7 @@ alter table private.webhook_endpoints  enable row level security;
 alter table private.webhook_deliveries enable row level security;
 alter table private.wallet_alerts      enable row level security;
 alter table private.job_alerts         enable row level security;
+
+-- Issue 17, the analytics contract: a versioned schema of documented views for BI tools, read by
+-- the role elygate_analytics (migrations/afterReset.sql) and nothing else. Views: sql/70_analytics_v1.sql.
+create schema if not exists analytics_v1;
