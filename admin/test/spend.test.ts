@@ -7,13 +7,15 @@ import type { Page } from 'playwright-core';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { createHmac, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { Sql } from 'postgres';
 import type { RunningProduct } from './support/admin-server';
 import { startOwnProduct, type OwnProduct } from './support/own-product';
 
-const SHOTS = process.env.ELYGATE_SPEND_SHOTS ?? mkdtempSync(join(tmpdir(), 'elygate-spend-'));
+// `npm run screenshots` (ELYGATE_SCREENSHOTS_DIR) refreshes docs/admin/19-webhooks.png and 20-prices-preview.png.
+const KEEP = process.env.ELYGATE_SCREENSHOTS_DIR ?? process.env.ELYGATE_SPEND_SHOTS;
+const SHOTS = KEEP ? resolve(KEEP) : mkdtempSync(join(tmpdir(), 'elygate-spend-'));
 let own: OwnProduct, su: Sql, admin: RunningProduct, page: Page;
 let server: Server, receiverUrl = '';
 const received: { headers: IncomingMessage['headers']; body: string }[] = [];
@@ -47,7 +49,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await own?.stop();
   await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
-  if (!process.env.ELYGATE_SPEND_SHOTS) rmSync(SHOTS, { recursive: true, force: true });
+  if (!KEEP) rmSync(SHOTS, { recursive: true, force: true });
 });
 
 describe('issue 17 in the panel', () => {
@@ -61,8 +63,7 @@ describe('issue 17 in the panel', () => {
     await page.getByRole('button', { name: 'Add endpoint' }).click();
     const secret = (await page.getByTestId('secret').textContent())!.trim();
     expect(secret).toMatch(/^whsec_[0-9a-f]{48}$/);
-    await shot('webhooks-created');
-    const row = page.getByTestId('webhook-endpoints').locator('tr', { hasText: 'ops-alerts' });
+        const row = page.getByTestId('webhook-endpoints').locator('tr', { hasText: 'ops-alerts' });
     expect(await row.textContent()).toMatch(/channel\.disabled, key\.revoked/);
     await row.getByRole('button', { name: 'Send test' }).click();
     await page.getByRole('status').filter({ hasText: /Test event #\d+ queued/ }).waitFor();
@@ -77,7 +78,7 @@ describe('issue 17 in the panel', () => {
     const delivery = page.getByTestId('webhook-deliveries').locator('tr', { hasText: 'webhook.test' });
     expect(await delivery.textContent()).toMatch(/delivered/);
     expect(await page.content()).not.toContain(secret);
-    await shot('webhooks');
+    await shot('19-webhooks');
     await delivery.getByRole('button', { name: 'Resend' }).click();
     await page.getByRole('status').filter({ hasText: /goes out again now/ }).waitFor();
     await until('the receiver got the resend', () => received.length === 2);
@@ -108,7 +109,7 @@ describe('issue 17 in the panel', () => {
     expect(await page.getByTestId('preview-user').textContent()).toContain('dora');
     const [before] = await su`select input_price from private.models where name = 'm-prev'`;
     expect(Number(before.input_price)).toBe(1000000); // a preview applies nothing
-    await shot('prices-preview');
+    await shot('20-prices-preview');
     await preview.getByRole('button', { name: 'Apply these prices' }).click();
     await page.getByRole('status').filter({ hasText: 'Saved m-prev' }).waitFor();
     const [after] = await su`select input_price, output_price from private.models where name = 'm-prev'`;
