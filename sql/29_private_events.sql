@@ -16,7 +16,7 @@
 --   channel.enabled   a channel the breaker had taken out is enabled again (probe or operator)
 --   job.failed        a maintenance job's run failed (private.job_run)
 --   job.overdue       a maintenance job has not succeeded within twice its interval plus a minute
---   key.revoked       a client key was revoked (admin.key_revoke or any status change to revoked)
+--   key.revoked       an active client key was revoked or archived (status says which)
 --   wallet.low        a wallet's balance fell below its threshold (WalletLowBalanceMicros, or the
 --                     user's own in private.wallet_alerts); once per crossing
 --   webhook.test      admin.webhook_test: delivered to the one endpoint it names
@@ -113,7 +113,8 @@ create or replace trigger _600_events after update of status on private.channels
   for each row when (old.status is distinct from new.status)
   execute function private.tg_channels__events();
 
--- key.revoked: whatever revoked it (admin.key_revoke, admin.key_update).
+-- key.revoked: whatever took an active key out of use (admin.key_revoke, admin.key_update,
+-- admin.key_archive: "status" says which).
 create or replace function private.tg_api_keys__events()
 returns trigger
 language plpgsql
@@ -121,13 +122,13 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
   perform private.event_emit('key.revoked', jsonb_build_object(
-    'key_id', new.id, 'key_prefix', new.key_prefix, 'name', new.name, 'user_id', new.user_id,
+    'key_id', new.id, 'key_prefix', new.key_prefix, 'name', new.name, 'user_id', new.user_id, 'status', new.status,
     'revoked_at', coalesce(new.revoked_at, now()), 'by', current_user));
   return null;
 end
 $$;
 create or replace trigger _600_events after update of status on private.api_keys
-  for each row when (new.status = 'revoked' and old.status is distinct from 'revoked')
+  for each row when (old.status = 'active' and new.status in ('revoked', 'archived'))
   execute function private.tg_api_keys__events();
 
 -- private.wallets_low_check: wallet.low once per crossing. A wallet is below when its settled

@@ -7,6 +7,8 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { createHmac } from 'node:crypto';
 import { closeDb, createKey, createUser, db, unique } from '../support/db';
 import { startGateway, type RunningGateway } from '../support/gateway';
+import { startMockUpstream, type MockUpstream } from '../support/mock-upstream';
+import { post, tenant } from '../faults/support';
 
 interface Received {
   path: string;
@@ -136,6 +138,27 @@ describe('webhook delivery', () => {
     expect(got.length).toBe(2);
     expect(JSON.parse(got[1].body)).toMatchObject({ kind: 'key.revoked', data: { key_id: Number(k.id), name: 'leaked' } });
     expect(verify(hook.secret, got[1])).toBe(true);
+  });
+
+  it('the circuit breaker taking a channel out of real traffic, and an operator bringing it back, are delivered', async () => {
+    const upstream: MockUpstream = await startMockUpstream();
+    const hook = await endpoint('/breaker', ['channel.disabled', 'channel.enabled']);
+    const t = await tenant(upstream.url);
+    try {
+      for (let i = 0; i < 12; i++) {
+        await (await post(gw.url, t.key, { model: t.model, messages: [{ role: 'user', content: 'fail mock:status:500' }] })).arrayBuffer();
+      }
+      await waitFor('channel.disabled delivered', async () => receiver.received('/breaker').length >= 1);
+      await db()`select admin.channel_update(${t.channel.id}, ${db().json({ status: 'enabled' })})`;
+      await waitFor('channel.enabled delivered', async () => receiver.received('/breaker').length >= 2);
+    } finally {
+      await db()`select admin.channel_update(${t.channel.id}, ${db().json({ status: 'enabled' })})`;
+      await upstream.close();
+    }
+    const events = receiver.received('/breaker').map((r) => JSON.parse(r.body));
+    expect(events.map((e) => [e.kind, e.data.channel_id])).toEqual([['channel.disabled', Number(t.channel.id)], ['channel.enabled', Number(t.channel.id)]]);
+    expect(events[0].data.reason).toMatch(/circuit breaker/);
+    for (const r of receiver.received('/breaker')) expect(verify(hook.secret, r)).toBe(true);
   });
 
   it('refuses a private address unless AllowPrivateWebhooks is on, before connecting', async () => {

@@ -45,12 +45,16 @@ describe('events', () => {
       const u = await createUser(tx);
       const k = await createKey(tx, { user_id: u.id, name: 'ci' });
       await tx`select admin.key_revoke(${k.id})`;
+      await tx`select admin.key_archive(${k.id})`; // already out of use: no second event
+      const k2 = await createKey(tx, { user_id: u.id, name: 'old' });
+      await tx`select admin.key_archive(${k2.id})`;
       await tx`update private.jobs set command = 'private.no_such_function($now)' where name = 'elygate.rollup'`;
       await tx`select private.job_run('elygate.rollup')`;
       const d = await deliveries(tx, hook.id);
-      expect(d.map((x) => x.kind)).toEqual(['key.revoked', 'job.failed']);
-      expect(d[0].payload).toMatchObject({ key_id: Number(k.id), key_prefix: k.key_prefix, name: 'ci' });
-      expect(d[1].payload).toMatchObject({ job: 'elygate.rollup', error: expect.stringContaining('does not exist') });
+      expect(d.map((x) => x.kind)).toEqual(['key.revoked', 'key.revoked', 'job.failed']);
+      expect(d[0].payload).toMatchObject({ key_id: Number(k.id), key_prefix: k.key_prefix, name: 'ci', status: 'revoked' });
+      expect(d[1].payload).toMatchObject({ key_id: Number(k2.id), status: 'archived' });
+      expect(d[2].payload).toMatchObject({ job: 'elygate.rollup', error: expect.stringContaining('does not exist') });
     });
   });
 
