@@ -190,6 +190,10 @@ as $$
 declare
   v_n integer;
 begin
+  -- Every gateway's poll calls this: one at a time is enough (and two could lock rows in another order).
+  if not pg_try_advisory_xact_lock(hashtext('private.jobs_overdue_check')) then
+    return 0;
+  end if;
   insert into private.job_alerts (job, first_seen)
   select j.name, p_now from private.jobs j
    where not exists (select 1 from private.job_alerts a where a.job = j.name)
