@@ -14,6 +14,7 @@ import { createHmac } from 'node:crypto';
 import { sql } from './db';
 import { config } from './config';
 import { masterKeyId, openSealedKey, parseMasterKey, type SealedKey } from './crypto';
+import { webhookAttempts } from './metrics';
 import { options } from './snapshot';
 import { upstreamFetch, WEBHOOK } from './ssrf';
 
@@ -96,6 +97,7 @@ export async function runDueWebhooks(): Promise<void> {
       const claimed = (await sql`select * from gateway.webhook_claim(20)`) as unknown as ClaimedDelivery[];
       if (claimed.length === 0) break;
       const outcomes = await Promise.all(claimed.map(send));
+      outcomes.forEach((o, i) => webhookAttempts.inc({ result: o.ok ? 'delivered' : 'failed', kind: claimed[i].kind }));
       await sql`select gateway.webhook_finish(${sql.json(outcomes as never)})`;
       again = !stopped; // there may be more due than one claim takes
     } while (again);

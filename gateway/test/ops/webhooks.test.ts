@@ -98,6 +98,8 @@ describe('webhook delivery', () => {
     const [{ id: eventId }] = await db()`select admin.webhook_test(${hook.id}) as id`;
     const d = await waitFor('delivered', async () => ((await delivery(hook.id))?.status === 'delivered' ? delivery(hook.id) : null));
     expect(d).toMatchObject({ attempts: 3, last_status: 200, last_error: null });
+    expect(await gw.metric('elygate_webhook_attempts_total{kind="webhook.test",result="failed"}')).toBe(2);
+    expect(await gw.metric('elygate_webhook_attempts_total{kind="webhook.test",result="delivered"}')).toBe(1);
     const got = receiver.received('/retries');
     expect(got.map((r) => r.headers['x-elygate-attempt'])).toEqual(['1', '2', '3']);
     for (const r of got) {
