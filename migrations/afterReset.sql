@@ -8,5 +8,11 @@ begin
   if not exists (select 1 from pg_roles where rolname = 'elygate_admin') then
     create role elygate_admin login;
   end if;
+  -- BI tools (Grafana, Metabase): reads schema analytics_v1 only (docs/analytics.md). A runaway
+  -- dashboard query is cut after a minute rather than holding the database.
+  if not exists (select 1 from pg_roles where rolname = 'elygate_analytics') then
+    create role elygate_analytics login;
+    alter role elygate_analytics set statement_timeout = '60s';
+  end if;
 end
 $$;

@@ -20,6 +20,15 @@ if (process.env.GM_SHADOW === '1') {
   process.exit(0);
 }
 
+// A checkout with a migration in progress (migrations/current.sql) cannot apply sql/ right after the
+// committed migrations: sql/ may already use what current.sql creates. scripts/migrate.mjs then
+// defers it (ELYGATE_DEFER_SQL=1) to `graphile-migrate watch --once`, which applies current.sql
+// and then sql/ (the test suites' global setup does this).
+if (process.env.ELYGATE_DEFER_SQL === '1') {
+  console.log('apply-sql: deferred until migrations/current.sql is applied.');
+  process.exit(0);
+}
+
 const dir = join(root, 'sql');
 const files = readdirSync(dir).filter((f) => /^\d\d_.*\.sql$/.test(f)).sort();
 const sql = postgres(url, { max: 1, onnotice: () => {} });

@@ -48,7 +48,8 @@ function versionLess(a, b) {
 }
 
 /** Roles, migrations and sql/ on the database at url (an owner or superuser connection). */
-export async function migrateDatabase(url, { log = console.log } = {}) {
+/** deferSql: leave sql/ to a later `graphile-migrate watch --once` (see scripts/apply-sql.mjs). */
+export async function migrateDatabase(url, { log = console.log, deferSql = false } = {}) {
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   try {
     await sql.unsafe(readFileSync(join(root, 'migrations', 'afterReset.sql'), 'utf8'));
@@ -58,7 +59,7 @@ export async function migrateDatabase(url, { log = console.log } = {}) {
   const gm = join(root, 'node_modules', '.bin', 'graphile-migrate');
   const r = spawnSync(gm, ['migrate', '--forceActions'], {
     cwd: root,
-    env: { ...process.env, DATABASE_URL: url },
+    env: { ...process.env, DATABASE_URL: url, ...(deferSql ? { ELYGATE_DEFER_SQL: '1' } : {}) },
     encoding: 'utf8',
   });
   if (r.status !== 0) {
@@ -66,6 +67,22 @@ export async function migrateDatabase(url, { log = console.log } = {}) {
   }
   const ran = (r.stdout + r.stderr).match(/\[\d+\.sql\]|\d{6}[^\s]*\.sql/g);
   log(ran ? `Applied migrations: ${ran.join(', ')}` : 'Schema is up to date.');
+}
+
+/**
+ * Tests and development: migrateDatabase, then the migration in progress (migrations/current.sql,
+ * by `graphile-migrate watch --once`, which re-applies sql/ after it). sql/ waits for it, since it
+ * may already use what current.sql creates.
+ */
+export async function migrateWithCurrent(url, { log = console.log } = {}) {
+  const inProgress = /^\s*[^-\s]/m.test(readFileSync(join(root, 'migrations', 'current.sql'), 'utf8'));
+  await migrateDatabase(url, { log, deferSql: inProgress });
+  const gm = spawnSync(join(root, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], {
+    cwd: root,
+    env: { ...process.env, DATABASE_URL: url },
+    encoding: 'utf8',
+  });
+  if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
 }
 
 /** Gives the login roles their passwords (embedded database only: DBAs manage their own). */

@@ -187,6 +187,9 @@ begin
   exception when others then
     update private.job_runs set status = 'failed', error = sqlerrm, finished_at = clock_timestamp() where id = v_run;
     v_result := jsonb_build_object('error', sqlerrm);
+    -- The alert goes out with the run's record, in this transaction (sql/29_private_events.sql).
+    perform private.event_emit('job.failed', jsonb_build_object('job', p_name, 'run_id', v_run, 'runner', p_runner,
+                                                                'error', sqlerrm, 'at', p_now));
   end;
   return v_result;
 end

@@ -12,3 +12,9 @@ grant execute on all functions in schema gateway to elygate_gateway;
 grant usage on schema admin to elygate_admin;
 grant select on all tables in schema admin to elygate_admin;
 grant execute on all functions in schema admin to elygate_admin;
+
+-- BI tools: schema analytics_v1 (sql/70_analytics_v1.sql), read-only, and nothing else.
+revoke all on schema analytics_v1 from public;
+revoke all on all tables in schema analytics_v1 from public;
+grant usage on schema analytics_v1 to elygate_analytics;
+grant select on all tables in schema analytics_v1 to elygate_analytics;

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import postgres, { type Sql } from 'postgres';
 import { startProduct, type RunningProduct } from './support/admin-server';
 // @ts-expect-error plain ESM script without types
-import { migrateDatabase } from '../../scripts/migrate.mjs';
+import { migrateWithCurrent } from '../../scripts/migrate.mjs';
 // @ts-expect-error plain ESM script without types
 import { generateTraffic } from '../../bench/admin/traffic.mjs';
 // @ts-expect-error plain ESM script without types
@@ -31,7 +31,7 @@ beforeAll(async () => {
   const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
   await root.unsafe(`create database ${dbName}`);
   await root.end();
-  await migrateDatabase(withDb(inject('databaseUrl')), { log: () => {} });
+  await migrateWithCurrent(withDb(inject('databaseUrl')), { log: () => {} });
   su = postgres(withDb(inject('databaseUrl')), { max: 1, onnotice: () => {} });
   made = await generateTraffic(su, { rows: ROWS });
   await createAdmin(su, 'speed-admin', 'speed-password-123');

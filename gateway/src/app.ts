@@ -10,6 +10,7 @@ import { relay, type Endpoint, type Protocol } from './relay';
 import { anthropicError } from './inbound/anthropic';
 import { countTokens } from './count-tokens';
 import { startProbeWorker } from './adapters/probe';
+import { startWebhookWorker } from './webhooks';
 import { pendingOutcomes, settleStats, spoolDepth } from './settle';
 import { readinessGate } from './shutdown';
 import { observeResponse, renderMetrics } from './metrics';
@@ -297,8 +298,11 @@ function metrics(): string {
 
 export function createApp() {
   return new Elysia({ serve: { idleTimeout: 255, maxRequestBodySize: config.bodyHardLimit } })
-    // Channel probes (breaker recovery, channel tests) run in every serving gateway.
-    .onStart(() => startProbeWorker())
+    // Channel probes (breaker recovery, channel tests) and webhook deliveries run in every serving gateway.
+    .onStart(() => {
+      startProbeWorker();
+      startWebhookWorker();
+    })
     .onError(({ code, request, error }) => {
       const requestId = newRequestId();
       if (code === 'NOT_FOUND') {

@@ -5,6 +5,7 @@ import { closeAll } from './db';
 import { listenForChanges, loadOptions } from './snapshot';
 import { drainOutcomes, replaySpool } from './settle';
 import { startMaintenance, stopMaintenance } from './maintenance';
+import { stopWebhookWorker } from './webhooks';
 import { installShutdown, isDraining } from './shutdown';
 import { registerCollectors } from './metrics';
 
@@ -35,5 +36,8 @@ installShutdown({
   inFlight,
   drainOutcomes,
   closeDb: () => closeAll({ timeout: 5 }),
-  beforeStop: stopMaintenance,
+  beforeStop: () => {
+    stopMaintenance();
+    stopWebhookWorker();
+  },
 });

@@ -7,6 +7,7 @@
 //   app.ts, relayRoute, on each answer:   observeResponse(endpoint, res.status, requestId, t0);
 //   app.ts, /metrics:                     new Response(metrics() + renderMetrics(), …)
 //   cache lookups:                        cacheResults.inc({ result: 'exact' | 'semantic' | 'miss' | 'bypass' });
+//   webhooks.ts, after each attempt:      webhookAttempts.inc({ result: 'delivered' | 'failed', kind });
 //   where the plan names skipped/open channels: setBreakerState(channelId, 'open' | 'half_open' | 'closed');
 // Labels never carry request content, keys or user ids (cardinality, and no secrets in metrics).
 
@@ -179,6 +180,7 @@ export const refusals = registry.counter('elygate_refusals_total', 'Requests of 
 export const authFailures = registry.counter('elygate_auth_failures_total', 'Requests refused 401 because no key, or no key with that hash, was sent (never logged in the request log), by endpoint.');
 export const cacheResults = registry.counter('elygate_cache_results_total', 'Response cache lookups by result (exact, semantic, miss, bypass).');
 export const upstreamAttempts = registry.counter('elygate_upstream_attempts_total', 'Upstream attempts by result (ok, failed, skipped).');
+export const webhookAttempts = registry.counter('elygate_webhook_attempts_total', 'Webhook delivery attempts by this gateway, by result (delivered, failed) and event kind.');
 const breakerStates = new Map<number, string>();
 const BREAKER_VALUE: Record<string, number> = { closed: 0, half_open: 1, open: 2 };
 registry.gauge('elygate_breaker_state', 'Circuit breaker state per channel as this gateway last saw it: 0 closed, 1 half-open, 2 open.', () =>

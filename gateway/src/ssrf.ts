@@ -95,25 +95,38 @@ export function isPrivateAddress(addr: string): boolean {
   return true; // not an address at all: refuse rather than guess
 }
 
+/** What a guarded URL is for, in messages, and the option that lets it be private. */
+export interface Guard {
+  what: string;
+  option: string;
+}
+const UPSTREAM: Guard = { what: 'upstream', option: 'AllowPrivateUpstreams' };
+/** Webhook endpoints (gateway/src/webhooks.ts) have an option of their own. */
+export const WEBHOOK: Guard = { what: 'webhook', option: 'AllowPrivateWebhooks' };
+
 const PRIVATE_NAMES = new Set(['localhost', 'metadata', 'metadata.google.internal', 'metadata.goog', 'instance-data']);
 
 /**
  * Resolves the URL's host and throws SsrfError when it is, or resolves to, a private address.
  * Returns the addresses it checked.
  */
-export async function assertPublicUrl(url: string | URL, opts: { allowPrivate?: boolean; lookup?: Lookup } = {}): Promise<string[]> {
+export async function assertPublicUrl(
+  url: string | URL,
+  opts: { allowPrivate?: boolean; lookup?: Lookup; guard?: Guard } = {},
+): Promise<string[]> {
+  const { what, option } = opts.guard ?? UPSTREAM;
   if (opts.allowPrivate) return [];
   let u: URL;
   try {
     u = new URL(url);
   } catch {
-    throw new SsrfError(`upstream URL is not a valid URL`);
+    throw new SsrfError(`${what} URL is not a valid URL`);
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new SsrfError(`upstream URL scheme ${u.protocol} is not allowed`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new SsrfError(`${what} URL scheme ${u.protocol} is not allowed`);
   // WHATWG parsing already turned 2130706433 or 0x7f.1 into 127.0.0.1, and keeps IPv6 in brackets.
   const host = u.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
-  const refuse = (what: string) =>
-    new SsrfError(`upstream host ${host} ${what}; private upstreams are refused (option AllowPrivateUpstreams is off)`);
+  const refuse = (problem: string) =>
+    new SsrfError(`${what} host ${host} ${problem}; private ${what}s are refused (option ${option} is off)`);
   if (PRIVATE_NAMES.has(host) || /\.(localhost|internal|local)$/.test(host)) throw refuse('is a private name');
   if (isIP(host)) {
     if (isPrivateAddress(host)) throw refuse('is a private address');
@@ -123,9 +136,9 @@ export async function assertPublicUrl(url: string | URL, opts: { allowPrivate?: 
   try {
     addrs = await (opts.lookup ?? systemLookup)(host);
   } catch (err) {
-    throw new SsrfError(`upstream host ${host} does not resolve (${(err as Error).message})`);
+    throw new SsrfError(`${what} host ${host} does not resolve (${(err as Error).message})`);
   }
-  if (addrs.length === 0) throw new SsrfError(`upstream host ${host} does not resolve`);
+  if (addrs.length === 0) throw new SsrfError(`${what} host ${host} does not resolve`);
   const bad = addrs.find((a) => isPrivateAddress(a.address));
   if (bad) throw refuse(`resolves to a private address (${bad.address})`);
   return addrs.map((a) => a.address);
@@ -141,18 +154,18 @@ export async function upstreamFetch(
   url: string,
   init: RequestInit,
   allowPrivate: boolean,
-  deps: { lookup?: Lookup; fetch?: typeof fetch; maxRedirects?: number } = {},
+  deps: { lookup?: Lookup; fetch?: typeof fetch; maxRedirects?: number; guard?: Guard } = {},
 ): Promise<Response> {
   const doFetch = deps.fetch ?? fetch;
   const max = deps.maxRedirects ?? 3;
   let current = url;
   let req = { ...init, redirect: 'manual' as const };
   for (let hop = 0; ; hop++) {
-    await assertPublicUrl(current, { allowPrivate, lookup: deps.lookup });
+    await assertPublicUrl(current, { allowPrivate, lookup: deps.lookup, guard: deps.guard });
     const res = await doFetch(current, req);
     const location = res.headers.get('location');
     if (!REDIRECTS.has(res.status) || !location) return res;
-    if (hop >= max) throw new SsrfError(`upstream redirected more than ${max} times`);
+    if (hop >= max) throw new SsrfError(`${(deps.guard ?? UPSTREAM).what} redirected more than ${max} times`);
     await res.body?.cancel().catch(() => {});
     const next = new URL(location, current);
     // Credentials are for the channel's own host: never sent on to another origin.

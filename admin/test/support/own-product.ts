@@ -9,13 +9,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import postgres, { type Sql } from 'postgres';
 import { argon2id } from 'hash-wasm';
 import { startProduct, type RunningProduct } from './admin-server';
 // @ts-expect-error plain ESM script without types
-import { migrateDatabase } from '../../../scripts/migrate.mjs';
+import { migrateWithCurrent } from '../../../scripts/migrate.mjs';
 
 export const PASSWORD = 'ops-password-123';
 
@@ -42,13 +40,8 @@ export async function startOwnProduct(options: Record<string, string> = {}): Pro
   const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
   await root.unsafe(`create database ${dbName}`);
   await root.end();
-  await migrateDatabase(withDb(inject('databaseUrl')), { log: () => {} });
-  // The migration in progress too, as the suite's own setup applies it.
-  const project = fileURLToPath(new URL('../../..', import.meta.url));
-  const gm = spawnSync(join(project, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], {
-    cwd: project, env: { ...process.env, DATABASE_URL: withDb(inject('databaseUrl')) }, encoding: 'utf8',
-  });
-  if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
+  // Committed migrations, then the one in progress, as the suite's own setup applies them.
+  await migrateWithCurrent(withDb(inject('databaseUrl')), { log: () => {} });
   const su = postgres(withDb(inject('databaseUrl')), { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': inject('masterKey') } as never });
   await su`select admin.option_set('AllowPrivateUpstreams', 'true')`; // mocks listen on 127.0.0.1
   for (const [k, v] of Object.entries(options)) await su`select admin.option_set(${k}, ${v})`;

@@ -9,7 +9,7 @@ import { freePort } from './gateway';
 // @ts-expect-error plain ESM script without types
 import { readState } from '../../../scripts/pg.mjs';
 // @ts-expect-error plain ESM script without types
-import { migrateDatabase } from '../../../scripts/migrate.mjs';
+import { migrateWithCurrent } from '../../../scripts/migrate.mjs';
 
 export interface PrivateCluster {
   url: string;
@@ -45,7 +45,7 @@ export async function startPrivateCluster(): Promise<PrivateCluster> {
   const admin = postgres(`postgres://postgres@127.0.0.1:${port}/postgres`, { max: 1, onnotice: () => {} });
   await admin`create database elygate`;
   await admin.end();
-  await migrateDatabase(url, { log: () => {} });
+  await migrateWithCurrent(url, { log: () => {} });
   return {
     url,
     stop,

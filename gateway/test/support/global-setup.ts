@@ -5,11 +5,8 @@
 import type { TestProject } from 'vitest/node';
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 // @ts-expect-error plain ESM script without types
-import { checkServer, migrateDatabase } from '../../../scripts/migrate.mjs';
+import { checkServer, migrateWithCurrent } from '../../../scripts/migrate.mjs';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -18,7 +15,6 @@ declare module 'vitest' {
   }
 }
 
-const projectRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 let stopEmbedded: (() => Promise<void>) | null = null;
 
@@ -41,16 +37,10 @@ export default async function setup(project: TestProject) {
   const databaseUrl = url.toString();
   log(`created ${name}`);
   await checkServer(databaseUrl, { log: () => {} });
-  await migrateDatabase(databaseUrl, { log: () => {} });
   // The migration in progress too (graphile-migrate's `migrate` runs committed migrations only):
   // `watch --once` applies migrations/current.sql and re-applies sql/, as in development, so the
   // tests run against the schema this checkout will commit.
-  const gm = spawnSync(join(projectRoot, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], {
-    cwd: projectRoot,
-    env: { ...process.env, DATABASE_URL: databaseUrl },
-    encoding: 'utf8',
-  });
-  if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
+  await migrateWithCurrent(databaseUrl, { log: () => {} });
   // Most tests are about routing, streaming or errors, not money: they may use models without a
   // price. Billing tests use priced models and turn this off inside their own transactions.
   const opt = postgres(databaseUrl, { max: 1, onnotice: () => {} });

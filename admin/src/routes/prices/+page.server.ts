@@ -11,18 +11,47 @@ const price = (v: FormDataEntryValue | null) => {
   return s === '' ? undefined : Math.round(Number(s) * 1e6); // USD per 1M tokens → micro-USD per 1M tokens
 };
 
+const modelArgs = (f: FormData) =>
+  compact({
+    name: String(f.get('name') ?? '').trim(),
+    input_price: price(f.get('input_price')),
+    output_price: price(f.get('output_price')),
+    cached_input_price: price(f.get('cached_input_price')),
+    cache_write_price: price(f.get('cache_write_price')),
+    per_call_price: price(f.get('per_call_price')),
+  });
+
+const tableText = async (f: FormData) => {
+  const file = f.get('file');
+  return file instanceof File && file.size ? await file.text() : String(f.get('json') ?? '');
+};
+
+/** A date field (UTC day) as a timestamp; SQL says if it is not one. */
+const day = (v: FormDataEntryValue | null, fallback: Date) => {
+  const s = String(v ?? '').trim();
+  return s === '' ? fallback.toISOString().slice(0, 10) : s;
+};
+
 export const actions: Actions = {
+  // The dry run (admin.price_preview): the period's ledger under the entered prices, nothing applied.
+  // "what" says which form it came from: one model's prices, or a whole table.
+  preview: async ({ request, locals }) => {
+    const f = await request.formData();
+    const what = String(f.get('what') ?? 'table');
+    const text = what === 'table' ? await tableText(f) : '';
+    if (what === 'table' && !text.trim()) return fail(400, { code: 'BADIN', field: 'json', message: 'Choose a price table file or paste one before previewing it.' });
+    const since = day(f.get('since'), new Date(Date.now() - 30 * 86400000));
+    const until = day(f.get('until'), new Date(Date.now() + 86400000));
+    return act(locals, async (tx) => {
+      const table = what === 'table' ? jsonField(text, 'json') : { models: [modelArgs(f)] };
+      const rows = [...(await tx`select * from admin.price_preview(${tx.json(table as never)}, ${since}::date, ${until}::date)`)];
+      return { preview: { what, json: text, model: what === 'table' ? null : modelArgs(f), since, until, rows } };
+    });
+  },
   save: async ({ request, locals }) => {
     const f = await request.formData();
     return act(locals, async (tx) => {
-      const args = compact({
-        name: String(f.get('name') ?? '').trim(),
-        input_price: price(f.get('input_price')),
-        output_price: price(f.get('output_price')),
-        cached_input_price: price(f.get('cached_input_price')),
-        cache_write_price: price(f.get('cache_write_price')),
-        per_call_price: price(f.get('per_call_price')),
-      });
+      const args = modelArgs(f);
       await tx`select admin.model_upsert(${tx.json(args as never)})`;
       return { done: `Saved ${args.name}.` };
     });
@@ -38,8 +67,7 @@ export const actions: Actions = {
   },
   import: async ({ request, locals }) => {
     const f = await request.formData();
-    const file = f.get('file');
-    const text = file instanceof File && file.size ? await file.text() : String(f.get('json') ?? '');
+    const text = await tableText(f);
     if (!text.trim()) return fail(400, { code: 'BADIN', field: 'json', message: 'Choose a price table file or paste one (the format of Export JSON) before importing.' });
     return act(locals, async (tx) => {
       const [{ n }] = await tx`select admin.prices_import(${tx.json(jsonField(text, 'json') as never)}) as n`;

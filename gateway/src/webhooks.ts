@@ -1,0 +1,132 @@
+// Webhook delivery (issue 17; sql/29_private_events.sql decides everything). Every serving gateway
+// runs this worker, off the request path: woken by NOTIFY elygate_webhook when events are written,
+// and every WebhookPollIntervalMs for retries that are due. It claims due deliveries
+// (gateway.webhook_claim: FOR UPDATE SKIP LOCKED, so each attempt happens once across gateways),
+// signs each body with its endpoint's secret, POSTs it through the SSRF-guarded client, and reports
+// all outcomes in one gateway.webhook_finish call, which schedules retries (exponential backoff) or
+// marks deliveries dead. One round at a time per gateway. A gateway that stops mid-attempt loses
+// nothing: the claim is a lease, and the delivery is claimed again when it runs out.
+//
+// The signature (docs/operations.md, "Webhooks"): X-Elygate-Timestamp is the send time in Unix
+// seconds; X-Elygate-Signature is "sha256=" + hex(HMAC-SHA256(secret, timestamp + "." + body)), over
+// the raw body bytes as sent.
+import { createHmac } from 'node:crypto';
+import { sql } from './db';
+import { config } from './config';
+import { masterKeyId, openSealedKey, parseMasterKey, type SealedKey } from './crypto';
+import { webhookAttempts } from './metrics';
+import { options } from './snapshot';
+import { upstreamFetch, WEBHOOK } from './ssrf';
+
+interface ClaimedDelivery {
+  id: string;
+  attempt: number;
+  event_id: string;
+  kind: string;
+  url: string;
+  body: string;
+  secret: SealedKey;
+  timeout_ms: number;
+  allow_private: boolean;
+}
+
+interface Outcome {
+  id: string;
+  attempt: number;
+  ok: boolean;
+  http_status: number | null;
+  error: string | null;
+}
+
+/** The signature header's value for a body sent at timestamp (Unix seconds). */
+export function webhookSignature(secret: string, timestamp: number, body: string): string {
+  return 'sha256=' + createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex');
+}
+
+const master = config.masterKey ? parseMasterKey(config.masterKey) : null;
+const masterId = master ? masterKeyId(master) : '';
+
+function openSecret(d: ClaimedDelivery): string {
+  if (!master) throw new Error('ELYGATE_MASTER_KEY is not set: this gateway cannot open webhook secrets to sign deliveries');
+  try {
+    return openSealedKey(master, masterId, d.secret, 'webhook');
+  } catch (err) {
+    throw new Error(`the webhook secret was sealed with master key ${d.secret.key_id}, not this gateway's (${masterId}): ${(err as Error).message}`);
+  }
+}
+
+async function send(d: ClaimedDelivery): Promise<Outcome> {
+  const done = (ok: boolean, http_status: number | null, error: string | null): Outcome => ({ id: d.id, attempt: d.attempt, ok, http_status, error });
+  try {
+    const timestamp = Math.floor(Date.now() / 1000);
+    const headers = {
+      'content-type': 'application/json',
+      'user-agent': 'Elygate-Webhooks/1',
+      'x-elygate-event': d.kind,
+      'x-elygate-event-id': d.event_id,
+      'x-elygate-delivery': d.id,
+      'x-elygate-attempt': String(d.attempt),
+      'x-elygate-timestamp': String(timestamp),
+      'x-elygate-signature': webhookSignature(openSecret(d), timestamp, d.body),
+    };
+    const init = { method: 'POST', headers, body: d.body, signal: AbortSignal.timeout(d.timeout_ms) };
+    // No redirects: an endpoint that moved is a failed attempt, not a new destination.
+    const res = await upstreamFetch(d.url, init, d.allow_private, { guard: WEBHOOK, maxRedirects: 0 });
+    const text = await res.text().catch(() => '');
+    return res.ok ? done(true, res.status, null) : done(false, res.status, `HTTP ${res.status}${text ? `: ${text.slice(0, 300)}` : ''}`);
+  } catch (err) {
+    return done(false, null, String((err as Error)?.message ?? err));
+  }
+}
+
+let running = false;
+let again = false;
+let stopped = false;
+let timer: ReturnType<typeof setTimeout> | null = null;
+
+/** Claims and sends every due delivery; wake-ups during a round fold into one more round. */
+export async function runDueWebhooks(): Promise<void> {
+  if (running) {
+    again = true;
+    return;
+  }
+  running = true;
+  try {
+    do {
+      again = false;
+      const claimed = (await sql`select * from gateway.webhook_claim(20)`) as unknown as ClaimedDelivery[];
+      if (claimed.length === 0) break;
+      const outcomes = await Promise.all(claimed.map(send));
+      outcomes.forEach((o, i) => webhookAttempts.inc({ result: o.ok ? 'delivered' : 'failed', kind: claimed[i].kind }));
+      await sql`select gateway.webhook_finish(${sql.json(outcomes as never)})`;
+      again = !stopped; // there may be more due than one claim takes
+    } while (again);
+  } catch (err) {
+    console.error(JSON.stringify({ level: 'warn', msg: 'webhook delivery failed; will retry', error: String((err as Error)?.message ?? err) }));
+  } finally {
+    running = false;
+  }
+}
+
+function schedule(): void {
+  if (stopped) return;
+  const every = Number(options.WebhookPollIntervalMs ?? 5000);
+  timer = setTimeout(() => void runDueWebhooks().finally(schedule), Number.isFinite(every) && every > 0 ? every : 5000);
+  timer.unref?.();
+}
+
+let started = false;
+/** Listens for new events and polls for due retries (app.ts starts it with the server). */
+export function startWebhookWorker(): void {
+  if (started) return;
+  started = true;
+  sql
+    .listen('elygate_webhook', () => void runDueWebhooks(), () => void runDueWebhooks())
+    .catch((err) => console.error(JSON.stringify({ level: 'warn', msg: 'cannot listen for webhook events', error: String(err?.message ?? err) })));
+  schedule();
+}
+
+export function stopWebhookWorker(): void {
+  stopped = true;
+  if (timer) clearTimeout(timer);
+}

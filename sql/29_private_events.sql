@@ -1,0 +1,355 @@
+-- Events and webhook delivery (issue 17, "alerts and webhooks").
+--
+-- An event is a row of private.events, inserted IN THE SAME TRANSACTION as the change that caused
+-- it (a trigger, or the function making the change): a rolled-back change leaves no event, and a
+-- committed one always has its event. Inserting an event also inserts one delivery per enabled
+-- endpoint that subscribes to its kind (private.webhook_deliveries) and wakes the gateways
+-- (NOTIFY elygate_webhook). The gateways POST due deliveries (gateway/src/webhooks.ts): they claim
+-- them here (gateway.webhook_claim, FOR UPDATE SKIP LOCKED, so each attempt happens once across
+-- instances), sign and send them through the SSRF-guarded client, and report back
+-- (gateway.webhook_finish), which marks each delivered, or due again after an exponential backoff,
+-- or dead after WebhookMaxAttempts attempts. Everything that decides (who gets what, when to retry,
+-- when to give up) is here; the gateway only carries it out.
+--
+-- Kinds (private.event_kinds):
+--   channel.disabled  the circuit breaker took a channel out (status auto_disabled)
+--   channel.enabled   a channel the breaker had taken out is enabled again (probe or operator)
+--   job.failed        a maintenance job's run failed (private.job_run)
+--   job.overdue       a maintenance job has not succeeded within twice its interval plus a minute
+--   key.revoked       an active client key was revoked or archived (status says which)
+--   wallet.low        a wallet's balance fell below its threshold (WalletLowBalanceMicros, or the
+--                     user's own in private.wallet_alerts); once per crossing
+--   webhook.test      admin.webhook_test: delivered to the one endpoint it names
+-- None is raised by the request path: the hot tables (wallets, key_counters, admissions, requests,
+-- ledger) carry no trigger; the wallet check runs as a job (elygate.alerts).
+
+insert into private.options (key, value, value_type, min_value, max_value, description)
+values
+  ('WebhookMaxAttempts', '8', 'int', 1, 100,
+   'Attempts at delivering one event to one webhook endpoint; after the last failed one the delivery is dead (the admin panel can resend it).'),
+  ('WebhookBackoffBaseMs', '10000', 'int', 10, 86400000,
+   'Wait, in ms, before a failed webhook delivery is tried again; it doubles after every further failure (exponential backoff), up to WebhookBackoffMaxMs.'),
+  ('WebhookBackoffMaxMs', '3600000', 'int', 10, 604800000,
+   'Longest wait, in ms, between two attempts at one webhook delivery.'),
+  ('WebhookTimeoutMs', '10000', 'int', 100, 120000,
+   'Deadline, in ms, for a webhook endpoint to answer; no answer in time counts as a failed attempt.'),
+  ('WebhookPollIntervalMs', '5000', 'int', 50, 600000,
+   'How often, in ms, each gateway looks for webhook deliveries that are due again (new events wake the gateways at once).'),
+  ('AllowPrivateWebhooks', 'false', 'bool', null, null,
+   'When true, webhook endpoints may be loopback, private, link-local or metadata addresses (an alert relay on the same network). When false they are refused when saved and when sending.'),
+  ('WalletLowBalanceMicros', '0', 'int', 0, 9223372036854775807,
+   'A wallet whose balance falls below this many micro-USD raises one wallet.low event (once per crossing; checked every minute by the elygate.alerts job). 0 turns the check off; private.wallet_alerts.threshold_micros overrides it per user (admin.wallet_alert_set).'),
+  ('EventRetentionDays', '30', 'int', 1, 3650,
+   'Events (and their delivery log) older than this many days are deleted by the elygate.alerts job, once no delivery of theirs is still pending.')
+on conflict (key) do update
+  set value_type  = excluded.value_type,
+      min_value   = excluded.min_value,
+      max_value   = excluded.max_value,
+      description = excluded.description;
+
+-- private.event_kinds: every kind of event there is (endpoints subscribe to these).
+create or replace function private.event_kinds()
+returns text[]
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select array['channel.disabled', 'channel.enabled', 'job.failed', 'job.overdue', 'key.revoked', 'wallet.low', 'webhook.test'] $$;
+comment on function private.event_kinds() is E'The kinds of event that private.events holds and webhook endpoints subscribe to.';
+
+-- private.event_emit: records an event, in the caller's transaction. Returns its id.
+create or replace function private.event_emit(p_kind text, p_payload jsonb)
+returns bigint
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$ insert into private.events (kind, payload) values (p_kind, coalesce(p_payload, '{}'::jsonb)) returning id $$;
+comment on function private.event_emit(text, jsonb) is E'Records an event (private.events) in the current transaction; its deliveries follow by trigger.';
+
+-- Fan-out: one delivery per enabled endpoint subscribed to the kind (an empty kinds list is every
+-- kind). webhook.test goes only where admin.webhook_test sends it. Then the gateways are woken
+-- (NOTIFY is delivered at commit, once per transaction whatever the number of events).
+create or replace function private.tg_events__fanout()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if new.kind = 'webhook.test' then
+    insert into private.webhook_deliveries (event_id, endpoint_id, next_attempt_at)
+    select new.id, e.id, new.created_at from private.webhook_endpoints e where e.id = (new.payload ->> 'endpoint_id')::bigint;
+  else
+    insert into private.webhook_deliveries (event_id, endpoint_id, next_attempt_at)
+    select new.id, e.id, new.created_at
+      from private.webhook_endpoints e
+     where e.enabled and (cardinality(e.kinds) = 0 or new.kind = any(e.kinds));
+  end if;
+  if found then
+    perform pg_notify('elygate_webhook', '');
+  end if;
+  return null;
+end
+$$;
+create or replace trigger _500_fanout after insert on private.events
+  for each row execute function private.tg_events__fanout();
+
+-- channel.disabled / channel.enabled: on the channel's status change by the circuit breaker
+-- (private.breaker_record sets auto_disabled; gateway.probe_finish, or an operator, enables it
+-- again). A channel row changes only when its configuration or status does, never per request.
+create or replace function private.tg_channels__events()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if new.status = 'auto_disabled' and old.status <> 'auto_disabled' then
+    perform private.event_emit('channel.disabled', jsonb_build_object(
+      'channel_id', new.id, 'channel', new.name, 'status', new.status, 'reason', new.status_reason, 'at', new.status_changed_at));
+  elsif old.status = 'auto_disabled' and new.status = 'enabled' then
+    perform private.event_emit('channel.enabled', jsonb_build_object(
+      'channel_id', new.id, 'channel', new.name, 'status', new.status, 'reason', new.status_reason, 'at', new.status_changed_at));
+  end if;
+  return null;
+end
+$$;
+create or replace trigger _600_events after update of status on private.channels
+  for each row when (old.status is distinct from new.status)
+  execute function private.tg_channels__events();
+
+-- key.revoked: whatever took an active key out of use (admin.key_revoke, admin.key_update,
+-- admin.key_archive: "status" says which).
+create or replace function private.tg_api_keys__events()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform private.event_emit('key.revoked', jsonb_build_object(
+    'key_id', new.id, 'key_prefix', new.key_prefix, 'name', new.name, 'user_id', new.user_id, 'status', new.status,
+    'revoked_at', coalesce(new.revoked_at, now()), 'by', current_user));
+  return null;
+end
+$$;
+create or replace trigger _600_events after update of status on private.api_keys
+  for each row when (old.status = 'active' and new.status in ('revoked', 'archived'))
+  execute function private.tg_api_keys__events();
+
+-- private.wallets_low_check: wallet.low once per crossing. A wallet is below when its settled
+-- balance (balance_micros) is under its threshold (the user's own, else WalletLowBalanceMicros;
+-- 0 is off); it is alerted once and re-armed when it is back at or above the threshold.
+/* why a job and not a trigger: private.wallets is the hot path's one atomic write per request; a
+   trigger there would run per request. A minute's delay on a low-balance alert costs nothing. */
+create or replace function private.wallets_low_check(p_now timestamptz default now())
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_default bigint := private.option_text('WalletLowBalanceMicros')::bigint;
+  v_n integer;
+begin
+  -- Re-arm the wallets that are back above their threshold (or whose threshold went to 0).
+  update private.wallet_alerts a set alerted_at = null, alerted_balance = null
+    from private.wallets w
+   where w.user_id = a.user_id and a.alerted_at is not null
+     and (coalesce(a.threshold_micros, v_default) = 0 or w.balance_micros >= coalesce(a.threshold_micros, v_default));
+  with below as (
+    select w.user_id, w.balance_micros, coalesce(a.threshold_micros, v_default) as threshold,
+           w.balance_micros - w.reserved_micros + w.credit_limit_micros as available
+      from private.wallets w
+      left join private.wallet_alerts a on a.user_id = w.user_id
+     where coalesce(a.threshold_micros, v_default) > 0
+       and w.balance_micros < coalesce(a.threshold_micros, v_default)
+       and a.alerted_at is null
+       and not exists (select 1 from admin.internal_users i where i.id = w.user_id)
+  ), marked as (
+    insert into private.wallet_alerts as a (user_id, alerted_at, alerted_balance)
+    select b.user_id, p_now, b.balance_micros from below b
+    on conflict (user_id) do update set alerted_at = excluded.alerted_at, alerted_balance = excluded.alerted_balance
+      where a.alerted_at is null
+    returning a.user_id
+  )
+  select count(private.event_emit('wallet.low', jsonb_build_object(
+           'user_id', b.user_id, 'username', u.username, 'balance_micros', b.balance_micros,
+           'threshold_micros', b.threshold, 'available_micros', b.available, 'at', p_now)))::integer
+    into v_n
+    from marked m join below b on b.user_id = m.user_id join private.users u on u.id = b.user_id;
+  return v_n;
+end
+$$;
+comment on function private.wallets_low_check(timestamptz) is
+  E'Raises wallet.low once for each wallet that went below its threshold (WalletLowBalanceMicros or the user''s own) and re-arms those back above it. Returns the events raised.';
+
+-- private.jobs_overdue_check: job.overdue once per episode: no successful run within twice the
+-- job's interval plus a minute (the rule of admin.maintenance_jobs), counted from the job's first
+-- sighting when it never succeeded. Re-armed by the next success. Called by the elygate.alerts job
+-- and by every webhook poll of the gateways (gateway.webhook_claim), so that a stopped pg_cron,
+-- which runs no job at all, is still noticed.
+create or replace function private.jobs_overdue_check(p_now timestamptz default now())
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_n integer;
+begin
+  -- Every gateway's poll calls this: one at a time is enough (and two could lock rows in another order).
+  if not pg_try_advisory_xact_lock(hashtext('private.jobs_overdue_check')) then
+    return 0;
+  end if;
+  insert into private.job_alerts (job, first_seen)
+  select j.name, p_now from private.jobs j
+   where not exists (select 1 from private.job_alerts a where a.job = j.name)
+  on conflict (job) do nothing;
+  with s as (
+    select j.name, j.every, a.first_seen, a.overdue_alerted_at,
+           (select max(r.started_at) from private.job_runs r where r.job = j.name and r.status = 'succeeded') as last_ok
+      from private.jobs j join private.job_alerts a on a.job = j.name
+  ), judged as (
+    select s.*, coalesce(s.last_ok, s.first_seen) < p_now - 2 * s.every - interval '1 minute' as overdue from s
+  ), rearmed as (
+    update private.job_alerts a set overdue_alerted_at = null
+      from judged x where x.name = a.job and not x.overdue and a.overdue_alerted_at is not null
+  ), marked as (
+    update private.job_alerts a set overdue_alerted_at = p_now
+      from judged x where x.name = a.job and x.overdue and a.overdue_alerted_at is null
+    returning a.job
+  )
+  select count(private.event_emit('job.overdue', jsonb_build_object(
+           'job', x.name, 'every', x.every::text, 'last_success_at', x.last_ok, 'at', p_now)))::integer
+    into v_n
+    from marked m join judged x on x.name = m.job;
+  return v_n;
+end
+$$;
+comment on function private.jobs_overdue_check(timestamptz) is
+  E'Raises job.overdue once for each maintenance job without a success within twice its interval plus a minute, and re-arms the ones that succeeded since. Returns the events raised.';
+
+-- private.events_purge: events older than EventRetentionDays go, with their delivery log, unless a
+-- delivery of theirs is still pending (bounded per run).
+create or replace function private.events_purge(p_now timestamptz default now())
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_n integer;
+begin
+  delete from private.events e
+   where e.id in (select x.id from private.events x
+                   where x.created_at < p_now - make_interval(days => private.option_text('EventRetentionDays')::integer)
+                     and not exists (select 1 from private.webhook_deliveries d
+                                      where d.event_id = x.id and d.status in ('pending', 'retrying'))
+                   order by x.created_at limit 50000);
+  get diagnostics v_n = row_count;
+  return v_n;
+end
+$$;
+comment on function private.events_purge(timestamptz) is E'Deletes up to 50,000 events older than EventRetentionDays whose deliveries are all finished (delivered or dead).';
+
+-- private.alerts_check: the elygate.alerts job.
+create or replace function private.alerts_check(p_now timestamptz default now())
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not pg_try_advisory_xact_lock(hashtext('private.alerts_check')) then
+    return jsonb_build_object('skipped', 'another run holds the lock');
+  end if;
+  return jsonb_build_object('wallet_low', private.wallets_low_check(p_now),
+                            'job_overdue', private.jobs_overdue_check(p_now),
+                            'events_purged', private.events_purge(p_now));
+end
+$$;
+comment on function private.alerts_check(timestamptz) is
+  E'The elygate.alerts job: wallet.low and job.overdue events (once per crossing), and the purge of old events.';
+
+insert into private.jobs (name, cron_schedule, every, command, description)
+values ('elygate.alerts', '* * * * *', '1 minute', 'private.alerts_check($now)',
+        'Raises wallet.low and job.overdue events (once per crossing) and purges events past EventRetentionDays.')
+on conflict (name) do update
+  set cron_schedule = excluded.cron_schedule, every = excluded.every, command = excluded.command,
+      description = excluded.description;
+
+-- private.webhook_backoff: the wait after the given number of failed attempts (1: the base).
+create or replace function private.webhook_backoff(p_attempts integer)
+returns interval
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select make_interval(secs => least(
+           private.option_text('WebhookBackoffBaseMs')::numeric * power(2::numeric, greatest(p_attempts - 1, 0)),
+           private.option_text('WebhookBackoffMaxMs')::numeric) / 1000)
+$$;
+comment on function private.webhook_backoff(integer) is
+  E'Wait before the next attempt after p_attempts failed ones: WebhookBackoffBaseMs doubled per further failure, at most WebhookBackoffMaxMs.';
+
+-- gateway.webhook_claim: the deliveries that are due (at p_now), locked for this caller. Each
+-- claimed delivery counts an attempt and is leased until its timeout plus 30 s: a gateway that dies
+-- mid-attempt leaves it to be claimed again after the lease, so no event is lost. The body is the
+-- event as the endpoint receives it; the gateway signs exactly these bytes.
+create or replace function gateway.webhook_claim(p_limit integer default 10, p_now timestamptz default now())
+returns table (id bigint, attempt integer, event_id bigint, kind text, url text, body text, secret jsonb,
+               timeout_ms integer, allow_private boolean)
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_timeout integer := private.option_text('WebhookTimeoutMs')::integer;
+  v_allow boolean := private.option_text('AllowPrivateWebhooks')::boolean;
+begin
+  perform private.jobs_overdue_check(p_now);
+  return query
+  with due as (
+    select d.id from private.webhook_deliveries d
+      join private.webhook_endpoints e on e.id = d.endpoint_id and e.enabled
+     where d.status in ('pending', 'retrying') and d.next_attempt_at <= p_now
+     order by d.next_attempt_at, d.id
+     limit greatest(p_limit, 1)
+     for update of d skip locked
+  ), leased as (
+    update private.webhook_deliveries d
+       set attempts = d.attempts + 1, last_attempt_at = p_now,
+           next_attempt_at = p_now + make_interval(secs => (v_timeout + 30000) / 1000.0)
+      from due where d.id = due.id
+    returning d.id, d.attempts, d.event_id, d.endpoint_id
+  )
+  select l.id, l.attempts, ev.id, ev.kind, e.url,
+         jsonb_build_object('id', ev.id, 'kind', ev.kind, 'created_at', ev.created_at, 'data', ev.payload)::text,
+         jsonb_build_object('ordinal', 0, 'key_id', e.secret_key_id, 'nonce', encode(e.secret_nonce, 'base64'),
+                            'ciphertext', encode(e.secret_ciphertext, 'base64'), 'tag', encode(e.secret_tag, 'base64')),
+         v_timeout, v_allow
+    from leased l
+    join private.events ev on ev.id = l.event_id
+    join private.webhook_endpoints e on e.id = l.endpoint_id
+   order by l.id;
+end
+$$;
+comment on function gateway.webhook_claim(integer, timestamptz) is
+  E'Claims up to p_limit webhook deliveries due at p_now (skip locked), counting an attempt and leasing each until WebhookTimeoutMs + 30 s; returns the signed body''s bytes, the URL, the sealed secret and the SSRF setting.';
+
+-- gateway.webhook_finish: the outcome of claimed attempts ([{id, attempt, ok, http_status, error}]):
+-- delivered; or due again after the backoff; or dead after WebhookMaxAttempts. An outcome for an
+-- attempt that is no longer the delivery's latest (its lease ran out and another gateway took it
+-- over, or an operator resent it) is ignored.
+create or replace function gateway.webhook_finish(p_results jsonb, p_now timestamptz default now())
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_max integer := private.option_text('WebhookMaxAttempts')::integer;
+  v_n integer;
+begin
+  update private.webhook_deliveries d
+     set status = case when r.ok then 'delivered' when d.attempts >= v_max then 'dead' else 'retrying' end,
+         delivered_at = case when r.ok then p_now end,
+         last_status = r.http_status,
+         last_error = case when r.ok then null else left(coalesce(r.error, 'HTTP ' || r.http_status), 2000) end,
+         next_attempt_at = case when r.ok or d.attempts >= v_max then p_now else p_now + private.webhook_backoff(d.attempts) end
+    from jsonb_to_recordset(p_results) as r(id bigint, attempt integer, ok boolean, http_status integer, error text)
+   where d.id = r.id and d.attempts = r.attempt and d.status in ('pending', 'retrying');
+  get diagnostics v_n = row_count;
+  return v_n;
+end
+$$;
+comment on function gateway.webhook_finish(jsonb, timestamptz) is
+  E'Records webhook attempts ([{id, attempt, ok, http_status, error}]) at p_now: delivered, retried after the backoff (WebhookBackoffBaseMs doubling), or dead after WebhookMaxAttempts.';
