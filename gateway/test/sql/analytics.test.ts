@@ -50,7 +50,10 @@ describe('analytics_v1 and elygate_analytics', () => {
 
   it('usage_hourly adds the rollup (before its cut) and the log (after it) up to the raw requests', async () => {
     await withTx(async (tx) => {
-      await tx`delete from private.admissions`; // an admission another file left open would hold the cut back
+      // An admission another file (running beside this one) holds open would hold the rollup's cut
+      // back: none while this transaction lasts (the lock keeps new ones waiting until it ends).
+      await tx`lock table private.admissions in exclusive mode`;
+      await tx`delete from private.admissions`;
       const u = await createUser(tx);
       const [{ now }] = await tx`select now() as now`;
       const hours = [3, 2, 0];

@@ -41,6 +41,7 @@ describe('maintenance jobs', () => {
     await withTx(async (tx) => {
       // Nothing in flight, as far as this test sees: an admission another file left open would
       // hold the rollup's cut back (by design: see usage_rollup).
+      await tx`lock table private.admissions in exclusive mode`; // none opens beside this test until it ends
       await tx`delete from private.admissions`;
       const hour = '2033-05-05T10:00:00Z';
       for (const [lat, status, cost] of [
@@ -89,6 +90,7 @@ describe('maintenance jobs', () => {
 
   it('a request open for over an hour moves the rollup back to its hour: nothing after the cut stays rolled up', async () => {
     await withTx(async (tx) => {
+      await tx`lock table private.admissions in exclusive mode`; // none opens beside this test until it ends
       await tx`delete from private.admissions`; // only this test's admission is in flight
       for (const at of ['2033-07-01T09:10:00Z', '2033-07-01T09:50:00Z', '2033-07-01T10:05:00Z']) {
         await tx`insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms)
@@ -105,6 +107,7 @@ describe('maintenance jobs', () => {
 
   it('usage_rollup fills private.latency_hourly for hours rolled up before it existed (an upgrade)', async () => {
     await withTx(async (tx) => {
+      await tx`lock table private.admissions in exclusive mode`; // none opens beside this test until it ends
       await tx`delete from private.admissions`; // nothing in flight
       for (const [at, lat] of [['2033-06-01T00:05:00Z', 40], ['2033-06-03T10:05:00Z', 50]] as const) {
         await tx`insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms)
