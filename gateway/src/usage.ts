@@ -18,10 +18,27 @@ const IMAGE_TOKENS = 1105;
 /** Tokens OpenAI adds per chat message for role and framing. */
 const MESSAGE_OVERHEAD = 4;
 
-/** Usage from an OpenAI-shaped usage object (chat, completions, embeddings), or null. */
+const count = (n: unknown): number => (Number.isFinite(n) ? (n as number) : 0);
+
+/**
+ * Usage from a usage object, or null. Three shapes:
+ * - OpenAI chat/completions/embeddings: prompt_tokens includes prompt_tokens_details.cached_tokens
+ *   (and cache_creation_input_tokens, which OpenAI-shaped usage converted from Anthropic carries, as
+ *   LiteLLM does);
+ * - OpenAI Responses: input_tokens includes input_tokens_details.cached_tokens;
+ * - Anthropic Messages: input_tokens EXCLUDES cache_read_input_tokens and
+ *   cache_creation_input_tokens, which are added here, so the prompt is always every input token,
+ *   of which cached_tokens were read from and cache_write_tokens written to the provider's cache.
+ */
 export function readUsage(u: any): Usage | null {
   if (!u || typeof u !== 'object') return null;
-  const prompt = Number.isFinite(u.prompt_tokens) ? u.prompt_tokens : Number.isFinite(u.input_tokens) ? u.input_tokens : null;
+  const anthropic = !Number.isFinite(u.prompt_tokens) && Number.isFinite(u.input_tokens) &&
+    (Number.isFinite(u.cache_read_input_tokens) || Number.isFinite(u.cache_creation_input_tokens));
+  const prompt = Number.isFinite(u.prompt_tokens)
+    ? u.prompt_tokens
+    : anthropic
+      ? u.input_tokens + count(u.cache_read_input_tokens) + count(u.cache_creation_input_tokens)
+      : Number.isFinite(u.input_tokens) ? u.input_tokens : null;
   if (prompt === null) return null;
   const completion = Number.isFinite(u.completion_tokens) ? u.completion_tokens : Number.isFinite(u.output_tokens) ? u.output_tokens : 0;
   const usage: Usage = { prompt_tokens: prompt, completion_tokens: completion };

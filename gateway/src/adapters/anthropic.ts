@@ -124,7 +124,7 @@ export function chatToAnthropic(req: ChatRequest, upstreamModel: string, default
 
 function anthropicUsage(u: any) {
   const input = (u?.input_tokens ?? 0) + (u?.cache_read_input_tokens ?? 0) + (u?.cache_creation_input_tokens ?? 0);
-  return usageOf(input, u?.output_tokens ?? 0, u?.cache_read_input_tokens ?? 0);
+  return usageOf(input, u?.output_tokens ?? 0, u?.cache_read_input_tokens ?? 0, u?.cache_creation_input_tokens ?? 0);
 }
 
 /** Anthropic Messages response → OpenAI chat completion. */

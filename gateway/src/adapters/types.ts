@@ -17,6 +17,8 @@ export interface ChatUsage {
   completion_tokens: number;
   total_tokens: number;
   prompt_tokens_details?: { cached_tokens?: number };
+  /** Tokens written to the provider's prompt cache (Anthropic), billed at the cache-write price. */
+  cache_creation_input_tokens?: number;
 }
 
 /** Converts a provider's stream, event by event, into chat chunks. */
@@ -48,9 +50,13 @@ export const finishToAnthropic: Record<string, string> = {
   content_filter: 'refusal',
 };
 
-export function usageOf(prompt: number, completion: number, cached?: number): ChatUsage {
+/** OpenAI-shaped usage; prompt counts every input token, of which `cached` were read from the
+ *  provider's prompt cache and `written` written to it (Anthropic's cache_creation_input_tokens,
+ *  carried under that name as LiteLLM does: OpenAI's usage has no field for it). */
+export function usageOf(prompt: number, completion: number, cached?: number, written?: number): ChatUsage {
   const u: ChatUsage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
   if (cached) u.prompt_tokens_details = { cached_tokens: cached };
+  if (written) u.cache_creation_input_tokens = written;
   return u;
 }
 

@@ -130,12 +130,15 @@ export function messagesToChat(body: Record<string, any>): ChatRequest {
 
 const stopOf = (finish: string | null | undefined) => (finish ? finishToAnthropic[finish] ?? 'end_turn' : 'end_turn');
 
+/** Anthropic's usage from OpenAI-shaped usage: input_tokens leaves out what was read from or
+ *  written to the prompt cache, as Anthropic reports it. */
 function usageFromChat(u: any) {
   const cached = u?.prompt_tokens_details?.cached_tokens ?? 0;
+  const written = u?.cache_creation_input_tokens ?? 0;
   return {
-    input_tokens: Math.max(0, (u?.prompt_tokens ?? 0) - cached),
+    input_tokens: Math.max(0, (u?.prompt_tokens ?? 0) - cached - written),
     output_tokens: u?.completion_tokens ?? 0,
-    cache_creation_input_tokens: 0,
+    cache_creation_input_tokens: written,
     cache_read_input_tokens: cached,
   };
 }

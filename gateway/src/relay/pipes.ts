@@ -75,7 +75,7 @@ function nativePassthrough(input: RelayInput, call: PreparedCall): Pipe {
     if (type === 'response.completed' || type === 'response.incomplete' || type === 'response.failed') {
       done = true;
       const u = ev.response?.usage;
-      if (u) watch.usage = { prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens };
+      if (u) watch.usage = u;   // (input_tokens_details.cached_tokens included: readUsage reads it)
     } else if (type === 'error') {
       failure = String(ev.message ?? ev.error?.message ?? 'upstream error');
     }

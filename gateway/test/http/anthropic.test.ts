@@ -174,3 +174,96 @@ describe('/v1/messages refusals', () => {
     }
   });
 });
+
+// Issue 19, "billing exactly what providers charge": tokens read from and written to a provider's
+// prompt cache are billed at the model's cached_input_price and cache_write_price, whatever the
+// client's protocol and the channel's; the mocks report them in each provider's own fields.
+describe('prompt-cache tokens, billed at their own prices', () => {
+  const prices = { input_price: 3_000_000, output_price: 15_000_000, cached_input_price: 300_000, cache_write_price: 3_750_000 };
+  const priced: Record<'openai' | 'anthropic' | 'gemini', string> = {} as never;
+  let pkey: string;
+
+  beforeAll(async () => {
+    const sql = db();
+    const group = await createGroup(sql);
+    const user = await createUser(sql, { group });
+    await sql`select admin.wallet_credit(${sql.json({ user_id: user.id, amount_micros: 1_000_000_000 })})`;
+    pkey = (await createKey(sql, { user_id: user.id })).key;
+    for (const t of ['openai', 'anthropic', 'gemini'] as const) {
+      priced[t] = unique(`cached-via-${t}`);
+      await sql`select admin.model_upsert(${sql.json({ name: priced[t], ...prices })})`;
+    }
+    await createChannel(sql, { type: 'openai', base_url: openai.url, models: [priced.openai], groups: [group] });
+    await createChannel(sql, { type: 'anthropic', base_url: anthropic.url, models: [priced.anthropic], groups: [group] });
+    await createChannel(sql, { type: 'gemini', base_url: gemini.url, models: [priced.gemini], groups: [group] });
+  });
+
+  /** The request's log and ledger rows, and what the SQL cost formula makes of the usage they hold. */
+  async function billed(requestId: string) {
+    const row = await settled(requestId);
+    const [l] = await db()`
+      select l.prompt_tokens, l.completion_tokens, l.cached_tokens, l.cache_write_tokens, l.amount_micros::bigint as amount,
+             private.cost_micros(l.prompt_tokens, l.completion_tokens, l.cached_tokens, l.cache_write_tokens,
+                                 ${prices.input_price}, ${prices.output_price}, ${prices.cached_input_price},
+                                 ${prices.cache_write_price}, null, 1, 1)::bigint as formula
+        from private.ledger l where l.request_id = ${requestId}`;
+    return { row, l };
+  }
+
+  const chat = (model: string, content: string, stream = false) =>
+    fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${pkey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, stream, ...(stream ? { stream_options: { include_usage: true } } : {}), messages: [{ role: 'user', content }] }),
+    });
+
+  it('Anthropic through /v1/messages, stream and not: reads and writes apart from the input, the prompt all three', async () => {
+    const pclient = new Anthropic({ apiKey: pkey, baseURL: gw.url, maxRetries: 0 });
+    const { data: msg, response } = await pclient.messages
+      .create({ model: priced.anthropic, max_tokens: 50, messages: [{ role: 'user', content: 'hello there mock:cache:400:100' }] })
+      .withResponse();
+    expect(msg.usage).toMatchObject({ cache_read_input_tokens: 400, cache_creation_input_tokens: 100 });
+    const a = await billed(response.headers.get('x-request-id')!);
+    expect(a.l).toMatchObject({ prompt_tokens: msg.usage.input_tokens + 500, cached_tokens: 400, cache_write_tokens: 100 });
+    expect(a.l.amount).toBe(a.l.formula);
+    // 400 cached at a tenth of the input price and 100 written at 1.25×: not 500 more at the input price.
+    const allInput = BigInt(Math.round(((msg.usage.input_tokens + 500) * prices.input_price + a.l.completion_tokens * prices.output_price) / 1e6));
+    expect(BigInt(a.l.amount)).toBeLessThan(allInput);
+
+    const stream = pclient.messages.stream({ model: priced.anthropic, max_tokens: 50, messages: [{ role: 'user', content: 'again mock:cache:300:60' }] });
+    const final = await stream.finalMessage();
+    const id = (await stream.withResponse()).response.headers.get('x-request-id')!;
+    const b = await billed(id);
+    expect(b.l).toMatchObject({ prompt_tokens: final.usage.input_tokens + 360, cached_tokens: 300, cache_write_tokens: 60 });
+    expect(b.l.amount).toBe(b.l.formula);
+  });
+
+  it('Anthropic behind /v1/chat/completions, stream and not: the same tokens, the same bill', async () => {
+    const res = await chat(priced.anthropic, 'hello there mock:cache:400:100');
+    const body = await res.json();
+    expect(body.usage.prompt_tokens_details).toEqual({ cached_tokens: 400 });
+    expect(body.usage.cache_creation_input_tokens).toBe(100);
+    const a = await billed(res.headers.get('x-request-id')!);
+    expect(a.l).toMatchObject({ prompt_tokens: body.usage.prompt_tokens, cached_tokens: 400, cache_write_tokens: 100 });
+    expect(a.l.amount).toBe(a.l.formula);
+
+    const s = await chat(priced.anthropic, 'again mock:cache:300:60', true);
+    await s.text();
+    const b = await billed(s.headers.get('x-request-id')!);
+    expect(b.l).toMatchObject({ cached_tokens: 300, cache_write_tokens: 60 });
+    expect(b.l.amount).toBe(b.l.formula);
+  });
+
+  it('OpenAI cached_tokens and Gemini cachedContentTokenCount are billed at the cached price', async () => {
+    for (const [t, content] of [['openai', 'a b c d e f g h mock:cached:5'], ['gemini', 'a b c d e f g h mock:cached:3']] as const) {
+      for (const stream of [false, true]) {
+        const res = await chat(priced[t], content, stream);
+        await res.text();
+        const { l } = await billed(res.headers.get('x-request-id')!);
+        expect(l, `${t} stream=${stream}`).toMatchObject({ cached_tokens: t === 'openai' ? 5 : 3 });
+        expect(Number(l.cache_write_tokens ?? 0)).toBe(0);
+        expect(l.amount).toBe(l.formula);
+      }
+    }
+  });
+});

@@ -25,7 +25,7 @@ async function tenant(sql = db(), balance = 1_000_000_000) {
   const group = await createGroup(sql);
   await sql`update private.groups set price_multiplier = 1.3 where name = ${group}`;
   const model = unique('billed');
-  await sql`select admin.model_upsert(${sql.json({ name: model, input_price: 150_000, output_price: 600_000, per_call_price: 3 })})`;
+  await sql`select admin.model_upsert(${sql.json({ name: model, input_price: 150_000, output_price: 600_000, per_call_price: 3, cached_input_price: 75_000 })})`;
   const user = await createUser(sql, { group });
   await sql`select admin.wallet_credit(${sql.json({ user_id: user.id, amount_micros: balance })})`;
   const key = (await createKey(sql, { user_id: user.id })).key;
@@ -122,7 +122,9 @@ describe('10,000 mixed requests reconcile to the micro-dollar', () => {
     const t = await tenant();
     const gw = await startGateway();
     const [{ before }] = await db()`select balance_micros::bigint as before from private.wallets where user_id = ${t.user.id}`;
-    const kinds = ['plain', 'plain', 'plain', 'stream', 'stream', 'stream', 'abort', 'break', 'fail', 'plain'] as const;
+    // 'cached': the upstream reports some of the prompt read from its prompt cache (billed at the
+    // cached price), plain and streamed.
+    const kinds = ['plain', 'cached', 'plain', 'stream', 'cached-stream', 'stream', 'abort', 'break', 'fail', 'plain'] as const;
     const counts: Record<string, number> = {};
     const total = 10_000;
     let next = 0;
@@ -134,8 +136,9 @@ describe('10,000 mixed requests reconcile to the micro-dollar', () => {
         const kind = kinds[i % kinds.length];
         counts[kind] = (counts[kind] ?? 0) + 1;
         const words = 'w '.repeat(1 + (i % 17)).trim();
-        const content = kind === 'break' ? `${words} mock:break:3` : kind === 'fail' ? `${words} mock:status:500` : kind === 'abort' ? `${words} mock:slow:20` : words;
-        const stream = kind !== 'plain' && kind !== 'fail';
+        const content = kind === 'break' ? `${words} mock:break:3` : kind === 'fail' ? `${words} mock:status:500` : kind === 'abort' ? `${words} mock:slow:20`
+          : kind.startsWith('cached') ? `${words} mock:cached:${1 + (i % 5)}` : words;
+        const stream = kind !== 'plain' && kind !== 'fail' && kind !== 'cached';
         const ac = new AbortController();
         try {
           const res = await post(gw, t.key, { model: t.model, stream, messages: [{ role: 'user', content }] }, ac.signal);
@@ -165,10 +168,11 @@ describe('10,000 mixed requests reconcile to the micro-dollar', () => {
     // What the upstream reported, priced by the SQL formula, per request.
     const reported = upstream.calls
       .filter((c) => c.usage && c.requestId)
-      .map((c) => ({ id: c.requestId!, p: c.usage!.prompt_tokens, c: c.usage!.completion_tokens }));
+      .map((c) => ({ id: c.requestId!, p: c.usage!.prompt_tokens, c: c.usage!.completion_tokens, k: c.usage!.prompt_tokens_details?.cached_tokens ?? 0 }));
+    expect(reported.filter((r) => r.k > 0).length).toBeGreaterThan(1000);
     const [{ expected, rows }] = await sql`
-      select sum(private.cost_micros(r.p, r.c, 0, 0, 150000, 600000, null, null, 3, 1.3, 1.1))::bigint as expected, count(*)::int as rows
-        from jsonb_to_recordset(${sql.json(reported)}) as r(id uuid, p int, c int)
+      select sum(private.cost_micros(r.p, r.c, r.k, 0, 150000, 600000, 75000, null, 3, 1.3, 1.1))::bigint as expected, count(*)::int as rows
+        from jsonb_to_recordset(${sql.json(reported)}) as r(id uuid, p int, c int, k int)
         join private.ledger l on l.request_id = r.id and l.usage_source = 'upstream' and l.user_id = ${t.user.id}`;
     const [{ ledgerUpstream }] = await sql`select sum(amount_micros)::bigint as "ledgerUpstream" from private.ledger where user_id = ${t.user.id} and usage_source = 'upstream'`;
     const [{ after, reserved }] = await sql`select balance_micros::bigint as after, reserved_micros::bigint as reserved from private.wallets where user_id = ${t.user.id}`;

@@ -98,6 +98,11 @@ export async function startMockAnthropic(): Promise<MockAnthropic> {
     const system = typeof body.system === 'string' ? body.system : blocksText(body.system);
     const inputTokens = countWords(system) + body.messages.reduce((n: number, m: any) => n + countWords(blocksText(m.content)), 0);
     const outputTokens = wantsTool ? 5 : words.length;
+    // "mock:cache:R:W" in the last message: besides input_tokens, R tokens read from the prompt
+    // cache and W written to it, reported apart as the API does (input_tokens excludes both).
+    const cacheDirective = /mock:cache:(\d+):(\d+)/.exec(blocksText(body.messages.at(-1)?.content));
+    const cacheUsage = { cache_creation_input_tokens: cacheDirective ? Number(cacheDirective[2]) : 0,
+                         cache_read_input_tokens: cacheDirective ? Number(cacheDirective[1]) : 0 };
     if (counting) {
       res.writeHead(200, { 'content-type': 'application/json', 'request-id': 'req_mock' }).end(JSON.stringify({ input_tokens: inputTokens }));
       return;
@@ -117,7 +122,7 @@ export async function startMockAnthropic(): Promise<MockAnthropic> {
           content: [...(thinking ? [thinking] : []), ...(toolUse ? [{ type: 'text', text: 'Let me check.' }, toolUse] : [{ type: 'text', text: answer }])],
           stop_reason: toolUse ? 'tool_use' : 'end_turn',
           stop_sequence: null,
-          usage: { input_tokens: inputTokens, output_tokens: outputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
+          usage: { input_tokens: inputTokens, output_tokens: outputTokens, ...cacheUsage },
         }),
       );
       return;
@@ -125,7 +130,7 @@ export async function startMockAnthropic(): Promise<MockAnthropic> {
 
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': 'req_mock' });
     const events: [string, any][] = [];
-    events.push(['message_start', { message: { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: inputTokens, output_tokens: 1 } } }]);
+    events.push(['message_start', { message: { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: inputTokens, output_tokens: 1, ...cacheUsage } } }]);
     events.push(['ping', {}]);
     const at = thinking ? 1 : 0;
     if (thinking) {

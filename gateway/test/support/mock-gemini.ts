@@ -72,7 +72,11 @@ export async function startMockGemini(): Promise<MockGemini> {
     const words = answer.split(' ');
     const promptTokens = countWords(partsText(body.systemInstruction?.parts)) + body.contents.reduce((n: number, c: any) => n + countWords(partsText(c.parts)), 0);
     const outTokens = wantsTool ? 5 : words.length;
-    const usage = { promptTokenCount: promptTokens, candidatesTokenCount: outTokens, totalTokenCount: promptTokens + outTokens };
+    // "mock:cached:N": N of the prompt's tokens came from a cached content (promptTokenCount includes them).
+    const cachedDirective = /mock:cached:(\d+)/.exec(partsText(last.parts));
+    const cached = cachedDirective ? Math.min(Number(cachedDirective[1]), promptTokens) : 0;
+    const usage = { promptTokenCount: promptTokens, candidatesTokenCount: outTokens, totalTokenCount: promptTokens + outTokens,
+                    ...(cached ? { cachedContentTokenCount: cached } : {}) };
     const fnCall = wantsTool ? { functionCall: { name: decls[0].name, args: { city: 'Paris' } } } : null;
     const base = { modelVersion: m[1], responseId: `resp-mock${state.calls.length}` };
 

@@ -29,7 +29,7 @@ export interface RecordedCall {
   /** The gateway's request id (X-Client-Request-Id), when it sent one. */
   requestId?: string;
   /** The usage this call reported to the gateway, if the answer got that far. */
-  usage?: { prompt_tokens: number; completion_tokens: number };
+  usage?: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details?: { cached_tokens: number } };
 }
 
 export interface MockUpstream {
@@ -228,7 +228,14 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
     // A reasoning model's thoughts, as OpenAI-compatible servers (DeepSeek, vLLM) return them.
     const reasoning = isChat && body.reasoning_effort && body.reasoning_effort !== 'none' ? `Thinking (${body.reasoning_effort}) first.` : null;
     const completionTokens = (wantsTool ? 5 : words.length) + (reasoning ? countWords(reasoning) : 0);
-    const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+    // "mock:cached:N": N of the prompt's tokens were read from the provider's prompt cache, as
+    // OpenAI reports it (prompt_tokens includes them).
+    const cachedDirective = /mock:cached:(\d+)/.exec(lastUserText(body));
+    const cached = cachedDirective ? Math.min(Number(cachedDirective[1]), promptTokens) : 0;
+    const usage = {
+      prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens,
+      ...(cached ? { prompt_tokens_details: { cached_tokens: cached } } : {}),
+    };
     const toolCall = wantsTool
       ? { id: 'call_mock1', type: 'function', function: { name: body.tools[0].function.name, arguments: JSON.stringify({ city: 'Paris' }) } }
       : null;
