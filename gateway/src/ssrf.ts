@@ -11,9 +11,10 @@
 // A refusal throws SsrfError before any connection is made; relay/attempts.ts records it as a failed
 // attempt (like a connection error) and moves to the next channel.
 //
-// Residual risk, stated: the name is resolved here and again by fetch, so a DNS server that
-// answers differently within milliseconds (rebinding) could still win the race. Closing it needs
-// connecting to the checked address itself, which fetch does not offer for TLS hosts.
+// DNS rebinding: a name is resolved once, here, and the connection goes to the address that passed
+// the check (pinTo): the URL carries that address, the Host header and the TLS name (SNI and the
+// certificate check, Bun fetch's tls.serverName) stay the channel's name. fetch never resolves the
+// name a second time, so a DNS server answering public first and 127.0.0.1 next cannot win.
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 
@@ -102,7 +103,12 @@ const PRIVATE_NAMES = new Set(['localhost', 'metadata', 'metadata.google.interna
  * Returns the addresses it checked.
  */
 export async function assertPublicUrl(url: string | URL, opts: { allowPrivate?: boolean; lookup?: Lookup } = {}): Promise<string[]> {
-  if (opts.allowPrivate) return [];
+  return (await vet(url, opts)).addrs;
+}
+
+/** assertPublicUrl's work; `resolved` says the host was a name (so the connection must be pinned). */
+async function vet(url: string | URL, opts: { allowPrivate?: boolean; lookup?: Lookup }): Promise<{ addrs: string[]; resolved: boolean }> {
+  if (opts.allowPrivate) return { addrs: [], resolved: false };
   let u: URL;
   try {
     u = new URL(url);
@@ -117,7 +123,7 @@ export async function assertPublicUrl(url: string | URL, opts: { allowPrivate?: 
   if (PRIVATE_NAMES.has(host) || /\.(localhost|internal|local)$/.test(host)) throw refuse('is a private name');
   if (isIP(host)) {
     if (isPrivateAddress(host)) throw refuse('is a private address');
-    return [host];
+    return { addrs: [host], resolved: false };
   }
   let addrs: { address: string }[];
   try {
@@ -128,14 +134,43 @@ export async function assertPublicUrl(url: string | URL, opts: { allowPrivate?: 
   if (addrs.length === 0) throw new SsrfError(`upstream host ${host} does not resolve`);
   const bad = addrs.find((a) => isPrivateAddress(a.address));
   if (bad) throw refuse(`resolves to a private address (${bad.address})`);
-  return addrs.map((a) => a.address);
+  return { addrs: addrs.map((a) => a.address), resolved: true };
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /**
- * fetch() with the guard on the URL and on every redirect hop (at most maxRedirects). With
- * allowPrivate the guard is off but redirects are still followed by hand, with the same rules.
+ * The address a name's connection is pinned to: the first IPv4 address the check passed, else the
+ * first one. why IPv4 first: the pinned connection has no happy-eyeballs fallback, and a host
+ * without an IPv6 route is more common than one without IPv4.
+ */
+function pickAddress(addrs: string[]): string {
+  return addrs.find((a) => isIP(a) === 4) ?? addrs[0];
+}
+
+/**
+ * The fetch arguments that connect to `address` while speaking to `url`'s host: the URL gets the
+ * address, the Host header keeps the name (and port), and for https the TLS server name (SNI and
+ * the certificate's name check) is the name. Bun's fetch honours both (its connection pool keys TLS
+ * connections by server name too); the gateway runs on Bun.
+ */
+export function pinTo(url: string, address: string, init: RequestInit): [string, RequestInit] {
+  const u = new URL(url);
+  const name = u.hostname.replace(/\.$/, '');
+  const host = u.host;
+  u.hostname = isIP(address) === 6 ? `[${address}]` : address;
+  const headers = new Headers(init.headers);
+  headers.set('host', host);
+  const pinned: RequestInit & { tls?: Record<string, unknown> } = { ...init, headers };
+  if (u.protocol === 'https:') pinned.tls = { ...(init as { tls?: Record<string, unknown> }).tls, serverName: name };
+  return [u.toString(), pinned];
+}
+
+/**
+ * fetch() with the guard on the URL and on every redirect hop (at most maxRedirects), each
+ * connection pinned to the address the guard checked (pinTo). A literal IP address is fetched as it
+ * is (nothing to resolve). With allowPrivate the guard is off (no resolution, no pinning) but
+ * redirects are still followed by hand, with the same rules.
  */
 export async function upstreamFetch(
   url: string,
@@ -148,8 +183,8 @@ export async function upstreamFetch(
   let current = url;
   let req = { ...init, redirect: 'manual' as const };
   for (let hop = 0; ; hop++) {
-    await assertPublicUrl(current, { allowPrivate, lookup: deps.lookup });
-    const res = await doFetch(current, req);
+    const { addrs, resolved } = await vet(current, { allowPrivate, lookup: deps.lookup });
+    const res = resolved ? await doFetch(...pinTo(current, pickAddress(addrs), req)) : await doFetch(current, req);
     const location = res.headers.get('location');
     if (!REDIRECTS.has(res.status) || !location) return res;
     if (hop >= max) throw new SsrfError(`upstream redirected more than ${max} times`);
