@@ -731,10 +731,38 @@ comment on function admin.channel_test_key(bigint, text) is
 -- Views for the panel
 ------------------------------------------------------------------------------------------------
 
+-- session_id: the hex sha256 of the session's token (the token itself is never stored), the handle
+-- admin.session_revoke takes; is_current: the session of the transaction (elygate.session).
 create or replace view admin.sessions as
-  select u.username, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, host(s.ip) as ip, s.user_agent
+  select u.username, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, host(s.ip) as ip, s.user_agent,
+         encode(s.token_hash, 'hex') as session_id,
+         s.token_hash = public.digest(coalesce(current_setting('elygate.session', true), ''), 'sha256') as is_current
     from private.sessions s join private.users u on u.id = s.user_id
    where s.expires_at > now();
+
+-- admin.session_revoke: ends a session (any user's) by its session_id; audited.
+create or replace function admin.session_revoke(p_session_id text)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_s private.sessions;
+begin
+  delete from private.sessions s where encode(s.token_hash, 'hex') = lower(p_session_id) returning * into v_s;
+  if v_s.token_hash is null then
+    return false;
+  end if;
+  perform private.audit('sessions:' || left(encode(v_s.token_hash, 'hex'), 12),
+                        jsonb_build_object('user_id', v_s.user_id, 'username', (select u.username from private.users u where u.id = v_s.user_id),
+                                           'ip', host(v_s.ip), 'user_agent', v_s.user_agent, 'created_at', v_s.created_at,
+                                           'last_seen_at', v_s.last_seen_at),
+                        null);
+  return true;
+end
+$$;
+comment on function admin.session_revoke(text) is
+  E'Ends a panel session by its session_id (admin.sessions); the user must log in again. Returns whether it existed. Audited.';
 
 create or replace view admin.login_attempts as
   select a.id, a.at, a.username, host(a.ip) as ip, a.ok, a.reason from private.login_attempts a;
