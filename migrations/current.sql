@@ -20,3 +20,16 @@ create table if not exists private.audit_log (
 create index if not exists audit_log_at_idx on private.audit_log (at);
 create index if not exists audit_log_target_idx on private.audit_log (target, at);
 alter table private.audit_log enable row level security;
+
+-- Key rotation (admin.key_rotate, sql/45_admin_key_rotate.sql): which key replaced which, and until
+-- when the old one keeps working. The old key's expires_at carries the grace end (so admission
+-- needs nothing new); this row lets its refusal say it was rotated.
+create table if not exists private.key_rotations (
+  old_key_id   bigint primary key references private.api_keys (id) on delete cascade,
+  new_key_id   bigint not null references private.api_keys (id) on delete cascade,
+  rotated_at   timestamptz not null default now(),
+  grace_until  timestamptz not null,
+  rotated_by   text not null
+);
+create index if not exists key_rotations_new_key_idx on private.key_rotations (new_key_id);
+alter table private.key_rotations enable row level security;
