@@ -124,3 +124,31 @@ describe('Audit log page', () => {
     expect(await page.locator('form[method=POST]', { has: page.getByTestId('audit') }).count()).toBe(0);
   });
 });
+
+describe('Keys page: Rotate', () => {
+  it('shows the new key once and marks the old one rotated, working until its grace ends', async () => {
+    const [{ u }] = await su`select admin.user_create('{"username": "erin"}') as u`;
+    const [{ k }] = await su`select admin.key_create(${su.json({ user_id: u.id, name: 'deploy', rpm_limit: 30 })}) as k`;
+    await go('/keys');
+    const row = page.getByTestId('keys').locator('tr', { hasText: k.key_prefix });
+    await row.getByRole('link', { name: 'Rotate' }).click();
+    const form = page.getByTestId('key-rotate');
+    await form.getByLabel('The old key keeps working for').selectOption('1');
+    await shot('keys-rotate-form');
+    await form.getByRole('button', { name: 'Rotate key' }).click();
+    const shown = page.getByTestId('shown-once');
+    await expect.poll(() => shown.textContent()).toMatch(new RegExp(`to replace key #${k.id}, which keeps working until`));
+    const secret = (await shown.getByTestId('secret').textContent())!;
+    expect(secret).toMatch(/^sk-/);
+    const [n] = await su`select k.id, k.key_prefix, k.rpm_limit, k.name from admin.api_keys k where k.key_prefix = ${secret.slice(0, 7) + '...' + secret.slice(-4)}`;
+    expect({ rpm: n.rpm_limit, name: n.name }).toEqual({ rpm: 30, name: 'deploy' });
+    const [r] = await su`select grace_until - rotated_at as grace from admin.key_rotations where old_key_id = ${k.id}`;
+    expect(r.grace).toMatch(/^01:00:00/);
+    await go('/keys');
+    expect(await page.getByTestId('keys').locator('tr', { hasText: k.key_prefix }).getByTestId('rotated').textContent()).toMatch(new RegExp(`rotated to #${n.id}; works until`));
+    // A rotated key offers no second Rotate; its replacement does.
+    expect(await page.getByTestId('keys').locator('tr', { hasText: k.key_prefix }).getByRole('link', { name: 'Rotate' }).count()).toBe(0);
+    expect(await page.getByTestId('keys').locator('tr', { hasText: n.key_prefix }).getByRole('link', { name: 'Rotate' }).count()).toBe(1);
+    await shot('keys-rotated');
+  });
+});
