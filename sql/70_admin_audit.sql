@@ -73,7 +73,8 @@ end
 $$;
 
 -- private.audit_redact: a row as JSON with its secrets replaced by a short digest (so a change of
--- password or key still shows, but never the value) and bookkeeping columns dropped.
+-- password or key still shows, but never the value) and bookkeeping columns dropped (so a row
+-- whose only change is bookkeeping is not logged).
 create or replace function private.audit_redact(p_row jsonb)
 returns jsonb
 language sql immutable
@@ -85,7 +86,7 @@ as $$
                 then to_jsonb('sha256:' || left(encode(public.digest(e.value::text, 'sha256'), 'hex'), 12))
                 else e.value end), '{}'::jsonb)
     from jsonb_each(p_row) e
-   where e.key not in ('updated_at', 'version')
+   where e.key not in ('updated_at', 'version', 'totp_last_step')   -- bookkeeping (totp_last_step: replay guard of every TOTP login)
 $$;
 
 -- private.tg_audit__row: one audit entry per changed row (an update that changes nothing but
