@@ -10,6 +10,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import postgres, { type Sql } from 'postgres';
 import { startProduct, type RunningProduct } from './support/admin-server';
 // @ts-expect-error plain ESM script without types
@@ -32,6 +35,12 @@ beforeAll(async () => {
   await root.unsafe(`create database ${dbName}`);
   await root.end();
   await migrateDatabase(withDb(inject('databaseUrl')), { log: () => {} });
+  // The migration in progress too, as the suite's own setup applies it (the pages may rely on it).
+  const project = fileURLToPath(new URL('../..', import.meta.url));
+  const gm = spawnSync(join(project, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], {
+    cwd: project, env: { ...process.env, DATABASE_URL: withDb(inject('databaseUrl')) }, encoding: 'utf8',
+  });
+  if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
   su = postgres(withDb(inject('databaseUrl')), { max: 1, onnotice: () => {} });
   made = await generateTraffic(su, { rows: ROWS });
   await createAdmin(su, 'speed-admin', 'speed-password-123');

@@ -46,6 +46,12 @@ export async function startPrivateCluster(): Promise<PrivateCluster> {
   await admin`create database elygate`;
   await admin.end();
   await migrateDatabase(url, { log: () => {} });
+  // The migration in progress too, as the suite's global setup applies it (sql/ may rely on it).
+  const project = join(__dirname, '..', '..', '..');
+  const gm = spawnSync(join(project, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], {
+    cwd: project, env: { ...process.env, DATABASE_URL: url }, encoding: 'utf8',
+  });
+  if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
   return {
     url,
     stop,
