@@ -140,12 +140,31 @@ async function vet(url: string | URL, opts: { allowPrivate?: boolean; lookup?: L
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /**
- * The address a name's connection is pinned to: the first IPv4 address the check passed, else the
- * first one. why IPv4 first: the pinned connection has no happy-eyeballs fallback, and a host
- * without an IPv6 route is more common than one without IPv4.
+ * The order in which a name's vetted addresses are dialled: IPv4 first, then the rest, each group in
+ * the resolver's order. why IPv4 first: a pinned connection gets no happy-eyeballs from fetch, and a
+ * host without an IPv6 route is more common than one without IPv4.
  */
-function pickAddress(addrs: string[]): string {
-  return addrs.find((a) => isIP(a) === 4) ?? addrs[0];
+function dialOrder(addrs: string[]): string[] {
+  return [...addrs.filter((a) => isIP(a) === 4), ...addrs.filter((a) => isIP(a) !== 4)];
+}
+
+/* Errors that mean no connection was made, so the request never left: the next vetted address may
+   be tried (as fetch itself would with a name). Anything else (a reset, a timeout, an abort) is the
+   attempt's failure, for the relay's failover to handle. */
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+const resendable = (body: RequestInit['body']) => body == null || typeof body === 'string' || body instanceof Uint8Array || body instanceof ArrayBuffer;
+
+/** fetch() pinned to each vetted address in dialOrder until one connects. */
+async function fetchPinned(doFetch: typeof fetch, url: string, addrs: string[], init: RequestInit): Promise<Response> {
+  const order = dialOrder(addrs);
+  for (let i = 0; ; i++) {
+    try {
+      return await doFetch(...pinTo(url, order[i], init));
+    } catch (err) {
+      const last = i === order.length - 1 || init.signal?.aborted || !resendable(init.body);
+      if (last || !NOT_CONNECTED.has((err as { code?: string }).code ?? '')) throw err;
+    }
+  }
 }
 
 /**
@@ -168,7 +187,7 @@ export function pinTo(url: string, address: string, init: RequestInit): [string,
 
 /**
  * fetch() with the guard on the URL and on every redirect hop (at most maxRedirects), each
- * connection pinned to the address the guard checked (pinTo). A literal IP address is fetched as it
+ * connection pinned to an address the guard checked (fetchPinned: the next one when one refuses). A literal IP address is fetched as it
  * is (nothing to resolve). With allowPrivate the guard is off (no resolution, no pinning) but
  * redirects are still followed by hand, with the same rules.
  */
@@ -184,7 +203,7 @@ export async function upstreamFetch(
   let req = { ...init, redirect: 'manual' as const };
   for (let hop = 0; ; hop++) {
     const { addrs, resolved } = await vet(current, { allowPrivate, lookup: deps.lookup });
-    const res = resolved ? await doFetch(...pinTo(current, pickAddress(addrs), req)) : await doFetch(current, req);
+    const res = resolved ? await fetchPinned(doFetch, current, addrs, req) : await doFetch(current, req);
     const location = res.headers.get('location');
     if (!REDIRECTS.has(res.status) || !location) return res;
     if (hop >= max) throw new SsrfError(`upstream redirected more than ${max} times`);

@@ -139,6 +139,26 @@ describe('6. SSRF', () => {
     figure('DNS rebinding', { resolutions: asked, dialled: dialled.join(','), loopback_connections: hits - before });
   });
 
+  it('a name with several vetted addresses: IPv4 first, the next address when one refuses the connection, never after a reset', async () => {
+    const lookup = async () => [{ address: '2606:4700::1111', family: 6 }, { address: '93.184.216.34', family: 4 }, { address: '93.184.216.35', family: 4 }];
+    const dialled: string[] = [];
+    const failWith = (code: string) => Object.assign(new TypeError(`${code}: Unable to connect`), { code });
+    const network = (first: string) =>
+      (async (u: string, init: RequestInit) => {
+        const ip = new URL(u).hostname;
+        dialled.push(ip);
+        if (ip === '93.184.216.34') throw failWith(first);
+        return new Response(JSON.stringify({ ip, host: new Headers(init.headers).get('host') }), { status: 200 });
+      }) as unknown as typeof fetch;
+    const res = await upstreamFetch('https://multi.example/v1/chat/completions', { method: 'POST', body: '{}' }, false, { lookup, fetch: network('ECONNREFUSED') });
+    expect(await res.json()).toEqual({ ip: '93.184.216.35', host: 'multi.example' });
+    expect(dialled).toEqual(['93.184.216.34', '93.184.216.35']);
+    // A reset may come after the request was sent: not retried here (the relay fails over instead).
+    dialled.length = 0;
+    await expect(upstreamFetch('https://multi.example/v1', { method: 'POST', body: '{}' }, false, { lookup, fetch: network('ECONNRESET') })).rejects.toMatchObject({ code: 'ECONNRESET' });
+    expect(dialled).toEqual(['93.184.216.34']);
+  });
+
   it('a pinned https connection sends and verifies the name (SNI, certificate, Host), under Bun as the gateway runs', () => {
     const bun = join(__dirname, '..', '..', '..', 'node_modules', 'bun', 'bin', 'bun.exe');
     const out = execFileSync(bun, [join(__dirname, 'fixtures', 'pinned-tls.ts')], { encoding: 'utf8', timeout: 30000 });
