@@ -159,6 +159,21 @@ describe('6. SSRF', () => {
     expect(dialled).toEqual(['93.184.216.34']);
   });
 
+  it('a literal public address is fetched as it is: no resolver call, no rewritten URL or Host header', async () => {
+    let asked = 0;
+    const lookup = async () => (asked++, [{ address: '127.0.0.1', family: 4 }]);
+    const seen: string[] = [];
+    const network = (async (u: string, init: RequestInit) => {
+      seen.push(`${u} host=${new Headers(init.headers).get('host') ?? '-'} tls=${'tls' in init}`);
+      return new Response('{}', { status: 200 });
+    }) as unknown as typeof fetch;
+    for (const u of ['https://8.8.8.8/v1/chat/completions', 'http://[2606:4700::1111]:8080/v1']) {
+      await upstreamFetch(u, { method: 'POST', body: '{}' }, false, { lookup, fetch: network });
+    }
+    expect(asked).toBe(0);
+    expect(seen).toEqual(['https://8.8.8.8/v1/chat/completions host=- tls=false', 'http://[2606:4700::1111]:8080/v1 host=- tls=false']);
+  });
+
   it('a pinned https connection sends and verifies the name (SNI, certificate, Host), under Bun as the gateway runs', () => {
     const bun = join(__dirname, '..', '..', '..', 'node_modules', 'bun', 'bin', 'bun.exe');
     const out = execFileSync(bun, [join(__dirname, 'fixtures', 'pinned-tls.ts')], { encoding: 'utf8', timeout: 30000 });
