@@ -49,6 +49,12 @@ begin
       case v_key.status when 'archived' then 'archived' else 'revoked' end);
   end if;
   if v_key.expires_at is not null and v_key.expires_at <= now() then
+    -- A rotated key's grace period ends as an expiry (admin.key_rotate); its refusal says so.
+    if exists (select 1 from private.key_rotations r where r.old_key_id = v_key.id) then
+      raise exception using errcode = 'KEXPD',
+        message = format('This API key (%s) was rotated: it was replaced by a new key, and its grace period ended at %s. Use the new key.',
+                         v_key.key_prefix, to_char(v_key.expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
+    end if;
     raise exception using errcode = 'KEXPD',
       message = format('This API key (%s) expired at %s.', v_key.key_prefix,
                        to_char(v_key.expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));

@@ -32,6 +32,10 @@ begin
   values (p_user_id, p_amount, case when p_amount > 0 then 'admin' else 'adjustment' end, coalesce(p_note, ''));
   update private.wallets set balance_micros = balance_micros + p_amount, updated_at = now()
    where user_id = p_user_id returning balance_micros into v_balance;
+  -- Wallets have no audit trigger (the hot path writes them): the entry is written here.
+  perform private.audit('wallets:' || p_user_id,
+                        jsonb_build_object('user_id', p_user_id, 'balance_micros', v_balance - p_amount),
+                        jsonb_build_object('user_id', p_user_id, 'balance_micros', v_balance, 'amount_micros', p_amount, 'note', coalesce(p_note, '')));
   return jsonb_build_object('user_id', p_user_id, 'amount_micros', p_amount, 'balance_micros', v_balance);
 end
 $$;
@@ -94,13 +98,20 @@ as $$
 declare
   v_user bigint;
   v_w private.wallets;
+  v_old private.wallets;
 begin
   perform private.args_check(p_args, array['user_id', 'username', 'credit_limit_micros'], 'admin.wallet_update');
   v_user := private.user_id_from(p_args);
   perform private.user_editable(v_user);
+  select * into v_old from private.wallets w where w.user_id = v_user for update;
   update private.wallets
      set credit_limit_micros = coalesce((p_args ->> 'credit_limit_micros')::bigint, credit_limit_micros), updated_at = now()
    where user_id = v_user returning * into v_w;
+  if v_old.credit_limit_micros is distinct from v_w.credit_limit_micros then
+    perform private.audit('wallets:' || v_user,
+                          jsonb_build_object('user_id', v_user, 'credit_limit_micros', v_old.credit_limit_micros),
+                          jsonb_build_object('user_id', v_user, 'credit_limit_micros', v_w.credit_limit_micros));
+  end if;
   return to_jsonb(v_w);
 exception
   when invalid_text_representation or numeric_value_out_of_range or check_violation then

@@ -31,9 +31,11 @@ $$;
 insert into private.options (key, value, value_type, min_value, max_value, description)
 values
   ('LoginMaxFailures', '5', 'int', 1, 1000,
-   'Failed admin-panel logins allowed per username within LoginWindowMinutes before further attempts are refused (429).'),
+   'Failed admin-panel logins allowed per username and client address within LoginWindowMinutes before that address is refused (429) for that username. Other addresses are not affected.'),
   ('LoginMaxFailuresPerIp', '30', 'int', 1, 100000,
-   'Failed admin-panel logins allowed per client address within LoginWindowMinutes.'),
+   'Failed admin-panel logins allowed per client address within LoginWindowMinutes, whatever the username.'),
+  ('LoginMaxFailuresGlobal', '300', 'int', 1, 1000000,
+   'Failed admin-panel logins allowed within LoginWindowMinutes from all addresses together (a distributed guessing attack) before every login is refused until the window passes. Refusals for throttling are not counted, so one address adds at most LoginMaxFailuresPerIp.'),
   ('LoginWindowMinutes', '15', 'int', 1, 1440,
    'The window, in minutes, over which failed admin-panel logins are counted.'),
   ('SessionTtlHours', '12', 'int', 1, 720,
@@ -264,7 +266,8 @@ comment on function admin.setup_token_create(interval) is
   E'Returns a one-time setup token (printed by the admin server at start) while no admin has a password of their own; null otherwise.';
 
 -- admin.setup_token_use: spends a setup token to create (or reset) an admin with this argon2id hash
--- and logs them in. Failures are recorded like failed logins and throttled per address.
+-- and logs them in. Failures are recorded like failed logins (username "(setup token)") and throttled
+-- like them (private.login_throttled).
 create or replace function admin.setup_token_use(p_token text, p_username text, p_password_hash text,
                                                  p_ip inet, p_user_agent text default null)
 returns jsonb
@@ -273,10 +276,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_user_id bigint;
-  v_window interval := make_interval(mins => private.option_int('LoginWindowMinutes'));
 begin
-  if (select count(*) from private.login_attempts a
-       where a.ip = p_ip and not a.ok and a.at > now() - v_window) >= private.option_int('LoginMaxFailuresPerIp') then
+  if private.login_throttled('(setup token)', p_ip) then
     return jsonb_build_object('status', 'throttled');
   end if;
   update private.setup_tokens t set used_at = now()
@@ -307,20 +308,40 @@ comment on function admin.setup_token_use(text, text, text, inet, text) is
 -- Login, sessions, passwords, TOTP
 ------------------------------------------------------------------------------------------------
 
+-- private.login_throttled: whether a login for this username from this address is refused for now.
+/* why by (username, address): counting failures per username alone let anyone lock the real admin
+   out by failing on "admin" five times. A username is refused only to the address that failed on
+   it (LoginMaxFailures), an address across usernames after LoginMaxFailuresPerIp, and everyone once
+   the failures of all addresses together reach LoginMaxFailuresGlobal (a distributed attack). The
+   ceiling counts no "throttled" refusals: one address cannot trip it by hammering. */
+create or replace function private.login_throttled(p_username text, p_ip inet)
+returns boolean
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with w as (select now() - make_interval(mins => private.option_int('LoginWindowMinutes')) as since,
+                    private.option_int('LoginMaxFailuresGlobal') as ceiling)
+  select (select count(*) from private.login_attempts a, w
+           where a.username = p_username and a.ip is not distinct from p_ip and not a.ok and a.at > w.since)
+           >= private.option_int('LoginMaxFailures')
+      or (select count(*) from private.login_attempts a, w
+           where a.ip = p_ip and not a.ok and a.at > w.since) >= private.option_int('LoginMaxFailuresPerIp')
+      or (select count(*) from (select 1 from private.login_attempts a, w
+                                 where not a.ok and a.reason is distinct from 'throttled' and a.at > w.since
+                                 limit (select ceiling from w)) f) >= (select ceiling from w)
+$$;
+comment on function private.login_throttled(text, inet) is
+  E'True while a login for p_username from p_ip is refused: LoginMaxFailures per (username, address), LoginMaxFailuresPerIp per address, LoginMaxFailuresGlobal over all addresses, each within LoginWindowMinutes.';
+
 -- admin.login_begin: the stored argon2id hash to verify against (null for an unknown user, so the
--- server still spends the same time on a dummy hash), or "throttled".
+-- server still spends the same time on a dummy hash), or "throttled" (private.login_throttled).
 create or replace function admin.login_begin(p_username text, p_ip inet)
 returns jsonb
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
   select case
-    when (select count(*) from private.login_attempts a
-           where a.username = p_username and not a.ok
-             and a.at > now() - make_interval(mins => private.option_int('LoginWindowMinutes'))) >= private.option_int('LoginMaxFailures')
-      or (select count(*) from private.login_attempts a
-           where a.ip = p_ip and not a.ok
-             and a.at > now() - make_interval(mins => private.option_int('LoginWindowMinutes'))) >= private.option_int('LoginMaxFailuresPerIp')
+    when private.login_throttled(p_username, p_ip)
     then jsonb_build_object('status', 'throttled', 'retry_after_s', private.option_int('LoginWindowMinutes') * 60)
     else jsonb_build_object('status', 'ok', 'password_hash',
            (select c.password_hash from private.credentials c join private.users u on u.id = c.user_id
@@ -710,10 +731,38 @@ comment on function admin.channel_test_key(bigint, text) is
 -- Views for the panel
 ------------------------------------------------------------------------------------------------
 
+-- session_id: the hex sha256 of the session's token (the token itself is never stored), the handle
+-- admin.session_revoke takes; is_current: the session of the transaction (elygate.session).
 create or replace view admin.sessions as
-  select u.username, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, host(s.ip) as ip, s.user_agent
+  select u.username, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, host(s.ip) as ip, s.user_agent,
+         encode(s.token_hash, 'hex') as session_id,
+         s.token_hash = public.digest(coalesce(current_setting('elygate.session', true), ''), 'sha256') as is_current
     from private.sessions s join private.users u on u.id = s.user_id
    where s.expires_at > now();
+
+-- admin.session_revoke: ends a session (any user's) by its session_id; audited.
+create or replace function admin.session_revoke(p_session_id text)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_s private.sessions;
+begin
+  delete from private.sessions s where encode(s.token_hash, 'hex') = lower(p_session_id) returning * into v_s;
+  if v_s.token_hash is null then
+    return false;
+  end if;
+  perform private.audit('sessions:' || left(encode(v_s.token_hash, 'hex'), 12),
+                        jsonb_build_object('user_id', v_s.user_id, 'username', (select u.username from private.users u where u.id = v_s.user_id),
+                                           'ip', host(v_s.ip), 'user_agent', v_s.user_agent, 'created_at', v_s.created_at,
+                                           'last_seen_at', v_s.last_seen_at),
+                        null);
+  return true;
+end
+$$;
+comment on function admin.session_revoke(text) is
+  E'Ends a panel session by its session_id (admin.sessions); the user must log in again. Returns whether it existed. Audited.';
 
 create or replace view admin.login_attempts as
   select a.id, a.at, a.username, host(a.ip) as ip, a.ok, a.reason from private.login_attempts a;

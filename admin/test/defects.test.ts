@@ -250,7 +250,7 @@ describe('issue 21: the admin as people use it', () => {
     expect(cut).toBe(0);
     await shot('defects-dashboard-1280');
     await page.setViewportSize({ width: 400, height: 800 });
-    for (const path of ['/', '/channels', '/keys', '/users', '/prices', '/logs', '/cache', '/jobs', '/webhooks', '/settings', '/me']) {
+    for (const path of ['/', '/channels', '/keys', '/users', '/prices', '/logs', '/cache', '/jobs', '/webhooks', '/security', '/audit', '/settings', '/me']) {
       await go(path);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
       await shot(`defects-400${path.replace(/\//g, '-')}`);

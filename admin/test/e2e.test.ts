@@ -347,7 +347,7 @@ describe('admin panel, end to end', () => {
     // The panel's home is their own page; every admin page is a 403.
     await go('/');
     expect(new URL(page.url()).pathname).toBe('/me');
-    for (const path of ['/channels', '/channels/1', '/keys', '/users', '/prices', '/logs', '/cache', '/jobs', '/webhooks', '/settings', '/prices/export', '/logs/export']) {
+    for (const path of ['/channels', '/channels/1', '/keys', '/users', '/prices', '/logs', '/cache', '/jobs', '/webhooks', '/security', '/audit', '/settings', '/prices/export', '/logs/export']) {
       const res = await go(path);
       expect(res.status(), path).toBe(403);
     }

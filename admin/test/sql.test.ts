@@ -98,15 +98,33 @@ describe('a regular user\'s session', () => {
 });
 
 describe('logins', () => {
-  it('throttles a username after LoginMaxFailures failures, even with the right password', async () => {
+  it('throttles a username at the address that failed (LoginMaxFailures), even with the right password, and nowhere else', async () => {
     await withTx(async (tx) => {
+      await tx`delete from private.login_attempts`;
       const u = await userWithPassword(tx);
       for (let i = 0; i < 5; i++) expect((await loginAs(tx, u.username, '10.1.1.1', false)).status).toBe('invalid');
-      expect((await loginAs(tx, u.username, '10.1.1.2', true)).status).toBe('throttled');
-      const [{ b }] = await tx`select admin.login_begin(${u.username}, '10.1.1.3') as b`;
-      expect(b.status).toBe('throttled');
+      expect((await loginAs(tx, u.username, '10.1.1.1', true)).status).toBe('throttled');
+      expect((await tx`select admin.login_begin(${u.username}, '10.1.1.1') as b`)[0].b.status).toBe('throttled');
+      // The attacker's failures do not lock the real user out: from another address they get in.
+      expect((await tx`select admin.login_begin(${u.username}, '10.1.1.3') as b`)[0].b.status).toBe('ok');
+      expect((await loginAs(tx, u.username, '10.1.1.2', true)).status).toBe('ok');
       const [{ n }] = await tx`select count(*)::int as n from admin.login_attempts where username = ${u.username}`;
-      expect(n).toBe(6); // every attempt is recorded, refused ones too
+      expect(n).toBe(7); // every attempt is recorded, refused ones too
+    });
+  });
+
+  it('a distributed attack trips the global ceiling (LoginMaxFailuresGlobal); one address hammering does not', async () => {
+    await withTx(async (tx) => {
+      await tx`delete from private.login_attempts`;
+      await tx`select admin.option_set('LoginMaxFailuresGlobal', '10'), admin.option_set('LoginMaxFailuresPerIp', '3')`;
+      const u = await userWithPassword(tx);
+      // One address guessing 20 times: throttled after 3, and its throttled tries count nowhere else.
+      for (let i = 0; i < 20; i++) await loginAs(tx, `guess${i}`, '10.5.0.1', false);
+      expect((await loginAs(tx, u.username, '10.5.0.2', true)).status).toBe('ok');
+      // Many addresses, each failing once on the user: 3 + 7 failures reach the ceiling of 10.
+      for (let i = 0; i < 7; i++) expect((await loginAs(tx, u.username, `10.6.0.${i + 1}`, false)).status).toBe('invalid');
+      expect((await loginAs(tx, u.username, '10.7.0.1', true)).status).toBe('throttled');
+      expect((await tx`select admin.login_begin('someone-else', '10.7.0.2') as b`)[0].b.status).toBe('throttled');
     });
   });
 

@@ -11,9 +11,10 @@
 // A refusal throws SsrfError before any connection is made; relay/attempts.ts records it as a failed
 // attempt (like a connection error) and moves to the next channel.
 //
-// Residual risk, stated: the name is resolved here and again by fetch, so a DNS server that
-// answers differently within milliseconds (rebinding) could still win the race. Closing it needs
-// connecting to the checked address itself, which fetch does not offer for TLS hosts.
+// DNS rebinding: a name is resolved once, here, and the connection goes to the address that passed
+// the check (pinTo): the URL carries that address, the Host header and the TLS name (SNI and the
+// certificate check, Bun fetch's tls.serverName) stay the channel's name. fetch never resolves the
+// name a second time, so a DNS server answering public first and 127.0.0.1 next cannot win.
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 
@@ -114,8 +115,16 @@ export async function assertPublicUrl(
   url: string | URL,
   opts: { allowPrivate?: boolean; lookup?: Lookup; guard?: Guard } = {},
 ): Promise<string[]> {
+  return (await vet(url, opts)).addrs;
+}
+
+/** assertPublicUrl's work; `resolved` says the host was a name (so the connection must be pinned). */
+async function vet(
+  url: string | URL,
+  opts: { allowPrivate?: boolean; lookup?: Lookup; guard?: Guard },
+): Promise<{ addrs: string[]; resolved: boolean }> {
   const { what, option } = opts.guard ?? UPSTREAM;
-  if (opts.allowPrivate) return [];
+  if (opts.allowPrivate) return { addrs: [], resolved: false };
   let u: URL;
   try {
     u = new URL(url);
@@ -130,7 +139,7 @@ export async function assertPublicUrl(
   if (PRIVATE_NAMES.has(host) || /\.(localhost|internal|local)$/.test(host)) throw refuse('is a private name');
   if (isIP(host)) {
     if (isPrivateAddress(host)) throw refuse('is a private address');
-    return [host];
+    return { addrs: [host], resolved: false };
   }
   let addrs: { address: string }[];
   try {
@@ -141,14 +150,62 @@ export async function assertPublicUrl(
   if (addrs.length === 0) throw new SsrfError(`${what} host ${host} does not resolve`);
   const bad = addrs.find((a) => isPrivateAddress(a.address));
   if (bad) throw refuse(`resolves to a private address (${bad.address})`);
-  return addrs.map((a) => a.address);
+  return { addrs: addrs.map((a) => a.address), resolved: true };
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /**
- * fetch() with the guard on the URL and on every redirect hop (at most maxRedirects). With
- * allowPrivate the guard is off but redirects are still followed by hand, with the same rules.
+ * The order in which a name's vetted addresses are dialled: IPv4 first, then the rest, each group in
+ * the resolver's order. why IPv4 first: a pinned connection gets no happy-eyeballs from fetch, and a
+ * host without an IPv6 route is more common than one without IPv4.
+ */
+function dialOrder(addrs: string[]): string[] {
+  return [...addrs.filter((a) => isIP(a) === 4), ...addrs.filter((a) => isIP(a) !== 4)];
+}
+
+/* Errors that mean no connection was made, so the request never left: the next vetted address may
+   be tried (as fetch itself would with a name). Anything else (a reset, a timeout, an abort) is the
+   attempt's failure, for the relay's failover to handle. */
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+const resendable = (body: RequestInit['body']) => body == null || typeof body === 'string' || body instanceof Uint8Array || body instanceof ArrayBuffer;
+
+/** fetch() pinned to each vetted address in dialOrder until one connects. */
+async function fetchPinned(doFetch: typeof fetch, url: string, addrs: string[], init: RequestInit): Promise<Response> {
+  const order = dialOrder(addrs);
+  for (let i = 0; ; i++) {
+    try {
+      return await doFetch(...pinTo(url, order[i], init));
+    } catch (err) {
+      const last = i === order.length - 1 || init.signal?.aborted || !resendable(init.body);
+      if (last || !NOT_CONNECTED.has((err as { code?: string }).code ?? '')) throw err;
+    }
+  }
+}
+
+/**
+ * The fetch arguments that connect to `address` while speaking to `url`'s host: the URL gets the
+ * address, the Host header keeps the name (and port), and for https the TLS server name (SNI and
+ * the certificate's name check) is the name. Bun's fetch honours both (its connection pool keys TLS
+ * connections by server name too); the gateway runs on Bun.
+ */
+export function pinTo(url: string, address: string, init: RequestInit): [string, RequestInit] {
+  const u = new URL(url);
+  const name = u.hostname.replace(/\.$/, '');
+  const host = u.host;
+  u.hostname = isIP(address) === 6 ? `[${address}]` : address;
+  const headers = new Headers(init.headers);
+  headers.set('host', host);
+  const pinned: RequestInit & { tls?: Record<string, unknown> } = { ...init, headers };
+  if (u.protocol === 'https:') pinned.tls = { ...(init as { tls?: Record<string, unknown> }).tls, serverName: name };
+  return [u.toString(), pinned];
+}
+
+/**
+ * fetch() with the guard on the URL and on every redirect hop (at most maxRedirects), each
+ * connection pinned to an address the guard checked (fetchPinned: the next one when one refuses). A literal IP address is fetched as it
+ * is (nothing to resolve). With allowPrivate the guard is off (no resolution, no pinning) but
+ * redirects are still followed by hand, with the same rules.
  */
 export async function upstreamFetch(
   url: string,
@@ -161,8 +218,8 @@ export async function upstreamFetch(
   let current = url;
   let req = { ...init, redirect: 'manual' as const };
   for (let hop = 0; ; hop++) {
-    await assertPublicUrl(current, { allowPrivate, lookup: deps.lookup, guard: deps.guard });
-    const res = await doFetch(current, req);
+    const { addrs, resolved } = await vet(current, { allowPrivate, lookup: deps.lookup, guard: deps.guard });
+    const res = resolved ? await fetchPinned(doFetch, current, addrs, req) : await doFetch(current, req);
     const location = res.headers.get('location');
     if (!REDIRECTS.has(res.status) || !location) return res;
     if (hop >= max) throw new SsrfError(`${(deps.guard ?? UPSTREAM).what} redirected more than ${max} times`);

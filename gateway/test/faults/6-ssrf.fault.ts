@@ -4,7 +4,9 @@
 // option AllowPrivateUpstreams is on.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { attempt, closeDb, db, withTx } from '../support/db';
 import { startGateway } from '../support/gateway';
 import { assertPublicUrl, isPrivateAddress, SsrfError, upstreamFetch } from '../../src/ssrf';
@@ -83,18 +85,24 @@ describe('6. SSRF', () => {
     await expect(assertPublicUrl('https://dual.example/v1', { lookup })).rejects.toThrow(/::1/);
     expect(await assertPublicUrl('https://fine.example/v1', { lookup })).toEqual(['93.184.216.34']);
     // A public upstream that redirects to the metadata service: the hop is checked and refused.
+    // Each connection is pinned to the checked address; the Host header keeps the name.
     const seen: string[] = [];
     const fakeFetch = (async (u: string, init: RequestInit) => {
-      seen.push(`${u} auth=${new Headers(init.headers).get('authorization') ?? '-'}`);
-      if (u.startsWith('https://fine.example/')) return new Response(null, { status: 302, headers: { location: 'http://169.254.169.254/latest/meta-data/iam' } });
-      if (u.startsWith('https://hop.example/')) return new Response(null, { status: 307, headers: { location: 'https://other.example/v1' } });
+      const host = new Headers(init.headers).get('host');
+      seen.push(`${host} ${u} auth=${new Headers(init.headers).get('authorization') ?? '-'}`);
+      if (host === 'fine.example') return new Response(null, { status: 302, headers: { location: 'http://169.254.169.254/latest/meta-data/iam' } });
+      if (host === 'hop.example') return new Response(null, { status: 307, headers: { location: 'https://other.example/v1' } });
       return new Response('{}', { status: 200 });
     }) as unknown as typeof fetch;
     await expect(upstreamFetch('https://fine.example/v1/chat', { method: 'POST', headers: { authorization: 'Bearer sk-x' } }, false, { lookup, fetch: fakeFetch })).rejects.toThrow(/169\.254\.169\.254/);
     // A redirect to another public host is followed, without the channel's credentials.
     const ok = await upstreamFetch('https://hop.example/v1', { method: 'POST', headers: { authorization: 'Bearer sk-x' }, body: '{}' }, false, { lookup, fetch: fakeFetch });
     expect(ok.status).toBe(200);
-    expect(seen).toEqual(['https://fine.example/v1/chat auth=Bearer sk-x', 'https://hop.example/v1 auth=Bearer sk-x', 'https://other.example/v1 auth=-']);
+    expect(seen).toEqual([
+      'fine.example https://93.184.216.34/v1/chat auth=Bearer sk-x',
+      'hop.example https://93.184.216.34/v1 auth=Bearer sk-x',
+      'other.example https://93.184.216.34/v1 auth=-',
+    ]);
     expect(hits).toBe(before); // nothing was ever connected to
     // With the option on, the same local upstream is reached.
     const allowed = await upstreamFetch(localUrl, { method: 'POST', body: '{}' }, true);
@@ -103,6 +111,76 @@ describe('6. SSRF', () => {
     expect(isPrivateAddress('8.8.8.8')).toBe(false);
     expect(isPrivateAddress('2606:4700::1111')).toBe(false);
     figure('SSRF at connect time', { private_refused: blocked.length, dns_to_private_refused: 3, redirect_to_metadata_refused: true, connections_made_while_refusing: hits - before - 1 });
+  });
+
+  it('DNS rebinding: the connection goes to the address that passed the check, never to a second answer', async () => {
+    // A rebinding DNS server: public on the first question, 127.0.0.1 on every later one.
+    let asked = 0;
+    const rebinding = async () => [{ address: asked++ === 0 ? '93.184.216.34' : '127.0.0.1', family: 4 }];
+    // The network as the gateway's fetch meets it: a name is resolved by asking that same DNS
+    // server again (what fetch does with a URL that carries a name), an address is dialled. The
+    // public address is answered here, in-process (no test reaches the internet); anything else is
+    // a real connection, so a request resolved to 127.0.0.1 lands on the local listener.
+    const dialled: string[] = [];
+    const network = (async (u: string, init: RequestInit) => {
+      const url = new URL(u);
+      if (isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0) url.hostname = (await rebinding())[0].address;
+      dialled.push(url.hostname);
+      if (url.hostname === '93.184.216.34') return new Response(JSON.stringify({ from: 'public', host: new Headers(init.headers).get('host') }), { status: 200 });
+      return fetch(url, init);
+    }) as unknown as typeof fetch;
+    const port = new URL(localUrl).port;
+    const before = hits;
+    const res = await upstreamFetch(`http://rebind.example:${port}/v1/chat/completions`, { method: 'POST', body: '{}' }, false, { lookup: rebinding, fetch: network });
+    expect(await res.json()).toEqual({ from: 'public', host: `rebind.example:${port}` });
+    expect(dialled).toEqual(['93.184.216.34']);
+    expect(hits).toBe(before); // the listener on 127.0.0.1 saw no connection
+    expect(asked).toBe(1); // one resolution per connection: the one that was checked
+    figure('DNS rebinding', { resolutions: asked, dialled: dialled.join(','), loopback_connections: hits - before });
+  });
+
+  it('a name with several vetted addresses: IPv4 first, the next address when one refuses the connection, never after a reset', async () => {
+    const lookup = async () => [{ address: '2606:4700::1111', family: 6 }, { address: '93.184.216.34', family: 4 }, { address: '93.184.216.35', family: 4 }];
+    const dialled: string[] = [];
+    const failWith = (code: string) => Object.assign(new TypeError(`${code}: Unable to connect`), { code });
+    const network = (first: string) =>
+      (async (u: string, init: RequestInit) => {
+        const ip = new URL(u).hostname;
+        dialled.push(ip);
+        if (ip === '93.184.216.34') throw failWith(first);
+        return new Response(JSON.stringify({ ip, host: new Headers(init.headers).get('host') }), { status: 200 });
+      }) as unknown as typeof fetch;
+    const res = await upstreamFetch('https://multi.example/v1/chat/completions', { method: 'POST', body: '{}' }, false, { lookup, fetch: network('ECONNREFUSED') });
+    expect(await res.json()).toEqual({ ip: '93.184.216.35', host: 'multi.example' });
+    expect(dialled).toEqual(['93.184.216.34', '93.184.216.35']);
+    // A reset may come after the request was sent: not retried here (the relay fails over instead).
+    dialled.length = 0;
+    await expect(upstreamFetch('https://multi.example/v1', { method: 'POST', body: '{}' }, false, { lookup, fetch: network('ECONNRESET') })).rejects.toMatchObject({ code: 'ECONNRESET' });
+    expect(dialled).toEqual(['93.184.216.34']);
+  });
+
+  it('a literal public address is fetched as it is: no resolver call, no rewritten URL or Host header', async () => {
+    let asked = 0;
+    const lookup = async () => (asked++, [{ address: '127.0.0.1', family: 4 }]);
+    const seen: string[] = [];
+    const network = (async (u: string, init: RequestInit) => {
+      seen.push(`${u} host=${new Headers(init.headers).get('host') ?? '-'} tls=${'tls' in init}`);
+      return new Response('{}', { status: 200 });
+    }) as unknown as typeof fetch;
+    for (const u of ['https://8.8.8.8/v1/chat/completions', 'http://[2606:4700::1111]:8080/v1']) {
+      await upstreamFetch(u, { method: 'POST', body: '{}' }, false, { lookup, fetch: network });
+    }
+    expect(asked).toBe(0);
+    expect(seen).toEqual(['https://8.8.8.8/v1/chat/completions host=- tls=false', 'http://[2606:4700::1111]:8080/v1 host=- tls=false']);
+  });
+
+  it('a pinned https connection sends and verifies the name (SNI, certificate, Host), under Bun as the gateway runs', () => {
+    const bun = join(__dirname, '..', '..', '..', 'node_modules', 'bun', 'bin', 'bun.exe');
+    const out = execFileSync(bun, [join(__dirname, 'fixtures', 'pinned-tls.ts')], { encoding: 'utf8', timeout: 30000 });
+    const r = JSON.parse(out.trim().split('\n').pop()!);
+    expect(r.named.status).toBe(200);
+    expect(r.named.seen).toEqual({ host: expect.stringMatching(/^upstream\.test:\d+$/), sni: 'upstream.test' });
+    expect(r.other).toEqual({ error: 'ERR_TLS_CERT_ALTNAME_INVALID' });
   });
 
   it('the running gateway refuses a private upstream before connecting, as an upstream error naming why', async () => {
