@@ -678,7 +678,7 @@ begin
     raise exception using errcode = 'BADCH', column = 'status',
       message = format('Channel "%s" is archived; restore it (status manually_disabled) to test it.', v_ch.name);
   end if;
-  if not (p_model = any(v_ch.models)) then
+  if p_model is not null and not (p_model = any(v_ch.models)) then
     raise exception using errcode = 'BADCH', column = 'model',
       message = format('Channel "%s" does not serve model "%s"; it serves: %s.', v_ch.name, p_model,
                        coalesce(nullif(array_to_string(v_ch.models, ', '), ''), 'no model'));
@@ -698,13 +698,17 @@ begin
   -- Old test keys go; they were valid for minutes anyway.
   update private.api_keys k set status = 'revoked', revoked_at = now()
    where k.user_id = v_user_id and k.status = 'active' and k.expires_at < now();
-  return admin.key_create(jsonb_build_object('user_id', v_user_id, 'name', format('test of channel %s', p_channel_id),
+  -- With no model, the key may call no model at all: it only lets the gateway read the channel's
+  -- upstream model list for the panel (gateway.channel_models_source).
+  return admin.key_create(jsonb_build_object('user_id', v_user_id,
+                                             'name', case when p_model is null then format('model list of channel %s', p_channel_id)
+                                                          else format('test of channel %s', p_channel_id) end,
                                              'expires_at', now() + interval '5 minutes',
-                                             'allowed_models', jsonb_build_array(p_model)));
+                                             'allowed_models', case when p_model is null then '[]'::jsonb else jsonb_build_array(p_model) end));
 end
 $$;
 comment on function admin.channel_test_key(bigint, text) is
-  E'A key valid five minutes for one model that the channel serves, owned by internal user "channel-test.<id>" whose group routes to that channel only: the panel''s channel test calls the gateway with it, then revokes it.';
+  E'A key valid five minutes for one model that the channel serves, owned by internal user "channel-test.<id>" whose group routes to that channel only: the panel''s channel test calls the gateway with it, then revokes it. With p_model null the key may call no model: the panel''s "Import models" sends it to the gateway''s GET /internal/channels/<id>/upstream-models (gateway.channel_models_source).';
 
 ------------------------------------------------------------------------------------------------
 -- Views for the panel
