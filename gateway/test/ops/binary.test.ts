@@ -1,10 +1,11 @@
-// The single executable: built with `bun build --compile` (scripts/build.mjs), started against a
-// fresh database given by DATABASE_URL, it migrates it to the same schema `npm start` produces,
-// serves the gateway (and the admin, when admin/build exists: first login, forced password change
-// and a setting saved, as a browser would), and stops cleanly on SIGTERM.
+// The single executable: built with `bun build --compile` (scripts/build.mjs), copied alone into
+// an empty folder and started there against a fresh database given by DATABASE_URL, it migrates it
+// to the same schema `npm start` produces, serves the gateway and the admin panel embedded in it
+// (first login, forced password change and a setting saved, as a browser would; the whole
+// newcomer journey in Chromium is admin/test/binary.test.ts), and stops cleanly on SIGTERM.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -12,7 +13,7 @@ import postgres from 'postgres';
 import { closeDb, databaseUrl, db, masterKey } from '../support/db';
 import { freePort } from '../support/gateway';
 // @ts-expect-error plain ESM script without types
-import { buildBinary } from '../../../scripts/build.mjs';
+import { ensureBinary } from '../../../scripts/build.mjs';
 
 const root = join(__dirname, '..', '..', '..');
 const work = mkdtempSync(join(tmpdir(), 'elygate-bin-'));
@@ -27,10 +28,11 @@ let proc: ChildProcess | null = null;
 let out = '';
 
 beforeAll(async () => {
-  // What `npm run build` does: the admin panel (when its sources are there), then the binary.
-  const builder = join(root, 'admin', 'build.mjs');
-  if (existsSync(builder)) (await import(builder)).ensureAdminBuild({ log: (m: string) => console.log(`[admin] ${m}`) });
-  binary = buildBinary(join(work, 'elygate'));
+  // What `npm run build` does: the admin panel, then the binary (each only when out of date).
+  (await import(join(root, 'admin', 'build.mjs'))).ensureAdminBuild({ log: (m: string) => console.log(`[admin] ${m}`) });
+  // The binary alone in an empty folder: nothing of the repository beside it.
+  binary = join(work, 'elygate');
+  copyFileSync(ensureBinary(), binary);
   const s = postgres(serverUrl('postgres'), { max: 1, onnotice: () => {} });
   await s.unsafe(`create database ${dbName}`);
   await s.end();
@@ -107,9 +109,8 @@ describe('dist/elygate (bun build --compile)', () => {
   it('migrates a fresh database, serves the gateway and the admin, and exits 0 on SIGTERM', async () => {
     const port = await freePort();
     const adminPort = await freePort();
-    const adminBuilt = existsSync(join(root, 'admin', 'build', 'handler.js'));
     proc = spawn(binary, [], {
-      cwd: work, // nothing of the repository is needed at run time but the admin build
+      cwd: work, // nothing of the repository is needed at run time
       env: {
         PATH: process.env.PATH,
         DATABASE_URL: serverUrl(dbName),
@@ -117,7 +118,6 @@ describe('dist/elygate (bun build --compile)', () => {
         PORT: String(port),
         ADMIN_PORT: String(adminPort),
         HOST: '127.0.0.1',
-        ELYGATE_ADMIN_BUILD: join(root, 'admin', 'build'),
         ELYGATE_SPOOL_DIR: join(work, 'spool'),
         NODE_ENV: 'production',
       },
@@ -146,12 +146,10 @@ describe('dist/elygate (bun build --compile)', () => {
       await fresh.end();
     }
 
-    if (adminBuilt) {
-      await until(async () => (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).ok, 30_000, 'admin ready');
-      await adminFirstSteps(adminPort);
-    } else {
-      console.log('binary: admin/build is missing, so only the gateway was served (run npm run build first)');
-    }
+    await until(async () => (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).ok, 30_000, 'admin ready');
+    // Served from the panel the binary wrote out of itself, in the folder it was started in.
+    expect(readdirSync(join(work, '.elygate', 'admin'))).toHaveLength(1);
+    await adminFirstSteps(adminPort);
 
     const exited = new Promise<number | null>((r) => proc!.once('exit', (code) => r(code)));
     proc.kill('SIGTERM');
