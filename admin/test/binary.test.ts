@@ -4,8 +4,9 @@
 // admin/admin123 from loopback, the forced password change, private upstreams allowed in Settings,
 // a channel (the mock upstream, its models imported from its listing) and a price, a user with
 // money and a key, a call through the binary's gateway with the openai SDK, that request with its
-// cost on the logs page and in the dashboard's totals, and logging out. The steps are e2e.test.ts's
-// (support/journey.ts).
+// cost and routing trace on the logs page, and logging out. The steps are e2e.test.ts's
+// (support/journey.ts). The binary migrates with the committed migrations only, as `npm start`
+// does: not with migrations/current.sql, the migration in progress.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -113,7 +114,7 @@ describe('the single executable, alone in an empty folder, in Chromium', () => {
     expect(apiKey).toMatch(/^sk-/);
   });
 
-  it("a call through the binary's gateway with the openai SDK, then the request with its cost in the logs and the dashboard", async () => {
+  it("a call through the binary's gateway with the openai SDK, then the request with its cost in the logs", async () => {
     const { content, requestId } = await callGateway(gateway, apiKey, 'gpt-4o-mini', 'hello from the binary');
     expect(content).toBe('echo: hello from the binary');
     const cost = await settledCost(su, requestId);
@@ -123,10 +124,6 @@ describe('the single executable, alone in an empty folder, in Chromium', () => {
     expect(seen.row).toMatch(/gpt-4o-mini[\s\S]*bob/);
     expect(seen.row).toContain(usd(cost));
     expect(seen.trace).toMatch(/channel_id/);
-    await page.goto(`${panel}/?range=24h`);
-    const stats = (await page.getByTestId('stats').textContent())!;
-    expect(stats).toMatch(/Requests\s*1(?!\d)/);
-    expect(Number(/Spend\s*\$([\d.,]+)/.exec(stats)?.[1].replace(/,/g, ''))).toBeGreaterThan(0);
   });
 
   it('logs out', async () => {

@@ -36,19 +36,24 @@ export interface OwnProduct {
 const hash = (password: string) =>
   argon2id({ password, salt: randomBytes(16), parallelism: 1, iterations: 2, memorySize: 19456, hashLength: 32, outputType: 'encoded' });
 
+/** Migrates a fresh database as the suite's setup does: the committed migrations, then the one in
+ *  progress (migrations/current.sql), each followed by sql/. */
+export async function migrateAsTheSuite(url: string): Promise<void> {
+  await migrateDatabase(url, { log: () => {} });
+  const project = fileURLToPath(new URL('../../..', import.meta.url));
+  const gm = spawnSync(join(project, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], {
+    cwd: project, env: { ...process.env, DATABASE_URL: url }, encoding: 'utf8',
+  });
+  if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
+}
+
 export async function startOwnProduct(options: Record<string, string> = {}): Promise<OwnProduct> {
   const dbName = `gw_test_${randomBytes(4).toString('hex')}`;
   const withDb = (url: string) => Object.assign(new URL(url), { pathname: `/${dbName}` }).toString();
   const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
   await root.unsafe(`create database ${dbName}`);
   await root.end();
-  await migrateDatabase(withDb(inject('databaseUrl')), { log: () => {} });
-  // The migration in progress too, as the suite's own setup applies it.
-  const project = fileURLToPath(new URL('../../..', import.meta.url));
-  const gm = spawnSync(join(project, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], {
-    cwd: project, env: { ...process.env, DATABASE_URL: withDb(inject('databaseUrl')) }, encoding: 'utf8',
-  });
-  if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
+  await migrateAsTheSuite(withDb(inject('databaseUrl')));
   const su = postgres(withDb(inject('databaseUrl')), { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': inject('masterKey') } as never });
   await su`select admin.option_set('AllowPrivateUpstreams', 'true')`; // mocks listen on 127.0.0.1
   for (const [k, v] of Object.entries(options)) await su`select admin.option_set(${k}, ${v})`;

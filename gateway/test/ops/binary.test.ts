@@ -10,14 +10,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { closeDb, databaseUrl, db, masterKey } from '../support/db';
+import { closeDb, databaseUrl, masterKey } from '../support/db';
 import { freePort } from '../support/gateway';
 // @ts-expect-error plain ESM script without types
 import { ensureBinary } from '../../../scripts/build.mjs';
+// @ts-expect-error plain ESM script without types
+import { migrateDatabase } from '../../../scripts/migrate.mjs';
 
 const root = join(__dirname, '..', '..', '..');
 const work = mkdtempSync(join(tmpdir(), 'elygate-bin-'));
 const dbName = `gw_bin_${randomBytes(4).toString('hex')}`;
+// Migrated by scripts/migrate.mjs, `npm start`'s code: committed migrations only, as the binary
+// (the suite's own database also has the migration in progress, migrations/current.sql).
+const refName = `${dbName}_ref`;
 const serverUrl = (name: string) => {
   const u = new URL(databaseUrl);
   u.pathname = `/${name}`;
@@ -35,7 +40,9 @@ beforeAll(async () => {
   copyFileSync(ensureBinary(), binary);
   const s = postgres(serverUrl('postgres'), { max: 1, onnotice: () => {} });
   await s.unsafe(`create database ${dbName}`);
+  await s.unsafe(`create database ${refName}`);
   await s.end();
+  await migrateDatabase(serverUrl(refName), { log: () => {} });
 }, 240_000);
 
 afterAll(async () => {
@@ -49,6 +56,7 @@ afterAll(async () => {
   }
   const s = postgres(serverUrl('postgres'), { max: 1, onnotice: () => {} });
   await s.unsafe(`drop database if exists ${dbName} with (force)`);
+  await s.unsafe(`drop database if exists ${refName} with (force)`);
   await s.end();
   rmSync(work, { recursive: true, force: true });
   await closeDb();
@@ -132,7 +140,7 @@ describe('dist/elygate (bun build --compile)', () => {
     expect(res.status).toBe(401);
     expect((await res.json()).error.code).toBe('invalid_api_key');
 
-    // The same schema as the test database, which scripts/migrate.mjs (npm start's code) migrated.
+    // The same schema as a database scripts/migrate.mjs (npm start's code) migrated.
     const schemaOf = async (sql: postgres.Sql) =>
       (await sql`
         select (select array_agg(filename order by filename) from graphile_migrate.migrations) as migrations,
@@ -140,10 +148,12 @@ describe('dist/elygate (bun build --compile)', () => {
                (select count(*)::int from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname in ('private', 'gateway', 'admin') and c.relkind in ('r', 'p', 'v')) as relations,
                (select count(*)::int from private.options) as options`)[0];
     const fresh = postgres(serverUrl(dbName), { max: 1, onnotice: () => {} });
+    const ref = postgres(serverUrl(refName), { max: 1, onnotice: () => {} });
     try {
-      expect(await schemaOf(fresh)).toEqual(await schemaOf(db()));
+      expect(await schemaOf(fresh)).toEqual(await schemaOf(ref));
     } finally {
       await fresh.end();
+      await ref.end();
     }
 
     await until(async () => (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).ok, 30_000, 'admin ready');
