@@ -82,6 +82,7 @@ declare
   v_rows integer;
   v_backfill timestamptz[];
   v_cut timestamptz;
+  v_dims integer;
 begin
   if not pg_try_advisory_xact_lock(hashtext('private.usage_rollup')) then
     return jsonb_build_object('skipped', 'another run holds the lock');
@@ -110,6 +111,7 @@ begin
    group by 1, 2, 3, 4, 5;
   get diagnostics v_rows = row_count;
   perform private.latency_rollup(v_from, v_to, v_cut);
+  v_dims := private.usage_dims_rollup(v_from, v_to, v_cut);
   /* why: hours rolled up before private.latency_hourly existed (an upgrade) have usage and no
      latency row; fill up to 48 of them per run, newest first, until none is left. */
   select array_agg(h.hour) into v_backfill
@@ -119,11 +121,58 @@ begin
   if v_backfill is not null then
     perform private.latency_rollup(b, b, b + interval '1 hour') from unnest(v_backfill) b;
   end if;
-  return jsonb_build_object('from', v_from, 'to', v_to, 'cut', v_cut, 'rows', v_rows, 'latency_backfilled', coalesce(cardinality(v_backfill), 0));
+  return jsonb_build_object('from', v_from, 'to', v_to, 'cut', v_cut, 'rows', v_rows, 'dim_rows', v_dims,
+                            'latency_backfilled', coalesce(cardinality(v_backfill), 0));
 end
 $$;
 comment on function private.usage_rollup(timestamptz) is
-  E'Rebuilds private.usage_hourly and private.latency_hourly for the current and previous hour (and any missed hour, up to 48). Idempotent.';
+  E'Rebuilds private.usage_hourly and private.latency_hourly for the current and previous hour (and any missed hour, up to 48), and private.usage_by_dim for those hours and the days that became complete. Idempotent.';
+
+-- private.usage_dims_rollup: rebuilds private.usage_by_dim from private.usage_hourly: one row per
+-- model, key and channel for each hour from p_from's to p_to's, and for each whole UTC day from
+-- p_from's day up to p_cut's (those days are complete: every hour of them is rolled up), channel
+-- tests left out (as the dashboard does). Called by private.usage_rollup with the hours it rebuilt,
+-- so a day is summed by the first run whose cut passes its midnight (and again if its hours are
+-- rebuilt); most runs rebuild two hours and no day.
+create or replace function private.usage_dims_rollup(p_from timestamptz, p_to timestamptz, p_cut timestamptz)
+returns integer
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_first timestamptz := date_trunc('day', p_from, 'UTC');
+  v_last timestamptz := date_trunc('day', p_cut, 'UTC');
+  v_rows integer;
+  v_days integer := 0;
+begin
+  delete from private.usage_by_dim where period = 'hour' and at >= date_trunc('hour', p_from) and at <= p_to;
+  insert into private.usage_by_dim (period, at, dim, model, key_id, channel_id, requests, errors, tokens, cost_micros,
+                                    cache_exact, cache_semantic, cache_miss, cache_bypass)
+  select 'hour', u.hour, case grouping(u.model, u.key_id, u.channel_id) when 3 then 'model' when 5 then 'key' else 'channel' end,
+         u.model, nullif(u.key_id, 0), nullif(u.channel_id, 0),
+         sum(u.requests), sum(u.errors), sum(u.prompt_tokens + u.completion_tokens), sum(u.cost_micros),
+         sum(u.cache_exact), sum(u.cache_semantic), sum(u.cache_miss), sum(u.cache_bypass)
+    from private.usage_hourly u
+   where u.hour >= date_trunc('hour', p_from) and u.hour <= p_to
+     and not exists (select 1 from private.users i where i.id = u.user_id and private.user_is_internal(i.username))
+   group by u.hour, grouping sets ((u.model), (u.key_id), (u.channel_id));
+  get diagnostics v_rows = row_count;
+  if v_first < v_last then
+    delete from private.usage_by_dim where period = 'day' and at >= v_first and at < v_last;
+    insert into private.usage_by_dim (period, at, dim, model, key_id, channel_id, requests, errors, tokens, cost_micros,
+                                      cache_exact, cache_semantic, cache_miss, cache_bypass)
+    select 'day', date_trunc('day', h.at, 'UTC'), h.dim, h.model, h.key_id, h.channel_id, sum(h.requests), sum(h.errors), sum(h.tokens),
+           sum(h.cost_micros), sum(h.cache_exact), sum(h.cache_semantic), sum(h.cache_miss), sum(h.cache_bypass)
+      from private.usage_by_dim h
+     where h.period = 'hour' and h.at >= v_first and h.at < v_last
+     group by date_trunc('day', h.at, 'UTC'), h.dim, h.model, h.key_id, h.channel_id;
+    get diagnostics v_days = row_count;
+  end if;
+  return v_rows + v_days;
+end
+$$;
+comment on function private.usage_dims_rollup(timestamptz, timestamptz, timestamptz) is
+  E'Rebuilds private.usage_by_dim (one row per model, key and channel) for the hours p_from..p_to and for the complete UTC days from p_from''s day to p_cut''s, from private.usage_hourly; channel tests left out. Called by private.usage_rollup.';
 
 -- private.history_purge: keeps the run logs bounded (pg_cron's and ours), in bounded batches.
 create or replace function private.history_purge(p_now timestamptz default now())

@@ -24,7 +24,7 @@ values
   ('KeyDisableAuthFailures', '3', 'int', 0, 1000000,
    'A key of a multi-key channel answered with 401/403 this many times in the window is disabled (0: never).'),
   ('ProbeTimeoutMs', '30000', 'int', 1000, 600000,
-   'Deadline, in ms, for one channel probe or test request.'),
+   'Deadline, in ms, for one channel probe or test request, and for each page of a channel''s upstream model list (the panel''s Import models).'),
   ('ChannelTestIntervalMinutes', '0', 'int', 0, 10080,
    'Every enabled channel gets a test request this often, results in admin.channel_probes (0: off).')
 on conflict (key) do update

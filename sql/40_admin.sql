@@ -308,6 +308,19 @@ begin
                          where not exists (select 1 from private.groups pg where pg.name = g)));
   end if;
   perform private.channel_numbers_check(p_args);
+  -- A channel's models are matched to requests by exact name: a blank, padded or repeated name (a
+  -- slip in the models box, or in a list imported from the upstream) would never match or match twice.
+  if p_args ? 'models' and exists (select 1 from unnest(private.json_text_array(p_args -> 'models', 'models')) m
+                                    where m !~ '^\S(.*\S)?$' or length(m) > 256) then
+    raise exception using errcode = 'BADCH', column = 'models',
+      message = 'Every model name in "models" must be 1 to 256 characters without leading or trailing spaces.';
+  end if;
+  if p_args ? 'models' and (select count(*) <> count(distinct m) from unnest(private.json_text_array(p_args -> 'models', 'models')) m) then
+    raise exception using errcode = 'BADCH', column = 'models',
+      message = format('"models" lists a model more than once: %s.',
+                       (select string_agg(format('"%s"', d.m), ', ')
+                          from (select m from unnest(private.json_text_array(p_args -> 'models', 'models')) m group by m having count(*) > 1) d));
+  end if;
   if p_args ? 'name' and length(p_args ->> 'name') > 128 then
     raise exception using errcode = 'BADCH', column = 'name', message = 'A channel''s "name" may have at most 128 characters.';
   end if;

@@ -699,7 +699,7 @@ begin
     raise exception using errcode = 'BADCH', column = 'status',
       message = format('Channel "%s" is archived; restore it (status manually_disabled) to test it.', v_ch.name);
   end if;
-  if not (p_model = any(v_ch.models)) then
+  if p_model is not null and not (p_model = any(v_ch.models)) then
     raise exception using errcode = 'BADCH', column = 'model',
       message = format('Channel "%s" does not serve model "%s"; it serves: %s.', v_ch.name, p_model,
                        coalesce(nullif(array_to_string(v_ch.models, ', '), ''), 'no model'));
@@ -719,13 +719,17 @@ begin
   -- Old test keys go; they were valid for minutes anyway.
   update private.api_keys k set status = 'revoked', revoked_at = now()
    where k.user_id = v_user_id and k.status = 'active' and k.expires_at < now();
-  return admin.key_create(jsonb_build_object('user_id', v_user_id, 'name', format('test of channel %s', p_channel_id),
+  -- With no model, the key may call no model at all: it only lets the gateway read the channel's
+  -- upstream model list for the panel (gateway.channel_models_source).
+  return admin.key_create(jsonb_build_object('user_id', v_user_id,
+                                             'name', case when p_model is null then format('model list of channel %s', p_channel_id)
+                                                          else format('test of channel %s', p_channel_id) end,
                                              'expires_at', now() + interval '5 minutes',
-                                             'allowed_models', jsonb_build_array(p_model)));
+                                             'allowed_models', case when p_model is null then '[]'::jsonb else jsonb_build_array(p_model) end));
 end
 $$;
 comment on function admin.channel_test_key(bigint, text) is
-  E'A key valid five minutes for one model that the channel serves, owned by internal user "channel-test.<id>" whose group routes to that channel only: the panel''s channel test calls the gateway with it, then revokes it.';
+  E'A key valid five minutes for one model that the channel serves, owned by internal user "channel-test.<id>" whose group routes to that channel only: the panel''s channel test calls the gateway with it, then revokes it. With p_model null the key may call no model: the panel''s "Import models" sends it to the gateway''s GET /internal/channels/<id>/upstream-models (gateway.channel_models_source).';
 
 ------------------------------------------------------------------------------------------------
 -- Views for the panel
@@ -835,32 +839,46 @@ as $$
 declare
   v_from timestamptz := date_trunc('hour', p_since);
   v_cut timestamptz;
+  v_day_from timestamptz;   -- [v_day_from, v_day_to): whole UTC days read by the day
+  v_day_to timestamptz;
   v_out jsonb;
 begin
   select l.covered_to into v_cut from private.latency_hourly l order by l.hour desc limit 1;
   -- No rollup yet: all from the log. A cut ahead of the clock (a run with a future "now"): from this hour.
   v_cut := greatest(case when v_cut > now() then date_trunc('hour', now()) else coalesce(v_cut, '-infinity') end, v_from);
+  -- The range's whole days that private.usage_by_dim holds by the day (up to the last complete day).
+  v_day_from := date_trunc('day', v_from + interval '24 hours' - interval '1 microsecond', 'UTC');
+  select d.at + interval '24 hours' into v_day_to from private.usage_by_dim d where d.period = 'day' order by d.period, d.at desc limit 1;
+  v_day_to := least(coalesce(v_day_to, '-infinity'), date_trunc('day', v_cut, 'UTC'));
+  if v_day_to <= v_day_from then
+    v_day_from := '-infinity';
+    v_day_to := '-infinity';
+  end if;
   with raw as materialized (
     select date_trunc('hour', r.created_at) as hour, r.model, r.key_id, r.channel_id, r.latency_ms, r.cache,
            (r.status in ('error', 'aborted', 'refused'))::integer as errors,
            coalesce(r.prompt_tokens, 0) + coalesce(r.completion_tokens, 0) as tokens, coalesce(r.cost_micros, 0) as cost_micros
       from private.requests r
      where r.created_at >= v_cut and not exists (select 1 from admin.internal_users i where i.id = r.user_id)
-  ), usage as (
-    select u.model, nullif(u.key_id, 0) as key_id, nullif(u.channel_id, 0) as channel_id, u.requests, u.errors,
-           u.prompt_tokens + u.completion_tokens as tokens, u.cost_micros, u.cache_exact + u.cache_semantic as hits,
-           u.cache_exact + u.cache_semantic + u.cache_miss + u.cache_bypass as cacheable
-      from private.usage_hourly u
-     where u.hour >= v_from and u.hour < v_cut and not exists (select 1 from admin.internal_users i where i.id = u.user_id)
+  ), usage as (   -- per model, key and channel: whole days, the other hours up to the cut, then the log after it
+    select d.dim, d.model, d.key_id, d.channel_id, d.requests, d.errors, d.tokens, d.cost_micros,
+           d.cache_exact + d.cache_semantic as hits, d.cache_exact + d.cache_semantic + d.cache_miss + d.cache_bypass as cacheable
+      from private.usage_by_dim d
+     where (d.period = 'day' and d.at >= v_day_from and d.at < v_day_to)
+        or (d.period = 'hour' and ((d.at >= v_from and d.at < least(v_day_from, v_cut)) or (d.at >= greatest(v_day_to, v_from) and d.at < v_cut)))
     union all
-    select x.model, x.key_id, x.channel_id, 1, x.errors, x.tokens, x.cost_micros,
+    select m.dim, case m.dim when 'model' then x.model end, case m.dim when 'key' then x.key_id end,
+           case m.dim when 'channel' then x.channel_id end, 1, x.errors, x.tokens, x.cost_micros,
            (x.cache in ('exact', 'semantic'))::integer, (x.cache is not null)::integer
-      from raw x
-  ), agg as (   -- one pass: the totals and each top list's candidates (grouping() says which set a row is)
-    select grouping(u.model, u.key_id, u.channel_id) as g, u.model, u.key_id, u.channel_id,
+      from raw x cross join (values ('model'), ('key'), ('channel')) m(dim)
+  ), agg as (   -- each top list's candidates (g: 3 models, 5 keys, 6 channels, as grouping() numbers them) and the totals (7)
+    select case u.dim when 'model' then 3 when 'key' then 5 else 6 end as g, u.model, u.key_id, u.channel_id,
            sum(u.requests) as requests, sum(u.errors) as errors, sum(u.tokens) as tokens, sum(u.cost_micros) as cost_micros,
            sum(u.hits) as hits, sum(u.cacheable) as cacheable
-      from usage u group by grouping sets ((), (u.model), (u.key_id), (u.channel_id))
+      from usage u group by 1, 2, 3, 4
+    union all
+    select 7, null, null, null, sum(u.requests), sum(u.errors), sum(u.tokens), sum(u.cost_micros), sum(u.hits), sum(u.cacheable)
+      from usage u where u.dim = 'model'
   ), hb as (    -- latency histogram per hour: rolled up, then the log after the cut
     select l.hour, x.i::integer as i, x.n::bigint as n
       from private.latency_hourly l cross join lateral unnest(l.buckets) with ordinality x(n, i)
@@ -906,7 +924,7 @@ begin
 end
 $$;
 comment on function admin.dashboard(timestamptz) is
-  E'The dashboard from p_since''s hour on: totals (with cache_rate), top 5 models, keys and channels, the hourly series (exact p50/p95 for complete hours, within 2.5% for the hour in progress) and p50_ms/p95_ms of the range (within 2.5%). Rollup up to its cut, the request log after; channel tests excluded.';
+  E'The dashboard from p_since''s hour on: totals (with cache_rate), top 5 models, keys and channels, the hourly series (exact p50/p95 for complete hours, within 2.5% for the hour in progress) and p50_ms/p95_ms of the range (within 2.5%). Per model, key and channel (private.usage_by_dim): whole UTC days by the day, other hours by the hour up to the rollup''s cut, the request log after; channel tests excluded.';
 
 create or replace view admin.partitions as
   select c.relname as name,

@@ -11,10 +11,13 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
-import OpenAI from 'openai';
 import { startMockUpstream, type MockUpstream } from '../../gateway/test/support/mock-upstream';
 import { closeDb, db } from '../../gateway/test/support/db';
 import { startProduct, type RunningProduct } from './support/admin-server';
+import {
+  allowPrivateUpstreams, callGateway, choosePassword, createKey, createUserWithMoney, firstAdminLogin, logOut, requestInLogs,
+  setPrice, settledCost, submitChannel, submitLogin,
+} from './support/journey';
 import { usd } from '../src/lib/format';
 
 const SHOTS = process.env.ELYGATE_SCREENSHOTS_DIR
@@ -118,21 +121,13 @@ describe('admin panel, end to end', () => {
     await go('/');
     expect(new URL(page.url()).pathname).toBe('/login');
     await shot('01-login');
-    await page.fill('#username', 'admin');
-    await page.fill('#password', 'admin123');
-    await page.click('button:has-text("Log in")');
-    await page.waitForURL('**/password');
-    await page.getByTestId('forced').waitFor();
+    await firstAdminLogin(page, admin.url);
     await shot('02-forced-password-change');
     await go('/channels');
     expect(new URL(page.url()).pathname).toBe('/password');
-    await page.fill('#password', 'abcdefghijk');
-    await page.fill('#confirm', 'abcdefghijx');
-    await page.click('button:has-text("Save password")');
+    await choosePassword(page, 'abcdefghijk', 'abcdefghijx');
     await expect(page.getByTestId('form-error').textContent()).resolves.toMatch(/differ/);
-    await page.fill('#password', NEW_PASSWORD);
-    await page.fill('#confirm', NEW_PASSWORD);
-    await page.click('button:has-text("Save password")');
+    await choosePassword(page, NEW_PASSWORD);
     await page.waitForURL((u) => u.pathname === '/');
     const cookie = (await page.context().cookies()).find((c) => c.name === 'elygate_session')!;
     // Not Secure over http: the panel knows the scheme it is opened with (ORIGIN from start.mjs).
@@ -145,33 +140,18 @@ describe('admin panel, end to end', () => {
     await shot('03-dashboard-empty');
   });
 
+  const channel = () => ({ name: 'mock-openai', baseUrl: mock.url, apiKey: 'sk-upstream-e2e', models: 'gpt-4o-mini' });
   it('a channel on this machine is refused until Settings allow private upstreams', async () => {
-    await go('/channels');
-    await page.click('button:has-text("New channel")');
-    await page.fill('#ch-name', 'mock-openai');
-    await page.fill('#ch-base', mock.url);
-    await page.fill('#ch-key', 'sk-upstream-e2e');
-    await page.fill('#ch-models', 'gpt-4o-mini');
-    await page.click('button:has-text("Create channel")');
+    await submitChannel(page, admin.url, channel());
     await expect(page.getByTestId('form-error').textContent()).resolves.toMatch(/private, loopback/);
-    await go('/settings');
-    const row = page.locator('form:has(#opt-AllowPrivateUpstreams)');
-    await row.locator('#opt-AllowPrivateUpstreams').check();
-    await row.getByRole('button', { name: 'Save' }).click();
-    await page.locator('form:has(#opt-AllowPrivateUpstreams)').getByText('Saved.').waitFor();
+    await allowPrivateUpstreams(page, admin.url);
     expect((await db()`select value from admin.options where key = 'AllowPrivateUpstreams'`)[0].value).toBe('true');
   });
 
   it('creates a channel, shows a SQL error inline, and tests it through the gateway', async () => {
     await go('/channels');
     await page.getByText('No channels yet').waitFor();
-    await page.click('button:has-text("New channel")');
-    await page.fill('#ch-name', 'mock-openai');
-    await page.fill('#ch-base', mock.url);
-    await page.fill('#ch-key', 'sk-upstream-e2e');
-    await page.fill('#ch-models', 'gpt-4o-mini');
-    await page.fill('#ch-map', '[1]'); // not an object: the SQL function says so
-    await page.click('button:has-text("Create channel")');
+    await submitChannel(page, admin.url, { ...channel(), mapping: '[1]' }); // not an object: the SQL function says so
     await expect(page.getByTestId('form-error').textContent()).resolves.toMatch(/model_mapping/);
     await page.fill('#ch-key', 'sk-upstream-e2e');
     await page.fill('#ch-map', '');
@@ -181,10 +161,7 @@ describe('admin panel, end to end', () => {
     // Price it, or the gateway refuses unpriced models.
     await go('/prices');
     await page.getByText('No prices yet').waitFor();
-    await page.fill('#p-name', 'gpt-4o-mini');
-    await page.fill('#p-input_price', '0.15');
-    await page.fill('#p-output_price', '0.6');
-    await page.click('button:has-text("Save price")');
+    await setPrice(page, admin.url, 'gpt-4o-mini', '0.15', '0.6');
     await expect(page.getByTestId('prices').textContent()).resolves.toContain('$0.15');
     await shot('06-prices');
     const exp = await page.context().request.get(`${admin.url}/prices/export`);
@@ -213,29 +190,14 @@ describe('admin panel, end to end', () => {
   });
 
   it('creates a user with money and a panel password', async () => {
-    await go('/users');
-    await page.fill('#u-name', 'alice');
-    await page.click('button:has-text("Create")');
-    await page.getByRole('status').getByText('User alice created.').waitFor();
-    const [{ id }] = await db()`select id from admin.users where username = 'alice'`;
-    await page.fill(`#ut-${id}`, '5');
-    await page.locator(`#ut-${id}`).press('Enter');
-    await page.getByText('Balance is now $5.00').waitFor();
-    await page.fill(`#up-${id}`, 'temporary-pass-1');
-    await page.locator(`#up-${id}`).press('Enter');
-    await page.getByText('Panel password set').waitFor();
+    await createUserWithMoney(page, admin.url, 'alice', '5', 'temporary-pass-1');
+    const [w] = await db()`select balance_micros from admin.wallets where username = 'alice'`;
+    expect(Number(w.balance_micros)).toBe(5_000_000);
     await shot('05-users');
   });
 
   it('creates a key shown once, with a copy button', async () => {
-    await go('/keys');
-    await page.selectOption('#k-user', 'alice');
-    await page.fill('#k-name', 'e2e');
-    await page.fill('#k-models', 'gpt-4o-mini');
-    await page.fill('#k-rpm', '100');
-    await page.click('button:has-text("Create key")');
-    await page.getByTestId('shown-once').waitFor();
-    apiKey = (await page.getByTestId('secret').textContent())!.trim();
+    apiKey = await createKey(page, admin.url, { user: 'alice', name: 'e2e', models: 'gpt-4o-mini', rpm: '100' });
     expect(apiKey).toMatch(/^sk-/);
     await page.getByRole('button', { name: 'Copy' }).waitFor();
     await shot('07-keys');
@@ -247,33 +209,15 @@ describe('admin panel, end to end', () => {
 
   it("shows that key's request, with its cost, in the logs after a call through the gateway", async () => {
     // As the user would call it: the openai SDK, pointed at the gateway `npm start` started.
-    const client = new OpenAI({ apiKey, baseURL: `${admin.gatewayUrl}/v1`, maxRetries: 0 });
-    const { data: answer, response } = await client.chat.completions
-      .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello from the e2e test' }] })
-      .withResponse();
-    expect(answer.choices[0].message.content).toBe('echo: hello from the e2e test');
-    const requestId = response.headers.get('x-request-id')!;
-    let cost = 0;
-    for (let i = 0; i < 50; i++) {
-      const [r] = await db()`select status, cost_micros from admin.requests where id = ${requestId}::uuid`;
-      if (r && r.status !== 'pending' && r.cost_micros !== null) {
-        cost = Number(r.cost_micros);
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const { content, requestId } = await callGateway(admin.gatewayUrl, apiKey, 'gpt-4o-mini', 'hello from the e2e test');
+    expect(content).toBe('echo: hello from the e2e test');
+    const cost = await settledCost(db(), requestId);
     expect(cost).toBeGreaterThan(0);
-    await go(`/logs?key=${keyId}`);
-    const table = page.getByTestId('logs');
-    await table.waitFor();
-    expect(await table.locator('tbody tr').count()).toBe(1);
-    await expect(table.textContent()).resolves.toMatch(/gpt-4o-mini[\s\S]*alice/);
-    await expect(table.textContent()).resolves.toContain(usd(cost));
-    await shot('08-logs');
-    await table.getByText('Details').click();
-    await page.waitForURL(`**/logs/${requestId}`);
-    await expect(page.getByTestId('receipt').textContent()).resolves.toMatch(/upstream/);
-    await expect(page.getByTestId('trace').textContent()).resolves.toMatch(/channel_id/);
+    const seen = await requestInLogs(page, admin.url, `key=${keyId}`, requestId, () => shot('08-logs'));
+    expect(seen.row).toMatch(/gpt-4o-mini[\s\S]*alice/);
+    expect(seen.row).toContain(usd(cost));
+    expect(seen.receipt).toMatch(/upstream/);
+    expect(seen.trace).toMatch(/channel_id/);
     await shot('09-log-detail');
     const csv = await (await page.context().request.get(`${admin.url}/logs/export?key=${keyId}`)).text();
     expect(csv.split('\n')[0]).toMatch(/^id,created_at,status/);
@@ -325,15 +269,10 @@ describe('admin panel, end to end', () => {
   });
 
   it('a regular user: forced change, self-service, and 403 on every admin page', async () => {
-    await page.locator('nav').getByRole('button', { name: 'Log out' }).click();
-    await page.waitForURL('**/login');
-    await page.fill('#username', 'alice');
-    await page.fill('#password', 'temporary-pass-1');
-    await page.click('button:has-text("Log in")');
+    await logOut(page);
+    await submitLogin(page, 'alice', 'temporary-pass-1');
     await page.waitForURL('**/password');
-    await page.fill('#password', 'alice-own-password');
-    await page.fill('#confirm', 'alice-own-password');
-    await page.click('button:has-text("Save password")');
+    await choosePassword(page, 'alice-own-password');
     await page.waitForURL('**/me?changed=1');
     await expect(page.getByTestId('balance').textContent()).resolves.toMatch(/\$4\.99|\$5\.00|\$4\.9/);
     await expect(page.getByTestId('my-requests').textContent()).resolves.toContain('gpt-4o-mini');
@@ -359,8 +298,7 @@ describe('admin panel, end to end', () => {
     expect((await db()`select status from admin.api_keys where id = ${keyId}`)[0].status).toBe('active');
     // And out again: the session is gone, the panel asks for a login.
     await go('/me');
-    await page.locator('nav').getByRole('button', { name: 'Log out' }).click();
-    await page.waitForURL('**/login');
+    await logOut(page);
     await go('/me');
     expect(new URL(page.url()).pathname).toBe('/login');
   });

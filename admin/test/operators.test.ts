@@ -165,6 +165,51 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     await su`select admin.channel_update(${betaId}, '{"status": "enabled"}')`;
   });
 
+  it("imports a channel's model list from its upstream: checkboxes, new ones marked, saved through SQL", async () => {
+    const [{ id }] = await su`select id from admin.channels where name = 'alpha'`;
+    live.models = ['gpt-4o', 'gpt-4o-mini', 'm-op'];
+    const heard = live.calls.length;
+    await go('/channels');
+    await page.getByTestId('channels').locator('tr', { hasText: 'alpha' }).getByRole('button', { name: 'Import models' }).click();
+    const box = page.getByTestId('import-models');
+    expect(await box.getByRole('status').textContent()).toMatch(/lists 3 model\(s\); 2 of them the channel does not serve yet/);
+    // The gateway called the upstream's listing with the channel's own key (the admin holds none).
+    const listing = live.calls.slice(heard).filter((c) => c.path === '/v1/models');
+    expect(listing).toHaveLength(1);
+    expect(listing[0].headers.authorization).toBe('Bearer sk-up');
+    const item = (model: string) => box.getByTestId('import-list').locator('li', { has: page.locator(`input[value="${model}"]`) });
+    expect(await item('m-op').getByRole('checkbox').isChecked()).toBe(true);
+    expect(await item('m-op').textContent()).not.toMatch(/new/);
+    for (const m of ['gpt-4o', 'gpt-4o-mini']) {
+      expect(await item(m).getByRole('checkbox').isChecked()).toBe(false);
+      expect(await item(m).textContent()).toMatch(/new/);
+    }
+    await page.fill('#im-filter', 'mini');
+    expect(await item('gpt-4o-mini').isVisible()).toBe(true);
+    expect(await box.getByTestId('import-list').locator('li:visible').count()).toBe(1);
+    await item('gpt-4o-mini').getByRole('checkbox').check();
+    await page.fill('#im-filter', '');
+    await shot('channels-import-models');
+    await box.getByRole('button', { name: /^Save 2 model/ }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/alpha now serves 2 model\(s\): m-op, gpt-4o-mini/);
+    expect((await dbRow(su`select models from admin.channels where id = ${id}`)).models).toEqual(['m-op', 'gpt-4o-mini']);
+    // The panel's key for the listing is gone once used.
+    expect(Number((await dbRow(su`select count(*) as n from private.api_keys where user_id = (select id from private.users where username = ${`channel-test.${id}`}) and status = 'active'`)).n)).toBe(0);
+
+    // Failures say what failed, next to the channel, and change nothing.
+    live.mode = { kind: 'status', status: 401 };
+    await page.getByTestId('channels').locator('tr', { hasText: 'alpha' }).getByRole('button', { name: 'Import models' }).click();
+    expect(await page.getByTestId('import-error').textContent()).toMatch(/upstream refused the channel's key \(HTTP 401\): mock upstream says 401[\s\S]*upstream_unauthorized/);
+    await shot('channels-import-401');
+    live.mode = { kind: 'ok' };
+    live.models = null;
+    await page.getByTestId('channels').locator('tr', { hasText: 'alpha' }).getByRole('button', { name: 'Import models' }).click();
+    expect(await page.getByTestId('import-error').textContent()).toMatch(/has no model listing[\s\S]*enter the channel's models by hand/);
+    expect((await dbRow(su`select models from admin.channels where id = ${id}`)).models).toEqual(['m-op', 'gpt-4o-mini']);
+    live.models = ['m-op'];
+    await su`select admin.channel_update(${id}, '{"models": ["m-op"]}')`;
+  });
+
   it("shows a log entry's routing as a table of steps", async () => {
     await go(`/logs/${deadRequest}`);
     const steps = page.getByTestId('route-steps');

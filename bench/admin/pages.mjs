@@ -1,11 +1,12 @@
 // Issue 21, "every page fast with real traffic": times every admin page over HTTP against a
 // database holding N requests in the last 24 hours (bench/admin/traffic.mjs).
-//   node bench/admin/pages.mjs [--rows 2000000] [--repeats 3] [--keep-db]
+//   node bench/admin/pages.mjs [--rows 2000000] [--days 30] [--repeats 3] [--keep-db]
 // makes a database bench_pages_<random> on the embedded cluster (or DATABASE_URL's server), fills
-// it, starts the product as `npm start` does (scripts/start.mjs) on it, logs in as an admin made in
+// it (the log with the last 24 hours; the `days - 1` days before them with the same traffic as
+// rollups, see spreadRollups), starts the product as `npm start` does (scripts/start.mjs) on it, logs in as an admin made in
 // SQL, and prints each page's median and worst time. admin/test/page-speed.test.ts runs the same
 // measurement in the suite with fewer rows (see docs/performance.md, "Admin pages with real traffic").
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { argon2id } from 'hash-wasm';
-import { generateTraffic } from './traffic.mjs';
+import { generateTraffic, spreadRollups } from './traffic.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -96,6 +97,7 @@ async function startProduct(env) {
 async function main() {
   const arg = (name, dflt) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1] : dflt; };
   const rows = Number(arg('rows', 2_000_000));
+  const days = Number(arg('days', 30));
   const repeats = Number(arg('repeats', 3));
   let server = process.env.DATABASE_URL;
   if (!server) server = (await import(pathToFileURL(join(root, 'scripts', 'pg.mjs')).href)).readState().url;
@@ -108,9 +110,24 @@ async function main() {
   try {
     const { migrateDatabase } = await import(pathToFileURL(join(root, 'scripts', 'migrate.mjs')).href);
     await migrateDatabase(dbUrl, { log: () => {} });
+    // The migration in progress too, if there is one (as the test suites apply it).
+    const gm = spawnSync(join(root, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'], { cwd: root, env: { ...process.env, DATABASE_URL: dbUrl }, encoding: 'utf8' });
+    if (gm.status !== 0) throw new Error(`graphile-migrate watch --once failed:\n${gm.stdout}${gm.stderr}`);
     let t = Date.now();
     const made = await generateTraffic(db, { rows });
     console.log(`${name}: ${rows} requests generated in ${((Date.now() - t) / 1000).toFixed(1)} s (rollup ${made.rollupMs} ms, ${made.rollup.rows} rollup rows)`);
+    t = Date.now();
+    const spread = await spreadRollups(db, { days });
+    console.log(`${name}: ${days - 1} earlier days as rollups in ${((Date.now() - t) / 1000).toFixed(1)} s (${spread.usageRows} hourly rows, ${spread.dimRows} rows per dimension)`);
+    for (const range of ['24 hours', '7 days', '30 days']) {
+      const times = [];
+      for (let i = 0; i < 4; i++) {
+        const t0 = performance.now();
+        await db`select admin.dashboard(now() - ${range}::interval)`;
+        if (i > 0) times.push(Math.round(performance.now() - t0));
+      }
+      console.log(`admin.dashboard(now() - '${range}') in SQL: ${times.join(', ')} ms`);
+    }
     await createAdmin(db, 'bench-admin', 'bench-password-123');
     const { adminPassword } = (await import(pathToFileURL(join(root, 'scripts', 'pg.mjs')).href)).readState();
     const adminUrl = Object.assign(new URL(dbUrl), { username: 'elygate_admin', password: adminPassword }).toString();

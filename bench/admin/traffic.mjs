@@ -64,3 +64,40 @@ async function insertRequests(sql, { rows, now, keys, channels, models }) {
               from (select g, random() as u from generate_series(1, ${rows}::int) g) s) t
      order by t.at`;   // the gateway writes the log as requests finish: in time order on disk, as here
 }
+
+/**
+ * Older days of the same traffic, as their rollups: the last 24 rolled-up hours copied into each of
+ * the `days - 1` days before them (the dashboard reads nothing but the rollup there; generating the
+ * log itself for 30 days at 2M a day would take an hour and 60M rows). The day-old copy of the hour
+ * in progress would land on the window's oldest, partial hour: that one keeps what the log holds.
+ */
+export async function spreadRollups(sql, { days = 30 } = {}) {
+  if (days <= 1) return { usageRows: 0, latencyRows: 0, dimRows: 0 };
+  const [{ n: usageRows }] = await sql`
+    with ins as (
+      insert into private.usage_hourly (hour, user_id, key_id, model, channel_id, requests, errors, prompt_tokens, completion_tokens,
+                                             cost_micros, latency_ms_sum, latency_p50_ms, latency_p95_ms, cache_exact, cache_semantic, cache_miss, cache_bypass)
+      select h.hour - make_interval(days => d), h.user_id, h.key_id, h.model, h.channel_id, h.requests, h.errors, h.prompt_tokens, h.completion_tokens,
+             h.cost_micros, h.latency_ms_sum, h.latency_p50_ms, h.latency_p95_ms, h.cache_exact, h.cache_semantic, h.cache_miss, h.cache_bypass
+        from (select * from private.usage_hourly where hour > (select max(hour) from private.usage_hourly) - interval '24 hours') h
+       cross join generate_series(1, ${days - 1}::int) d
+       where h.hour - make_interval(days => d) < (select min(hour) from private.usage_hourly)
+      returning 1)
+    select count(*)::int as n from ins`;
+  const [{ n: latencyRows }] = await sql`
+    with ins as (
+      insert into private.latency_hourly (hour, requests, errors, p50_ms, p95_ms, buckets, covered_to)
+      select h.hour - make_interval(days => d), h.requests, h.errors, h.p50_ms, h.p95_ms, h.buckets, h.hour - make_interval(days => d) + interval '1 hour'
+        from (select * from private.latency_hourly where hour > (select max(hour) from private.latency_hourly) - interval '24 hours') h
+       cross join generate_series(1, ${days - 1}::int) d
+       where h.hour - make_interval(days => d) < (select min(hour) from private.latency_hourly)
+      returning 1)
+    select count(*)::int as n from ins`;
+  // Their rollup per dimension, by the hour and by the day, as the job's runs would have built it.
+  const [{ n: dimRows }] = await sql`select private.usage_dims_rollup(min(hour), max(hour), (select max(covered_to) from private.latency_hourly)) as n
+                                       from private.usage_hourly`;
+  await sql`analyze private.usage_hourly`;
+  await sql`analyze private.latency_hourly`;
+  await sql`analyze private.usage_by_dim`;
+  return { usageRows, latencyRows, dimRows };
+}

@@ -15,6 +15,7 @@ import { pendingOutcomes, settleStats, spoolDepth } from './settle';
 import { readinessGate } from './shutdown';
 import { observeResponse, renderMetrics } from './metrics';
 import { config } from './config';
+import { upstreamModels } from './upstream-models';
 
 type Server = { requestIP?: (req: Request) => { address: string } | null; timeout?: (req: Request, s: number) => void } | null;
 
@@ -242,6 +243,17 @@ async function listModels(request: Request, server: Server, only?: string): Prom
   }
 }
 
+/** The admin panel's "Import models": a channel's model list from its upstream (upstream-models.ts). */
+async function upstreamModelsRoute(request: Request, id: string): Promise<Response> {
+  const requestId = newRequestId();
+  try {
+    if (!/^\d{1,18}$/.test(id)) throw new GatewayError(400, `"${id.slice(0, 40)}" is not a channel id (a whole number).`, 'invalid_request_error', 'invalid_request', 'id');
+    return json(await upstreamModels(Number(id), clientKey(request)), requestId);
+  } catch (err) {
+    return toGatewayError(err).toResponse(requestId);
+  }
+}
+
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'];
 
@@ -333,6 +345,7 @@ export function createApp() {
     .post('/v1/messages', ({ request, server }) => relayRoute('messages', request, server as Server), { parse: 'none' })
     .post('/v1/messages/count_tokens', ({ request, server }) => countTokensRoute(request, server as Server), { parse: 'none' })
     .post('/v1/responses', ({ request, server }) => relayRoute('responses', request, server as Server), { parse: 'none' })
+    .get('/internal/channels/:id/upstream-models', ({ request, params }) => upstreamModelsRoute(request, params.id))
     .get('/v1/models', ({ request, server }) => listModels(request, server as Server))
     .get('/v1/models/*', ({ request, server, params }) => listModels(request, server as Server, decodeURIComponent((params as any)['*'])));
 }

@@ -27,6 +27,7 @@ const SQLSTATES: Record<string, Mapping> = {
   RLIMT: { status: 429, type: 'requests', code: 'rate_limit_exceeded' },
   TLIMT: { status: 429, type: 'tokens', code: 'rate_limit_exceeded' },
   BADCD: { status: 400, type: 'invalid_request_error', code: 'invalid_code' },
+  CHDNY: { status: 403, type: 'permission_error', code: 'channel_not_allowed' },
 };
 
 /** Seconds a client should wait before retrying when the database is unavailable. */

@@ -29,10 +29,11 @@ export function userEnv(settings: Record<string, string>): Record<string, string
   return { ...env, ...settings };
 }
 
-async function until(ok: () => Promise<boolean>, proc: ChildProcess, out: () => string, what: string, ms = 60000) {
+/** Waits until ok() holds, failing early (with the output) if proc exits first. */
+export async function until(ok: () => Promise<boolean>, proc: ChildProcess, out: () => string, what: string, ms = 60000) {
   const deadline = Date.now() + ms;
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`npm start exited (${proc.exitCode}) before ${what}:\n${out()}`);
+    if (proc.exitCode !== null) throw new Error(`the product exited (${proc.exitCode}) before ${what}:\n${out()}`);
     try {
       if (await ok()) return;
     } catch {
@@ -81,8 +82,9 @@ export async function startProduct(settings: Record<string, string> = {}): Promi
   return running;
 }
 
-/** SIGTERM, as Ctrl-C or a service manager would: start.mjs forwards it and waits for both. */
-function stop(proc: ChildProcess): Promise<void> {
+/** SIGTERM, as Ctrl-C or a service manager would: start.mjs (or the binary) forwards it and waits
+ *  for both; anything of its process group left after it exits is killed. */
+export function stop(proc: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
     const force = setTimeout(() => {

@@ -1,22 +1,28 @@
-// The single executable: built with `bun build --compile` (scripts/build.mjs), started against a
-// fresh database given by DATABASE_URL, it migrates it to the same schema `npm start` produces,
-// serves the gateway (and the admin, when admin/build exists: first login, forced password change
-// and a setting saved, as a browser would), and stops cleanly on SIGTERM.
+// The single executable: built with `bun build --compile` (scripts/build.mjs), copied alone into
+// an empty folder and started there against a fresh database given by DATABASE_URL, it migrates it
+// to the same schema `npm start` produces, serves the gateway and the admin panel embedded in it
+// (first login, forced password change and a setting saved, as a browser would; the whole
+// newcomer journey in Chromium is admin/test/binary.test.ts), and stops cleanly on SIGTERM.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { closeDb, databaseUrl, db, masterKey } from '../support/db';
+import { closeDb, databaseUrl, masterKey } from '../support/db';
 import { freePort } from '../support/gateway';
 // @ts-expect-error plain ESM script without types
-import { buildBinary } from '../../../scripts/build.mjs';
+import { ensureBinary } from '../../../scripts/build.mjs';
+// @ts-expect-error plain ESM script without types
+import { migrateDatabase } from '../../../scripts/migrate.mjs';
 
 const root = join(__dirname, '..', '..', '..');
 const work = mkdtempSync(join(tmpdir(), 'elygate-bin-'));
 const dbName = `gw_bin_${randomBytes(4).toString('hex')}`;
+// Migrated by scripts/migrate.mjs, `npm start`'s code: committed migrations only, as the binary
+// (the suite's own database also has the migration in progress, migrations/current.sql).
+const refName = `${dbName}_ref`;
 const serverUrl = (name: string) => {
   const u = new URL(databaseUrl);
   u.pathname = `/${name}`;
@@ -27,13 +33,16 @@ let proc: ChildProcess | null = null;
 let out = '';
 
 beforeAll(async () => {
-  // What `npm run build` does: the admin panel (when its sources are there), then the binary.
-  const builder = join(root, 'admin', 'build.mjs');
-  if (existsSync(builder)) (await import(builder)).ensureAdminBuild({ log: (m: string) => console.log(`[admin] ${m}`) });
-  binary = buildBinary(join(work, 'elygate'));
+  // What `npm run build` does: the admin panel, then the binary (each only when out of date).
+  (await import(join(root, 'admin', 'build.mjs'))).ensureAdminBuild({ log: (m: string) => console.log(`[admin] ${m}`) });
+  // The binary alone in an empty folder: nothing of the repository beside it.
+  binary = join(work, 'elygate');
+  copyFileSync(ensureBinary(), binary);
   const s = postgres(serverUrl('postgres'), { max: 1, onnotice: () => {} });
   await s.unsafe(`create database ${dbName}`);
+  await s.unsafe(`create database ${refName}`);
   await s.end();
+  await migrateDatabase(serverUrl(refName), { log: () => {} });
 }, 240_000);
 
 afterAll(async () => {
@@ -47,6 +56,7 @@ afterAll(async () => {
   }
   const s = postgres(serverUrl('postgres'), { max: 1, onnotice: () => {} });
   await s.unsafe(`drop database if exists ${dbName} with (force)`);
+  await s.unsafe(`drop database if exists ${refName} with (force)`);
   await s.end();
   rmSync(work, { recursive: true, force: true });
   await closeDb();
@@ -107,9 +117,8 @@ describe('dist/elygate (bun build --compile)', () => {
   it('migrates a fresh database, serves the gateway and the admin, and exits 0 on SIGTERM', async () => {
     const port = await freePort();
     const adminPort = await freePort();
-    const adminBuilt = existsSync(join(root, 'admin', 'build', 'handler.js'));
     proc = spawn(binary, [], {
-      cwd: work, // nothing of the repository is needed at run time but the admin build
+      cwd: work, // nothing of the repository is needed at run time
       env: {
         PATH: process.env.PATH,
         DATABASE_URL: serverUrl(dbName),
@@ -117,7 +126,6 @@ describe('dist/elygate (bun build --compile)', () => {
         PORT: String(port),
         ADMIN_PORT: String(adminPort),
         HOST: '127.0.0.1',
-        ELYGATE_ADMIN_BUILD: join(root, 'admin', 'build'),
         ELYGATE_SPOOL_DIR: join(work, 'spool'),
         NODE_ENV: 'production',
       },
@@ -132,7 +140,7 @@ describe('dist/elygate (bun build --compile)', () => {
     expect(res.status).toBe(401);
     expect((await res.json()).error.code).toBe('invalid_api_key');
 
-    // The same schema as the test database, which scripts/migrate.mjs (npm start's code) migrated.
+    // The same schema as a database scripts/migrate.mjs (npm start's code) migrated.
     const schemaOf = async (sql: postgres.Sql) =>
       (await sql`
         select (select array_agg(filename order by filename) from graphile_migrate.migrations) as migrations,
@@ -140,18 +148,18 @@ describe('dist/elygate (bun build --compile)', () => {
                (select count(*)::int from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname in ('private', 'gateway', 'admin') and c.relkind in ('r', 'p', 'v')) as relations,
                (select count(*)::int from private.options) as options`)[0];
     const fresh = postgres(serverUrl(dbName), { max: 1, onnotice: () => {} });
+    const ref = postgres(serverUrl(refName), { max: 1, onnotice: () => {} });
     try {
-      expect(await schemaOf(fresh)).toEqual(await schemaOf(db()));
+      expect(await schemaOf(fresh)).toEqual(await schemaOf(ref));
     } finally {
       await fresh.end();
+      await ref.end();
     }
 
-    if (adminBuilt) {
-      await until(async () => (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).ok, 30_000, 'admin ready');
-      await adminFirstSteps(adminPort);
-    } else {
-      console.log('binary: admin/build is missing, so only the gateway was served (run npm run build first)');
-    }
+    await until(async () => (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).ok, 30_000, 'admin ready');
+    // Served from the panel the binary wrote out of itself, in the folder it was started in.
+    expect(readdirSync(join(work, '.elygate', 'admin'))).toHaveLength(1);
+    await adminFirstSteps(adminPort);
 
     const exited = new Promise<number | null>((r) => proc!.once('exit', (code) => r(code)));
     proc.kill('SIGTERM');

@@ -69,6 +69,21 @@ describe('admin.* functions', () => {
         code: 'BADCH',
         message: `A channel named "${name}" already exists.`,
       });
+      // Model names as they are matched: exact, so no blank, padded or repeated one.
+      const [{ id }] = await tx`select id from admin.channels where name = ${name}`;
+      for (const models of [[''], [' m'], ['x'.repeat(257)]]) {
+        await expect(attempt(tx, (sp) => sp`select admin.channel_update(${id}, ${sp.json({ models })})`)).rejects.toMatchObject({
+          code: 'BADCH',
+          column_name: 'models',
+          message: 'Every model name in "models" must be 1 to 256 characters without leading or trailing spaces.',
+        });
+      }
+      await expect(attempt(tx, (sp) => sp`select admin.channel_update(${id}, ${sp.json({ models: ['a', 'b', 'a'] })})`)).rejects.toMatchObject({
+        code: 'BADCH',
+        message: '"models" lists a model more than once: "a".',
+      });
+      await tx`select admin.channel_update(${id}, ${tx.json({ models: ['gpt-4o', 'models/gemini 2.5 pro'] })})`;
+      expect((await tx`select models from admin.channels where id = ${id}`)[0].models).toEqual(['gpt-4o', 'models/gemini 2.5 pro']);
     });
   });
 

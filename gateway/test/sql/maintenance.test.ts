@@ -126,6 +126,45 @@ describe('maintenance jobs', () => {
     });
   });
 
+  it('usage per model, key and channel by the hour, and by the day once the first rollup past midnight finds the day complete', async () => {
+    await withTx(async (tx) => {
+      await tx`delete from private.admissions`; // nothing in flight
+      const [{ u }] = await tx`select admin.user_create('{"username": "daily-user"}') as u`;
+      const [{ k }] = await tx`select admin.key_create(${tx.json({ user_id: u.id })}) as k`;
+      const log = (at: string, status: string, cost: number, user = u.id, key = k.id) => tx`
+        insert into private.requests (id, created_at, user_id, key_id, channel_id, endpoint, model, status, latency_ms, cost_micros,
+                                      prompt_tokens, completion_tokens, cache)
+        values (${randomUUID()}, ${at}, ${user}, ${key}, 7, 'chat/completions', 'daily', ${status}, 50, ${cost}, 10, 5, 'exact')`;
+      await log('2033-08-01T22:10:00Z', 'ok', 5);
+      await log('2033-08-01T23:40:00Z', 'error', 0);
+      await log('2033-08-02T00:05:00Z', 'ok', 9); // the next day: not in 08-01's row
+      // A channel test (an internal user) is left out, as the dashboard leaves it out.
+      const [{ t }] = await tx`select admin.channel_test_key(${(await tx`select admin.channel_create('{"name": "daily-ch", "base_url": "https://api.example.com", "models": ["daily"]}') as c`)[0].c.id}, null) as t`;
+      const [internal] = await tx`select user_id from private.api_keys where id = ${t.id}`;
+      await log('2033-08-01T23:50:00Z', 'ok', 100, internal.user_id, t.id);
+      await tx`select private.usage_rollup('2033-08-01T23:55:00Z')`;
+      const day = (at: string) => tx`select dim, model, key_id::int, channel_id::int, requests::int, errors::int, tokens::int, cost_micros::int,
+                                            cache_exact::int, cache_semantic::int, cache_miss::int, cache_bypass::int
+                                       from private.usage_by_dim where period = 'day' and at = ${at} order by dim`;
+      expect(await day('2033-08-01T00:00:00Z')).toEqual([]); // not finished yet
+      const [hour] = await tx`select requests::int from private.usage_by_dim where period = 'hour' and at = '2033-08-01T23:00:00Z' and dim = 'model'`;
+      expect(hour.requests).toBe(1); // the error at 23:40; the channel test at 23:50 is left out
+      await tx`select private.usage_rollup('2033-08-02T00:10:00Z')`;
+      const rows = await day('2033-08-01T00:00:00Z');
+      const sums = { requests: 2, errors: 1, tokens: 30, cost_micros: 5, cache_exact: 2, cache_semantic: 0, cache_miss: 0, cache_bypass: 0 };
+      expect(rows).toEqual([
+        { dim: 'channel', model: null, key_id: null, channel_id: 7, ...sums },
+        { dim: 'key', model: null, key_id: Number(k.id), channel_id: null, ...sums },
+        { dim: 'model', model: 'daily', key_id: null, channel_id: null, ...sums },
+      ]);
+      // Rebuilt, not added to, while the day's last hour can still change; later runs leave it be.
+      await tx`select private.usage_rollup('2033-08-02T00:20:00Z')`;
+      await tx`select private.usage_rollup('2033-08-02T02:20:00Z')`;
+      expect(await day('2033-08-01T00:00:00Z')).toEqual(rows);
+      expect(await day('2033-08-02T00:00:00Z')).toEqual([]);
+    });
+  });
+
   it('history_purge is bounded and keeps recent runs', async () => {
     await withTx(async (tx) => {
       await tx`insert into private.job_runs (job, runner, started_at, status) values ('elygate.reaper', 'manual', '2000-01-01', 'succeeded')`;

@@ -11,7 +11,21 @@ export interface MockAnthropic {
   url: string;
   calls: RecordedCall[];
   mode: Mode;
+  /** What GET /v1/models lists, newest first as Anthropic lists them, in pages of `limit`. */
+  models: string[];
   close(): Promise<void>;
+}
+
+export const MOCK_ANTHROPIC_MODELS = ['claude-sonnet-4-5', 'claude-haiku-4-5', 'claude-opus-4-1'];
+
+/** GET /v1/models as Anthropic answers it: {data, has_more, first_id, last_id}, paged by limit (1..1000, default 20) and after_id. */
+function modelPage(models: string[], query: URLSearchParams) {
+  const limit = Math.min(1000, Math.max(1, Number(query.get('limit') ?? 20) || 20));
+  const after = query.get('after_id');
+  const start = after ? models.indexOf(after) + 1 : 0;
+  const page = models.slice(start, start + limit);
+  const data = page.map((id, i) => ({ type: 'model', id, display_name: id.replace(/-/g, ' '), created_at: new Date(Date.UTC(2025, 0, 1 + i)).toISOString() }));
+  return { data, has_more: start + limit < models.length, first_id: page[0] ?? null, last_id: page.at(-1) ?? null };
 }
 
 const ERROR_TYPES: Record<number, string> = {
@@ -45,7 +59,7 @@ async function readJson(req: IncomingMessage): Promise<any> {
 }
 
 export async function startMockAnthropic(): Promise<MockAnthropic> {
-  const state: MockAnthropic = { url: '', calls: [], mode: { kind: 'ok' }, close: async () => {} };
+  const state: MockAnthropic = { url: '', calls: [], mode: { kind: 'ok' }, models: [...MOCK_ANTHROPIC_MODELS], close: async () => {} };
   const fail = (res: ServerResponse, status: number, message?: string) =>
     res.writeHead(status, { 'content-type': 'application/json', 'request-id': 'req_mock' }).end(JSON.stringify(anthropicErrorBody(status, message)));
 
@@ -70,6 +84,13 @@ export async function startMockAnthropic(): Promise<MockAnthropic> {
       return;
     }
     const counting = path === '/v1/messages/count_tokens';
+    if (path === '/v1/models' && req.method === 'GET') {
+      if (!req.headers['x-api-key']) return fail(res, 401, 'x-api-key header is required');
+      if (!req.headers['anthropic-version']) return fail(res, 400, 'anthropic-version header is required');
+      const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
+      res.writeHead(200, { 'content-type': 'application/json', 'request-id': 'req_mock' }).end(JSON.stringify(modelPage(state.models, query)));
+      return;
+    }
     if (path !== '/v1/messages' && !counting) return fail(res, 404, `Not found: ${path}`);
     if (!req.headers['x-api-key']) return fail(res, 401, 'x-api-key header is required');
     if (!req.headers['anthropic-version']) return fail(res, 400, 'anthropic-version header is required');

@@ -10,7 +10,32 @@ export interface MockGemini {
   url: string;
   calls: (RecordedCall & { query: string })[];
   mode: Mode;
+  /** What GET /v1beta/models lists (as models/<name>), in pages of pageSize; embedding models
+   *  list embedContent only, as Gemini's do. */
+  models: { name: string; methods: string[] }[];
   close(): Promise<void>;
+}
+
+export const MOCK_GEMINI_MODELS = [
+  { name: 'gemini-2.5-flash', methods: ['generateContent', 'countTokens'] },
+  { name: 'gemini-2.5-pro', methods: ['generateContent', 'countTokens'] },
+  { name: 'text-embedding-004', methods: ['embedContent'] },
+];
+
+/** GET /v1beta/models as Gemini answers it: {models: [Model], nextPageToken}, paged by pageSize (default 50, at most 1000) and pageToken. */
+function modelPage(models: MockGemini['models'], query: URLSearchParams) {
+  const size = Math.min(1000, Math.max(1, Number(query.get('pageSize') ?? 50) || 50));
+  const start = Number(query.get('pageToken') ?? 0) || 0;
+  const page = models.slice(start, start + size).map((m) => ({
+    name: `models/${m.name}`,
+    version: '001',
+    displayName: m.name,
+    description: `mock ${m.name}`,
+    inputTokenLimit: 1048576,
+    outputTokenLimit: 8192,
+    supportedGenerationMethods: m.methods,
+  }));
+  return { models: page, ...(start + size < models.length ? { nextPageToken: String(start + size) } : {}) };
 }
 
 const STATUS: Record<number, string> = {
@@ -34,7 +59,7 @@ async function readJson(req: IncomingMessage): Promise<any> {
 }
 
 export async function startMockGemini(): Promise<MockGemini> {
-  const state: MockGemini = { url: '', calls: [], mode: { kind: 'ok' }, close: async () => {} };
+  const state: MockGemini = { url: '', calls: [], mode: { kind: 'ok' }, models: MOCK_GEMINI_MODELS.map((m) => ({ ...m })), close: async () => {} };
   const server: Server = createServer(async (req, res) => {
     const [path, query = ''] = (req.url ?? '').split('?');
     const fail = (code: number, message?: string) => res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(geminiErrorBody(code, message)));
@@ -54,6 +79,12 @@ export async function startMockGemini(): Promise<MockGemini> {
     if (mode.kind === 'reset') return void req.socket.destroy();
     if (mode.kind === 'status') {
       res.writeHead(mode.status, { 'content-type': 'application/json' }).end(JSON.stringify(mode.body ?? geminiErrorBody(mode.status)));
+      return;
+    }
+    if (path === '/v1beta/models' && req.method === 'GET') {
+      const q = new URLSearchParams(query);
+      if (!req.headers['x-goog-api-key'] && !q.get('key')) return fail(403, 'Method doesn\'t allow unregistered callers. Please use API Key.');
+      res.writeHead(200, { 'content-type': 'application/json; charset=UTF-8' }).end(JSON.stringify(modelPage(state.models, q)));
       return;
     }
     const m = /^\/v1beta\/models\/([^/:]+):(generateContent|streamGenerateContent)$/.exec(path);

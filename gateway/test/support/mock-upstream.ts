@@ -40,8 +40,14 @@ export interface MockUpstream {
   reportUsage: boolean;
   /** Whether POST /v1/responses exists (else 404, as on most OpenAI-compatible servers). */
   responsesApi: boolean;
+  /** What GET /v1/models lists (OpenAI's list object); null: no listing here (404, as many
+   *  OpenAI-compatible servers answer). */
+  models: string[] | null;
   close(): Promise<void>;
 }
+
+/** The models an OpenAI-compatible mock lists until a test says otherwise. */
+export const MOCK_OPENAI_MODELS = ['gpt-4o', 'gpt-4o-mini', 'text-embedding-3-small'];
 
 /** Deterministic "tokens": whitespace-separated words. The gateway never assumes this. */
 export function countWords(text: string): number {
@@ -138,6 +144,7 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
     mode: { kind: 'ok' },
     reportUsage: true,
     responsesApi: opts.responsesApi ?? true,
+    models: [...MOCK_OPENAI_MODELS],
     close: async () => {},
   };
 
@@ -201,8 +208,13 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
       return;
     }
 
-    if (path.endsWith('/models')) {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data: [] }));
+    if (path.endsWith('/models') && req.method === 'GET') {
+      if (!state.models) {
+        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(openAiError(404)));
+        return;
+      }
+      const data = state.models.map((id) => ({ id, object: 'model', created: 1700000000, owned_by: 'mock' }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data }));
       return;
     }
 

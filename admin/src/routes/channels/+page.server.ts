@@ -3,6 +3,7 @@ import type { Actions, PageServerLoad } from './$types';
 import { act, run } from '$lib/server/db';
 import { channelArgs } from '$lib/server/channels';
 import { testChannel } from '$lib/server/channel-test';
+import { upstreamModels } from '$lib/server/channel-models';
 import { countCapped, keyset, pageOf } from '$lib/server/paging';
 import { BIGINT_ID, likePattern, searchOf } from '$lib/server/search';
 
@@ -65,6 +66,32 @@ export const actions: Actions = {
     const model = String(f.get('model') || (ch as any).models[0] || '');
     if (!model) return { test: { id, ok: false, model, error: 'The channel lists no model to test with.' } };
     return { test: { id, ...(await testChannel(id, model)) } };
+  },
+  // The upstream's own model list, shown with checkboxes next to what the channel serves now.
+  importModels: async ({ request, locals }) => {
+    const f = await request.formData();
+    const id = Number(f.get('id'));
+    // The SQL gate and the key in one: admin.channel_test_key refuses a non-admin session (403),
+    // an unknown or archived channel (BADCH, shown as a form error).
+    const r = await act(locals, async (tx) => {
+      const [c] = await tx`select id, name, models from admin.channels where id = ${id}`;
+      const [{ k }] = await tx`select admin.channel_test_key(${id}, null) as k`;
+      return { c, k };
+    });
+    if (isActionFailure(r)) return r;
+    const { c, k } = r as { c: any; k: { id: number; key: string } };
+    const got = await upstreamModels(id, k);
+    return { importing: { id, name: String(c.name), configured: (c.models ?? []) as string[], ...got } };
+  },
+  // The chosen set replaces the channel's models; admin.channel_update validates it.
+  saveModels: async ({ request, locals }) => {
+    const f = await request.formData();
+    const id = Number(f.get('id'));
+    const models = f.getAll('model').map(String);
+    return act(locals, async (tx) => {
+      const [{ c }] = await tx`select admin.channel_update(${id}, ${tx.json({ models } as never)}) as c`;
+      return { done: `Channel #${c.id} ${c.name} now serves ${models.length} model(s)${models.length ? `: ${models.join(', ')}` : ''}.` };
+    });
   },
   // Every channel, each with its first model, through the same test as the row's button. Three at
   // a time: enough to finish a few dozen channels in seconds without a burst on the gateway.
