@@ -93,4 +93,62 @@ describe('text PostgreSQL cannot store', () => {
     const [{ reserved }] = await db()`select reserved_micros::int as reserved from private.wallets where user_id = ${userId}`;
     expect(reserved).toBe(0);
   });
+
+  it('random Unicode through every endpoint, streaming and not: Σ ledger exactly what the upstream reported, nothing dead', async () => {
+    // A seeded generator of text mixing what PostgreSQL refuses (NUL, lone surrogates) with
+    // noncharacters, controls, combining marks, 4-byte characters and plain words.
+    let n = 20261203;
+    const rand = (k: number) => ((n = (n * 1103515245 + 12345) % 2 ** 31), n % k);
+    const pools = [
+      () => '\u0000', () => String.fromCharCode(0xd800 + rand(0x400)), () => String.fromCharCode(0xdc00 + rand(0x400)),
+      () => ['\ufffe', '\uffff', '\ufdd0', '\ufdef', String.fromCodePoint(0x1fffe), String.fromCodePoint(0x10ffff)][rand(6)],
+      () => String.fromCharCode(1 + rand(31)), () => 'e\u0301', () => String.fromCodePoint(0x1f600 + rand(80)),
+      () => String.fromCodePoint(0x20000 + rand(0xa6d6)), () => ['word', 'tokens', 'plain', '"\\'][rand(4)],
+    ];
+    const text = () => Array.from({ length: 4 + rand(12) }, () => pools[rand(pools.length)]() + (rand(3) ? ' ' : '')).join('');
+    const requests: { path: string; body: Record<string, unknown> }[] = [];
+    for (let i = 0; i < 60; i++) {
+      const stream = i % 2 === 1;
+      const content = text();
+      requests.push([
+        { path: 'chat/completions', body: { model, stream, messages: [{ role: 'system', content: text() }, { role: 'user', content }] } },
+        { path: 'completions', body: { model, stream, prompt: content } },
+        { path: 'embeddings', body: { model, input: [content, text()] } },
+        { path: 'responses', body: { model, stream, instructions: text(), input: content } },
+        { path: 'messages', body: { model, stream, max_tokens: 50, system: text(), messages: [{ role: 'user', content }] } },
+      ][i % 5]);
+    }
+    const sql = db();
+    const [{ before }] = await sql`select balance_micros::bigint as before from private.wallets where user_id = ${userId}`;
+    const ids: string[] = [];
+    for (const r of requests) {
+      const res = await post(r.path, r.body);
+      const body = await res.text();
+      expect(res.status, `${r.path}: ${body.slice(0, 200)}`).toBe(200);
+      ids.push(res.headers.get('x-request-id')!);
+    }
+    for (let i = 0; i < 300; i++) {
+      const [{ n: settled }] = await sql`select count(*)::int as n from private.requests where id = any(${ids}::uuid[])`;
+      if (settled === ids.length) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const rows = await sql`
+      select r.id::text, r.endpoint, r.status, l.amount_micros::bigint as amount
+        from private.requests r left join private.ledger l on l.request_id = r.id
+       where r.id = any(${ids}::uuid[])`;
+    expect(rows).toHaveLength(ids.length);
+    for (const r of rows) expect(r, r.endpoint).toMatchObject({ status: 'ok', amount: expect.any(String) });
+    // At 1 micro-USD per token in and out, each request costs exactly the tokens the upstream
+    // reported for it (the mock records what it reported, by the gateway's request id).
+    const reported = new Map(upstream.calls.filter((c) => c.usage && c.requestId).map((c) => [c.requestId!, c.usage!]));
+    const withUsage = rows.filter((r) => reported.has(r.id));
+    expect(withUsage.length).toBe(rows.length);
+    const expected = withUsage.reduce((s, r) => s + BigInt(reported.get(r.id)!.prompt_tokens + reported.get(r.id)!.completion_tokens), 0n);
+    const billed = rows.reduce((s, r) => s + BigInt(r.amount), 0n);
+    expect(billed).toBe(expected);
+    expect(readdirSync(join(spool, 'dead'))).toEqual([]);
+    const [{ after, reserved }] = await sql`select balance_micros::bigint as after, reserved_micros::bigint as reserved from private.wallets where user_id = ${userId}`;
+    expect(BigInt(before) - BigInt(after)).toBe(billed);
+    expect(Number(reserved)).toBe(0);
+  });
 });

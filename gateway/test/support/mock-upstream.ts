@@ -197,6 +197,7 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
     if (path.endsWith('/embeddings')) {
       const inputs: string[] = Array.isArray(body.input) ? body.input : [body.input];
       const tokens = inputs.reduce((n, t) => n + countWords(String(t)), 0);
+      call.usage = { prompt_tokens: tokens, completion_tokens: 0 };
       res.writeHead(200, { 'content-type': 'application/json' }).end(
         JSON.stringify({
           object: 'list',
