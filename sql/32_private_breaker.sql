@@ -369,6 +369,23 @@ $$;
 comment on function gateway.probes_tick() is
   E'Runs private.probes_schedule() unless pg_cron schedules it in this database; gateways call it every 30 s.';
 
+-- gateway.breaker_states: every channel's breaker state, for the gateway's /metrics
+-- (elygate_breaker_state); read every 30 s and after probes, never on the request path.
+create or replace function gateway.breaker_states()
+returns jsonb
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce(jsonb_object_agg(c.id::text,
+           case when c.status = 'auto_disabled' then coalesce(nullif(b.state, 'closed'), 'open')
+                else coalesce(b.state, 'closed') end), '{}'::jsonb)
+    from private.channels c
+    left join private.channel_breakers b on b.channel_id = c.id
+   where c.status <> 'archived'
+$$;
+comment on function gateway.breaker_states() is
+  E'Every channel''s circuit breaker state (closed, half_open, open) by channel id, for the gateway''s /metrics.';
+
 -- private.breaker_trim: bounded cleanup of window buckets long past any window.
 create or replace function private.breaker_trim(p_now timestamptz default now())
 returns integer

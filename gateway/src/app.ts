@@ -1,8 +1,7 @@
 // HTTP surface of the gateway (Elysia on Bun). Parsing and shape checks only; every decision is
 // made by the gateway.* function the route calls.
 import { Elysia } from 'elysia';
-import { sql, dbStats } from './db';
-import { admissionStats } from './admission';
+import { sql } from './db';
 import { GatewayError, toGatewayError } from './errors';
 import { sha256 } from './crypto';
 import { options } from './snapshot';
@@ -11,7 +10,6 @@ import { anthropicError } from './inbound/anthropic';
 import { countTokens } from './count-tokens';
 import { startProbeWorker } from './adapters/probe';
 import { startWebhookWorker } from './webhooks';
-import { pendingOutcomes, settleStats, spoolDepth } from './settle';
 import { readinessGate } from './shutdown';
 import { observeResponse, renderMetrics } from './metrics';
 import { config } from './config';
@@ -270,42 +268,7 @@ function metricsRoute(request: Request, server: Server): Response {
     const why = token ? 'a valid bearer token (ELYGATE_METRICS_TOKEN)' : 'a direct connection from this machine; set ELYGATE_METRICS_TOKEN to scrape from elsewhere';
     return new GatewayError(401, `/metrics needs ${why}.`, 'invalid_request_error', 'metrics_forbidden').toResponse(requestId);
   }
-  return new Response(metrics() + renderMetrics(), { headers: { 'content-type': 'text/plain; version=0.0.4', 'x-request-id': requestId } });
-}
-
-function metrics(): string {
-  const lines = [
-    '# HELP elygate_db_queries_total Database round trips made by this gateway process.',
-    '# TYPE elygate_db_queries_total counter',
-    `elygate_db_queries_total ${dbStats.queries}`,
-    ...[...dbStats.byFunction].map(([fn, n]) => `elygate_db_queries_total{function="${fn}"} ${n}`),
-    '# HELP elygate_admissions_total Requests sent for admission (by relay_begin or relay_begin_batch).',
-    '# TYPE elygate_admissions_total counter',
-    `elygate_admissions_total ${admissionStats.requests}`,
-    '# HELP elygate_admission_calls_total Admission round trips: single relay_begin calls and relay_begin_batch calls.',
-    '# TYPE elygate_admission_calls_total counter',
-    `elygate_admission_calls_total{kind="single"} ${admissionStats.singleCalls}`,
-    `elygate_admission_calls_total{kind="batch"} ${admissionStats.batchCalls}`,
-    '# HELP elygate_settle_batches_total relay_finish calls that succeeded.',
-    '# TYPE elygate_settle_batches_total counter',
-    `elygate_settle_batches_total ${settleStats.batches}`,
-    '# HELP elygate_settled_outcomes_total Outcomes settled through relay_finish.',
-    '# TYPE elygate_settled_outcomes_total counter',
-    `elygate_settled_outcomes_total ${settleStats.settled}`,
-    '# HELP elygate_settle_failures_total relay_finish calls that failed and were retried.',
-    '# TYPE elygate_settle_failures_total counter',
-    `elygate_settle_failures_total ${settleStats.failures}`,
-    '# HELP elygate_settle_queue_depth Outcomes waiting to be settled.',
-    '# TYPE elygate_settle_queue_depth gauge',
-    `elygate_settle_queue_depth ${pendingOutcomes()}`,
-    '# HELP elygate_spool_batches Outcome batches waiting on disk for the database.',
-    '# TYPE elygate_spool_batches gauge',
-    `elygate_spool_batches ${spoolDepth()}`,
-    '# HELP elygate_spooled_batches_total Batches written to the spool because the database was unreachable.',
-    '# TYPE elygate_spooled_batches_total counter',
-    `elygate_spooled_batches_total ${settleStats.spooledBatches}`,
-  ];
-  return lines.join('\n') + '\n';
+  return new Response(renderMetrics(), { headers: { 'content-type': 'text/plain; version=0.0.4', 'x-request-id': requestId } });
 }
 
 export function createApp() {

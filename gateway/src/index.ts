@@ -1,9 +1,10 @@
 // Gateway entry point: load snapshots, listen for changes, serve, and settle before exiting.
 import { createApp } from './app';
 import { config } from './config';
-import { closeAll } from './db';
+import { closeAll, dbStats } from './db';
+import { admissionStats } from './admission';
 import { listenForChanges, loadOptions } from './snapshot';
-import { drainOutcomes, replaySpool } from './settle';
+import { drainOutcomes, pendingOutcomes, replaySpool, settleStats, spoolDepth } from './settle';
 import { startMaintenance, stopMaintenance } from './maintenance';
 import { stopWebhookWorker } from './webhooks';
 import { installShutdown, isDraining } from './shutdown';
@@ -27,7 +28,20 @@ const app = createApp().listen({ port: config.port, hostname: config.host });
 log('gateway listening', { url: `http://${config.host}:${config.port}`, pool: config.dbPoolMax });
 
 const inFlight = () => (app.server as { pendingRequests?: number } | null)?.pendingRequests ?? 0;
-registerCollectors({ dbPoolMax: config.dbPoolMax, inFlight, draining: isDraining });
+registerCollectors({
+  dbQueries: () => [[{}, dbStats.queries], ...[...dbStats.byFunction].map(([fn, n]) => [{ function: fn }, n] as [{ function: string }, number])],
+  admissions: () => admissionStats.requests,
+  admissionCalls: () => [[{ kind: 'single' }, admissionStats.singleCalls], [{ kind: 'batch' }, admissionStats.batchCalls]],
+  settleBatches: () => settleStats.batches,
+  settledOutcomes: () => settleStats.settled,
+  settleFailures: () => settleStats.failures,
+  spooledBatches: () => settleStats.spooledBatches,
+  settleQueueDepth: pendingOutcomes,
+  spoolDepth,
+  dbPoolMax: config.dbPoolMax,
+  inFlight,
+  draining: isDraining,
+});
 
 // SIGTERM/SIGINT: not ready, stop accepting, drain live streams (ELYGATE_SHUTDOWN_DRAIN_MS), settle
 // what remains as interrupted, flush outcomes (or spool them), exit 0. See gateway/src/shutdown.ts.

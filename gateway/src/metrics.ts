@@ -5,10 +5,11 @@
 // Where they are fed:
 //   settle.ts, queueOutcome:              observeOutcome(endpoint, outcome);
 //   app.ts, relayRoute, on each answer:   observeResponse(endpoint, res.status, requestId, t0);
-//   app.ts, /metrics:                     new Response(metrics() + renderMetrics(), …)
+//   app.ts, /metrics:                     new Response(renderMetrics(), …)
+//   index.ts, at start:                   registerCollectors({...}): counts db.ts, admission.ts and settle.ts keep
 //   cache lookups:                        cacheResults.inc({ result: 'exact' | 'semantic' | 'miss' | 'bypass' });
 //   webhooks.ts, after each attempt:      webhookAttempts.inc({ result: 'delivered' | 'failed', kind });
-//   where the plan names skipped/open channels: setBreakerState(channelId, 'open' | 'half_open' | 'closed');
+//   adapters/probe.ts, every 30 s:        setBreakerStates(gateway.breaker_states());
 // Labels never carry request content, keys or user ids (cardinality, and no secrets in metrics).
 
 type Labels = Record<string, string | number>;
@@ -65,7 +66,8 @@ interface Metric {
 export class Counter implements Metric {
   readonly type = 'counter' as const;
   private values = new Map<string, number>();
-  constructor(readonly name: string, readonly help: string) {}
+  /** collect: read at scrape time from a count another module keeps (round trips, batches). */
+  constructor(readonly name: string, readonly help: string, private collect?: () => number | [Labels, number][]) {}
   inc(labels?: Labels, by = 1): void {
     if (!(by >= 0)) return; // counters only go up; NaN is ignored
     const k = labelKey(labels);
@@ -75,8 +77,21 @@ export class Counter implements Metric {
     return this.values.get(labelKey(labels)) ?? 0;
   }
   render(): string[] {
-    return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${fmt(v)}`);
+    return [...[...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${fmt(v)}`), ...collected(this.name, this.collect)];
   }
+}
+
+/** A collector's samples, rendered; a failing collector renders nothing (the scrape goes on). */
+function collected(name: string, collect?: () => number | [Labels, number][]): string[] {
+  if (!collect) return [];
+  let got: number | [Labels, number][];
+  try {
+    got = collect();
+  } catch {
+    return [];
+  }
+  if (typeof got === 'number') return [`${name} ${fmt(got)}`];
+  return got.map(([l, v]) => (Object.keys(l).length ? `${name}{${labelKey(l)}} ${fmt(v)}` : `${name} ${fmt(v)}`));
 }
 
 export class Gauge implements Metric {
@@ -91,18 +106,7 @@ export class Gauge implements Metric {
     return this.values.get(labelKey(labels)) ?? 0;
   }
   render(): string[] {
-    const out = [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${fmt(v)}`);
-    if (this.collect) {
-      let got: number | [Labels, number][];
-      try {
-        got = this.collect();
-      } catch {
-        return out; // a failing collector must not break the whole scrape
-      }
-      if (typeof got === 'number') out.push(`${this.name} ${fmt(got)}`);
-      else for (const [l, v] of got) out.push(`${this.name}{${labelKey(l)}} ${fmt(v)}`);
-    }
-    return out;
+    return [...[...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${fmt(v)}`), ...collected(this.name, this.collect)];
   }
 }
 
@@ -145,8 +149,8 @@ export class Registry {
     this.metrics.set(m.name, m);
     return m;
   }
-  counter(name: string, help: string) {
-    return this.add(new Counter(name, help));
+  counter(name: string, help: string, collect?: () => number | [Labels, number][]) {
+    return this.add(new Counter(name, help, collect));
   }
   gauge(name: string, help: string, collect?: () => number | [Labels, number][]) {
     return this.add(new Gauge(name, help, collect));
@@ -175,7 +179,6 @@ export const requests = registry.counter('elygate_requests_total', 'Requests tha
 export const latency = registry.histogram('elygate_request_duration_seconds', 'Time from the request to its settled outcome, by endpoint.', LATENCY);
 export const ttft = registry.histogram('elygate_time_to_first_token_seconds', 'Time to the first byte of the upstream answer (first token of a stream), by endpoint.', LATENCY);
 export const tokens = registry.counter('elygate_tokens_total', 'Tokens by kind (prompt, completion) and by how they were known (usage source).');
-export const cost = registry.counter('elygate_cost_micros_total', 'Cost of settled requests in micro-USD, as the gateway priced them (the ledger is the record).');
 export const refusals = registry.counter('elygate_refusals_total', 'Requests of a known key refused at admission (logged as status refused), by endpoint and error code.');
 export const authFailures = registry.counter('elygate_auth_failures_total', 'Requests refused 401 because no key, or no key with that hash, was sent (never logged in the request log), by endpoint.');
 export const cacheResults = registry.counter('elygate_cache_results_total', 'Response cache lookups by result (exact, semantic, miss, bypass).');
@@ -183,32 +186,47 @@ export const upstreamAttempts = registry.counter('elygate_upstream_attempts_tota
 export const webhookAttempts = registry.counter('elygate_webhook_attempts_total', 'Webhook delivery attempts by this gateway, by result (delivered, failed) and event kind.');
 const breakerStates = new Map<number, string>();
 const BREAKER_VALUE: Record<string, number> = { closed: 0, half_open: 1, open: 2 };
-registry.gauge('elygate_breaker_state', 'Circuit breaker state per channel as this gateway last saw it: 0 closed, 1 half-open, 2 open.', () =>
+registry.gauge('elygate_breaker_state', 'Circuit breaker state per channel, as the database last told this gateway (at most 30 s old): 0 closed, 1 half-open, 2 open.', () =>
   [...breakerStates].map(([channel, state]) => [{ channel }, BREAKER_VALUE[state] ?? 2] as [Labels, number]),
 );
 
-/** Scrape-time sources the gateway registers once at start (kept out of this module's imports). */
-export function registerCollectors(sources: {
-  settleQueueDepth?: () => number;
-  spoolDepth?: () => number;
-  dbPoolMax?: number;
-  dbQueries?: () => number;
-  inFlight?: () => number;
-  draining?: () => boolean;
-}): void {
-  if (sources.settleQueueDepth) registry.gauge('elygate_settle_queue_depth_outcomes', 'Outcomes waiting in memory for the next relay_finish batch.', sources.settleQueueDepth);
-  if (sources.spoolDepth) registry.gauge('elygate_spool_depth_batches', 'Settlement batches waiting on disk for the database to come back.', sources.spoolDepth);
-  if (sources.dbPoolMax !== undefined) {
-    const max = sources.dbPoolMax;
-    registry.gauge('elygate_db_pool_max_connections', 'Size of the gateway\'s PostgreSQL pool (ELYGATE_DB_POOL_MAX).', () => max);
-  }
-  if (sources.dbQueries) registry.gauge('elygate_db_round_trips', 'Database round trips made by this process since start.', sources.dbQueries);
-  if (sources.inFlight) registry.gauge('elygate_in_flight_requests', 'Requests being answered right now (streams included).', sources.inFlight);
-  if (sources.draining) registry.gauge('elygate_draining', '1 while the gateway is shutting down (not ready).', () => (sources.draining!() ? 1 : 0));
+/** Scrape-time sources the gateway registers once at start (gateway/src/index.ts): counts and
+ *  depths other modules keep, read when /metrics is scraped (kept out of this module's imports). */
+export interface Collectors {
+  dbQueries: () => [Labels, number][];
+  admissions: () => number;
+  admissionCalls: () => [Labels, number][];
+  settleBatches: () => number;
+  settledOutcomes: () => number;
+  settleFailures: () => number;
+  spooledBatches: () => number;
+  settleQueueDepth: () => number;
+  spoolDepth: () => number;
+  dbPoolMax: number;
+  inFlight: () => number;
+  draining: () => boolean;
 }
 
-export function setBreakerState(channelId: number, state: 'closed' | 'half_open' | 'open'): void {
-  breakerStates.set(channelId, state);
+export function registerCollectors(c: Collectors): void {
+  registry.counter('elygate_db_queries_total', 'Database round trips made by this gateway process (unlabelled: all; by function: the gateway.* function called).', c.dbQueries);
+  registry.counter('elygate_admissions_total', 'Requests sent for admission (by relay_begin or relay_begin_batch).', c.admissions);
+  registry.counter('elygate_admission_calls_total', 'Admission round trips by kind: single relay_begin calls and relay_begin_batch calls.', c.admissionCalls);
+  registry.counter('elygate_settle_batches_total', 'relay_finish calls that succeeded.', c.settleBatches);
+  registry.counter('elygate_settled_outcomes_total', 'Outcomes settled through relay_finish.', c.settledOutcomes);
+  registry.counter('elygate_settle_failures_total', 'relay_finish calls that failed and were retried.', c.settleFailures);
+  registry.counter('elygate_spooled_batches_total', 'Outcome batches written to the spool because the database was unreachable.', c.spooledBatches);
+  registry.gauge('elygate_settle_queue_depth', 'Outcomes waiting to be settled (queued in memory or in the relay_finish call running).', c.settleQueueDepth);
+  registry.gauge('elygate_spool_batches', 'Outcome batches waiting on disk for the database.', c.spoolDepth);
+  registry.gauge('elygate_db_pool_max_connections', "Size of the gateway's PostgreSQL pool (ELYGATE_DB_POOL_MAX).", () => c.dbPoolMax);
+  registry.gauge('elygate_in_flight_requests', 'Requests being answered right now (streams included).', c.inFlight);
+  registry.gauge('elygate_draining', '1 while the gateway is shutting down (not ready).', () => (c.draining() ? 1 : 0));
+}
+
+/** The breaker state of every channel, as the database last told this gateway (the probe worker
+ *  reads it every 30 s and after each probe); channels not listed are forgotten. */
+export function setBreakerStates(states: Record<string, 'closed' | 'half_open' | 'open'>): void {
+  breakerStates.clear();
+  for (const [channel, state] of Object.entries(states)) breakerStates.set(Number(channel), state);
 }
 
 /** The shape of settle.ts's Outcome that metrics read (kept structural: no import cycle). */
@@ -221,7 +239,6 @@ export interface ObservedOutcome {
   ttfb_ms: number | null;
   latency_ms: number;
   attempts?: { status: number | null; error?: string; skipped?: boolean }[];
-  cost_micros?: number | null;
 }
 
 export function observeOutcome(endpoint: string, o: ObservedOutcome): void {
@@ -230,7 +247,6 @@ export function observeOutcome(endpoint: string, o: ObservedOutcome): void {
   if (o.ttfb_ms !== null && o.ttfb_ms !== undefined) ttft.observe(o.ttfb_ms / 1000, { endpoint });
   if (o.prompt_tokens) tokens.inc({ kind: 'prompt', source: o.usage_source }, o.prompt_tokens);
   if (o.completion_tokens) tokens.inc({ kind: 'completion', source: o.usage_source }, o.completion_tokens);
-  if (o.cost_micros) cost.inc(undefined, o.cost_micros);
   for (const a of o.attempts ?? []) {
     upstreamAttempts.inc({ result: a.skipped ? 'skipped' : a.error || a.status === null || a.status >= 400 ? 'failed' : 'ok' });
   }

@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import { sql } from '../db';
 import { channelsFor, options } from '../snapshot';
 import { upstreamFetch } from '../ssrf';
+import { setBreakerStates } from '../metrics';
 import { prepareCall } from './index';
 
 interface ClaimedProbe {
@@ -70,6 +71,7 @@ export async function runDueProbes(): Promise<void> {
       if (claimed.length === 0) break;
       const results = await Promise.all(claimed.map(runProbe));
       await sql`select gateway.probe_finish(${sql.json(results as never)})`;
+      void refreshBreakerStates(); // a probe moves a breaker: show it now, not in 30 s
       again = true; // there may be more than one batch queued
     } while (again);
   } catch (err) {
@@ -77,6 +79,23 @@ export async function runDueProbes(): Promise<void> {
   } finally {
     running = false;
   }
+}
+
+/** The breaker states /metrics shows, from the database (the next call retries a failure; the
+ *  last states stay until then). */
+async function refreshBreakerStates(): Promise<void> {
+  try {
+    const [row] = await sql`select gateway.breaker_states() as states`;
+    setBreakerStates(row.states ?? {});
+  } catch {
+    // kept as they were
+  }
+}
+
+/** Schedules due probes where pg_cron does not; refreshes the breaker states. */
+async function probesTick(): Promise<void> {
+  await sql`select gateway.probes_tick() as n`.catch(() => {});
+  await refreshBreakerStates();
 }
 
 /**
@@ -89,8 +108,7 @@ export function startProbeWorker(): void {
   sql
     .listen('elygate_probe', () => void runDueProbes(), () => void runDueProbes())
     .catch((err) => console.error(JSON.stringify({ level: 'warn', msg: 'cannot listen for channel probes', error: String(err?.message ?? err) })));
-  const tick = setInterval(() => {
-    sql`select gateway.probes_tick() as n`.catch(() => {});
-  }, 30000);
+  void refreshBreakerStates();
+  const tick = setInterval(() => void probesTick(), 30000);
   tick.unref?.();
 }
