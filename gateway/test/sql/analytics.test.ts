@@ -50,10 +50,14 @@ describe('analytics_v1 and elygate_analytics', () => {
 
   it('usage_hourly adds the rollup (before its cut) and the log (after it) up to the raw requests', async () => {
     await withTx(async (tx) => {
-      // An admission another file (running beside this one) holds open would hold the rollup's cut
-      // back: none while this transaction lasts (the lock keeps new ones waiting until it ends).
+      // Files running beside this one share the database: an admission one of them holds open would
+      // hold the rollup's cut back, and a gateway's maintenance rollup would have rolled up the
+      // current hour already (the next rollup then rebuilds only from there) or hold the rollup's
+      // lock (this one would skip). None of that while this transaction lasts.
+      await tx`select pg_advisory_xact_lock(hashtext('private.usage_rollup'))`;
       await tx`lock table private.admissions in exclusive mode`;
       await tx`delete from private.admissions`;
+      await tx`delete from private.usage_hourly`;
       const u = await createUser(tx);
       const [{ now }] = await tx`select now() as now`;
       const hours = [3, 2, 0];

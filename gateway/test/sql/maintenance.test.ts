@@ -41,6 +41,7 @@ describe('maintenance jobs', () => {
     await withTx(async (tx) => {
       // Nothing in flight, as far as this test sees: an admission another file left open would
       // hold the rollup's cut back (by design: see usage_rollup).
+      await tx`select pg_advisory_xact_lock(hashtext('private.usage_rollup'))`; // no gateway's rollup runs beside it
       await tx`lock table private.admissions in exclusive mode`; // none opens beside this test until it ends
       await tx`delete from private.admissions`;
       const hour = '2033-05-05T10:00:00Z';
@@ -65,6 +66,7 @@ describe('maintenance jobs', () => {
 
   it('usage_rollup stops at the oldest request in flight; the dashboard adds the log after it, exactly', async () => {
     await withTx(async (tx) => {
+      await tx`select pg_advisory_xact_lock(hashtext('private.usage_rollup'))`; // no gateway's rollup runs beside it
       const log = (ago: number, lat: number) => tx`
         insert into private.requests (id, created_at, user_id, key_id, endpoint, model, status, latency_ms, cost_micros, prompt_tokens, completion_tokens)
         values (${randomUUID()}, now() - make_interval(secs => ${ago}), 434343, 1, 'chat/completions', 'cut', 'ok', ${lat}, 1, 1, 1)`;
@@ -90,6 +92,7 @@ describe('maintenance jobs', () => {
 
   it('a request open for over an hour moves the rollup back to its hour: nothing after the cut stays rolled up', async () => {
     await withTx(async (tx) => {
+      await tx`select pg_advisory_xact_lock(hashtext('private.usage_rollup'))`; // no gateway's rollup runs beside it
       await tx`lock table private.admissions in exclusive mode`; // none opens beside this test until it ends
       await tx`delete from private.admissions`; // only this test's admission is in flight
       for (const at of ['2033-07-01T09:10:00Z', '2033-07-01T09:50:00Z', '2033-07-01T10:05:00Z']) {
@@ -107,6 +110,7 @@ describe('maintenance jobs', () => {
 
   it('usage_rollup fills private.latency_hourly for hours rolled up before it existed (an upgrade)', async () => {
     await withTx(async (tx) => {
+      await tx`select pg_advisory_xact_lock(hashtext('private.usage_rollup'))`; // no gateway's rollup runs beside it
       await tx`lock table private.admissions in exclusive mode`; // none opens beside this test until it ends
       await tx`delete from private.admissions`; // nothing in flight
       for (const [at, lat] of [['2033-06-01T00:05:00Z', 40], ['2033-06-03T10:05:00Z', 50]] as const) {
@@ -128,6 +132,7 @@ describe('maintenance jobs', () => {
 
   it('usage per model, key and channel by the hour, and by the day once the first rollup past midnight finds the day complete', async () => {
     await withTx(async (tx) => {
+      await tx`select pg_advisory_xact_lock(hashtext('private.usage_rollup'))`; // no gateway's rollup runs beside it
       await tx`delete from private.admissions`; // nothing in flight
       const [{ u }] = await tx`select admin.user_create('{"username": "daily-user"}') as u`;
       const [{ k }] = await tx`select admin.key_create(${tx.json({ user_id: u.id })}) as k`;
