@@ -144,91 +144,93 @@ describe('admission', () => {
   });
 
   it('rolls the window over on the key counters: the previous minute weighs in, an older one does not', async () => {
-    const secondOfMinute = async () =>
-      (await db()`select extract(epoch from now() - date_trunc('minute', now()))::float8 as s`)[0].s as number;
-    // The steps below must not straddle a minute boundary.
-    const s0 = await secondOfMinute();
-    if (s0 > 50) await new Promise((r) => setTimeout(r, (60.5 - s0) * 1000));
     const f = await setup({ balance: 1_000_000, key: { rpm_limit: 10, tpm_limit: 1_000 } });
-    const counters = async () =>
-      (await db()`select minute_requests, minute_tokens::int, prev_requests, prev_tokens::int,
-                         rate_minute = date_trunc('minute', now()) as current
-                    from private.key_counters where key_id = ${f.key.id}`)[0];
-    // Last minute saw 8 requests and 300 tokens: they carry over as the previous minute.
-    await db()`update private.key_counters set rate_minute = date_trunc('minute', now()) - interval '1 minute',
-                 minute_requests = 8, minute_tokens = 300, prev_requests = 5, prev_tokens = 5 where key_id = ${f.key.id}`;
-    const t = await begin(db(), f.key.key, f.model, 10, 20);
-    expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 30, prev_requests: 8, prev_tokens: 300, current: true });
-    // Settlement replaces the reserved 30 tokens with the 15 used, in the minute it was admitted in.
-    await db()`select gateway.relay_finish(${db().json([outcome(t, [10, 5])])})`;
-    expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 15, prev_requests: 8, prev_tokens: 300, current: true });
-    // The previous minute counts by the share of it still inside the last 60 s: enough previous
-    // requests, at this second's weight, to fill the limit refuse the next one.
-    const secs = await secondOfMinute();
-    const weighted = Math.ceil(10 / (1 - secs / 60)) + 5;
-    await db()`update private.key_counters set prev_requests = ${weighted} where key_id = ${f.key.id}`;
-    const err = await begin(db(), f.key.key, f.model, 1, 1).catch((e: any) => e);
-    expect(err).toMatchObject({ code: 'RLIMT' });
-    expect((await counters()).minute_requests).toBe(1); // the refusal undid its increment
-    // Two minutes old: nothing carries over.
-    await db()`update private.key_counters set rate_minute = date_trunc('minute', now()) - interval '2 minutes',
-                 minute_requests = 9, minute_tokens = 900 where key_id = ${f.key.id}`;
-    await begin(db(), f.key.key, f.model, 1, 1);
-    expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 2, prev_requests: 0, prev_tokens: 0, current: true });
+    // One transaction: its now() is one instant, so no step can straddle a minute boundary (no
+    // waiting for a quiet second of the clock). A refusal is caught in a savepoint.
+    await withTx(async (tx) => {
+      const secondOfMinute = async () =>
+        (await tx`select extract(epoch from now() - date_trunc('minute', now()))::float8 as s`)[0].s as number;
+      const counters = async () =>
+        (await tx`select minute_requests, minute_tokens::int, prev_requests, prev_tokens::int,
+                           rate_minute = date_trunc('minute', now()) as current
+                      from private.key_counters where key_id = ${f.key.id}`)[0];
+      // Last minute saw 8 requests and 300 tokens: they carry over as the previous minute.
+      await tx`update private.key_counters set rate_minute = date_trunc('minute', now()) - interval '1 minute',
+                   minute_requests = 8, minute_tokens = 300, prev_requests = 5, prev_tokens = 5 where key_id = ${f.key.id}`;
+      const t = await begin(tx, f.key.key, f.model, 10, 20);
+      expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 30, prev_requests: 8, prev_tokens: 300, current: true });
+      // Settlement replaces the reserved 30 tokens with the 15 used, in the minute it was admitted in.
+      await tx`select gateway.relay_finish(${tx.json([outcome(t, [10, 5])])})`;
+      expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 15, prev_requests: 8, prev_tokens: 300, current: true });
+      // The previous minute counts by the share of it still inside the last 60 s: enough previous
+      // requests, at this second's weight, to fill the limit refuse the next one.
+      const secs = await secondOfMinute();
+      const weighted = Math.ceil(10 / (1 - secs / 60)) + 5;
+      await tx`update private.key_counters set prev_requests = ${weighted} where key_id = ${f.key.id}`;
+      const err = await tx.savepoint((sp) => begin(sp, f.key.key, f.model, 1, 1)).catch((e: any) => e);
+      expect(err).toMatchObject({ code: 'RLIMT' });
+      expect((await counters()).minute_requests).toBe(1); // the refusal undid its increment
+      // Two minutes old: nothing carries over.
+      await tx`update private.key_counters set rate_minute = date_trunc('minute', now()) - interval '2 minutes',
+                   minute_requests = 9, minute_tokens = 900 where key_id = ${f.key.id}`;
+      await begin(tx, f.key.key, f.model, 1, 1);
+      expect(await counters()).toEqual({ minute_requests: 1, minute_tokens: 2, prev_requests: 0, prev_tokens: 0, current: true });
+    });
   });
 });
 
 describe('rate window races', () => {
   it('never moves the window back: an admission whose transaction began in the previous minute counts into the newer one', async () => {
-    // The steps below must not straddle a minute boundary.
-    const s0 = (await db()`select extract(epoch from now() - date_trunc('minute', now()))::float8 as s`)[0].s as number;
-    if (s0 > 55) await new Promise((r) => setTimeout(r, (60.5 - s0) * 1000));
     const f = await setup({ balance: 1_000_000, key: { rpm_limit: 1_000, tpm_limit: 100_000 } });
-    const counters = async () =>
-      (await db()`select minute_requests, minute_tokens::int, prev_requests, prev_tokens::int,
-                         rate_minute = date_trunc('minute', now()) + interval '1 minute' as ahead
-                    from private.key_counters where key_id = ${f.key.id}`)[0];
-    // Another admission, whose transaction began a moment later, already moved the row to the next
-    // minute: this one (now() still in this minute) must add to it, not reset it to this minute.
-    await db()`update private.key_counters set rate_minute = date_trunc('minute', now()) + interval '1 minute',
-                 minute_requests = 4, minute_tokens = 400, prev_requests = 7, prev_tokens = 700 where key_id = ${f.key.id}`;
-    await begin(db(), f.key.key, f.model, 10, 20);
-    expect(await counters()).toEqual({ minute_requests: 5, minute_tokens: 430, prev_requests: 7, prev_tokens: 700, ahead: true });
-    // The same in a batch.
-    await db()`select count(*) from gateway.relay_begin_batch(${db().json(
-      [1, 2].map(() => ({ id: randomUUID(), key_hash: sha256(f.key.key).toString('hex'), model: f.model, endpoint: 'chat/completions',
-                         stream: false, client_ip: '127.0.0.1', prompt_tokens: 10, max_tokens: 20 })) as never)})`;
-    expect(await counters()).toEqual({ minute_requests: 7, minute_tokens: 490, prev_requests: 7, prev_tokens: 700, ahead: true });
+    // One transaction: one now(), so no step straddles a minute boundary.
+    await withTx(async (tx) => {
+      const counters = async () =>
+        (await tx`select minute_requests, minute_tokens::int, prev_requests, prev_tokens::int,
+                           rate_minute = date_trunc('minute', now()) + interval '1 minute' as ahead
+                      from private.key_counters where key_id = ${f.key.id}`)[0];
+      // Another admission, whose transaction began a moment later, already moved the row to the next
+      // minute: this one (now() still in this minute) must add to it, not reset it to this minute.
+      await tx`update private.key_counters set rate_minute = date_trunc('minute', now()) + interval '1 minute',
+                   minute_requests = 4, minute_tokens = 400, prev_requests = 7, prev_tokens = 700 where key_id = ${f.key.id}`;
+      await begin(tx, f.key.key, f.model, 10, 20);
+      expect(await counters()).toEqual({ minute_requests: 5, minute_tokens: 430, prev_requests: 7, prev_tokens: 700, ahead: true });
+      // The same in a batch.
+      await tx`select count(*) from gateway.relay_begin_batch(${tx.json(
+        [1, 2].map(() => ({ id: randomUUID(), key_hash: sha256(f.key.key).toString('hex'), model: f.model, endpoint: 'chat/completions',
+                           stream: false, client_ip: '127.0.0.1', prompt_tokens: 10, max_tokens: 20 })) as never)})`;
+      expect(await counters()).toEqual({ minute_requests: 7, minute_tokens: 490, prev_requests: 7, prev_tokens: 700, ahead: true });
+    });
   });
 });
 
 describe('settlement', () => {
   it("puts each key's token deltas in the minute its requests were admitted in, within one batch of several keys and minutes", async () => {
-    const secondOfMinute = (await db()`select extract(epoch from now() - date_trunc('minute', now()))::float8 as s`)[0].s as number;
-    if (secondOfMinute > 50) await new Promise((r) => setTimeout(r, (60.5 - secondOfMinute) * 1000));
     const f = await setup({ balance: 1_000_000, key: { tpm_limit: 100_000 } });
     const otherKey = await createKey(db(), { user_id: f.user.id, tpm_limit: 100_000 });
-    // Five requests of 10 + max 20 tokens (30 reserved each); they will have used 10 + 5 = 15.
-    const ts = [];
-    for (let i = 0; i < 4; i++) ts.push(await begin(db(), f.key.key, f.model, 10, 20));
-    const other = await begin(db(), otherKey.key, f.model, 10, 20);
-    // Re-date three of the first key's admissions: two minutes ago, one minute ago (twice).
-    const ago = async (t: any, minutes: number) =>
-      (await db()`update private.admissions set created_at = created_at - make_interval(mins => ${minutes})
-                   where id = ${t.request_id} returning created_at::text`)[0].created_at as string;
-    ts[0].created_at = await ago(ts[0], 2);
-    ts[1].created_at = await ago(ts[1], 1);
-    ts[2].created_at = await ago(ts[2], 1);
-    await db()`update private.key_counters set prev_tokens = 500 where key_id = ${f.key.id}`;
-    const counters = async (keyId: number) =>
-      (await db()`select minute_tokens::int, prev_tokens::int, inflight from private.key_counters where key_id = ${keyId}`)[0];
-    expect(await counters(f.key.id)).toEqual({ minute_tokens: 120, prev_tokens: 500, inflight: 4 });
-    const n = (await db()`select gateway.relay_finish(${db().json([...ts, other].map((t) => outcome(t, [10, 5])))}) as n`)[0].n;
-    expect(n).toBe(5);
-    // This minute: 120 reserved, one request (-15) of this minute settled; the previous minute:
-    // 500 and two requests of it (-30); two minutes ago is outside the window.
-    expect(await counters(f.key.id)).toEqual({ minute_tokens: 105, prev_tokens: 470, inflight: 0 });
-    expect(await counters(otherKey.id)).toEqual({ minute_tokens: 15, prev_tokens: 0, inflight: 0 });
+    // One transaction: one now(), so no step straddles a minute boundary.
+    await withTx(async (tx) => {
+      // Five requests of 10 + max 20 tokens (30 reserved each); they will have used 10 + 5 = 15.
+      const ts = [];
+      for (let i = 0; i < 4; i++) ts.push(await begin(tx, f.key.key, f.model, 10, 20));
+      const other = await begin(tx, otherKey.key, f.model, 10, 20);
+      // Re-date three of the first key's admissions: two minutes ago, one minute ago (twice).
+      const ago = async (t: any, minutes: number) =>
+        (await tx`update private.admissions set created_at = created_at - make_interval(mins => ${minutes})
+                     where id = ${t.request_id} returning created_at::text`)[0].created_at as string;
+      ts[0].created_at = await ago(ts[0], 2);
+      ts[1].created_at = await ago(ts[1], 1);
+      ts[2].created_at = await ago(ts[2], 1);
+      await tx`update private.key_counters set prev_tokens = 500 where key_id = ${f.key.id}`;
+      const counters = async (keyId: number) =>
+        (await tx`select minute_tokens::int, prev_tokens::int, inflight from private.key_counters where key_id = ${keyId}`)[0];
+      expect(await counters(f.key.id)).toEqual({ minute_tokens: 120, prev_tokens: 500, inflight: 4 });
+      const n = (await tx`select gateway.relay_finish(${tx.json([...ts, other].map((t) => outcome(t, [10, 5])))}) as n`)[0].n;
+      expect(n).toBe(5);
+      // This minute: 120 reserved, one request (-15) of this minute settled; the previous minute:
+      // 500 and two requests of it (-30); two minutes ago is outside the window.
+      expect(await counters(f.key.id)).toEqual({ minute_tokens: 105, prev_tokens: 470, inflight: 0 });
+      expect(await counters(otherKey.id)).toEqual({ minute_tokens: 15, prev_tokens: 0, inflight: 0 });
+    });
   });
 
   it('releases exactly the reservation and folds the cost into the wallet, once', async () => {
