@@ -72,11 +72,17 @@ async function database(baseUrl, root, name) {
   return { name, url, key };
 }
 
-/** One round on db: relay_begin per call, relay_finish per call of 1 and of BIG outcomes (µs of backend CPU). */
-async function round(db) {
+/**
+ * One round on db ({ url, key }): the backend CPU per relay_begin call (unbatched, the key's), and
+ * per relay_finish call of 1 and of `big` outcomes, which give its cost per call and per outcome
+ * (a + b·n, two points). The outcomes are shaped like the gateway's. bench/run.mjs's micro-measures
+ * call this too (`onBackend` pins the backend to a core there).
+ */
+export async function round(db, { begins = BEGINS, singles = SINGLES, big: BIG_N = BIG, bigs = BIGS, onBackend } = {}) {
   const s = postgres(db.url, { max: 1, onnotice: () => {}, connection: { application_name: 'elygate-micro' } });
   try {
     const [{ pid }] = await s`select pg_backend_pid() as pid`;
+    onBackend?.(pid);
     if (PROFILE) {
       // Every statement inside the functions too; only this round's (the last round's report stands).
       await s`create extension if not exists pg_stat_statements`;
@@ -99,20 +105,20 @@ async function round(db) {
     for (let i = 0; i < 50; i++) warm.push(outcome(await begin()));
     for (let i = 0; i < 10; i++) await finish(warm.slice(i * 5, i * 5 + 5));
     if (PROFILE) await s`select pg_stat_statements_reset()`;
-    const n = Math.max(BEGINS, SINGLES + BIG * BIGS);
+    const n = Math.max(begins, singles + BIG_N * bigs);
     const tickets = [];
     let c0 = cpuUs(pid);
     for (let i = 0; i < n; i++) tickets.push(await begin());
     const begin_us = (cpuUs(pid) - c0) / n;
     const outcomes = tickets.map(outcome);
     c0 = cpuUs(pid);
-    for (let i = 0; i < SINGLES; i++) await finish([outcomes[i]]);
-    const one = (cpuUs(pid) - c0) / SINGLES;
+    for (let i = 0; i < singles; i++) await finish([outcomes[i]]);
+    const one = (cpuUs(pid) - c0) / singles;
     c0 = cpuUs(pid);
-    for (let i = 0; i < BIGS; i++) await finish(outcomes.slice(SINGLES + i * BIG, SINGLES + (i + 1) * BIG));
-    const big = (cpuUs(pid) - c0) / BIGS;
-    await finish(outcomes.slice(SINGLES + BIG * BIGS));
-    const outcome_us = (big - one) / (BIG - 1);
+    for (let i = 0; i < bigs; i++) await finish(outcomes.slice(singles + i * BIG_N, singles + (i + 1) * BIG_N));
+    const big = (cpuUs(pid) - c0) / bigs;
+    await finish(outcomes.slice(singles + BIG_N * bigs)); // whatever is left: nothing stays reserved
+    const outcome_us = (big - one) / (BIG_N - 1);
     if (PROFILE) {
       const top = await s`
         select calls, round((total_exec_time / calls * 1000)::numeric, 1) as us_per_call, rows,
@@ -164,7 +170,9 @@ async function main() {
   }
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}

@@ -38,6 +38,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID, createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir, loadavg, cpus } from 'node:os';
+import { round as microRound } from './micro.mjs';
 import { join, dirname, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
@@ -858,65 +859,25 @@ function snapshot(work, rev) {
  * Micro-measures, on one connection whose backend is pinned to `core`: the backend's CPU
  * (/proc/<pid>/schedstat) per gateway.relay_begin call (unbatched, the hot key), and per
  * gateway.relay_finish call with 1 outcome and with 100, which give its cost per call and per
- * outcome (a + b·n, two points). The outcomes are shaped like the gateway's (gateway/src/relay.ts).
+ * outcome (bench/micro.mjs's round, which `npm run bench:micro` runs as an A/B of two builds).
  */
 async function microMeasures(dbUrl, key, core) {
-  const BEGINS = 1500;
-  const SINGLES = 400;
-  const BIG = 100;
-  const BIGS = 10;
-  const s = postgres(dbUrl, { max: 1, onnotice: () => {}, connection: { application_name: 'elygate-bench-micro' } });
-  try {
-    const [{ pid }] = await s`select pg_backend_pid() as pid`;
-    if (PIN) spawnSync('taskset', ['-p', '-c', String(core), String(pid)], { stdio: 'ignore' });
-    const hash = createHash('sha256').update(key).digest();
-    const begin = () => s`select * from gateway.relay_begin(${randomUUID()}, ${hash}, 'bench-model', 'chat/completions', false, '127.0.0.1', 20, 64)`.then((r) => r[0]);
-    const outcome = (t) => {
-      const channel = Number(t.plan?.[0]?.channel_id ?? 0);
-      return {
-        id: t.request_id, created_at: t.created_at, status: 'ok', http_status: 200, channel_id: channel,
-        upstream_model: 'bench-model', prompt_tokens: 20, completion_tokens: 30, usage_source: 'upstream',
-        attempts: [{ channel_id: channel, status: 200, ms: 1 }], ttfb_ms: 1, latency_ms: 2, error_code: null,
-        error_message: null, embedding_tokens: null,
-        ticket: { user_id: t.user_id, key_id: t.key_id, group_name: t.group_name, model: 'bench-model', endpoint: 'chat/completions', cache: null },
-      };
-    };
-    const finish = (batch) => s`select gateway.relay_finish(${s.json(batch)}) as n`;
-    // Warm the session: plpgsql caches its plans per session, like a pooled connection.
-    const warm = [];
-    for (let i = 0; i < 50; i++) warm.push(outcome(await begin()));
-    for (let i = 0; i < 10; i++) await finish(warm.slice(i * 5, i * 5 + 5));
-    const cpu = () => cpuPreciseUs(pid);
-
-    const tickets = [];
-    let c0 = cpu();
-    for (let i = 0; i < BEGINS; i++) tickets.push(await begin());
-    const beginUs = (cpu() - c0) / BEGINS;
-    const outcomes = tickets.map(outcome);
-
-    c0 = cpu();
-    for (let i = 0; i < SINGLES; i++) await finish([outcomes[i]]);
-    const oneUs = (cpu() - c0) / SINGLES;
-    c0 = cpu();
-    for (let i = 0; i < BIGS; i++) await finish(outcomes.slice(SINGLES + i * BIG, SINGLES + (i + 1) * BIG));
-    const bigUs = (cpu() - c0) / BIGS;
-    // Whatever is left (none with these counts) is settled so nothing stays reserved.
-    if (outcomes.length > SINGLES + BIG * BIGS) await finish(outcomes.slice(SINGLES + BIG * BIGS));
-    const perOutcome = (bigUs - oneUs) / (BIG - 1);
-    return {
-      method: '/proc/<backend pid>/schedstat',
-      relay_begin_calls: BEGINS,
-      relay_begin_us: beginUs,
-      relay_finish_1_calls: SINGLES,
-      relay_finish_1_us: oneUs,
-      relay_finish_100_calls: BIGS,
-      relay_finish_100_us: bigUs,
-      relay_finish_outcome_us: perOutcome,
-      relay_finish_call_us: oneUs - perOutcome,
-    };
-  } finally {
-    await s.end({ timeout: 5 });
-  }
+  const BEGINS = 1500, SINGLES = 400, BIG = 100, BIGS = 10;
+  const r = await microRound({ url: dbUrl, key }, {
+    begins: BEGINS, singles: SINGLES, big: BIG, bigs: BIGS,
+    onBackend: (pid) => { if (PIN) spawnSync('taskset', ['-p', '-c', String(core), String(pid)], { stdio: 'ignore' }); },
+  });
+  return {
+    method: '/proc/<backend pid>/schedstat',
+    relay_begin_calls: Math.max(BEGINS, SINGLES + BIG * BIGS),
+    relay_begin_us: r.begin_us,
+    relay_finish_1_calls: SINGLES,
+    relay_finish_1_us: r.finish_1_us,
+    relay_finish_100_calls: BIGS,
+    relay_finish_100_us: r.finish_1_us + r.finish_outcome_us * (BIG - 1),
+    relay_finish_outcome_us: r.finish_outcome_us,
+    relay_finish_call_us: r.finish_call_us,
+  };
 }
 
 /** auto_explain of every statement inside one relay_begin call (ANALYZE, BUFFERS). */
