@@ -81,7 +81,9 @@ describe(`issue 21: every admin page answers within ${BOUND_MS} ms with ${ROWS.t
                + (select count(*)::int from private.requests, cut where cache is not null and created_at >= cut.at) as rollup_and_log,
              (select count(*)::int from private.requests where cache is not null) as log`;
     expect(c.view).toBe(c.rollup_and_log);
-    expect(c.view).toBeGreaterThan(c.log * (DAYS - 1));
+    // (Each of the 29 copied days is the last 24 hours as rolled up, less the hour after the cut
+    // and a partial first hour: a little under a day's rows, whatever the minute of the run.)
+    expect(c.view).toBeGreaterThan(c.log * (DAYS - 2));
   });
 
   it('the 30d range counts 30 days: whole days by the day, the other hours by the hour, the log after the cut, exactly', async () => {
@@ -97,7 +99,7 @@ describe(`issue 21: every admin page answers within ${BOUND_MS} ms with ${ROWS.t
     expect(ref.days).toBeGreaterThanOrEqual(DAYS - 2); // the days are there to be read by the day
     expect(d.totals.requests).toBe(Number(ref.requests));
     expect(String(d.totals.cost_micros)).toBe(String(ref.cost));
-    expect(d.totals.requests).toBeGreaterThan(ROWS * (DAYS - 1));
+    expect(d.totals.requests).toBeGreaterThan(ROWS * (DAYS - 2)); // (as the cache page's count above)
   });
 
   it.each(PAGES as string[])('%s', async (path) => {
