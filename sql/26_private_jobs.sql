@@ -107,7 +107,7 @@ begin
          count(*) filter (where r.cache = 'exact'), count(*) filter (where r.cache = 'semantic'),
          count(*) filter (where r.cache = 'miss'), count(*) filter (where r.cache = 'bypass')
     from private.requests r
-   where r.created_at >= v_from and r.created_at < least(v_to + interval '1 hour', v_cut) and r.status <> 'pending'
+   where r.created_at >= v_from and r.created_at < least(v_to + interval '1 hour', v_cut)
    group by 1, 2, 3, 4, 5;
   get diagnostics v_rows = row_count;
   perform private.latency_rollup(v_from, v_to, v_cut);

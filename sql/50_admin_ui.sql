@@ -979,16 +979,6 @@ create or replace view admin.cron_status as
          admin.cron_database() as cron_database,
          current_database() as this_database;
 
--- What exists yet: pages show an honest "not available yet" for what other work has not landed.
-create or replace view admin.features as
-  -- pg_catalog only: the roles reading this view may not look inside schema private.
-  select exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-                  where n.nspname = 'admin' and p.proname = 'code_redeem') as redeem,
-         exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-                  where n.nspname = 'admin' and p.proname = 'wallet_credit') as topup,
-         exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                  where n.nspname = 'private' and c.relname = 'cache_entries') as cache;
-
 ------------------------------------------------------------------------------------------------
 -- Self-service: schema me (role elygate_user). Every row is the session user's own.
 ------------------------------------------------------------------------------------------------
@@ -1020,9 +1010,6 @@ create or replace view me.daily_usage as
    where r.user_id = me.current_user_id()
    group by 1, 2;
 
-create or replace view me.features as
-  select f.redeem from admin.features f;
-
 create or replace function me.key_create(p_args jsonb)
 returns jsonb
 language plpgsql volatile security definer
@@ -1051,26 +1038,17 @@ end
 $$;
 comment on function me.key_revoke(bigint) is E'Revokes one of the session user''s own keys; false for any other key.';
 
--- me.redeem: the billing work's admin.code_redeem for the session's own user; where that does not
--- exist (an older schema) this says so (NOTYT) instead of pretending.
+-- me.redeem: admin.code_redeem for the session's own user.
 create or replace function me.redeem(p_code text)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-  v_me bigint := private.me_require();
-  v_out jsonb;
 begin
-  if to_regprocedure('admin.code_redeem(bigint,text)') is null then
-    raise exception using errcode = 'NOTYT', message = 'Redemption codes are not available yet.',
-      hint = 'They arrive with the billing work; ask an operator for a top-up meanwhile.';
-  end if;
-  execute 'select admin.code_redeem($1, $2)' into v_out using v_me, p_code;
-  return v_out;
+  return admin.code_redeem(private.me_require(), p_code);
 end
 $$;
-comment on function me.redeem(text) is E'Redeems a code for the session''s own user; NOTYT until redemption codes exist.';
+comment on function me.redeem(text) is E'Redeems a code for the session''s own user (admin.code_redeem).';
 
 -- Grants for schema me (80_grants.sql covers private, gateway and admin).
 revoke all on schema me from public;

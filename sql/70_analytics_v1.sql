@@ -44,8 +44,7 @@ create or replace view analytics_v1.requests as
          r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens, r.cache_write_tokens,
          r.usage_source, r.reserved_micros, r.cost_micros, r.cache, r.ttfb_ms, r.latency_ms
     from private.requests r
-   where r.status <> 'pending'
-     and not exists (select 1 from admin.internal_users i where i.id = r.user_id);
+   where not exists (select 1 from admin.internal_users i where i.id = r.user_id);
 comment on view analytics_v1.requests is
   'The request log, one row per finished request (kept LogRetentionDays; filter on created_at, the partition key). status: ok, error, aborted, refused, expired. cost_micros in micro-USD. No bodies, addresses or error texts.';
 
@@ -80,7 +79,7 @@ create or replace view analytics_v1.usage_hourly as
              count(*) filter (where r.cache = 'exact'), count(*) filter (where r.cache = 'semantic'),
              count(*) filter (where r.cache = 'miss'), count(*) filter (where r.cache = 'bypass')
         from private.requests r
-       where r.created_at >= (select since from b) and r.status <> 'pending'
+       where r.created_at >= (select since from b)
        group by 1, 2, 3, 4, 5
     ) x
     left join private.users u on u.id = x.user_id

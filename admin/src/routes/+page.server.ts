@@ -31,7 +31,6 @@ export const load: PageServerLoad = async ({ locals, url }) => {
     const [{ d }] = (await tx`select admin.dashboard(${since}) as d`) as unknown as [{ d: Dashboard }];
     const keyNames = await tx`select id, key_prefix, name, username from admin.api_keys where id = any(${d.keys.map((k) => Number(k.id))}::bigint[])`;
     const chNames = await tx`select id, name from admin.channels where id = any(${d.channels.map((c) => Number(c.id))}::bigint[])`;
-    const [features] = await tx`select cache from admin.features`;
     // The range is whole hours, from the hour `since` falls in to the current one.
     const from = new Date(Math.floor(since.getTime() / 3600_000) * 3600_000);
     return {
@@ -43,8 +42,7 @@ export const load: PageServerLoad = async ({ locals, url }) => {
       models: d.models,
       keys: d.keys.map((k) => ({ ...k, label: keyNames.find((n) => Number(n.id) === Number(k.id)) ?? null })),
       channels: d.channels.map((c) => ({ ...c, name: chNames.find((n) => Number(n.id) === Number(c.id))?.name ?? `#${c.id}` })),
-      cacheAvailable: !!features?.cache,
-      cacheRate: features?.cache ? d.totals.cache_rate : null,
+      cacheRate: d.totals.cache_rate,
     };
   });
 };

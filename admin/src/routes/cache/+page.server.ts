@@ -3,10 +3,7 @@ import { act, run } from '$lib/server/db';
 
 export const load: PageServerLoad = async ({ locals }) =>
   run(locals, async (tx) => {
-    const [features] = await tx`select * from admin.features`;
-    if (!features.cache) return { available: false as const };
     return {
-      available: true as const,
       rates: [...(await tx`select * from admin.cache_hit_rates where day >= current_date - 30 order by day desc, model limit 100`)],
       stats: [...(await tx`select * from admin.cache_stats order by entries desc`)],
       entries: [...(await tx`select * from admin.cache_entries order by created_at desc limit 50`)],

@@ -12,7 +12,6 @@ export const load: PageServerLoad = async ({ locals }) =>
     keys: [...(await tx`select * from me.api_keys order by id desc`)],
     usage: [...(await tx`select * from me.daily_usage where day >= now() - interval '30 days' order by day desc, model`)],
     recent: [...(await tx`select * from me.requests order by created_at desc limit 20`)],
-    redeemAvailable: !!(await tx`select redeem from me.features`)[0]?.redeem,
   }));
 
 export const actions: Actions = {

@@ -26,7 +26,6 @@ export const load: PageServerLoad = async ({ locals, url }) =>
       ...(await pageOf(k, [...rows] as any[], countCapped(tx, tx`select 1 ${from}`))),
       q,
       groups: [...(await tx`select * from admin.groups order by name`)],
-      features: (await tx`select * from admin.features`)[0],
       // ?credits=<user id>: that wallet's top-ups, redemptions and adjustments (admin.wallet_credits).
       ...(await creditsOf(tx, url.searchParams.get('credits'))),
       codes: [...(await tx`select c.*, u.username as redeemed_by_name from admin.redemption_codes c
