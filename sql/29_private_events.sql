@@ -23,30 +23,6 @@
 -- None is raised by the request path: the hot tables (wallets, key_counters, admissions, requests,
 -- ledger) carry no trigger; the wallet check runs as a job (elygate.alerts).
 
-insert into private.options (key, value, value_type, min_value, max_value, description)
-values
-  ('WebhookMaxAttempts', '8', 'int', 1, 100,
-   'Attempts at delivering one event to one webhook endpoint; after the last failed one the delivery is dead (the admin panel can resend it).'),
-  ('WebhookBackoffBaseMs', '10000', 'int', 10, 86400000,
-   'Wait, in ms, before a failed webhook delivery is tried again; it doubles after every further failure (exponential backoff), up to WebhookBackoffMaxMs.'),
-  ('WebhookBackoffMaxMs', '3600000', 'int', 10, 604800000,
-   'Longest wait, in ms, between two attempts at one webhook delivery.'),
-  ('WebhookTimeoutMs', '10000', 'int', 100, 120000,
-   'Deadline, in ms, for a webhook endpoint to answer; no answer in time counts as a failed attempt.'),
-  ('WebhookPollIntervalMs', '5000', 'int', 50, 600000,
-   'How often, in ms, each gateway looks for webhook deliveries that are due again (new events wake the gateways at once).'),
-  ('AllowPrivateWebhooks', 'false', 'bool', null, null,
-   'When true, webhook endpoints may be loopback, private, link-local or metadata addresses (an alert relay on the same network). When false they are refused when saved and when sending.'),
-  ('WalletLowBalanceMicros', '0', 'int', 0, 9223372036854775807,
-   'A wallet whose balance falls below this many micro-USD raises one wallet.low event (once per crossing; checked every minute by the elygate.alerts job). 0 turns the check off; private.wallet_alerts.threshold_micros overrides it per user (admin.wallet_alert_set).'),
-  ('EventRetentionDays', '30', 'int', 1, 3650,
-   'Events (and their delivery log) older than this many days are deleted by the elygate.alerts job, once no delivery of theirs is still pending.')
-on conflict (key) do update
-  set value_type  = excluded.value_type,
-      min_value   = excluded.min_value,
-      max_value   = excluded.max_value,
-      description = excluded.description;
-
 -- private.event_kinds: every kind of event there is (endpoints subscribe to these).
 create or replace function private.event_kinds()
 returns text[]

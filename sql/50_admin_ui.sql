@@ -28,22 +28,6 @@ begin
 end
 $$;
 
-insert into private.options (key, value, value_type, min_value, max_value, description)
-values
-  ('LoginMaxFailures', '5', 'int', 1, 1000,
-   'Failed admin-panel logins allowed per username and client address within LoginWindowMinutes before that address is refused (429) for that username. Other addresses are not affected.'),
-  ('LoginMaxFailuresPerIp', '30', 'int', 1, 100000,
-   'Failed admin-panel logins allowed per client address within LoginWindowMinutes, whatever the username.'),
-  ('LoginMaxFailuresGlobal', '300', 'int', 1, 1000000,
-   'Failed admin-panel logins allowed within LoginWindowMinutes from all addresses together (a distributed guessing attack) before every login is refused until the window passes. Refusals for throttling are not counted, so one address adds at most LoginMaxFailuresPerIp.'),
-  ('LoginWindowMinutes', '15', 'int', 1, 1440,
-   'The window, in minutes, over which failed admin-panel logins are counted.'),
-  ('SessionTtlHours', '12', 'int', 1, 720,
-   'An admin-panel session ends after this many hours without a request.')
-on conflict (key) do update
-  set value_type = excluded.value_type, min_value = excluded.min_value,
-      max_value = excluded.max_value, description = excluded.description;
-
 ------------------------------------------------------------------------------------------------
 -- Helpers
 ------------------------------------------------------------------------------------------------

@@ -4,16 +4,6 @@
 -- models on the same network). The connect-time half is gateway/src/ssrf.ts: only it can resolve
 -- DNS names (and catch a name that resolves to a private address, or a redirect to one).
 
-insert into private.options (key, value, value_type, min_value, max_value, description)
-values
-  ('AllowPrivateUpstreams', 'false', 'bool', null, null,
-   'When true, channel base URLs may point at loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local and metadata addresses (self-hosted models). When false they are refused when saved and when connecting.')
-on conflict (key) do update
-  set value_type  = excluded.value_type,
-      min_value   = excluded.min_value,
-      max_value   = excluded.max_value,
-      description = excluded.description;
-
 -- private.url_host: the host of an http(s) URL, lower case, without IPv6 brackets or a trailing dot.
 create or replace function private.url_host(p_url text)
 returns text
