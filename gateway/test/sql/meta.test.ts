@@ -9,7 +9,7 @@ describe('catalog rules', () => {
     const rows = await db()`
       select p.oid::regprocedure::text as fn
         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-       where n.nspname in ('private', 'gateway', 'admin') and p.prosecdef
+       where n.nspname in ('private', 'gateway', 'admin', 'me', 'analytics_v1') and p.prosecdef
          and not exists (select 1 from unnest(p.proconfig) c where c like 'search_path=%')`;
     expect(rows.map((r) => r.fn)).toEqual([]);
   });
@@ -21,11 +21,11 @@ describe('catalog rules', () => {
     expect(rows.map((r) => r.relname)).toEqual([]);
   });
 
-  it('public can execute nothing in private, gateway or admin', async () => {
+  it('public can execute nothing in private, gateway, admin or me', async () => {
     const rows = await db()`
       select p.oid::regprocedure::text as fn
         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-       where n.nspname in ('private', 'gateway', 'admin')
+       where n.nspname in ('private', 'gateway', 'admin', 'me')
          and has_function_privilege('public', p.oid, 'execute')`;
     expect(rows.map((r) => r.fn)).toEqual([]);
   });
@@ -41,12 +41,34 @@ describe('catalog rules', () => {
     );
   });
 
-  it('every function in gateway and admin has a comment', async () => {
+  it('every function in gateway, admin and me has a comment', async () => {
     const rows = await db()`
       select p.oid::regprocedure::text as fn
         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-       where n.nspname in ('gateway', 'admin') and obj_description(p.oid, 'pg_proc') is null`;
+       where n.nspname in ('gateway', 'admin', 'me') and obj_description(p.oid, 'pg_proc') is null`;
     expect(rows.map((r) => r.fn)).toEqual([]);
+  });
+
+  it('schema me: public can read none of its views; elygate_user reads only its own rows through them', async () => {
+    const views = await db()`select table_name from information_schema.views where table_schema = 'me' order by 1`;
+    expect(views.length).toBeGreaterThan(0);
+    const readable = await db()`
+      select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+       where n.nspname = 'me' and has_table_privilege('public', c.oid, 'select')`;
+    expect(readable.map((r) => r.relname)).toEqual([]);
+    // Without a session, every view of me is empty for elygate_user (me.current_user_id() is null),
+    // and nothing in private or admin is readable by it.
+    await withTx(
+      async (tx) => {
+        for (const v of views) {
+          const rows = await tx.savepoint((sp) => sp.unsafe(`select * from me.${v.table_name} limit 1`));
+          expect(rows, `me.${v.table_name}`).toHaveLength(0);
+        }
+        await expect(tx.savepoint((sp) => sp`select * from private.users`)).rejects.toMatchObject({ code: '42501' });
+        await expect(tx.savepoint((sp) => sp`select * from admin.users`)).rejects.toMatchObject({ code: '42501' });
+      },
+      { role: 'elygate_user' },
+    );
   });
 });
 
