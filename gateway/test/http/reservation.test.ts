@@ -8,14 +8,16 @@ import OpenAI from 'openai';
 import { closeDb, createChannel, createGroup, createKey, createUser, db, unique } from '../support/db';
 import { startGateway, type RunningGateway } from '../support/gateway';
 import { startMockUpstream, type MockUpstream } from '../support/mock-upstream';
+import { startMockGemini, type MockGemini } from '../support/mock-gemini';
 
 let gw: RunningGateway;
 let upstream: MockUpstream;
+let gemini: MockGemini;
 const defaults: Record<string, string> = {};
 const touched = ['ReservationPolicy', 'DefaultMaxTokens'];
 
 beforeAll(async () => {
-  upstream = await startMockUpstream();
+  [upstream, gemini] = await Promise.all([startMockUpstream(), startMockGemini()]);
   for (const o of await db()`select key, value from private.options where key = any(${touched})`) defaults[o.key] = o.value;
   await db()`select admin.option_set('DefaultMaxTokens', '20')`;
   gw = await startGateway();
@@ -25,11 +27,13 @@ afterAll(async () => {
   for (const [k, v] of Object.entries(defaults)) await db()`select admin.option_set(${k}, ${v})`;
   await gw?.stop();
   await upstream?.close();
+  await gemini?.close();
   await closeDb();
 });
 
-/** A user with `balance` micro-USD on a model at 1 micro-USD per token (in and out). */
-async function tenant(balance: number) {
+/** A user with `balance` micro-USD on a model at 1 micro-USD per token (in and out), served by
+ *  the OpenAI mock (or the channel `channel` describes). */
+async function tenant(balance: number, channel: Record<string, unknown> = {}) {
   const sql = db();
   const group = await createGroup(sql);
   const model = unique('reserved');
@@ -37,7 +41,7 @@ async function tenant(balance: number) {
   const user = await createUser(sql, { group });
   await sql`select admin.wallet_credit(${sql.json({ user_id: user.id, amount_micros: balance })})`;
   const { key } = await createKey(sql, { user_id: user.id });
-  await createChannel(sql, { base_url: upstream.url, models: [model], groups: [group] });
+  await createChannel(sql, { base_url: upstream.url, models: [model], groups: [group], ...channel });
   return { model, user, client: new OpenAI({ apiKey: key, baseURL: `${gw.url}/v1`, maxRetries: 0 }) };
 }
 
@@ -99,6 +103,17 @@ describe('ReservationPolicy cap', () => {
     expect(response.headers.get('x-elygate-max-tokens')).toBeNull();
     expect(upstream.calls.at(-1)!.body.max_tokens).toBe(50);
     expect(data.usage!.completion_tokens).toBe(50);
+  });
+
+  it('in the field each upstream reads: a channel\'s max_tokens_field, Gemini\'s generationConfig.maxOutputTokens', async () => {
+    const named = await tenant(1_000_000, { config: { max_tokens_field: 'max_completion_tokens' } });
+    await named.client.chat.completions.create({ model: named.model, messages: [{ role: 'user', content: 'mock:long:300' }] });
+    expect(upstream.calls.at(-1)!.body).toMatchObject({ max_completion_tokens: 20 });
+    expect(upstream.calls.at(-1)!.body).not.toHaveProperty('max_tokens');
+    const g = await tenant(1_000_000, { type: 'gemini', base_url: gemini.url });
+    const { response } = await g.client.chat.completions.create({ model: g.model, messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+    expect(response.headers.get('x-elygate-max-tokens')).toBe('20; reason=reservation');
+    expect(gemini.calls.at(-1)!.body.generationConfig).toMatchObject({ maxOutputTokens: 20 });
   });
 
   it('caps a Responses request converted for a chat-only upstream', async () => {
