@@ -30,6 +30,9 @@ export type Keyring = Map<string, Buffer>;
 export function keyring(current: string, previous = ''): Keyring {
   const ring: Keyring = new Map();
   for (const hex of [current, ...previous.split(',')].map((h) => h.trim()).filter(Boolean)) {
+    if (hex !== current && !/^[0-9a-fA-F]{64}$/.test(hex)) {
+      throw new Error('ELYGATE_MASTER_KEY_PREVIOUS must be master keys of 64 hex digits, separated by commas.');
+    }
     const key = parseMasterKey(hex);
     ring.set(masterKeyId(key), key);
   }
