@@ -50,10 +50,12 @@ async function database(baseUrl, root, name) {
   await admin.unsafe(`create database ${name}`);
   await admin.end();
   const url = Object.assign(new URL(baseUrl), { pathname: `/${name}` }).toString();
-  const { migrateDatabase } = await import(join(root, 'scripts', 'migrate.mjs'));
-  await migrateDatabase(url, { log: () => {} });
+  const { migrateDatabase, migrateWithCurrent } = await import(join(root, 'scripts', 'migrate.mjs'));
+  // (sql/ may use what current.sql creates: migrateWithCurrent applies it after current.sql)
+  if (migrateWithCurrent) await migrateWithCurrent(url, { log: () => {} });
+  else await migrateDatabase(url, { log: () => {} });
   const current = join(root, 'migrations', 'current.sql');
-  if (existsSync(current) && readFileSync(current, 'utf8').replace(/--.*$/gm, '').trim()) {
+  if (!migrateWithCurrent && existsSync(current) && readFileSync(current, 'utf8').replace(/--.*$/gm, '').trim()) {
     const gm = spawnSync(join(root, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'],
       { cwd: root, env: { ...process.env, DATABASE_URL: url }, encoding: 'utf8' });
     if (gm.status !== 0) throw new Error(`current.sql: ${gm.stdout}${gm.stderr}`);

@@ -30,7 +30,7 @@ async function main() {
     gw.username = 'elygate_gateway';
     gw.password = st.gatewayPassword;
     env.GATEWAY_DATABASE_URL = gw.toString();
-    env.ELYGATE_MASTER_KEY ||= st.masterKey;
+    Object.assign(env, (await import('./pg.mjs')).masterKeyEnv(st, env));
     env.DATABASE_URL = adminUrl;
   }
   env.ADMIN_DATABASE_URL ||= adminUrl;

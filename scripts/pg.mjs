@@ -537,6 +537,27 @@ export function readState() {
   return st && st.password ? info(st, false) : null;
 }
 
+/**
+ * The master keys the embedded default runs its gateway and admin with: state.json's masterKey,
+ * and the key a master-key rotation replaced (previousMasterKey, still accepted for opening what a
+ * process started before the rotation sealed; scripts/rotate-master-key.mjs). The environment's
+ * ELYGATE_MASTER_KEY / ELYGATE_MASTER_KEY_PREVIOUS win, as everywhere.
+ */
+export function masterKeyEnv(st, env = process.env) {
+  return {
+    ELYGATE_MASTER_KEY: env.ELYGATE_MASTER_KEY || st.masterKey || '',
+    ELYGATE_MASTER_KEY_PREVIOUS: env.ELYGATE_MASTER_KEY_PREVIOUS || st.previousMasterKey || '',
+  };
+}
+
+/** Records a new master key for the embedded default, keeping the one it replaces as previousMasterKey. */
+export function saveMasterKey(masterKey, previousMasterKey) {
+  const st = readStateRaw();
+  if (!st) fail(`No ${STATE_FILE}: the embedded database was never provisioned here.`);
+  writeState({ ...st, masterKey, previousMasterKey });
+  return STATE_FILE;
+}
+
 function desiredPort(st) {
   const env = process.env.ELYGATE_PG_PORT;
   if (env) {

@@ -55,7 +55,7 @@ async function main() {
     ad.username = 'elygate_admin';
     ad.password = st.adminPassword;
     env.ADMIN_DATABASE_URL ||= ad.toString();
-    env.ELYGATE_MASTER_KEY ||= st.masterKey;
+    Object.assign(env, (await import('./pg.mjs')).masterKeyEnv(st, env));
     say(`Data lives in ${st.dataDir}. Connect with: npm run psql   (or psql "${redact(st.url)}", password in ${join(st.dataDir, 'state.json')})`);
   }
 

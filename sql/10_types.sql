@@ -119,3 +119,19 @@ begin
   end if;
 end
 $$;
+
+-- The ticket and the admission plan gained max_tokens: the output tokens the gateway sends the
+-- upstream as its limit (ReservationPolicy cap, for a request that set none), null when the
+-- request's own limit stands. (Added, not re-created: nothing stores these types.)
+do $$
+begin
+  if not exists (select 1 from pg_attribute
+                  where attrelid = 'gateway.relay_ticket'::regclass and attname = 'max_tokens' and not attisdropped) then
+    alter type gateway.relay_ticket add attribute max_tokens integer;
+  end if;
+  if not exists (select 1 from pg_attribute
+                  where attrelid = 'private.admit_plan'::regclass and attname = 'max_tokens' and not attisdropped) then
+    alter type private.admit_plan add attribute max_tokens integer;
+  end if;
+end
+$$;

@@ -29,6 +29,8 @@ values
    'Most requests admitted by one relay_begin_batch call (each is a subtransaction; PostgreSQL caches 64 per transaction).'),
   ('DefaultMaxTokens', '4096', 'int', 1, 10000000,
    'Completion tokens assumed for a request that does not set max_tokens (used for reservations).'),
+  ('ReservationPolicy', 'allow', 'text', null, null,
+   'What bounds a request that sets no max_tokens (reserved at DefaultMaxTokens): "allow" (default) sends no limit, as the upstream would be asked directly, bills an answer that outgrows its reservation in full (ledger overrun_micros) and admits nothing more for its wallet until it is covered again; "cap" sends the upstream the reserved DefaultMaxTokens as its output limit, so no answer costs more than its reservation (header x-elygate-max-tokens).'),
   ('AllowUnpricedModels', 'false', 'bool', null, null,
    'When true, models without a price are served free of charge; when false they are refused (403 model_not_priced).'),
   ('DurableAdmission', 'false', 'bool', null, null,
@@ -181,6 +183,10 @@ begin
     raise exception using errcode = 'BADOP', column = 'value',
       message = format('Option "SemanticCacheScope" must be "user" or "group", got "%s".', left(p_value, 100));
   end if;
+  if p_key = 'ReservationPolicy' and p_value not in ('cap', 'allow') then
+    raise exception using errcode = 'BADOP', column = 'value',
+      message = format('Option "ReservationPolicy" must be "cap" or "allow", got "%s".', left(p_value, 100));
+  end if;
   if p_key = 'SemanticCacheEmbeddingChannel' and p_value <> ''
      and not exists (select 1 from private.channels c where c.name = p_value) then
     raise exception using errcode = 'BADOP', column = 'value',
@@ -188,7 +194,7 @@ begin
   end if;
 end
 $$;
-comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, SemanticCacheEmbeddingChannel).';
+comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, ReservationPolicy, SemanticCacheEmbeddingChannel).';
 
 -- private.option_validate: checks a value against the option's declared type and bounds.
 create or replace function private.option_validate(p_key text, p_value text)
@@ -302,6 +308,11 @@ language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- (Not when the keys are re-sealed under a new master key: the keys themselves did not change,
+  -- and gateways keep serving with the copies they opened; see admin.master_key_rotate.)
+  if current_setting('elygate.resealing', true) = 'on' then
+    return null;
+  end if;
   update private.channels c set version = c.version
    where c.id = coalesce(new.channel_id, old.channel_id);
   return null;

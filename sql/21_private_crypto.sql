@@ -57,19 +57,18 @@ begin
 end
 $$;
 
--- private.aes_gcm_encrypt: AES-256-GCM with a 96-bit nonce and no additional data.
-create or replace function private.aes_gcm_encrypt(p_key bytea, p_nonce bytea, p_plain bytea,
-                                                   out ciphertext bytea, out tag bytea)
+-- private.aes_gcm_ctr: GCM's keystream (E(K, nonce || counter) for counter = 2, 3, ...; counter 1
+-- masks the tag) XORed with p_data: encrypts and decrypts alike.
+create or replace function private.aes_gcm_ctr(p_key bytea, p_nonce bytea, p_data bytea)
+returns bytea
 language plpgsql immutable strict
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_h bit(128);
-  v_blocks integer := (length(p_plain) + 15) / 16;
+  v_blocks integer := (length(p_data) + 15) / 16;
   v_counters bytea := ''::bytea;
   v_stream bytea;
-  v_x bit(128) := repeat('0', 128)::bit(128);
-  v_len bytea;
+  v_out bytea := p_data;
 begin
   if length(p_key) <> 32 then
     raise exception using errcode = 'NOMKY', message = 'The master key must be 32 bytes (64 hex digits).';
@@ -77,33 +76,69 @@ begin
   if length(p_nonce) <> 12 then
     raise exception using errcode = 'BADIN', message = 'An AES-GCM nonce must be 12 bytes.';
   end if;
-  v_h := private.gcm_block_to_bits(public.encrypt('\x00000000000000000000000000000000'::bytea, p_key, 'aes-ecb/pad:none'));
-
-  -- Keystream: E(K, nonce || counter) for counter = 2, 3, ... (counter 1 masks the tag).
   for i in 0..v_blocks - 1 loop
     v_counters := v_counters || p_nonce || int4send(i + 2);
   end loop;
-  ciphertext := p_plain;
   if v_blocks > 0 then
     v_stream := public.encrypt(v_counters, p_key, 'aes-ecb/pad:none');
-    for i in 0..length(p_plain) - 1 loop
-      ciphertext := set_byte(ciphertext, i, get_byte(p_plain, i) # get_byte(v_stream, i));
+    for i in 0..length(p_data) - 1 loop
+      v_out := set_byte(v_out, i, get_byte(p_data, i) # get_byte(v_stream, i));
     end loop;
   end if;
+  return v_out;
+end
+$$;
 
-  -- GHASH over the ciphertext blocks, then the length block (AAD length 0, ciphertext bits).
-  for i in 0..v_blocks - 1 loop
-    v_x := private.gcm_gf_mul(v_x # private.gcm_block_to_bits(substring(ciphertext from i * 16 + 1 for 16)), v_h);
+-- private.aes_gcm_tag: GCM's tag of p_ciphertext (GHASH over its blocks and the length block, AAD
+-- length 0, masked with E(K, nonce || 1)).
+create or replace function private.aes_gcm_tag(p_key bytea, p_nonce bytea, p_ciphertext bytea)
+returns bytea
+language plpgsql immutable strict
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_h bit(128) := private.gcm_block_to_bits(public.encrypt('\x00000000000000000000000000000000'::bytea, p_key, 'aes-ecb/pad:none'));
+  v_x bit(128) := repeat('0', 128)::bit(128);
+begin
+  for i in 0..(length(p_ciphertext) + 15) / 16 - 1 loop
+    v_x := private.gcm_gf_mul(v_x # private.gcm_block_to_bits(substring(p_ciphertext from i * 16 + 1 for 16)), v_h);
   end loop;
-  v_len := int8send(0) || int8send(length(p_plain)::bigint * 8);
-  v_x := private.gcm_gf_mul(v_x # private.gcm_block_to_bits(v_len), v_h);
-
-  tag := private.gcm_bits_to_block(
+  v_x := private.gcm_gf_mul(v_x # private.gcm_block_to_bits(int8send(0) || int8send(length(p_ciphertext)::bigint * 8)), v_h);
+  return private.gcm_bits_to_block(
     v_x # private.gcm_block_to_bits(public.encrypt(p_nonce || int4send(1), p_key, 'aes-ecb/pad:none')));
+end
+$$;
+
+-- private.aes_gcm_encrypt: AES-256-GCM with a 96-bit nonce and no additional data.
+create or replace function private.aes_gcm_encrypt(p_key bytea, p_nonce bytea, p_plain bytea,
+                                                   out ciphertext bytea, out tag bytea)
+language plpgsql immutable strict
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  ciphertext := private.aes_gcm_ctr(p_key, p_nonce, p_plain);
+  tag := private.aes_gcm_tag(p_key, p_nonce, ciphertext);
 end
 $$;
 comment on function private.aes_gcm_encrypt(bytea, bytea, bytea) is
   E'AES-256-GCM (96-bit nonce, no AAD) built on pgcrypto''s AES block; used to seal upstream keys.';
+
+-- private.aes_gcm_decrypt: opens what private.aes_gcm_encrypt sealed; raises NOMKY when the tag
+-- does not match (another key, or altered bytes). Only master-key rotation opens keys in SQL.
+create or replace function private.aes_gcm_decrypt(p_key bytea, p_nonce bytea, p_ciphertext bytea, p_tag bytea)
+returns bytea
+language plpgsql immutable strict
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if private.aes_gcm_tag(p_key, p_nonce, p_ciphertext) <> p_tag then
+    raise exception using errcode = 'NOMKY', message = 'A sealed value does not open with this key (wrong key, or altered bytes).';
+  end if;
+  return private.aes_gcm_ctr(p_key, p_nonce, p_ciphertext);
+end
+$$;
+comment on function private.aes_gcm_decrypt(bytea, bytea, bytea, bytea) is
+  E'Opens an AES-256-GCM sealed value (96-bit nonce, no AAD) after checking its tag; raises NOMKY on a mismatch.';
 
 -- private.master_key(): the session's master key, or a clear error telling how to provide it.
 create or replace function private.master_key()

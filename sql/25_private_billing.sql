@@ -242,14 +242,16 @@ begin
                                 prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
                                 input_price, output_price, cached_input_price, cache_write_price, per_call_price,
                                 group_multiplier, channel_multiplier, amount_micros, usage_source, abort_policy, folded,
-                                cache, embedding_tokens, embedding_micros)
+                                cache, embedding_tokens, embedding_micros, overrun_micros)
     select s.id, now(), s.user_id, s.key_id, s.channel_id, s.model, s.group_name,
            case when s.billable then coalesce(s.prompt_tokens, 0) else 0 end,
            case when s.billable then coalesce(s.completion_tokens, 0) else 0 end,
            coalesce(s.cached_tokens, 0), coalesce(s.cache_write_tokens, 0), s.input_price, s.output_price,
            s.cached_input_price, s.cache_write_price, s.per_call_price, s.group_multiplier, s.channel_multiplier,
            s.amount, case when s.billable then s.usage_source else 'none' end, s.abort_policy, true,
-           s.cache, coalesce(s.embedding_tokens, 0), s.embedding_amount
+           s.cache, coalesce(s.embedding_tokens, 0), s.embedding_amount,
+           -- what the bill exceeds its reservation by (ReservationPolicy allow; see admit_prepare)
+           greatest(s.amount - coalesce(s.reserved_micros, 0), 0)
       from priced s
      where s.billable or coalesce(s.embedding_tokens, 0) > 0
     on conflict (request_id) do nothing

@@ -137,6 +137,7 @@ declare
   v_key private.api_keys;
   v_price private.models;
   v_out_tokens integer;
+  v_cap integer;
   v_reserve bigint := 0;
   v_cache jsonb;
   v_card private.price_card;
@@ -180,6 +181,14 @@ begin
   end if;
   v_out_tokens := case when p_endpoint = 'embeddings' then 0
                        else coalesce(p_max_tokens, (p_opt ->> 'DefaultMaxTokens')::integer) end;
+  /* ReservationPolicy cap: a request that set no output limit gets the one its reservation covers,
+     sent to the upstream by the gateway (the ticket's max_tokens), so its answer cannot cost more
+     than was held. why only then: a limit the client set is reserved in full, so it is covered as
+     it is. Not for embeddings (no output) nor the legacy completions endpoint, whose upstreams
+     default to 16 tokens: a cap there would lengthen answers, never bound them. */
+  if p_max_tokens is null and p_endpoint not in ('embeddings', 'completions') and p_opt ->> 'ReservationPolicy' = 'cap' then
+    v_cap := v_out_tokens;
+  end if;
 
   /* why the card: what this admission reserves with is what it is billed with (private.settle
      reads it back from the admission row) and what the gateway's receipt is computed from (the
@@ -230,7 +239,7 @@ begin
                'cache_hit_ratio', v_card.hit_ratio::text,
                'embedding', case when num_nonnulls(v_card.embedding_input, v_card.embedding_per_call) > 0 then
                               jsonb_build_object('input', v_card.embedding_input, 'per_call', v_card.embedding_per_call) end)
-             end, v_card)::private.admit_plan;
+             end, v_card, v_cap)::private.admit_plan;
 end
 $$;
 comment on function private.admit_prepare(jsonb, private.key_auth, private.route_choice, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
@@ -402,7 +411,15 @@ begin
       u := case when v_p.reserved_micros > 0 then array_position(v_users, v_p.user_id) end;
       k := case when v_p.counted then array_position(v_keys, v_p.key_id) end;
       -- Wallet: balance minus open reservations (plus the credit limit) must cover it.
-      if v_p.reserved_micros > 0 and coalesce(v_avail[u], 0) < v_p.reserved_micros then
+      if v_p.reserved_micros > 0 and coalesce(v_avail[u], 0) < 0 then
+        /* A wallet already past its credit limit: a settled bill outgrew its reservation
+           (ReservationPolicy allow, or a prompt larger than its estimate). Nothing is admitted
+           for it until it is covered again. */
+        v_error := private.refusal_json('QUOTA',
+          format('This account is %s micro-USD past its credit limit: a request was billed more than was reserved for it (one without max_tokens, under ReservationPolicy allow). No request is admitted until the wallet is topped up by at least that much.',
+                 -v_avail[u]),
+          null, 'Top up with admin.wallet_credit(...) or a redemption code; send max_tokens to be billed no more than you reserve.', null, null, null);
+      elsif v_p.reserved_micros > 0 and coalesce(v_avail[u], 0) < v_p.reserved_micros then
         v_error := private.refusal_json('QUOTA',
           format('You exceeded your current quota: this request needs up to %s micro-USD and %s is available. Top up, lower max_tokens, or ask your operator.',
                  v_p.reserved_micros, coalesce(v_avail[u], 0)),
@@ -496,7 +513,7 @@ returns jsonb
 language plpgsql stable
 as $$
 begin
-  return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens', 'AdmissionBatchMax',
+  return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens', 'ReservationPolicy', 'AdmissionBatchMax',
                               'SemanticCacheEnabled', 'SemanticCacheScope', 'SemanticCacheHitPriceRatio',
                               'SemanticCacheEmbeddingModel', 'SemanticCacheEmbeddingChannel');
 end
@@ -566,7 +583,7 @@ begin
     perform private.refusal_raise(v_errors[1]);
   end if;
   return row(v_plan.request_id, now(), v_plan.user_id, v_plan.key_id, v_plan.group_name, v_plan.reserved_micros,
-             v_plan.plan, v_plan.price, v_plan.cache)::gateway.relay_ticket;
+             v_plan.plan, v_plan.price, v_plan.cache, v_plan.max_tokens)::gateway.relay_ticket;
 end
 $$;
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
@@ -645,7 +662,7 @@ comment on function private.admit_prepare_element(jsonb, private.key_auth, priva
 -- batch's.
 create or replace function gateway.relay_begin_batch(p_requests jsonb)
 returns table (idx integer, request_id uuid, created_at timestamptz, user_id bigint, key_id bigint, group_name text,
-               reserved_micros bigint, plan jsonb, price jsonb, cache jsonb, error jsonb)
+               reserved_micros bigint, plan jsonb, price jsonb, cache jsonb, max_tokens integer, error jsonb)
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 -- Generic plans: a custom plan (PostgreSQL's pick for these array-parameter statements) is made
@@ -731,7 +748,7 @@ begin
   -- element's plan is null and its error is set.
   return query
     select v_ords[g.i], (p).request_id, case when (p).request_id is not null then now() end, (p).user_id, (p).key_id,
-           (p).group_name, (p).reserved_micros, (p).plan, (p).price, (p).cache, v_errors[g.i]
+           (p).group_name, (p).reserved_micros, (p).plan, (p).price, (p).cache, (p).max_tokens, v_errors[g.i]
       from generate_subscripts(v_ords, 1) g(i)
       cross join lateral (select v_plans[g.i] as p) x;
 end

@@ -210,7 +210,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_allowed constant text[] := array['key_selection', 'param_override', 'header_override', 'status_code_mapping',
-                                     'api_version', 'anthropic_version', 'deployments', 'probe_model', 'responses_api'];
+                                     'api_version', 'anthropic_version', 'deployments', 'probe_model', 'responses_api',
+                                     'max_tokens_field'];
   v_key text;
 begin
   select array_to_string(array_agg(k order by k), ', ') into v_key
@@ -229,6 +230,12 @@ begin
   if p_config ? 'responses_api' and not (p_config ->> 'responses_api' = any(array['native', 'convert'])) then
     raise exception using errcode = 'BADCH', column = 'config',
       message = '"config.responses_api" must be "native" (the upstream implements /v1/responses) or "convert" (to chat completions).';
+  end if;
+  -- max_tokens_field: where an OpenAI-type channel takes the output limit the gateway sets
+  -- (ReservationPolicy cap); unset, max_completion_tokens on OpenAI's own API and Azure, else max_tokens.
+  if p_config ? 'max_tokens_field' and not (p_config ->> 'max_tokens_field' = any(array['max_tokens', 'max_completion_tokens'])) then
+    raise exception using errcode = 'BADCH', column = 'config',
+      message = '"config.max_tokens_field" must be "max_tokens" or "max_completion_tokens".';
   end if;
   foreach v_key in array array['param_override', 'header_override', 'status_code_mapping', 'deployments'] loop
     if p_config ? v_key and jsonb_typeof(p_config -> v_key) <> 'object' then

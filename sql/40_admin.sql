@@ -611,5 +611,5 @@ create or replace view admin.ledger as
   select l.id, l.request_id, l.created_at, l.user_id, l.key_id, l.channel_id, l.model, l.prompt_tokens,
          l.completion_tokens, l.input_price, l.output_price, l.per_call_price, l.group_multiplier,
          l.amount_micros, l.usage_source, l.abort_policy, l.cached_tokens, l.cache_write_tokens,
-         l.cached_input_price, l.cache_write_price, l.channel_multiplier, l.group_name
+         l.cached_input_price, l.cache_write_price, l.channel_multiplier, l.group_name, l.overrun_micros
     from private.ledger l;

@@ -53,11 +53,11 @@ create or replace view analytics_v1.ledger as
          l.prompt_tokens, l.completion_tokens, l.cached_tokens, l.cache_write_tokens,
          l.input_price, l.output_price, l.cached_input_price, l.cache_write_price, l.per_call_price,
          l.group_multiplier, l.channel_multiplier, l.amount_micros, l.usage_source, l.cache,
-         l.embedding_tokens, l.embedding_micros
+         l.embedding_tokens, l.embedding_micros, l.overrun_micros
     from private.ledger l
    where not exists (select 1 from admin.internal_users i where i.id = l.user_id);
 comment on view analytics_v1.ledger is
-  'What was billed: one row per settled request (kept for good), with the unit prices and multipliers it was billed at. amount_micros in micro-USD (embedding_micros included).';
+  'What was billed: one row per settled request (kept for good), with the unit prices and multipliers it was billed at. amount_micros in micro-USD (embedding_micros included); overrun_micros: how much it exceeded the request''s reservation (ReservationPolicy allow).';
 
 create or replace view analytics_v1.usage_hourly as
   with b as (select least(date_trunc('hour', coalesce(max(l.covered_to), '-infinity')), date_trunc('hour', now())) as since

@@ -23,6 +23,9 @@ export const config = {
   databaseRole: process.env.GATEWAY_DATABASE_URL ? undefined : 'elygate_gateway',
   dbPoolMax: int('ELYGATE_DB_POOL_MAX', 10),
   masterKey: process.env.ELYGATE_MASTER_KEY || '',
+  // Old master keys still accepted for opening sealed values during a master-key rotation
+  // (comma-separated; never used to seal).
+  masterKeyPrevious: process.env.ELYGATE_MASTER_KEY_PREVIOUS || '',
   // Take the client address from X-Forwarded-For (only behind a proxy you trust).
   trustProxy: process.env.ELYGATE_TRUST_PROXY === '1' || process.env.ELYGATE_TRUST_PROXY === 'true',
   production: process.env.NODE_ENV === 'production',

@@ -3,7 +3,7 @@
 // re-read whenever relay_begin's plan names a version this process has not seen.
 import { sql } from './db';
 import { config } from './config';
-import { masterKeyId, openSealedKey, parseMasterKey, type SealedKey } from './crypto';
+import { keyring, openSealedKey, type SealedKey } from './crypto';
 
 export interface Options {
   MaxRequestBodyBytes: number;
@@ -56,8 +56,7 @@ export interface Channel {
 }
 
 const channels = new Map<number, Channel>();
-const master = config.masterKey ? parseMasterKey(config.masterKey) : null;
-const masterId = master ? masterKeyId(master) : '';
+const masterKeys = keyring(config.masterKey, config.masterKeyPrevious);
 
 export interface PlanEntry {
   channel_id: number;
@@ -82,10 +81,10 @@ export async function channelsFor(plan: PlanEntry[]): Promise<Map<number, Channe
         keys: [],
       };
       try {
-        if ((r.keys as SealedKey[]).length > 0 && !master) {
+        if ((r.keys as SealedKey[]).length > 0 && masterKeys.size === 0) {
           throw new Error(`channel "${ch.name}" has sealed keys but ELYGATE_MASTER_KEY is not set`);
         }
-        ch.keys = (r.keys as SealedKey[]).map((k) => openSealedKey(master!, masterId, k, ch.name));
+        ch.keys = (r.keys as SealedKey[]).map((k) => openSealedKey(masterKeys, k, ch.name));
       } catch (err) {
         ch.unusable = (err as Error).message;
         console.error(JSON.stringify({ level: 'error', msg: 'channel credentials unusable', channel: ch.id, error: ch.unusable }));

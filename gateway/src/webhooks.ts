@@ -13,7 +13,7 @@
 import { createHmac } from 'node:crypto';
 import { sql } from './db';
 import { config } from './config';
-import { masterKeyId, openSealedKey, parseMasterKey, type SealedKey } from './crypto';
+import { keyring, openSealedKey, type SealedKey } from './crypto';
 import { webhookAttempts } from './metrics';
 import { options } from './snapshot';
 import { upstreamFetch, WEBHOOK } from './ssrf';
@@ -43,15 +43,14 @@ export function webhookSignature(secret: string, timestamp: number, body: string
   return 'sha256=' + createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex');
 }
 
-const master = config.masterKey ? parseMasterKey(config.masterKey) : null;
-const masterId = master ? masterKeyId(master) : '';
+const masterKeys = keyring(config.masterKey, config.masterKeyPrevious);
 
 function openSecret(d: ClaimedDelivery): string {
-  if (!master) throw new Error('ELYGATE_MASTER_KEY is not set: this gateway cannot open webhook secrets to sign deliveries');
+  if (masterKeys.size === 0) throw new Error('ELYGATE_MASTER_KEY is not set: this gateway cannot open webhook secrets to sign deliveries');
   try {
-    return openSealedKey(master, masterId, d.secret, 'webhook');
+    return openSealedKey(masterKeys, d.secret, 'webhook');
   } catch (err) {
-    throw new Error(`the webhook secret was sealed with master key ${d.secret.key_id}, not this gateway's (${masterId}): ${(err as Error).message}`);
+    throw new Error(`the webhook secret could not be opened: ${(err as Error).message}`);
   }
 }
 

@@ -95,7 +95,7 @@ async function database(): Promise<{ ownerUrl: string }> {
   gw.username = 'elygate_gateway';
   gw.password = st.gatewayPassword;
   process.env.GATEWAY_DATABASE_URL ||= gw.toString();
-  process.env.ELYGATE_MASTER_KEY ||= st.masterKey;
+  Object.assign(process.env, pg.masterKeyEnv(st));
   process.env.DATABASE_URL = st.url;
   say('embedded PostgreSQL', { data: process.env.ELYGATE_DATA_DIR });
   return { ownerUrl: st.url };

@@ -30,6 +30,9 @@ export interface CallInput {
   stream: boolean;
   upstreamModel: string;
   defaultMaxTokens: number;
+  /** The output limit to send in place of the client's none (ReservationPolicy cap: the ticket's
+   *  max_tokens, decided by admission); null or absent: the client's own limit, if any, stands. */
+  maxTokens?: number | null;
   /** The client's request headers (anthropic-version and anthropic-beta go on to Anthropic channels). */
   headers?: Headers;
 }
@@ -96,15 +99,16 @@ function chatOf(input: CallInput, wire: Wire): ChatRequest {
 function openAiBody(input: CallInput, forceUsage: boolean): Record<string, any> | Uint8Array<ArrayBuffer> {
   const { body } = input;
   const needsUsage = forceUsage && input.stream && !(body.stream_options && body.stream_options.include_usage === true);
-  if (input.upstreamModel === body.model && !needsUsage) return input.raw;
+  if (input.upstreamModel === body.model && !needsUsage && input.maxTokens == null) return input.raw;
   const copy: Record<string, any> = { ...body, model: input.upstreamModel };
   if (needsUsage) copy.stream_options = { ...(body.stream_options ?? {}), include_usage: true };
   return copy;
 }
 
 /** Builds the upstream request, or returns why this channel type cannot serve the request. */
-export function prepareCall(channel: ChannelLike, key: string, input: CallInput): PreparedCall | Unsupported {
+export function prepareCall(channel: ChannelLike, key: string, client: CallInput): PreparedCall | Unsupported {
   const cfg = channel.config ?? {};
+  const input = capped(channel, client);
   let url: string;
   let headers: Record<string, string>;
   let body: Record<string, any> | Uint8Array<ArrayBuffer>;
@@ -137,7 +141,7 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
     wire = 'anthropic';
     if (input.protocol === 'anthropic') {
       native = true;
-      body = input.upstreamModel === input.body.model ? input.raw : { ...input.body, model: input.upstreamModel };
+      body = input.upstreamModel === input.body.model && input.maxTokens == null ? input.raw : { ...input.body, model: input.upstreamModel };
     } else if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
       return { unsupported: `an anthropic channel cannot serve /v1/${input.endpoint}` };
     } else {
@@ -176,6 +180,34 @@ export function prepareCall(channel: ChannelLike, key: string, input: CallInput)
   }
   overrideHeaders(headers, cfg);
   return { url, headers, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)), native, wire, kind };
+}
+
+/**
+ * The client's body with the output limit admission decided (ReservationPolicy cap) in the field
+ * of the client's protocol, where every conversion reads a client's own limit (Anthropic's and
+ * Gemini's converters read max_completion_tokens or max_tokens, Responses' max_output_tokens).
+ * An OpenAI-type channel gets max_completion_tokens on OpenAI's own API and Azure (their reasoning
+ * models refuse max_tokens), max_tokens elsewhere (what OpenAI-compatible servers read), unless
+ * its config.max_tokens_field names one.
+ */
+function capped(channel: ChannelLike, input: CallInput): CallInput {
+  if (input.maxTokens == null) return input;
+  let field = 'max_tokens';
+  if (input.protocol === 'responses') field = 'max_output_tokens';
+  else if (input.protocol === 'openai' && input.endpoint === 'chat/completions') field = openAiMaxTokensField(channel);
+  return { ...input, body: { ...input.body, [field]: input.maxTokens } };
+}
+
+function openAiMaxTokensField(channel: ChannelLike): string {
+  const named = channel.config?.max_tokens_field;
+  if (named === 'max_tokens' || named === 'max_completion_tokens') return named;
+  if (channel.type === 'azure') return 'max_completion_tokens';
+  if (channel.type !== 'openai') return 'max_tokens';
+  try {
+    return OFFICIAL_RESPONSES_HOSTS.has(new URL(channel.baseUrl).hostname) ? 'max_completion_tokens' : 'max_tokens';
+  } catch {
+    return 'max_tokens';
+  }
 }
 
 function overrideHeaders(headers: Record<string, string>, cfg: Record<string, any>): void {

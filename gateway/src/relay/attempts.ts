@@ -110,6 +110,7 @@ function prepareTry(run: Run, channel: Channel | undefined, entry: RouteEntry, d
     stream: facts.stream,
     upstreamModel: entry.model,
     defaultMaxTokens: options.DefaultMaxTokens,
+    maxTokens: run.ticket.max_tokens,
     headers: input.headers,
   });
   if ('unsupported' in call) {

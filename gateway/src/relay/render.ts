@@ -4,7 +4,7 @@ import { answerOf, type CachedAnswer } from '../cache';
 import { decodeCompletion, upstreamErrorOf, type PreparedCall, type Protocol, type Wire } from '../adapters';
 import { anthropicError, chatToMessage } from '../inbound/anthropic';
 import { chatToResponse } from '../inbound/responses';
-import type { RelayInput } from './types';
+import type { RelayInput, Ticket } from './types';
 
 const HOP_HEADERS = ['content-type', 'openai-processing-ms', 'openai-version', 'x-ratelimit-limit-requests', 'request-id', 'anthropic-organization-id'];
 const encoder = new TextEncoder();
@@ -66,6 +66,11 @@ export function responseHeaders(requestId: string, upstream: Response): Record<s
   }
   headers['content-type'] ??= 'application/json';
   return headers;
+}
+
+/** x-elygate-max-tokens when the gateway set the upstream's output limit (ReservationPolicy cap). */
+export function maxTokensHeaders(ticket: Ticket): Record<string, string> {
+  return ticket.max_tokens == null ? {} : { 'x-elygate-max-tokens': `${ticket.max_tokens}; reason=reservation` };
 }
 
 /** An upstream error answer in the client's error shape (passed through when the shapes agree). */

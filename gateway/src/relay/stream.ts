@@ -10,6 +10,7 @@ import { StreamAssembler } from '../cache';
 import type { Outcome } from '../settle';
 import { cacheHeaders } from './cache-hit';
 import { cacheStore } from './answer';
+import { maxTokensHeaders } from './render';
 import { makePipe, type Pipe } from './pipes';
 import { errMessage, type Result, type Run, type Try } from './attempts';
 
@@ -164,5 +165,6 @@ function streamHeaders(run: Run): Headers {
     connection: 'keep-alive',
     'x-request-id': run.input.requestId,
     ...cacheHeaders(run.input, run.cache),
+    ...maxTokensHeaders(run.ticket),
   });
 }

@@ -54,6 +54,9 @@ export interface Ticket {
   plan: RouteEntry[];
   price: PriceCard | null;
   cache: CachePlan | null;
+  /** The output limit the gateway sends the upstream (ReservationPolicy cap, for a request that
+   *  set none); null: the request's own limit stands. */
+  max_tokens: number | null;
 }
 
 /** relay_begin's cache result: an exact hit with its answer, or a miss with the semantic plan. */

@@ -236,8 +236,15 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
     const promptTokens = countWords(promptText(body));
     const afterTool = isChat && body.messages?.at(-1)?.role === 'tool';
     const wantsTool = isChat && Array.isArray(body.tools) && body.tools.length > 0 && body.tool_choice !== 'none' && !afterTool;
-    const answer = answerFor(body);
-    const words = answer.split(' ');
+    // "mock:long:N": an answer of N words (a long answer); either way the answer stops at the
+    // request's max_completion_tokens or max_tokens, finish_reason "length", as upstreams do.
+    const longDirective = /mock:long:(\d+)/.exec(lastUserText(body));
+    let words = longDirective ? Array.from({ length: Number(longDirective[1]) }, (_, i) => `w${i}`) : answerFor(body).split(' ');
+    const limit = body.max_completion_tokens ?? body.max_tokens;
+    const cut = Number.isInteger(limit) && limit > 0 && words.length > limit;
+    if (cut) words = words.slice(0, limit);
+    const answer = words.join(' ');
+    const finish = cut ? 'length' : 'stop';
     // A reasoning model's thoughts, as OpenAI-compatible servers (DeepSeek, vLLM) return them.
     const reasoning = isChat && body.reasoning_effort && body.reasoning_effort !== 'none' ? `Thinking (${body.reasoning_effort}) first.` : null;
     const completionTokens = (wantsTool ? 5 : words.length) + (reasoning ? countWords(reasoning) : 0);
@@ -267,7 +274,7 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
                   ...(toolCall ? { role: 'assistant', content: null, tool_calls: [toolCall] } : { role: 'assistant', content: answer }),
                   ...(reasoning ? { reasoning_content: reasoning } : {}),
                 },
-                finish_reason: toolCall ? 'tool_calls' : 'stop',
+                finish_reason: toolCall ? 'tool_calls' : finish,
                 logprobs: null,
               },
             ],
@@ -279,7 +286,7 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
             object: 'text_completion',
             created,
             model: body.model,
-            choices: [{ index: 0, text: answer, finish_reason: 'stop', logprobs: null }],
+            choices: [{ index: 0, text: answer, finish_reason: finish, logprobs: null }],
             ...(state.reportUsage ? { usage } : {}),
           };
       if (state.reportUsage) call.usage = usage;
@@ -307,10 +314,10 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
       } else {
         words.forEach((w, i) => chunks.push({ ...base, choices: [{ index: 0, delta: { content: (i ? ' ' : '') + w }, finish_reason: null }] }));
       }
-      chunks.push({ ...base, choices: [{ index: 0, delta: {}, finish_reason: toolCall ? 'tool_calls' : 'stop' }] });
+      chunks.push({ ...base, choices: [{ index: 0, delta: {}, finish_reason: toolCall ? 'tool_calls' : finish }] });
     } else {
       words.forEach((w, i) => chunks.push({ ...base, choices: [{ index: 0, text: (i ? ' ' : '') + w, finish_reason: null, logprobs: null }] }));
-      chunks.push({ ...base, choices: [{ index: 0, text: '', finish_reason: 'stop', logprobs: null }] });
+      chunks.push({ ...base, choices: [{ index: 0, text: '', finish_reason: finish, logprobs: null }] });
     }
     if (state.reportUsage && body.stream_options?.include_usage) chunks.push({ ...base, choices: [], usage });
 

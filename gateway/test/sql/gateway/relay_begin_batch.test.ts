@@ -202,6 +202,43 @@ describe('gateway.relay_begin_batch', () => {
     });
   });
 
+  it('ReservationPolicy cap: a chat request without max_tokens gets the reserved output tokens as its limit; allow: none', async () => {
+    await withTx(async (tx) => {
+      const { group, model } = await priced(tx);
+      const user = await fundedUser(tx, group, 1_000_000);
+      const { key } = await createKey(tx, { user_id: user.id });
+      await tx`select admin.option_set('DefaultMaxTokens', '25')`;
+      const elements = () => [req(key, model, { max_tokens: null }), req(key, model), req(key, model, { max_tokens: null, endpoint: 'completions' }),
+                              req(key, model, { max_tokens: null, endpoint: 'responses' })];
+      await tx`select admin.option_set('ReservationPolicy', 'cap')`;
+      const capped = (await tx`select idx, max_tokens, reserved_micros::int as reserved from gateway.relay_begin_batch(${tx.json(elements() as never)}) order by idx`) as any[];
+      // 10 prompt tokens + 25 (DefaultMaxTokens) output tokens at 1 and 2 micro-USD: 60 reserved, and 25 is what it covers.
+      expect(capped.map((r) => [r.max_tokens, r.reserved])).toEqual([[25, 60], [null, 30], [null, 60], [25, 60]]);
+      const [single] = await tx`select * from gateway.relay_begin(${randomUUID()}, ${sha256(key)}, ${model}, 'chat/completions', false, '127.0.0.1', 10, null)`;
+      expect(single.max_tokens).toBe(25);
+      await tx`select admin.option_set('ReservationPolicy', 'allow')`;
+      const allowed = (await tx`select max_tokens from gateway.relay_begin_batch(${tx.json(elements() as never)}) order by idx`) as any[];
+      expect(allowed.map((r) => r.max_tokens)).toEqual([null, null, null, null]);
+      await expect(tx`select admin.option_set('ReservationPolicy', 'sometimes')`).rejects.toMatchObject({ code: 'BADOP' });
+    });
+  });
+
+  it('a wallet past its credit limit (an overrun billed in full) is refused, saying so, in a batch as alone', async () => {
+    await withTx(async (tx) => {
+      const { group, model } = await priced(tx);
+      const user = await fundedUser(tx, group, 100);
+      const { key } = await createKey(tx, { user_id: user.id });
+      await tx`update private.wallets set balance_micros = -50 where user_id = ${user.id}`;
+      const rows = await batch(tx, [req(key, model), req(key, model)]);
+      for (const r of rows) {
+        expect(r.error.code).toBe('QUOTA');
+        expect(r.error.message).toContain('This account is 50 micro-USD past its credit limit');
+      }
+      await expect(tx`select * from gateway.relay_begin(${randomUUID()}, ${sha256(key)}, ${model}, 'chat/completions', false, '127.0.0.1', 10, 10)`)
+        .rejects.toMatchObject({ code: 'QUOTA', message: expect.stringContaining('past its credit limit') });
+    });
+  });
+
   it('refuses a batch larger than AdmissionBatchMax, or not an array', async () => {
     await withTx(async (tx) => {
       await tx`select admin.option_set('AdmissionBatchMax', '2')`;
