@@ -41,8 +41,6 @@ comment on function private.cache_scope(bigint, text) is E'The cache tenant of a
 -- (private.admission_options) and whether the model allows caching (its models row). The exact
 -- lookup, and what the gateway needs for the semantic one. Returns null when the cache does not
 -- apply to this request.
--- (The last release's form read its options itself: five option reads per cacheable request.)
-drop function if exists private.cache_plan(jsonb, private.api_keys, text, text);
 create or replace function private.cache_plan(p_opt jsonb, p_cache jsonb, p_key private.api_keys, p_group text,
                                               p_model text, p_model_cache_enabled boolean)
 returns jsonb

@@ -78,7 +78,6 @@ comment on function private.key_verify(bytea, private.key_auth, inet) is
   E'Raises unless the key read by private.key_auth_of is active, unexpired, owned by an active account and allowed from the client IP.';
 
 -- private.key_check: private.key_auth_of and private.key_verify for one key (gateway.models_list).
-drop function if exists private.key_check(bytea, inet);
 create or replace function private.key_check(p_key_hash bytea, p_client_ip inet, p_model text default null,
                                              out key private.api_keys, out user_group text,
                                              out model private.models, out group_multiplier numeric)
@@ -113,8 +112,6 @@ comment on function private.key_check(bytea, inet, text) is
 -- search_path = pg_catalog, pg_temp) and nobody else may execute them. The options are an argument
 -- of these private functions only: the gateway role cannot pass options of its own.
 
--- (It used to read the key and the route itself: that form goes.)
-drop function if exists private.admit_prepare(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb);
 create or replace function private.admit_prepare(
   p_opt           jsonb,
   p_auth          private.key_auth,       -- private.key_auth_of(p_key_hash, p_model)
@@ -504,8 +501,6 @@ $$;
 comment on function private.admit_write(private.admit_plan[]) is
   E'The writing half of admission, for one request or a batch: reserves on wallets, counts keys (quota, concurrency, RPM, TPM) once per owner and key, and records the admitted requests with their price card. Returns a refusal (private.refusal_json: QUOTA, RLIMT or TLIMT) per refused plan, null when none is refused; refuses exactly the requests that would be refused one at a time, in order.';
 
--- private.admit (the one-step admission of the last release) is relay_begin's two calls now.
-drop function if exists private.admit(jsonb, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb);
 
 -- private.admission_options: every option admission may need, in one read.
 create or replace function private.admission_options()

@@ -4,25 +4,6 @@
 
 -- private.route_plans: the ordered candidates of each request's model and group (called by
 -- relay_begin and relay_begin_batch); private.route_plan: the same for one.
--- The result gained multipliers and max_multiplier: drop the older shape once (a function's OUT
--- columns cannot change in place).
-do $$
-begin
-  if to_regprocedure('private.route_plan(text, text)') is not null
-     and not exists (select 1 from pg_proc where oid = to_regprocedure('private.route_plan(text, text)')
-                        and 'max_multiplier' = any(proargnames)) then
-    drop function private.route_plan(text, text);
-  end if;
-end
-$$;
--- (It returned a set of (idx, route); an array saves its callers a statement. Dropped once.)
-do $$
-begin
-  if exists (select 1 from pg_proc where oid = to_regprocedure('private.route_plans(text[], text[])') and proretset) then
-    drop function private.route_plans(text[], text[]);
-  end if;
-end
-$$;
 create or replace function private.route_plans(p_models text[], p_groups text[])
 returns private.route_choice[]
 language plpgsql volatile

@@ -151,10 +151,6 @@ $$;
 comment on function private.breaker_record(jsonb, timestamptz, jsonb) is
   E'Folds upstream attempts into the breaker window; auto-disables channels past BreakerFailurePercent of at least BreakerMinRequests attempts in BreakerWindowSeconds (reason stored) and keys with KeyDisableAuthFailures 401/403s. Never touches manually disabled channels.';
 
--- Attempts used to reach the window through a statement trigger on private.requests; settlement
--- now hands them over itself (see private.settle), so the trigger and its function go.
-drop trigger if exists _500_breaker on private.requests;
-drop function if exists private.tg_requests__breaker();
 
 -- An operator (or a probe) re-enabling a channel starts it with an empty window and a closed breaker.
 create or replace function private.tg_channels__breaker_reset()
