@@ -355,8 +355,8 @@ begin
   /* why: RPM/TPM are a sliding window over this minute's counts and the previous minute's, kept
      on the key's counters row and rolled over by this same UPDATE, so a limited key costs one
      contended row write per call. The row's minute never goes back: a transaction that started
-     in the previous minute but updates after one of the new minute counts into the new one (it
-     used to reset the window; settlement relies on rate_minute being the latest). */
+     in the previous minute but updates after one of the new minute counts into the new one
+     (settlement relies on rate_minute being the latest). */
   if v_need_keys is not null then
     v_window := 1 - extract(epoch from now() - v_minute) / 60;
     if cardinality(p_plans) > 1 then
@@ -605,8 +605,8 @@ comment on function private.refusal_json(text, text, text, text, text, text, int
 -- whose refusals are errors): its SQLSTATE, message and hint, and its reason and retry_after as a
 -- JSON object in the detail, e.g. {"reason": "concurrency", "retry_after": 1}.
 /* why JSON in the detail: an error has no field of its own for them, and the gateway's single
-   call stays one round trip to relay_begin; the gateway reads the fields (gateway/src/admission.ts)
-   where it used to match "reason=concurrency" in free text. */
+   call stays one round trip to relay_begin; the gateway reads the fields from it
+   (gateway/src/admission.ts). */
 create or replace function private.refusal_raise(p_error jsonb)
 returns void
 language plpgsql immutable
@@ -690,7 +690,7 @@ begin
   end if;
   v_durable := private.admission_durability(v_opt);
   /* why one statement: each statement costs an executor start-up; the key lookups of the whole
-     batch are this one (and the route plans the next), where each request used to run its own.
+     batch are this one (and the route plans the next), not one per request.
      The arrays come from one aggregate pass, so they stay aligned (v_ords says which request
      each element is). Their order does not matter: the writes below lock every wallet, then
      every key, explicitly in id order, as settlement does, before any row is written. */

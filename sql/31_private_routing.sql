@@ -29,7 +29,7 @@ begin
      Skipped channels carry the reason: manually_disabled (an operator), breaker_open (the circuit
      breaker, with its stored reason as detail), no_enabled_key (every key disabled).
      why every request of a batch at once: relay_begin_batch plans them all in this one
-     statement, where each request used to run its own (an executor start-up each); the shuffle
+     statement, not one per request (an executor start-up each); the shuffle
      and the key stay per request.
      why the "channel-test.<id>" groups: the admin panel's Test button must reach exactly the
      channel under test, never another candidate that would answer for a dead one. Its key belongs

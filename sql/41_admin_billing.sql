@@ -41,8 +41,8 @@ end
 $$;
 
 -- admin.wallet_credit: tops up a wallet, with an audit row.
-/* why positive only: a top-up form that took "-5" used to debit the wallet without a word. Taking
-   money away is its own call, admin.wallet_debit, which needs a note saying why. */
+/* why positive only: a negative top-up would debit the wallet without a word. Taking money away is
+   its own call, admin.wallet_debit, which needs a note saying why. */
 create or replace function admin.wallet_credit(p_args jsonb)
 returns jsonb
 language plpgsql volatile security definer
