@@ -2,7 +2,7 @@
 -- directly. pg_cron runs them inside PostgreSQL (sql/90_cron.sql schedules the registry); without
 -- pg_cron, the gateway runs the ones that are due through gateway.maintenance_run(), under an
 -- advisory lock so that N gateways run each job once. Every run, by either runner, is logged in
--- private.job_runs, which admin.maintenance_jobs reads.
+-- private.job_runs, which admin.jobs reads.
 
 -- private.latency_bucket: the histogram bucket of a latency, log-spaced by 5% (bucket i holds
 -- [1.05^(i-1) - 1, 1.05^i - 1) ms; 10 minutes is bucket 273). Its midpoint stands for it within 2.5%.
@@ -226,7 +226,7 @@ declare
 begin
   select * into v_job from private.jobs where name = p_name;
   if not found then
-    raise exception using errcode = 'BADIN', message = format('No job named "%s" (see admin.maintenance_jobs).', p_name);
+    raise exception using errcode = 'BADIN', message = format('No job named "%s" (see admin.jobs).', p_name);
   end if;
   insert into private.job_runs (job, runner, started_at, status) values (p_name, p_runner, clock_timestamp(), 'running')
   returning id into v_run;

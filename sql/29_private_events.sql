@@ -154,7 +154,7 @@ comment on function private.wallets_low_check(timestamptz) is
   E'Raises wallet.low once for each wallet that went below its threshold (WalletLowBalanceMicros or the user''s own) and re-arms those back above it. Returns the events raised.';
 
 -- private.jobs_overdue_check: job.overdue once per episode: no successful run within twice the
--- job's interval plus a minute (the rule of admin.maintenance_jobs), counted from the job's first
+-- job's interval plus a minute (the rule of admin.jobs), counted from the job's first
 -- sighting when it never succeeded. Re-armed by the next success. Called by the elygate.alerts job
 -- and by every webhook poll of the gateways (gateway.webhook_claim), so that a stopped pg_cron,
 -- which runs no job at all, is still noticed.

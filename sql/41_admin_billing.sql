@@ -121,8 +121,8 @@ $$;
 comment on function admin.wallet_update(jsonb) is
   E'Sets a wallet''s credit limit: {"user_id" or "username", "credit_limit_micros"}. Admission lets the balance go down to minus this limit.';
 
--- admin.codes_create: a batch of redemption codes; the plaintext codes are returned once.
-create or replace function admin.codes_create(p_args jsonb)
+-- admin.code_create: a batch of redemption codes; the plaintext codes are returned once.
+create or replace function admin.code_create(p_args jsonb)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -133,7 +133,7 @@ declare
   v_code text;
   v_codes text[] := '{}';
 begin
-  perform private.args_check(p_args, array['count', 'amount_micros', 'batch', 'expires_at'], 'admin.codes_create');
+  perform private.args_check(p_args, array['count', 'amount_micros', 'batch', 'expires_at'], 'admin.code_create');
   v_count := coalesce((p_args ->> 'count')::integer, 1);
   v_amount := (p_args ->> 'amount_micros')::bigint;
   if v_count < 1 or v_count > 10000 then
@@ -152,10 +152,10 @@ begin
   return jsonb_build_object('batch', coalesce(p_args ->> 'batch', ''), 'amount_micros', v_amount, 'codes', to_jsonb(v_codes));
 exception
   when invalid_text_representation or invalid_datetime_format or numeric_value_out_of_range then
-    raise exception using errcode = 'BADIN', message = format('admin.codes_create: %s', sqlerrm);
+    raise exception using errcode = 'BADIN', message = format('admin.code_create: %s', sqlerrm);
 end
 $$;
-comment on function admin.codes_create(jsonb) is
+comment on function admin.code_create(jsonb) is
   E'Creates redemption codes: {"count" (1..10000), "amount_micros", "batch", "expires_at"}. Returns the codes once; only their sha256 is stored.';
 
 -- admin.code_redeem: credits a code to a user's wallet, once. (Self-service calls this for the

@@ -918,50 +918,6 @@ create or replace view admin.partitions as
     from pg_inherits i join pg_class c on c.oid = i.inhrelid
    where i.inhparent = 'private.requests'::regclass;
 
--- pg_cron may be absent (a test database, a server without it): the function reads cron.* only
--- when it exists, so the views work everywhere. (A function in admin, not private: functions in a
--- view run with the caller's execute privilege.)
-create or replace function admin.cron_jobs()
-returns table (jobid bigint, jobname text, schedule text, command text, active boolean, last_status text,
-               last_start timestamptz, last_end timestamptz, last_message text, runs_24h bigint, failures_24h bigint)
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  if to_regclass('cron.job') is null then
-    return;
-  end if;
-  return query execute $q$
-    select j.jobid, j.jobname::text, j.schedule::text, j.command::text, j.active, d.status::text, d.start_time, d.end_time,
-           d.return_message::text,
-           (select count(*) from cron.job_run_details x where x.jobid = j.jobid and x.start_time > now() - interval '24 hours'),
-           (select count(*) from cron.job_run_details x where x.jobid = j.jobid and x.start_time > now() - interval '24 hours' and x.status = 'failed')
-      from cron.job j
-      left join lateral (select * from cron.job_run_details r where r.jobid = j.jobid order by r.start_time desc limit 1) d on true
-     where j.database = current_database()
-     order by j.jobname $q$;
-end
-$$;
-
-comment on function admin.cron_jobs() is E'pg_cron jobs of this database with their last run and 24-hour counts; no rows when pg_cron is not installed here. Read through admin.jobs.';
-
-create or replace view admin.jobs as select * from admin.cron_jobs();
-
--- cron.database_name is readable by superusers only; the panel may know it.
-create or replace function admin.cron_database()
-returns text
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-  select current_setting('cron.database_name', true)
-$$;
-comment on function admin.cron_database() is E'The database pg_cron runs in (cron.database_name), or null.';
-
-create or replace view admin.cron_status as
-  select exists (select 1 from pg_extension where extname = 'pg_cron') as installed,
-         exists (select 1 from pg_available_extensions where name = 'pg_cron') as available,
-         admin.cron_database() as cron_database,
-         current_database() as this_database;
 
 ------------------------------------------------------------------------------------------------
 -- Self-service: schema me (role elygate_user). Every row is the session user's own.
@@ -987,7 +943,7 @@ create or replace view me.requests as
     from admin.requests r   -- in-flight requests too
    where r.user_id = me.current_user_id();
 
-create or replace view me.daily_usage as
+create or replace view me.usage_daily as
   select date_trunc('day', r.created_at) as day, r.model, count(*) as requests,
          coalesce(sum(r.total_tokens), 0) as tokens, coalesce(sum(r.cost_micros), 0) as cost_micros
     from private.requests r

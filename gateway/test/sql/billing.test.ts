@@ -333,7 +333,7 @@ describe('the reaper', () => {
 describe('top-ups and redemption codes', () => {
   it('creates codes once, redeems each once, and keeps an audit trail', async () => {
     const f = await setup({ balance: 0 });
-    const [{ r }] = await db()`select admin.codes_create('{"count": 3, "amount_micros": 2000000, "batch": "launch"}') as r`;
+    const [{ r }] = await db()`select admin.code_create('{"count": 3, "amount_micros": 2000000, "batch": "launch"}') as r`;
     expect(r.codes).toHaveLength(3);
     expect(r.codes[0]).toMatch(/^ely-[0-9A-F]{20}$/);
     const stored = await db()`select count(*)::int as n from private.redemption_codes where code_prefix like 'ely-%' and batch = 'launch'`;

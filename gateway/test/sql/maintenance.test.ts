@@ -20,7 +20,7 @@ describe('maintenance jobs', () => {
       expect(f[0].r.error).toMatch(/does not exist/);
       const [failed] = await tx`select status, error from private.job_runs where job = 'elygate.rollup' order by id desc limit 1`;
       expect(failed.status).toBe('failed');
-      const [view] = await tx`select last_status, last_error, overdue from admin.maintenance_jobs where name = 'elygate.rollup'`;
+      const [view] = await tx`select last_status, last_error, overdue from admin.jobs where name = 'elygate.rollup'`;
       expect(view).toMatchObject({ last_status: 'failed', overdue: true });
     });
   });

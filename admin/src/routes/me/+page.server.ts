@@ -10,7 +10,7 @@ export const load: PageServerLoad = async ({ locals }) =>
   run(locals, async (tx) => ({
     profile: (await tx`select * from me.profile`)[0] ?? null,
     keys: [...(await tx`select * from me.api_keys order by id desc`)],
-    usage: [...(await tx`select * from me.daily_usage where day >= now() - interval '30 days' order by day desc, model`)],
+    usage: [...(await tx`select * from me.usage_daily where day >= now() - interval '30 days' order by day desc, model`)],
     recent: [...(await tx`select * from me.requests order by created_at desc limit 20`)],
   }));
 

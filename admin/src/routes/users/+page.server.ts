@@ -88,7 +88,7 @@ export const actions: Actions = {
         batch: String(f.get('batch') ?? '').trim(),
         ...(exp ? { expires_at: /[zZ]|[+-]\d\d:?\d\d$/.test(exp) ? exp : `${exp}Z` } : {}),
       };
-      const [{ r }] = await tx`select admin.codes_create(${tx.json(args as never)}) as r`;
+      const [{ r }] = await tx`select admin.code_create(${tx.json(args as never)}) as r`;
       return { codes: r as { batch: string; amount_micros: number; codes: string[] } };
     });
   },
