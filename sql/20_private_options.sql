@@ -107,6 +107,10 @@ begin
     raise exception using errcode = 'BADOP', column = 'value',
       message = format('Option "SemanticCacheScope" must be "user" or "group", got "%s".', left(p_value, 100));
   end if;
+  if p_key = 'CacheMode' and p_value not in ('deterministic', 'always', 'off') then
+    raise exception using errcode = 'BADOP', column = 'value',
+      message = format('Option "CacheMode" must be "deterministic", "always" or "off", got "%s".', left(p_value, 100));
+  end if;
   if p_key = 'SemanticCacheEmbeddingChannel' and p_value <> ''
      and not exists (select 1 from private.channels c where c.name = p_value) then
     raise exception using errcode = 'BADOP', column = 'value',
@@ -114,7 +118,7 @@ begin
   end if;
 end
 $$;
-comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, SemanticCacheEmbeddingChannel).';
+comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, CacheMode, SemanticCacheEmbeddingChannel).';
 
 -- private.option_validate: checks a value against the option's declared type and bounds.
 create or replace function private.option_validate(p_key text, p_value text)

@@ -127,7 +127,7 @@ create or replace function private.admit_prepare(
   p_client_ip     inet,
   p_prompt_tokens integer,
   p_max_tokens    integer,
-  p_cache         jsonb)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool}; null: not cacheable
+  p_cache         jsonb)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool, "sampling": {..}}; null: no cache key
 returns private.admit_plan
 language plpgsql volatile
 as $$
@@ -195,8 +195,9 @@ begin
   end if;
 
   -- Cache: an exact hit is served without the upstream and reserves only its hit price.
-  if p_cache is not null and v_key.cache_enabled then
-    v_cache := private.cache_plan(p_opt, p_cache, v_key, v_auth.user_group, p_model, (v_auth.model).cache_enabled);
+  -- (A request the cache does not apply to gets {"result": "bypass", "reason"}: the gateway's header says why.)
+  if p_cache is not null then
+    v_cache := private.cache_plan(p_opt, p_cache, v_key, v_auth.user_group, p_model, v_auth.model);
     if v_cache ->> 'result' = 'exact' then
       v_reserve := private.card_cost_micros(v_card, 'hit', null,
                      (v_cache -> 'usage' ->> 'prompt_tokens')::integer, (v_cache -> 'usage' ->> 'completion_tokens')::integer,
@@ -218,7 +219,7 @@ begin
              v_reserve, coalesce(p_prompt_tokens, 0) + v_out_tokens,
              num_nonnulls(v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit) > 0,
              v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit,
-             case when p_cache is null then null when v_cache is null then 'bypass' else v_cache ->> 'result' end,
+             case when p_cache is null then null else coalesce(v_cache ->> 'result', 'bypass') end,
              (v_cache ->> 'entry_id')::bigint, (v_cache ->> 'similarity')::real, v_cache,
              -- (null for a free model, unless the semantic cache's embedding call has a price)
              case when v_price.name is null and num_nonnulls(v_card.embedding_input, v_card.embedding_per_call) = 0
@@ -497,7 +498,7 @@ language plpgsql stable
 as $$
 begin
   return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens', 'AdmissionBatchMax',
-                              'SemanticCacheEnabled', 'SemanticCacheScope', 'SemanticCacheHitPriceRatio',
+                              'SemanticCacheEnabled', 'CacheMode', 'SemanticCacheScope', 'SemanticCacheHitPriceRatio',
                               'SemanticCacheEmbeddingModel', 'SemanticCacheEmbeddingChannel');
 end
 $$;
@@ -534,7 +535,7 @@ create or replace function gateway.relay_begin(
   p_client_ip     inet,
   p_prompt_tokens integer,
   p_max_tokens    integer,
-  p_cache         jsonb default null)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool}; null: not cacheable
+  p_cache         jsonb default null)   -- {"exact", "context", "semantic", "sampling" (private.cache_eligibility)}; null: no cache key
 returns gateway.relay_ticket
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp

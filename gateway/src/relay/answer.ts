@@ -47,7 +47,7 @@ export async function completeAnswer(run: Run, t: Try, res: Response): Promise<R
     cache_write_tokens: usage.cache_write_tokens ?? undefined,
   };
   const cost = usage.usage_source === 'none' ? 0 : costMicros(ticket.price, t.channel.id, billed) + embeddingCostMicros(ticket.price, cache?.embeddingTokens ?? 0);
-  Object.assign(headers, receiptHeaders(input.requestId, cost, usage.usage_source), cacheHeaders(input, cache));
+  Object.assign(headers, receiptHeaders(input.requestId, cost, usage.usage_source), cacheHeaders(run));
   return { response: new Response(answer.bytes, { status: 200, headers }) };
 }
 

@@ -163,6 +163,6 @@ function streamHeaders(run: Run): Headers {
     'cache-control': 'no-cache',
     connection: 'keep-alive',
     'x-request-id': run.input.requestId,
-    ...cacheHeaders(run.input, run.cache),
+    ...cacheHeaders(run),
   });
 }

@@ -30,8 +30,10 @@ export interface RequestFacts {
   started: number;
   stream: boolean;
   maxTokens: number | null;
-  /** The cache key of a chat request while the cache is on (SQL decides per key whether it is used). */
+  /** The cache key of a chat request while the cache is on (SQL decides whether it is used). */
   cacheReq: CacheRequest | null;
+  /** Why a chat request has no cache key (off, client, last-message); null otherwise. */
+  cacheBypass: string | null;
   /** The key's hash as text: this process's handle on the key's unsettled outcomes. */
   keyRef: string | undefined;
 }
@@ -56,9 +58,11 @@ export interface Ticket {
   cache: CachePlan | null;
 }
 
-/** relay_begin's cache result: an exact hit with its answer, or a miss with the semantic plan. */
+/** relay_begin's cache result: an exact hit with its answer, a miss with the semantic plan, or a
+ *  bypass with its reason (private.cache_eligibility). */
 export interface CachePlan {
-  result: 'exact' | 'miss';
+  result: 'exact' | 'miss' | 'bypass';
+  reason?: string;
   entry_id?: number;
   answer?: CachedAnswer;
   usage?: CacheUsage;
@@ -75,7 +79,9 @@ export interface CacheUsage {
 /** What the cache knows about a request by the time it is answered. */
 export interface CacheState {
   request: CacheRequest;
-  result: 'miss' | 'exact' | 'semantic';
+  result: 'miss' | 'exact' | 'semantic' | 'bypass';
+  /** Why the cache did not apply (result bypass). */
+  reason: string | null;
   similarity: number | null;
   embedding: number[] | null;
   embeddingTokens: number;
