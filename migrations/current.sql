@@ -16,3 +16,7 @@ end
 $$;
 -- private.cache_plan takes the model's row now (its cache_enabled and cache_mode).
 drop function if exists private.cache_plan(jsonb, jsonb, private.api_keys, text, text, boolean);
+
+-- Issue 20: model fallbacks. An ordered list of models tried when every channel of this one fails
+-- before the first byte (private.route_fallbacks, sql/31_private_routing.sql). Null: none.
+alter table private.models add column if not exists fallbacks text[];

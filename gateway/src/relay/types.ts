@@ -38,12 +38,13 @@ export interface RequestFacts {
   keyRef: string | undefined;
 }
 
-/** A plan entry as route_plan writes it: the key to use is chosen in SQL as well. */
-export type RouteEntry = PlanEntry & { key_index?: number; key_ordinal?: number };
+/** A plan entry as route_plan writes it: the key to use is chosen in SQL as well; fallback: the
+ *  fallback model this candidate serves (private.route_fallbacks), absent for the model asked for. */
+export type RouteEntry = PlanEntry & { key_index?: number; key_ordinal?: number; fallback?: string };
 
 /** One try, as stored in the request row's attempts (settle.ts's Attempt plus routing detail; param:
  *  the request field that made the channel skip it). */
-export type RouteAttempt = Attempt & { key?: number; skipped?: boolean; mapped_from?: number; param?: string };
+export type RouteAttempt = Attempt & { key?: number; skipped?: boolean; mapped_from?: number; param?: string; fallback?: string };
 
 /** relay_begin's answer. */
 export interface Ticket {
