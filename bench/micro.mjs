@@ -51,9 +51,11 @@ async function database(baseUrl, root, name) {
   await admin.end();
   const url = Object.assign(new URL(baseUrl), { pathname: `/${name}` }).toString();
   const { migrateDatabase } = await import(join(root, 'scripts', 'migrate.mjs'));
-  await migrateDatabase(url, { log: () => {} });
   const current = join(root, 'migrations', 'current.sql');
-  if (existsSync(current) && readFileSync(current, 'utf8').replace(/--.*$/gm, '').trim()) {
+  const inProgress = existsSync(current) && readFileSync(current, 'utf8').replace(/--.*$/gm, '').trim() !== '';
+  // sql/ waits for current.sql when there is one (it may use what current.sql creates): watch --once applies it after.
+  await migrateDatabase(url, { log: () => {}, deferSql: inProgress });
+  if (inProgress) {
     const gm = spawnSync(join(root, 'node_modules', '.bin', 'graphile-migrate'), ['watch', '--once'],
       { cwd: root, env: { ...process.env, DATABASE_URL: url }, encoding: 'utf8' });
     if (gm.status !== 0) throw new Error(`current.sql: ${gm.stdout}${gm.stderr}`);

@@ -166,29 +166,13 @@ begin
            a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
            a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
            -- A request a fallback model served (o.fallback: its name, as the plan named it) is priced
-           -- with that model's prices, which the admission kept in its route plan.
-           case when a.group_multiplier is null then m.input_price
-                when o.fallback is not null and a.route_plan -> 'fallbacks' ? o.fallback
-                  then (a.route_plan -> 'fallbacks' -> o.fallback ->> 'input')::bigint
-                else a.input_price end as input_price,
-           case when a.group_multiplier is null then m.output_price
-                when o.fallback is not null and a.route_plan -> 'fallbacks' ? o.fallback
-                  then (a.route_plan -> 'fallbacks' -> o.fallback ->> 'output')::bigint
-                else a.output_price end as output_price,
-           case when a.group_multiplier is null then m.cached_input_price
-                when o.fallback is not null and a.route_plan -> 'fallbacks' ? o.fallback
-                  then (a.route_plan -> 'fallbacks' -> o.fallback ->> 'cached_input')::bigint
-                else a.cached_input_price end as cached_input_price,
-           case when a.group_multiplier is null then m.cache_write_price
-                when o.fallback is not null and a.route_plan -> 'fallbacks' ? o.fallback
-                  then (a.route_plan -> 'fallbacks' -> o.fallback ->> 'cache_write')::bigint
-                else a.cache_write_price end as cache_write_price,
-           case when a.group_multiplier is null then m.per_call_price
-                when o.fallback is not null and a.route_plan -> 'fallbacks' ? o.fallback
-                  then (a.route_plan -> 'fallbacks' -> o.fallback ->> 'per_call')::bigint
-                else a.per_call_price end as per_call_price,
-           -- the model billed: the fallback that served, else the one asked for
-           case when o.fallback is not null and a.route_plan -> 'fallbacks' ? o.fallback then o.fallback else a.model end as billed_model,
+           -- with that model's prices, which the admission kept in its route plan (fp below).
+           case when a.group_multiplier is null then m.input_price when fp.model is not null then fp.input else a.input_price end as input_price,
+           case when a.group_multiplier is null then m.output_price when fp.model is not null then fp.output else a.output_price end as output_price,
+           case when a.group_multiplier is null then m.cached_input_price when fp.model is not null then fp.cached_input else a.cached_input_price end as cached_input_price,
+           case when a.group_multiplier is null then m.cache_write_price when fp.model is not null then fp.cache_write else a.cache_write_price end as cache_write_price,
+           case when a.group_multiplier is null then m.per_call_price when fp.model is not null then fp.per_call else a.per_call_price end as per_call_price,
+           coalesce(fp.model, a.model) as billed_model,   -- the fallback that served, else the model asked for
            case when a.group_multiplier is null then coalesce(g.price_multiplier, 1) else a.group_multiplier end as group_multiplier,
            case when a.group_multiplier is null then v_hit_ratio else a.hit_ratio end as hit_ratio,
            case when a.group_multiplier is null then em.input_price else a.embedding_price end as embedding_price,
@@ -204,6 +188,11 @@ begin
       -- (A null key, not an "and" beside it: it finds nothing in an index lookup or a hash, where a
       -- condition on the admission alone would be checked after the lookup. The embedding model
       -- is one name for the whole batch: an index lookup by it, filtered, as before.)
+      /* why a function scan: its columns are plain values in the expressions above, which the cost
+         formula (inlined) repeats; the jsonb lookups written there made each settlement call cost
+         half as much again. Without a fallback its argument is null and it finds nothing. */
+      left join lateral jsonb_to_record(a.route_plan -> 'fallbacks' -> o.fallback)
+             as fp(model text, input bigint, output bigint, cached_input bigint, cache_write bigint, per_call bigint) on true
       left join private.models m on m.name = case when a.group_multiplier is null then a.model end
       left join private.groups g on g.name = case when a.group_multiplier is null then a.group_name end
       left join private.channels c on c.id = o.channel_id

@@ -137,7 +137,7 @@ comment on function private.route_plan(text, text) is
 -- Only the asked-for model's own list counts: a fallback's fallbacks are not followed.
 -- Each fallback candidate (and skipped channel) carries "fallback": the model it serves; served,
 -- multipliers and max_multiplier cover them all. prices: each fallback model's prices by name,
--- {"input", "output", "cached_input", "cache_write", "per_call"}: the admission keeps them in its
+-- {"model", "input", "output", "cached_input", "cache_write", "per_call"}: the admission keeps them in its
 -- route plan and its ticket's price card, and a request a fallback served is billed with them
 -- (private.settle), as its receipt is (gateway/src/receipt.ts).
 /* why not in private.route_cache: a route's cache entry is the model's own channels (its
@@ -155,7 +155,7 @@ declare
 begin
   route := p_route;
   select array_agg(f.name order by f.ord),
-         jsonb_object_agg(f.name, jsonb_build_object('input', m.input_price, 'output', m.output_price,
+         jsonb_object_agg(f.name, jsonb_build_object('model', f.name, 'input', m.input_price, 'output', m.output_price,
                                                      'cached_input', m.cached_input_price, 'cache_write', m.cache_write_price,
                                                      'per_call', m.per_call_price))
     into v_models, prices

@@ -95,6 +95,30 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     await shot('prices');
   });
 
+  it('names fallback models on the Prices page and shows them in order', async () => {
+    await su`select admin.model_upsert('{"name": "fb-small", "input_price": 100000}')`;
+    await su`select admin.model_upsert('{"name": "fb-tiny", "input_price": 50000}')`;
+    await go('/prices');
+    await page.fill('#p-name', 'fb-big');
+    await page.fill('#p-input_price', '2');
+    await page.fill('#p-fallbacks', 'fb-small, fb-tiny');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/Saved fb-big/);
+    expect((await dbRow(su`select fallbacks from admin.models where name = 'fb-big'`)).fallbacks).toEqual(['fb-small', 'fb-tiny']);
+    expect(await page.locator('tr', { hasText: 'fb-big' }).getByTestId('fallbacks').textContent()).toBe('fb-small → fb-tiny');
+    await shot('prices-fallbacks');
+    // A name nobody knows is refused, and says which.
+    await page.fill('#p-name', 'fb-big');
+    await page.fill('#p-fallbacks', 'fb-nowhere');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(formError).toMatch(/Unknown model\(s\) in "fallbacks": "fb-nowhere"/);
+    // "none" clears them.
+    await page.fill('#p-name', 'fb-big');
+    await page.fill('#p-fallbacks', 'none');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(async () => (await dbRow(su`select fallbacks from admin.models where name = 'fb-big'`)).fallbacks).toBeNull();
+  });
+
   it('creates redemption codes on the Users page and shows them once', async () => {
     await go('/users');
     const codes = page.getByTestId('codes');

@@ -23,8 +23,8 @@ export interface PriceCard {
 
 /** The card a request is billed with when the fallback model `fallback` served it (settlement does the same). */
 export function cardFor(card: PriceCard | null, fallback: string | undefined): PriceCard | null {
-  const prices = fallback && card?.fallbacks ? card.fallbacks[fallback] : undefined;
-  return prices ? { ...card!, ...prices } : card;
+  const p = fallback && card?.fallbacks ? card.fallbacks[fallback] : undefined;
+  return p ? { ...card!, input: p.input, output: p.output, cached_input: p.cached_input, cache_write: p.cache_write, per_call: p.per_call } : card;
 }
 
 /* why: every non-stream answer prices its receipt, and the multipliers are the same few decimal

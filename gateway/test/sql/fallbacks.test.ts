@@ -43,8 +43,8 @@ describe('model fallbacks', () => {
       // At the dearest candidate's multiplier (1.5): 15000 × 1.5 = 22500.
       expect(t.reserved).toBe(22_500);
       expect(t.price.fallbacks).toEqual({
-        [f.cheap]: { input: 1_000_000, output: 2_000_000, cached_input: null, cache_write: null, per_call: null },
-        [f.dear]: { input: 5_000_000, output: 20_000_000, cached_input: null, cache_write: null, per_call: null },
+        [f.cheap]: { model: f.cheap, input: 1_000_000, output: 2_000_000, cached_input: null, cache_write: null, per_call: null },
+        [f.dear]: { model: f.dear, input: 5_000_000, output: 20_000_000, cached_input: null, cache_write: null, per_call: null },
       });
       // A model without fallbacks plans and prices as before.
       const plain = await begin(tx, f.key.key, f.cheap);
