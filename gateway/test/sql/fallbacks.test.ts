@@ -46,6 +46,14 @@ describe('model fallbacks', () => {
         [f.cheap]: { model: f.cheap, input: 1_000_000, output: 2_000_000, cached_input: null, cache_write: null, per_call: null },
         [f.dear]: { model: f.dear, input: 5_000_000, output: 20_000_000, cached_input: null, cache_write: null, per_call: null },
       });
+      // A batch admission plans and reserves alike.
+      const [b] = await tx`select t.reserved_micros::int as reserved, t.plan, t.error
+                             from gateway.relay_begin_batch(${tx.json([{ id: randomUUID(), key_hash: sha256(f.key.key).toString('hex'), model: f.main,
+                                                                         endpoint: 'chat/completions', stream: false, client_ip: '127.0.0.1',
+                                                                         prompt_tokens: 1000, max_tokens: 500 }] as never)}) t`;
+      expect(b.error).toBeNull();
+      expect(b.reserved).toBe(22_500);
+      expect(b.plan.map((c: any) => c.fallback ?? null)).toEqual([null, f.cheap, f.dear]);
       // A model without fallbacks plans and prices as before.
       const plain = await begin(tx, f.key.key, f.cheap);
       expect(plain.plan.every((c: any) => c.fallback === undefined)).toBe(true);
