@@ -72,13 +72,16 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     await page.fill('#ke-quota', '2.5');
     await page.fill('#ke-name', 'ci-renamed');
     await page.fill('#ke-exp', '2030-01-31T12:00');
+    await page.selectOption('#ke-cache', 'always');
     await page.getByRole('button', { name: 'Save key' }).click();
     await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(new RegExp(`Key #${id} saved`));
     const k = await dbRow(su`select * from admin.api_keys where id = ${id}`);
     expect({ rpm: k.rpm_limit, tpm: k.tpm_limit, conc: k.concurrency_limit, quota: Number(k.quota_micros), name: k.name, models: k.allowed_models })
       .toEqual({ rpm: 99, tpm: null, conc: 3, quota: 2500000, name: 'ci-renamed', models: ['m-op'] });
     expect(new Date(k.expires_at).toISOString()).toBe('2030-01-31T12:00:00.000Z');
+    expect(k.cache_mode).toBe('always');
     await go(`/keys?edit=${id}`);
+    expect(await page.locator('#ke-cache').inputValue()).toBe('always');
     await shot('keys-edit');
   });
 
