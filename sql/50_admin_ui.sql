@@ -1013,8 +1013,9 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- (cache_mode: which of the user's own requests use the response cache; entries are theirs)
   perform private.args_check(p_args, array['name', 'expires_at', 'allowed_models', 'allowed_ips', 'quota_micros',
-    'rpm_limit', 'tpm_limit', 'concurrency_limit'], 'me.key_create');
+    'rpm_limit', 'tpm_limit', 'concurrency_limit', 'cache_mode'], 'me.key_create');
   return admin.key_create(p_args || jsonb_build_object('user_id', private.me_require()));
 end
 $$;
