@@ -44,6 +44,8 @@ values
   -- The response cache (sql/27_private_cache.sql)
   ('SemanticCacheEnabled', 'true', 'bool', null, null,
    'Master switch of the response cache (exact and semantic layers). Keys and models have their own switch (cache_enabled).'),
+  ('CacheMode', 'deterministic', 'text', null, null,
+   'Which chat requests the response cache serves and stores: "deterministic" (default: only answers meant to be repeatable: temperature 0 or a seed, one choice, no tools the model may call), "always" (every single-choice request, whatever its sampling) or "off". A key''s or a model''s cache_mode overrides it.'),
   ('SemanticCacheThreshold', '0.95', 'number', 0.5, 1,
    'Cosine similarity of the last user message at or above which a cached answer is served (higher is stricter).'),
   ('SemanticCacheScope', 'user', 'text', null, null,
@@ -187,6 +189,10 @@ begin
     raise exception using errcode = 'BADOP', column = 'value',
       message = format('Option "ReservationPolicy" must be "cap" or "allow", got "%s".', left(p_value, 100));
   end if;
+  if p_key = 'CacheMode' and p_value not in ('deterministic', 'always', 'off') then
+    raise exception using errcode = 'BADOP', column = 'value',
+      message = format('Option "CacheMode" must be "deterministic", "always" or "off", got "%s".', left(p_value, 100));
+  end if;
   if p_key = 'SemanticCacheEmbeddingChannel' and p_value <> ''
      and not exists (select 1 from private.channels c where c.name = p_value) then
     raise exception using errcode = 'BADOP', column = 'value',
@@ -194,7 +200,7 @@ begin
   end if;
 end
 $$;
-comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, ReservationPolicy, SemanticCacheEmbeddingChannel).';
+comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, ReservationPolicy, CacheMode, SemanticCacheEmbeddingChannel).';
 
 -- private.option_validate: checks a value against the option's declared type and bounds.
 create or replace function private.option_validate(p_key text, p_value text)

@@ -140,7 +140,7 @@ begin
         upstream_model text, prompt_tokens integer, completion_tokens integer, cached_tokens integer,
         cache_write_tokens integer, usage_source text, abort_policy text, attempts jsonb, ttfb_ms integer,
         latency_ms integer, error_code text, error_message text, embedding_tokens integer, cache_store jsonb,
-        text_altered boolean)
+        text_altered boolean, fallback text)
   ),
   /* why the admission is deleted first: the delete is the idempotency check. A replayed outcome,
      or one a second gateway settles at the same moment, finds no row (the delete waits for the
@@ -165,11 +165,14 @@ begin
            o.error_code, o.error_message, o.embedding_tokens, o.cache_store, coalesce(o.text_altered, false) as text_altered,
            a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
            a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
-           case when a.group_multiplier is null then m.input_price else a.input_price end as input_price,
-           case when a.group_multiplier is null then m.output_price else a.output_price end as output_price,
-           case when a.group_multiplier is null then m.cached_input_price else a.cached_input_price end as cached_input_price,
-           case when a.group_multiplier is null then m.cache_write_price else a.cache_write_price end as cache_write_price,
-           case when a.group_multiplier is null then m.per_call_price else a.per_call_price end as per_call_price,
+           -- A request a fallback model served (o.fallback: its name, as the plan named it) is priced
+           -- with that model's prices, which the admission kept in its route plan (fp below).
+           case when a.group_multiplier is null then m.input_price when fp.model is not null then fp.input else a.input_price end as input_price,
+           case when a.group_multiplier is null then m.output_price when fp.model is not null then fp.output else a.output_price end as output_price,
+           case when a.group_multiplier is null then m.cached_input_price when fp.model is not null then fp.cached_input else a.cached_input_price end as cached_input_price,
+           case when a.group_multiplier is null then m.cache_write_price when fp.model is not null then fp.cache_write else a.cache_write_price end as cache_write_price,
+           case when a.group_multiplier is null then m.per_call_price when fp.model is not null then fp.per_call else a.per_call_price end as per_call_price,
+           coalesce(fp.model, a.model) as billed_model,   -- the fallback that served, else the model asked for
            case when a.group_multiplier is null then coalesce(g.price_multiplier, 1) else a.group_multiplier end as group_multiplier,
            case when a.group_multiplier is null then v_hit_ratio else a.hit_ratio end as hit_ratio,
            case when a.group_multiplier is null then em.input_price else a.embedding_price end as embedding_price,
@@ -185,6 +188,11 @@ begin
       -- (A null key, not an "and" beside it: it finds nothing in an index lookup or a hash, where a
       -- condition on the admission alone would be checked after the lookup. The embedding model
       -- is one name for the whole batch: an index lookup by it, filtered, as before.)
+      /* why a function scan: its columns are plain values in the expressions above, which the cost
+         formula (inlined) repeats; the jsonb lookups written there made each settlement call cost
+         half as much again. Without a fallback its argument is null and it finds nothing. */
+      left join lateral jsonb_to_record(a.route_plan -> 'fallbacks' -> o.fallback)
+             as fp(model text, input bigint, output bigint, cached_input bigint, cache_write bigint, per_call bigint) on true
       left join private.models m on m.name = case when a.group_multiplier is null then a.model end
       left join private.groups g on g.name = case when a.group_multiplier is null then a.group_name end
       left join private.channels c on c.id = o.channel_id
@@ -243,7 +251,7 @@ begin
                                 input_price, output_price, cached_input_price, cache_write_price, per_call_price,
                                 group_multiplier, channel_multiplier, amount_micros, usage_source, abort_policy, folded,
                                 cache, embedding_tokens, embedding_micros, overrun_micros)
-    select s.id, now(), s.user_id, s.key_id, s.channel_id, s.model, s.group_name,
+    select s.id, now(), s.user_id, s.key_id, s.channel_id, s.billed_model, s.group_name,
            case when s.billable then coalesce(s.prompt_tokens, 0) else 0 end,
            case when s.billable then coalesce(s.completion_tokens, 0) else 0 end,
            coalesce(s.cached_tokens, 0), coalesce(s.cache_write_tokens, 0), s.input_price, s.output_price,
@@ -398,9 +406,10 @@ begin
     select x.id, x.created_at, (x.ticket ->> 'key_id')::bigint, (x.ticket ->> 'user_id')::bigint,
            x.ticket ->> 'group_name', coalesce(x.ticket ->> 'endpoint', 'chat/completions'), x.ticket ->> 'model',
            x.ticket ->> 'cache',
-           case when p.card is not null then jsonb_build_object('candidates',
+           case when p.card is not null then jsonb_strip_nulls(jsonb_build_object('candidates',
              (select coalesce(jsonb_agg(jsonb_build_object('channel_id', m.key::bigint, 'multiplier', (m.value #>> '{}')::numeric)), '[]')
-                from jsonb_each(p.card -> 'channel_multipliers') m)) end,
+                from jsonb_each(p.card -> 'channel_multipliers') m),
+             'fallbacks', case when jsonb_typeof(p.card -> 'fallbacks') = 'object' then p.card -> 'fallbacks' end)) end,
            (p.card ->> 'input')::bigint, (p.card ->> 'output')::bigint, (p.card ->> 'cached_input')::bigint,
            (p.card ->> 'cache_write')::bigint, (p.card ->> 'per_call')::bigint, (p.card ->> 'group_multiplier')::numeric,
            (p.card ->> 'cache_hit_ratio')::numeric, (p.card -> 'embedding' ->> 'input')::bigint,

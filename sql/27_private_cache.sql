@@ -37,12 +37,50 @@ as $$
 $$;
 comment on function private.cache_scope(bigint, text) is E'The cache tenant of a request: user:<id> (default) or group:<name> (SemanticCacheScope).';
 
+-- private.cache_eligibility: THE rule of which requests the response cache serves and stores
+-- (one place: the gateway only reads the facts off the request). p_mode is the request's cache
+-- mode (private.cache_plan: the key's cache_mode, else the model's, else the CacheMode option);
+-- p_sampling the facts the gateway sends with the cache key (gateway/src/cache.ts):
+--   {"temperature": as given or null, "seed": as given or null, "n": as given or null,
+--    "logprobs": as given or null, "tools": how many tools (and legacy functions) are offered,
+--    "tool_choice": as given (or the legacy function_call) or null}
+-- Returns null when the request may be cached, else the reason it is not (the gateway's header
+-- says "x-elygate-cache: bypass; reason=<it>"):
+--   off       the mode is off
+--   choices   n is not 1: the cache keeps one answer (whatever the mode)
+--   logprobs  log probabilities were asked: the cache keeps none (whatever the mode)
+--   tools     deterministic mode, and the model may call a tool: the gateway cannot tell a tool that
+--             reads from one that changes state (sends a mail, writes a file), and a replayed tool
+--             call would make the client do it again without the model having been asked. A request
+--             whose tool_choice is "none" (no call possible) is not held back by its tools.
+--   sampling  deterministic mode, and the answer is sampled: temperature not given (providers
+--             default to about 1) or above 0, and no seed. A chat UI's "regenerate" is such a request.
+-- A descriptor without sampling facts (a gateway of the last release) counts as sampled.
+create or replace function private.cache_eligibility(p_mode text, p_sampling jsonb)
+returns text
+language sql immutable
+as $$
+  select case
+           when p_mode = 'off' then 'off'
+           when coalesce(p_sampling -> 'n', 'null') not in ('null', '1') then 'choices'
+           when p_sampling -> 'logprobs' = 'true' then 'logprobs'
+           when p_mode = 'always' then null
+           when coalesce((p_sampling ->> 'tools')::integer, 0) > 0
+                and coalesce(p_sampling -> 'tool_choice', 'null') <> '"none"' then 'tools'
+           when coalesce(p_sampling -> 'temperature', 'null') <> '0'
+                and coalesce(p_sampling -> 'seed', 'null') = 'null' then 'sampling'
+         end
+$$;
+comment on function private.cache_eligibility(text, jsonb) is
+  E'Null when a request may be served from and stored in the response cache under cache mode p_mode (deterministic | always | off), given its sampling facts; else the reason it may not: off, choices, logprobs, tools, sampling.';
+
 -- private.cache_plan: called by admission (private.admit_prepare), with the options it read
--- (private.admission_options) and whether the model allows caching (its models row). The exact
--- lookup, and what the gateway needs for the semantic one. Returns null when the cache does not
--- apply to this request.
+-- (private.admission_options) and the model's row (its cache_enabled and cache_mode). The exact
+-- lookup, and what the gateway needs for the semantic one. Returns {"result": "bypass", "reason"}
+-- when the cache does not apply to this request: switched off (option, key or model:
+-- reason "off") or not eligible (private.cache_eligibility).
 create or replace function private.cache_plan(p_opt jsonb, p_cache jsonb, p_key private.api_keys, p_group text,
-                                              p_model text, p_model_cache_enabled boolean)
+                                              p_model text, p_model_row private.models)
 returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -53,10 +91,21 @@ declare
   v_channel_version integer;
   v_embed_model text := nullif(p_opt ->> 'SemanticCacheEmbeddingModel', '');
   v_embed_channel text := nullif(p_opt ->> 'SemanticCacheEmbeddingChannel', '');
+  v_reason text;
 begin
-  if p_cache is null or not (p_opt ->> 'SemanticCacheEnabled')::boolean or not p_key.cache_enabled
-     or not coalesce(p_model_cache_enabled, true) then
+  if p_cache is null then
     return null;
+  end if;
+  if not (p_opt ->> 'SemanticCacheEnabled')::boolean or not p_key.cache_enabled
+     or not coalesce(p_model_row.cache_enabled, true) then
+    v_reason := 'off';
+  else
+    -- The key's mode, else the model's, else the option's.
+    v_reason := private.cache_eligibility(coalesce(p_key.cache_mode, p_model_row.cache_mode, p_opt ->> 'CacheMode'),
+                                          p_cache -> 'sampling');
+  end if;
+  if v_reason is not null then
+    return jsonb_build_object('result', 'bypass', 'reason', v_reason);
   end if;
   select e.id, e.answer, e.usage into v_hit
     from private.cache_entries e
@@ -82,8 +131,8 @@ begin
     'store', true);
 end
 $$;
-comment on function private.cache_plan(jsonb, jsonb, private.api_keys, text, text, boolean) is
-  E'Exact-layer lookup for admission, and the embedding channel/model for the semantic layer when it applies. Takes the options admission read (private.admission_options).';
+comment on function private.cache_plan(jsonb, jsonb, private.api_keys, text, text, private.models) is
+  E'Admission''s cache decision: bypass with its reason (switched off, or not eligible under the request''s cache mode: private.cache_eligibility), else the exact-layer lookup, and the embedding channel/model for the semantic layer when it applies. Takes the options admission read (private.admission_options).';
 
 -- gateway.cache_lookup: the one follow-up call after the embedding. Nearest entry of the same
 -- tenant, model and context; a hit when its similarity reaches SemanticCacheThreshold. Records

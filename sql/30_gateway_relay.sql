@@ -124,7 +124,7 @@ create or replace function private.admit_prepare(
   p_client_ip     inet,
   p_prompt_tokens integer,
   p_max_tokens    integer,
-  p_cache         jsonb)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool}; null: not cacheable
+  p_cache         jsonb)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool, "sampling": {..}}; null: no cache key
 returns private.admit_plan
 language plpgsql volatile
 as $$
@@ -138,6 +138,8 @@ declare
   v_reserve bigint := 0;
   v_cache jsonb;
   v_card private.price_card;
+  v_fallbacks jsonb;   -- the fallback models' prices by name (private.route_fallbacks); null: none
+  v_fb record;
 begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
@@ -151,6 +153,14 @@ begin
   if v_key.allowed_models is not null and not (p_model = any(v_key.allowed_models)) then
     raise exception using errcode = 'MDENY', column = 'model',
       message = format('This API key is not allowed to use the model `%s`.', p_model);
+  end if;
+
+  -- A model with fallbacks: their candidates after its own (planned here, never cached). why an IF
+  -- on the row read with the key: a model without fallbacks costs no statement more.
+  if (v_auth.model).fallbacks is not null then
+    select * into v_fb from private.route_fallbacks(p_opt, v_key, v_auth.user_group, p_model, v_route, (v_auth.model).fallbacks);
+    v_route := v_fb.route;
+    v_fallbacks := v_fb.prices;
   end if;
 
   if v_route.served = 0 then
@@ -199,10 +209,21 @@ begin
     -- The candidates' cost multipliers come with the plan (private.route_plan).
     v_reserve := private.card_cost_micros(v_card, 'answer', v_route.max_multiplier, p_prompt_tokens, v_out_tokens, 0, 0);
   end if;
+  -- With fallbacks, the dearest of the models at the dearest candidate's multiplier: whichever
+  -- serves, the reservation covers it.
+  if v_fallbacks is not null then
+    select greatest(v_reserve, max(private.card_cost_micros(
+             row((f.p ->> 'input')::bigint, (f.p ->> 'output')::bigint, (f.p ->> 'cached_input')::bigint,
+                 (f.p ->> 'cache_write')::bigint, (f.p ->> 'per_call')::bigint, v_card.group_multiplier, null, null, null)::private.price_card,
+             'answer', v_route.max_multiplier, p_prompt_tokens, v_out_tokens, 0, 0)))
+      into v_reserve
+      from jsonb_each(v_fallbacks) f(name, p);
+  end if;
 
   -- Cache: an exact hit is served without the upstream and reserves only its hit price.
-  if p_cache is not null and v_key.cache_enabled then
-    v_cache := private.cache_plan(p_opt, p_cache, v_key, v_auth.user_group, p_model, (v_auth.model).cache_enabled);
+  -- (A request the cache does not apply to gets {"result": "bypass", "reason"}: the gateway's header says why.)
+  if p_cache is not null then
+    v_cache := private.cache_plan(p_opt, p_cache, v_key, v_auth.user_group, p_model, v_auth.model);
     if v_cache ->> 'result' = 'exact' then
       v_reserve := private.card_cost_micros(v_card, 'hit', null,
                      (v_cache -> 'usage' ->> 'prompt_tokens')::integer, (v_cache -> 'usage' ->> 'completion_tokens')::integer,
@@ -220,14 +241,17 @@ begin
 
   return row(p_request_id, v_key.id, v_key.user_id, v_auth.user_group, p_endpoint, p_model,
              coalesce(p_stream, false), p_client_ip, p_prompt_tokens,
-             jsonb_build_object('candidates', v_route.candidates, 'skipped', v_route.skipped), v_route.candidates,
+             case when v_fallbacks is null then jsonb_build_object('candidates', v_route.candidates, 'skipped', v_route.skipped)
+                  else jsonb_build_object('candidates', v_route.candidates, 'skipped', v_route.skipped, 'fallbacks', v_fallbacks) end,
+             v_route.candidates,
              v_reserve, coalesce(p_prompt_tokens, 0) + v_out_tokens,
              num_nonnulls(v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit) > 0,
              v_key.quota_micros, v_key.rpm_limit, v_key.tpm_limit, v_key.concurrency_limit,
-             case when p_cache is null then null when v_cache is null then 'bypass' else v_cache ->> 'result' end,
+             case when p_cache is null then null else coalesce(v_cache ->> 'result', 'bypass') end,
              (v_cache ->> 'entry_id')::bigint, (v_cache ->> 'similarity')::real, v_cache,
              -- (null for a free model, unless the semantic cache's embedding call has a price)
              case when v_price.name is null and num_nonnulls(v_card.embedding_input, v_card.embedding_per_call) = 0
+                       and v_fallbacks is null
                   then null else jsonb_build_object(
                'input', v_card.input, 'output', v_card.output,
                'cached_input', v_card.cached_input, 'cache_write', v_card.cache_write,
@@ -235,7 +259,9 @@ begin
                'channel_multipliers', v_route.multipliers,
                'cache_hit_ratio', v_card.hit_ratio::text,
                'embedding', case when num_nonnulls(v_card.embedding_input, v_card.embedding_per_call) > 0 then
-                              jsonb_build_object('input', v_card.embedding_input, 'per_call', v_card.embedding_per_call) end)
+                              jsonb_build_object('input', v_card.embedding_input, 'per_call', v_card.embedding_per_call) end,
+               -- the fallback models' prices, by name: a request a fallback served is priced with them
+               'fallbacks', v_fallbacks)
              end, v_card, v_cap)::private.admit_plan;
 end
 $$;
@@ -509,7 +535,7 @@ language plpgsql stable
 as $$
 begin
   return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens', 'ReservationPolicy', 'AdmissionBatchMax',
-                              'SemanticCacheEnabled', 'SemanticCacheScope', 'SemanticCacheHitPriceRatio',
+                              'SemanticCacheEnabled', 'CacheMode', 'SemanticCacheScope', 'SemanticCacheHitPriceRatio',
                               'SemanticCacheEmbeddingModel', 'SemanticCacheEmbeddingChannel');
 end
 $$;
@@ -546,7 +572,7 @@ create or replace function gateway.relay_begin(
   p_client_ip     inet,
   p_prompt_tokens integer,
   p_max_tokens    integer,
-  p_cache         jsonb default null)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool}; null: not cacheable
+  p_cache         jsonb default null)   -- {"exact", "context", "semantic", "sampling" (private.cache_eligibility)}; null: no cache key
 returns gateway.relay_ticket
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp

@@ -111,6 +111,64 @@ $$;
 comment on function private.route_plan(text, text) is
   E'Channels serving p_model for p_group: how many, the usable ones in try order (priority tiers, weighted random inside a tier, with the key to use), the skipped ones with the reason (manually_disabled, breaker_open, no_enabled_key), and the usable ones'' cost multipliers (by channel id, and their maximum).';
 
+-- private.route_fallbacks: a model's route with its fallbacks' after it (private.admit_prepare
+-- calls it only for a model whose models.fallbacks is set, so the common path pays nothing).
+-- The fallback models are taken in their declared order, each once, leaving out the model itself,
+-- a model the key may not use (allowed_models) and an unpriced one (unless AllowUnpricedModels).
+-- Only the asked-for model's own list counts: a fallback's fallbacks are not followed.
+-- Each fallback candidate (and skipped channel) carries "fallback": the model it serves; served,
+-- multipliers and max_multiplier cover them all. prices: each fallback model's prices by name,
+-- {"model", "input", "output", "cached_input", "cache_write", "per_call"}: the admission keeps them in its
+-- route plan and its ticket's price card, and a request a fallback served is billed with them
+-- (private.settle), as its receipt is (gateway/src/receipt.ts).
+/* why not in private.route_cache: a route's cache entry is the model's own channels (its
+   triggers watch channels and keys); the fallbacks are planned per request, by private.route_plans
+   like any route, so a change of a fallback list or of a fallback's channels needs no rebuild. */
+create or replace function private.route_fallbacks(p_opt jsonb, p_key private.api_keys, p_group text, p_model text,
+                                                   p_route private.route_choice, p_fallbacks text[],
+                                                   out route private.route_choice, out prices jsonb)
+language plpgsql volatile
+as $$
+declare
+  v_models text[];
+  v_routes private.route_choice[];
+  v_r private.route_choice;
+begin
+  route := p_route;
+  select array_agg(f.name order by f.ord),
+         jsonb_object_agg(f.name, jsonb_build_object('model', f.name, 'input', m.input_price, 'output', m.output_price,
+                                                     'cached_input', m.cached_input_price, 'cache_write', m.cache_write_price,
+                                                     'per_call', m.per_call_price))
+    into v_models, prices
+    from (select distinct on (u.name) u.name, u.ord from unnest(p_fallbacks) with ordinality u(name, ord)
+           order by u.name, u.ord) f
+    left join private.models m on m.name = f.name
+   where f.name <> p_model
+     and (p_key.allowed_models is null or f.name = any(p_key.allowed_models))
+     and (num_nonnulls(m.input_price, m.output_price, m.per_call_price) > 0 or (p_opt ->> 'AllowUnpricedModels')::boolean);
+  if v_models is null then
+    return;
+  end if;
+  v_routes := private.route_plans(v_models, array_fill(p_group, array[cardinality(v_models)]));
+  for i in 1 .. cardinality(v_models) loop
+    v_r := v_routes[i];
+    route.served := coalesce(route.served, 0) + coalesce(v_r.served, 0);
+    if v_r.candidates is not null then
+      route.candidates := coalesce(route.candidates, '[]'::jsonb)
+        || (select jsonb_agg(c.e || jsonb_build_object('fallback', v_models[i]) order by c.ord)
+              from jsonb_array_elements(v_r.candidates) with ordinality c(e, ord));
+      route.multipliers := coalesce(route.multipliers, '{}'::jsonb) || v_r.multipliers;
+      route.max_multiplier := greatest(route.max_multiplier, v_r.max_multiplier);
+    end if;
+    route.skipped := coalesce(route.skipped, '[]'::jsonb)
+      || (select coalesce(jsonb_agg(k.e || jsonb_build_object('fallback', v_models[i]) order by k.ord), '[]'::jsonb)
+            from jsonb_array_elements(v_r.skipped) with ordinality k(e, ord));
+  end loop;
+end
+$$;
+comment on function private.route_fallbacks(jsonb, private.api_keys, text, text, private.route_choice, text[]) is
+  E'The route of p_model with its fallback models'' candidates after its own (each marked with "fallback": the model it serves), and the fallbacks'' prices by model. Fallbacks the key may not use, or without a price, are left out.';
+
 -- private.route_cache_rebuild: private.route_cache from scratch: every (model, group) a channel
 -- serves whose plan has nothing random in it, with the plan private.route_plans makes for it.
 -- Called by the statement triggers on private.channels and private.channel_keys, in the

@@ -195,6 +195,55 @@ $$;
 comment on function admin.user_create(jsonb) is
   E'Creates a user. {"username": required, "display_name", "email", "group" (default "default"), "role": user|admin, "status": active|disabled}. Returns the user as JSON.';
 
+-- private.arg_cache_mode: the "cache_mode" argument of a key or model (null: inherit), refused
+-- clearly when it is not one of the modes (private.cache_eligibility).
+create or replace function private.arg_cache_mode(p_args jsonb)
+returns text
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_args ->> 'cache_mode' is not null and p_args ->> 'cache_mode' not in ('deterministic', 'always', 'off') then
+    raise exception using errcode = 'BADIN', column = 'cache_mode',
+      message = format('"cache_mode" must be "deterministic", "always", "off" or null (inherit), got "%s".', left(p_args ->> 'cache_mode', 100));
+  end if;
+  return p_args ->> 'cache_mode';
+end
+$$;
+
+-- private.arg_fallbacks: a model's "fallbacks" argument: model names, each one the gateway knows
+-- (priced, or served by a channel), none twice and not the model itself; [] or null: none.
+create or replace function private.arg_fallbacks(p_args jsonb)
+returns text[]
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_list text[] := private.json_text_array(p_args -> 'fallbacks', 'fallbacks');
+  v_bad text;
+begin
+  if cardinality(v_list) = 0 then
+    return null;
+  end if;
+  if p_args ->> 'name' = any(v_list) then
+    raise exception using errcode = 'BADIN', column = 'fallbacks',
+      message = format('A model cannot be its own fallback ("%s").', p_args ->> 'name');
+  end if;
+  if (select count(distinct f) from unnest(v_list) f) <> cardinality(v_list) then
+    raise exception using errcode = 'BADIN', column = 'fallbacks', message = '"fallbacks" names a model twice.';
+  end if;
+  select string_agg(format('"%s"', f), ', ') into v_bad
+    from unnest(v_list) f
+   where not exists (select 1 from private.models pm where pm.name = f)
+     and not exists (select 1 from private.channels c where f = any(c.models));
+  if v_bad is not null then
+    raise exception using errcode = 'BADIN', column = 'fallbacks',
+      message = format('Unknown model(s) in "fallbacks": %s. Name models that have a price or that a channel serves.', v_bad);
+  end if;
+  return v_list;
+end
+$$;
+
 -- admin.key_create: creates a client API key and returns its plaintext ONCE (only its sha256 is kept).
 create or replace function admin.key_create(p_args jsonb)
 returns jsonb
@@ -208,7 +257,7 @@ declare
   v_ips cidr[];
 begin
   perform private.args_check(p_args, array['user_id', 'username', 'name', 'expires_at', 'allowed_models',
-    'allowed_ips', 'quota_micros', 'rpm_limit', 'tpm_limit', 'concurrency_limit', 'cache_enabled'], 'admin.key_create');
+    'allowed_ips', 'quota_micros', 'rpm_limit', 'tpm_limit', 'concurrency_limit', 'cache_enabled', 'cache_mode'], 'admin.key_create');
   perform private.key_fields_check(p_args);
   select u.id into v_user_id from private.users u
    where u.id = (p_args ->> 'user_id')::bigint or u.username = p_args ->> 'username';
@@ -224,7 +273,7 @@ begin
   end;
   v_plain := 'sk-' || translate(encode(public.gen_random_bytes(36), 'base64'), '+/', '-_');
   insert into private.api_keys (user_id, name, key_hash, key_prefix, expires_at, allowed_models, allowed_ips,
-                                quota_micros, rpm_limit, tpm_limit, concurrency_limit, cache_enabled)
+                                quota_micros, rpm_limit, tpm_limit, concurrency_limit, cache_enabled, cache_mode)
   values (v_user_id, coalesce(p_args ->> 'name', ''), public.digest(v_plain, 'sha256'),
           left(v_plain, 7) || '...' || right(v_plain, 4),
           private.arg_time(p_args, 'expires_at'),
@@ -232,7 +281,7 @@ begin
           private.arg_int(p_args, 'quota_micros', 0, 9223372036854775807),
           private.arg_int(p_args, 'rpm_limit', 1, 2147483647),
           private.arg_int(p_args, 'tpm_limit', 1, 2147483647), private.arg_int(p_args, 'concurrency_limit', 1, 2147483647),
-          coalesce((p_args ->> 'cache_enabled')::boolean, true))
+          coalesce((p_args ->> 'cache_enabled')::boolean, true), private.arg_cache_mode(p_args))
   returning * into v_key;
   return jsonb_build_object('id', v_key.id, 'key', v_plain, 'key_prefix', v_key.key_prefix,
                             'user_id', v_key.user_id, 'name', v_key.name, 'expires_at', v_key.expires_at);
@@ -244,7 +293,7 @@ exception
 end
 $$;
 comment on function admin.key_create(jsonb) is
-  E'Creates an API key; returns {"id", "key", "key_prefix", ...}. The plaintext "key" is shown only here. Fields: "user_id" or "username" (required), "name", "expires_at", "allowed_models" [..], "allowed_ips" [CIDR..], "quota_micros", "rpm_limit", "tpm_limit", "concurrency_limit".';
+  E'Creates an API key; returns {"id", "key", "key_prefix", ...}. The plaintext "key" is shown only here. Fields: "user_id" or "username" (required), "name", "expires_at", "allowed_models" [..], "allowed_ips" [CIDR..], "quota_micros", "rpm_limit", "tpm_limit", "concurrency_limit", "cache_enabled", "cache_mode" (deterministic | always | off; null: the model''s, else the CacheMode option).';
 
 create or replace function admin.key_revoke(p_key_id bigint)
 returns boolean
@@ -472,20 +521,25 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_m private.models;
+  v_fallbacks text[];
 begin
   perform private.args_check(p_args, array['name', 'owned_by', 'description', 'input_price', 'output_price',
-    'cached_input_price', 'cache_write_price', 'per_call_price', 'cache_enabled'], 'admin.model_upsert');
+    'cached_input_price', 'cache_write_price', 'per_call_price', 'cache_enabled', 'cache_mode', 'fallbacks'], 'admin.model_upsert');
   if coalesce(p_args ->> 'name', '') = '' then
     raise exception using errcode = 'BADIN', column = 'name', message = 'A model needs a "name".';
   end if;
+  v_fallbacks := private.arg_fallbacks(p_args);
   insert into private.models as m (name, owned_by, description, input_price, output_price, cached_input_price,
-                              cache_write_price, per_call_price, cache_enabled)
+                              cache_write_price, per_call_price, cache_enabled, cache_mode, fallbacks)
   values (p_args ->> 'name', coalesce(p_args ->> 'owned_by', 'elygate'), coalesce(p_args ->> 'description', ''),
           private.arg_int(p_args, 'input_price', 0, 9223372036854775807), private.arg_int(p_args, 'output_price', 0, 9223372036854775807),
           private.arg_int(p_args, 'cached_input_price', 0, 9223372036854775807), private.arg_int(p_args, 'cache_write_price', 0, 9223372036854775807),
-          private.arg_int(p_args, 'per_call_price', 0, 9223372036854775807), coalesce((p_args ->> 'cache_enabled')::boolean, true))
+          private.arg_int(p_args, 'per_call_price', 0, 9223372036854775807), coalesce((p_args ->> 'cache_enabled')::boolean, true),
+          private.arg_cache_mode(p_args), v_fallbacks)
   on conflict (name) do update set
+    fallbacks = case when p_args ? 'fallbacks' then excluded.fallbacks else m.fallbacks end,
     cache_enabled = coalesce((p_args ->> 'cache_enabled')::boolean, m.cache_enabled),
+    cache_mode = case when p_args ? 'cache_mode' then excluded.cache_mode else m.cache_mode end,
     owned_by = coalesce(p_args ->> 'owned_by', m.owned_by),
     description = coalesce(p_args ->> 'description', m.description),
     input_price = case when p_args ? 'input_price' then excluded.input_price else m.input_price end,
@@ -501,7 +555,7 @@ exception
 end
 $$;
 comment on function admin.model_upsert(jsonb) is
-  E'Creates or updates a model and its prices in micro-USD per 1M tokens: {"name", "input_price", "output_price", "cached_input_price", "cache_write_price", "per_call_price", "owned_by", "description"}.';
+  E'Creates or updates a model and its prices in micro-USD per 1M tokens: {"name", "input_price", "output_price", "cached_input_price", "cache_write_price", "per_call_price", "owned_by", "description", "cache_enabled", "cache_mode" (deterministic | always | off; null: the CacheMode option; a key''s cache_mode overrides it), "fallbacks" (models tried in order when every channel of this one fails before the first byte; null or [] clears)}.';
 
 ------------------------------------------------------------------------------------------------
 -- Views (what the admin role reads). Secrets never appear: keys show their prefix only.
@@ -527,7 +581,7 @@ create or replace view admin.api_keys as
   select k.id, k.user_id, u.username, k.name, k.key_prefix, k.status, k.expires_at, k.allowed_models,
          k.allowed_ips, k.quota_micros, k.rpm_limit, k.tpm_limit, k.concurrency_limit, k.created_at, k.revoked_at,
          coalesce(c.used_micros, 0) as used_micros, coalesce(c.reserved_micros, 0) as reserved_micros,
-         coalesce(c.inflight, 0) as inflight, k.cache_enabled
+         coalesce(c.inflight, 0) as inflight, k.cache_enabled, k.cache_mode
     from private.api_keys k
     join private.users u on u.id = k.user_id
     left join private.key_counters c on c.key_id = k.id
@@ -546,7 +600,7 @@ create or replace view admin.options as
 
 create or replace view admin.models as
   select m.name, m.owned_by, m.description, m.input_price, m.output_price, m.cached_input_price,
-         m.cache_write_price, m.per_call_price, m.created_at, m.updated_at, m.cache_enabled
+         m.cache_write_price, m.per_call_price, m.created_at, m.updated_at, m.cache_enabled, m.cache_mode, m.fallbacks
     from private.models m;
 
 create or replace view admin.requests as
@@ -573,13 +627,14 @@ create or replace view admin.request_routes as
          t.step, t.kind, t.channel_id, ch.name as channel_name, ch.type as channel_type, t.upstream_model,
          t.key_ordinal, t.status, t.ms, t.detail,
          (t.kind = 'attempt' and t.channel_id = r.channel_id and r.status = 'ok'
-          and t.step = max(t.step) filter (where t.kind = 'attempt') over (partition by r.id)) as served
+          and t.step = max(t.step) filter (where t.kind = 'attempt') over (partition by r.id)) as served,
+         t.fallback
     from admin.requests r   -- in-flight requests too: their plan is known at admission
     cross join lateral (
       -- 1. channels the plan skipped, and why
       select s.ord::integer as step, 'skipped'::text as kind, (s.e ->> 'channel_id')::bigint as channel_id,
              null::text as upstream_model, null::integer as key_ordinal, null::integer as status, null::integer as ms,
-             concat_ws(': ', s.e ->> 'reason', s.e ->> 'detail') as detail
+             concat_ws(': ', s.e ->> 'reason', s.e ->> 'detail') as detail, s.e ->> 'fallback' as fallback
         from jsonb_array_elements(coalesce(r.route_plan -> 'skipped', '[]'::jsonb)) with ordinality s(e, ord)
       union all
       -- 2. candidates in the order they were tried (or passed over by the gateway)
@@ -587,9 +642,10 @@ create or replace view admin.request_routes as
              case when coalesce((a.e ->> 'skipped')::boolean, false) then 'passed_over' else 'attempt' end,
              (a.e ->> 'channel_id')::bigint,
              (select c.e ->> 'model' from jsonb_array_elements(r.route_plan -> 'candidates') c(e)
-               where c.e ->> 'channel_id' = a.e ->> 'channel_id' limit 1),
+               where c.e ->> 'channel_id' = a.e ->> 'channel_id'
+                 and c.e ->> 'fallback' is not distinct from a.e ->> 'fallback' limit 1),
              (a.e ->> 'key')::integer, (a.e ->> 'status')::integer, (a.e ->> 'ms')::integer,
-             concat_ws('; ', a.e ->> 'error', 'mapped from ' || (a.e ->> 'mapped_from'))
+             concat_ws('; ', a.e ->> 'error', 'mapped from ' || (a.e ->> 'mapped_from')), a.e ->> 'fallback'
         from jsonb_array_elements(case when jsonb_typeof(r.attempts) = 'array' then r.attempts else '[]'::jsonb end)
              with ordinality a(e, ord)
       union all
@@ -597,15 +653,16 @@ create or replace view admin.request_routes as
       select (jsonb_array_length(coalesce(r.route_plan -> 'skipped', '[]'::jsonb))
                + coalesce(jsonb_array_length(case when jsonb_typeof(r.attempts) = 'array' then r.attempts end), 0) + c.ord)::integer,
              'not_tried', (c.e ->> 'channel_id')::bigint, c.e ->> 'model', (c.e ->> 'key_ordinal')::integer,
-             null, null, null
+             null, null, null, c.e ->> 'fallback'
         from jsonb_array_elements(coalesce(r.route_plan -> 'candidates', '[]'::jsonb)) with ordinality c(e, ord)
        where r.status <> 'pending'
          and not exists (select 1 from jsonb_array_elements(case when jsonb_typeof(r.attempts) = 'array' then r.attempts else '[]'::jsonb end) a(e)
-                          where a.e ->> 'channel_id' = c.e ->> 'channel_id')
+                          where a.e ->> 'channel_id' = c.e ->> 'channel_id'
+                            and a.e ->> 'fallback' is not distinct from c.e ->> 'fallback')
     ) t
     left join private.channels ch on ch.id = t.channel_id;
 comment on view admin.request_routes is
-  'The routing trace: for each request, the channels the plan skipped (and why), each attempt in order (status, ms, error, key), the candidates never tried, and which attempt served it.';
+  'The routing trace: for each request, the channels the plan skipped (and why), each attempt in order (status, ms, error, key), the candidates never tried, and which attempt served it; fallback names the fallback model a step serves (null: the model asked for).';
 
 create or replace view admin.ledger as
   select l.id, l.request_id, l.created_at, l.user_id, l.key_id, l.channel_id, l.model, l.prompt_tokens,

@@ -37,10 +37,10 @@ begin
   end if;
   v_plain := 'sk-' || translate(encode(public.gen_random_bytes(36), 'base64'), '+/', '-_');
   insert into private.api_keys (user_id, name, key_hash, key_prefix, expires_at, allowed_models, allowed_ips,
-                                quota_micros, rpm_limit, tpm_limit, concurrency_limit, cache_enabled)
+                                quota_micros, rpm_limit, tpm_limit, concurrency_limit, cache_enabled, cache_mode)
   values (v_old.user_id, v_old.name, public.digest(v_plain, 'sha256'), left(v_plain, 7) || '...' || right(v_plain, 4),
           v_old.expires_at, v_old.allowed_models, v_old.allowed_ips, v_old.quota_micros, v_old.rpm_limit,
-          v_old.tpm_limit, v_old.concurrency_limit, v_old.cache_enabled)
+          v_old.tpm_limit, v_old.concurrency_limit, v_old.cache_enabled, v_old.cache_mode)
   returning * into v_new;
   -- The counters: the quota spent so far and the RPM/TPM window (this minute and the last one).
   -- Requests in flight stay on the old key's counters (reserved, inflight) and settle there.

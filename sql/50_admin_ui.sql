@@ -630,7 +630,7 @@ declare
   v_key private.api_keys;
 begin
   perform private.args_check(p_args, array['name', 'expires_at', 'allowed_models', 'allowed_ips', 'quota_micros',
-    'rpm_limit', 'tpm_limit', 'concurrency_limit'], 'admin.key_update');
+    'rpm_limit', 'tpm_limit', 'concurrency_limit', 'cache_enabled', 'cache_mode'], 'admin.key_update');
   perform private.key_fields_check(p_args);
   update private.api_keys k set
     name = coalesce(p_args ->> 'name', k.name),
@@ -640,7 +640,9 @@ begin
     quota_micros = case when p_args ? 'quota_micros' then private.arg_int(p_args, 'quota_micros', 0, 9223372036854775807) else k.quota_micros end,
     rpm_limit = case when p_args ? 'rpm_limit' then private.arg_int(p_args, 'rpm_limit', 1, 2147483647) else k.rpm_limit end,
     tpm_limit = case when p_args ? 'tpm_limit' then private.arg_int(p_args, 'tpm_limit', 1, 2147483647) else k.tpm_limit end,
-    concurrency_limit = case when p_args ? 'concurrency_limit' then private.arg_int(p_args, 'concurrency_limit', 1, 2147483647) else k.concurrency_limit end
+    concurrency_limit = case when p_args ? 'concurrency_limit' then private.arg_int(p_args, 'concurrency_limit', 1, 2147483647) else k.concurrency_limit end,
+    cache_enabled = coalesce((p_args ->> 'cache_enabled')::boolean, k.cache_enabled),
+    cache_mode = case when p_args ? 'cache_mode' then private.arg_cache_mode(p_args) else k.cache_mode end
   where k.id = p_key_id
   returning * into v_key;
   if not found then
@@ -655,7 +657,7 @@ exception
 end
 $$;
 comment on function admin.key_update(bigint, jsonb) is
-  E'Updates a key: {"name", "expires_at", "allowed_models", "allowed_ips", "quota_micros", "rpm_limit", "tpm_limit", "concurrency_limit"}; null clears a limit.';
+  E'Updates a key: {"name", "expires_at", "allowed_models", "allowed_ips", "quota_micros", "rpm_limit", "tpm_limit", "concurrency_limit", "cache_enabled", "cache_mode"}; null clears a limit (and a cache_mode: the model''s, else the CacheMode option, applies).';
 
 -- admin.channel_test_key: a key that lives five minutes, for the panel's "Test" button. The panel
 -- calls the gateway with it (never the upstream directly: upstream keys are decrypted only in the
@@ -956,8 +958,9 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- (cache_mode: which of the user's own requests use the response cache; entries are theirs)
   perform private.args_check(p_args, array['name', 'expires_at', 'allowed_models', 'allowed_ips', 'quota_micros',
-    'rpm_limit', 'tpm_limit', 'concurrency_limit'], 'me.key_create');
+    'rpm_limit', 'tpm_limit', 'concurrency_limit', 'cache_mode'], 'me.key_create');
   return admin.key_create(p_args || jsonb_build_object('user_id', private.me_require()));
 end
 $$;

@@ -72,13 +72,16 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     await page.fill('#ke-quota', '2.5');
     await page.fill('#ke-name', 'ci-renamed');
     await page.fill('#ke-exp', '2030-01-31T12:00');
+    await page.selectOption('#ke-cache', 'always');
     await page.getByRole('button', { name: 'Save key' }).click();
     await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(new RegExp(`Key #${id} saved`));
     const k = await dbRow(su`select * from admin.api_keys where id = ${id}`);
     expect({ rpm: k.rpm_limit, tpm: k.tpm_limit, conc: k.concurrency_limit, quota: Number(k.quota_micros), name: k.name, models: k.allowed_models })
       .toEqual({ rpm: 99, tpm: null, conc: 3, quota: 2500000, name: 'ci-renamed', models: ['m-op'] });
     expect(new Date(k.expires_at).toISOString()).toBe('2030-01-31T12:00:00.000Z');
+    expect(k.cache_mode).toBe('always');
     await go(`/keys?edit=${id}`);
+    expect(await page.locator('#ke-cache').inputValue()).toBe('always');
     await shot('keys-edit');
   });
 
@@ -93,6 +96,30 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     // Nothing left to clear: no button.
     expect(await page.locator('tr', { hasText: 'priced-model' }).getByRole('button', { name: 'Clear price' }).count()).toBe(0);
     await shot('prices');
+  });
+
+  it('names fallback models on the Prices page and shows them in order', async () => {
+    await su`select admin.model_upsert('{"name": "fb-small", "input_price": 100000}')`;
+    await su`select admin.model_upsert('{"name": "fb-tiny", "input_price": 50000}')`;
+    await go('/prices');
+    await page.fill('#p-name', 'fb-big');
+    await page.fill('#p-input_price', '2');
+    await page.fill('#p-fallbacks', 'fb-small, fb-tiny');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/Saved fb-big/);
+    expect((await dbRow(su`select fallbacks from admin.models where name = 'fb-big'`)).fallbacks).toEqual(['fb-small', 'fb-tiny']);
+    expect(await page.locator('tr', { hasText: 'fb-big' }).getByTestId('fallbacks').textContent()).toBe('fb-small → fb-tiny');
+    await shot('prices-fallbacks');
+    // A name nobody knows is refused, and says which.
+    await page.fill('#p-name', 'fb-big');
+    await page.fill('#p-fallbacks', 'fb-nowhere');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(formError).toMatch(/Unknown model\(s\) in "fallbacks": "fb-nowhere"/);
+    // "none" clears them.
+    await page.fill('#p-name', 'fb-big');
+    await page.fill('#p-fallbacks', 'none');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(async () => (await dbRow(su`select fallbacks from admin.models where name = 'fb-big'`)).fallbacks).toBeNull();
   });
 
   it('creates redemption codes on the Users page and shows them once', async () => {
@@ -231,7 +258,7 @@ describe('issue 21: what operators expect and cannot do yet', () => {
       fetch(`${admin.gatewayUrl}/v1/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${carolKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ model: 'm-op', messages: [{ role: 'user', content: 'Cache me.' }], max_tokens: 8 }),
+        body: JSON.stringify({ model: 'm-op', messages: [{ role: 'user', content: 'Cache me.' }], max_tokens: 8, temperature: 0 }),
       });
     expect((await ask()).status).toBe(200);
     let hit: Response | null = null;

@@ -9,6 +9,7 @@
 import type postgres from 'postgres';
 import { dedicatedConnection } from './db';
 import { options } from './snapshot';
+import type { Sampling } from './cache';
 
 export interface AdmitArgs {
   id: string;
@@ -19,7 +20,7 @@ export interface AdmitArgs {
   clientIp: string | null;
   promptTokens: number | null;
   maxTokens: number | null;
-  cache: { exact: string; context: string; semantic: boolean } | null;
+  cache: { exact: string; context: string; semantic: boolean; sampling: Sampling } | null;
 }
 
 /** What SQL says about a refused request (private.refusal_json): a batch row's `error`, or, for a
@@ -122,7 +123,7 @@ async function single(sql: postgres.Sql, w: Waiting): Promise<void> {
     const [ticket] = await sql`
       select * from gateway.relay_begin(${a.id}, ${a.keyHash}, ${a.model}, ${a.endpoint}, ${a.stream},
                                         ${a.clientIp}, ${a.promptTokens}, ${a.maxTokens},
-                                        ${a.cache ? sql.json(a.cache) : null})`;
+                                        ${a.cache ? sql.json(a.cache as unknown as postgres.JSONValue) : null})`;
     w.resolve(ticket);
   } catch (err) {
     w.reject(refusalFromError(err));

@@ -1,4 +1,4 @@
-// The gateway's side of the response cache (DESIGN §4): canonical request hashes, the embedding of
+// The gateway's side of the response cache (DESIGN §4): canonical request hashes and sampling facts, the embedding of
 // the last user message, and replaying a cached answer as JSON or as a proper SSE stream. What is
 // enabled, for whom, at which threshold and price is decided in SQL (sql/27_private_cache.sql).
 import { options, type Channel } from './snapshot';
@@ -12,6 +12,31 @@ export interface CacheRequest {
   context: string; // hex sha256 of the canonical request without the last user message
   semantic: boolean; // the last user message is plain text: the semantic layer can apply
   prompt: string; // the last user message's text
+  sampling: Sampling; // what SQL decides eligibility from (private.cache_eligibility)
+}
+
+/** The request's sampling facts, as given: whether its answer is repeatable is decided in SQL. */
+export interface Sampling {
+  temperature: unknown;
+  seed: unknown;
+  n: unknown;
+  logprobs: unknown;
+  tools: number; // tools (and legacy functions) offered
+  tool_choice: unknown; // or the legacy function_call
+}
+
+const given = (v: unknown) => (v === undefined ? null : v);
+
+/** The sampling facts of a chat request. */
+export function samplingOf(body: Record<string, any>): Sampling {
+  return {
+    temperature: given(body.temperature),
+    seed: given(body.seed),
+    n: given(body.n),
+    logprobs: given(body.logprobs),
+    tools: (Array.isArray(body.tools) ? body.tools.length : 0) + (Array.isArray(body.functions) ? body.functions.length : 0),
+    tool_choice: given(body.tool_choice ?? body.function_call),
+  };
 }
 
 /** JSON with object keys sorted at every depth: equal requests hash equally. */
@@ -42,16 +67,17 @@ function textOf(content: unknown): string | null {
 }
 
 /**
- * The cache key of a chat request, or null when the request must not be cached: opted out, more
- * than one choice, log probabilities, or no user message last.
+ * The cache key of a chat request with its sampling facts, or why there is none: the client
+ * opted out (reason "client"), or no user message comes last (reason "last-message"). Whether a
+ * request with a key is served from the cache is decided in SQL (private.cache_plan).
  */
-export function cacheRequest(body: Record<string, any>, headers: Headers): CacheRequest | null {
+export function cacheRequest(body: Record<string, any>, headers: Headers): CacheRequest | { bypass: string } {
   const optOut = (headers.get('x-elygate-cache') ?? '').toLowerCase();
   const cc = (headers.get('cache-control') ?? '').toLowerCase();
-  if (optOut === 'off' || optOut === 'bypass' || /\bno-cache\b|\bno-store\b/.test(cc)) return null;
-  if ((body.n ?? 1) !== 1 || body.logprobs === true || !Array.isArray(body.messages) || body.messages.length === 0) return null;
+  if (optOut === 'off' || optOut === 'bypass' || /\bno-cache\b|\bno-store\b/.test(cc)) return { bypass: 'client' };
+  if (!Array.isArray(body.messages) || body.messages.length === 0) return { bypass: 'last-message' };
   const last = body.messages[body.messages.length - 1];
-  if (!last || last.role !== 'user') return null;
+  if (!last || last.role !== 'user') return { bypass: 'last-message' };
   // The two hashed texts are canonical(essential fields) and the same with the last message
   // replaced by LAST_PLACEHOLDER; they differ only there, so every other part is serialised once.
   // ('__proto__' is skipped: copied into a plain object it never became an own key.)
@@ -73,7 +99,7 @@ export function cacheRequest(body: Record<string, any>, headers: Headers): Cache
   const exact = sha256hex(`{${exactText}}`);
   const context = sha256hex(`{${contextText}}`);
   const prompt = textOf(last.content);
-  return { exact, context, semantic: prompt !== null && prompt.trim() !== '', prompt: prompt ?? '' };
+  return { exact, context, semantic: prompt !== null && prompt.trim() !== '', prompt: prompt ?? '', sampling: samplingOf(body) };
 }
 
 /** A complete answer as the cache keeps it. */
@@ -181,10 +207,11 @@ export function replaySse(answer: CachedAnswer, model: string, requestId: string
   return new TextEncoder().encode(events.map((e) => `data: ${JSON.stringify(e)}\n\n`).join('') + 'data: [DONE]\n\n');
 }
 
-/** The cache header: miss | exact | semantic; similarity=0.97 (| off when the client opted out). */
-export function cacheHeader(result: string | null | undefined, similarity?: number | null): string {
+/** The cache header: miss | exact | semantic; similarity=0.97 | bypass; reason=sampling (or off, client, ...). */
+export function cacheHeader(result: string | null | undefined, similarity?: number | null, reason?: string | null): string {
   if (result === 'semantic') return `semantic; similarity=${(similarity ?? 0).toFixed(2)}`;
-  return result === 'exact' ? 'exact' : result === 'bypass' || result === null || result === undefined ? 'off' : 'miss';
+  if (result === 'exact' || result === 'miss') return result;
+  return `bypass; reason=${reason ?? 'off'}`;
 }
 
 /**

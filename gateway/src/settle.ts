@@ -32,6 +32,8 @@ export interface Outcome {
   http_status: number;
   channel_id: number | null;
   upstream_model: string | null;
+  /** The fallback model that served (its plan entry's), null for the model asked for: billed at its prices. */
+  fallback?: string | null;
   prompt_tokens: number | null;
   completion_tokens: number | null;
   cached_tokens?: number | null;

@@ -22,14 +22,19 @@ export function describeRequest(input: RelayInput): RequestFacts {
     started: performance.now(),
     stream: input.endpoint !== 'embeddings' && body.stream === true,
     maxTokens: integer(body.max_completion_tokens) ?? integer(body.max_tokens) ?? integer(body.max_output_tokens),
-    // The cache key costs a canonical serialisation and two hashes of the body: skip it when the
-    // cache is off altogether (SQL still decides per key and model when it is on).
-    cacheReq:
-      input.protocol === 'openai' && input.endpoint === 'chat/completions' && options.SemanticCacheEnabled !== false
-        ? cacheRequest(body, input.headers)
-        : null,
+    ...cacheKeyOf(input),
     keyRef: input.keyHash ? input.keyHash.toString('hex') : undefined,
   };
+}
+
+/** The cache key of a chat request (SQL decides whether it is used), or why there is none. */
+function cacheKeyOf(input: RelayInput): Pick<RequestFacts, 'cacheReq' | 'cacheBypass'> {
+  if (input.protocol !== 'openai' || input.endpoint !== 'chat/completions') return { cacheReq: null, cacheBypass: null };
+  // The cache key costs a canonical serialisation and two hashes of the body: skip it when the
+  // cache is off altogether.
+  if (options.SemanticCacheEnabled === false) return { cacheReq: null, cacheBypass: 'off' };
+  const req = cacheRequest(input.body, input.headers);
+  return 'bypass' in req ? { cacheReq: null, cacheBypass: req.bypass } : { cacheReq: req, cacheBypass: null };
 }
 
 /** Admits the request (or refuses it, by throwing the database's refusal). */
@@ -47,7 +52,9 @@ export async function admitRequest(input: RelayInput, facts: RequestFacts): Prom
       clientIp: input.clientIp,
       promptTokens: promptEstimate(input.body),
       maxTokens: facts.maxTokens,
-      cache: facts.cacheReq ? { exact: facts.cacheReq.exact, context: facts.cacheReq.context, semantic: facts.cacheReq.semantic } : null,
+      cache: facts.cacheReq
+        ? { exact: facts.cacheReq.exact, context: facts.cacheReq.context, semantic: facts.cacheReq.semantic, sampling: facts.cacheReq.sampling }
+        : null,
     });
   try {
     return await admitThis();

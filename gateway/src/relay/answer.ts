@@ -2,11 +2,11 @@
 // and the next channel is tried), rendered in the client's protocol, settled, then sent with its
 // receipt headers.
 import { usageFields } from '../outcome';
-import { costMicros, embeddingCostMicros, receiptHeaders } from '../receipt';
+import { cardFor, costMicros, embeddingCostMicros, receiptHeaders } from '../receipt';
 import { checkAnswer } from '../adapters';
 import { cacheHeaders } from './cache-hit';
 import { maxTokensHeaders, renderCompletion, responseHeaders } from './render';
-import { errMessage, type Result, type Run, type Try } from './attempts';
+import { errMessage, servedModel, type Result, type Run, type Try } from './attempts';
 import type { CachedAnswer } from '../cache';
 
 export async function completeAnswer(run: Run, t: Try, res: Response): Promise<Result> {
@@ -34,9 +34,11 @@ export async function completeAnswer(run: Run, t: Try, res: Response): Promise<R
     http_status: res.status,
     channel_id: t.channel.id,
     upstream_model: t.entry.model,
+    fallback: t.entry.fallback ?? null,
     ...usage,
     ttfb_ms: ms,
-    cache_store: cacheStore(run, answer.cacheable),
+    // (A fallback's answer is not the asked-for model's: it is not kept for the cache.)
+    cache_store: t.entry.fallback ? null : cacheStore(run, answer.cacheable),
   });
   const headers = responseHeaders(input.requestId, res);
   if (!t.call.native) headers['content-type'] = 'application/json';
@@ -46,8 +48,9 @@ export async function completeAnswer(run: Run, t: Try, res: Response): Promise<R
     cached_tokens: usage.cached_tokens ?? undefined,
     cache_write_tokens: usage.cache_write_tokens ?? undefined,
   };
-  const cost = usage.usage_source === 'none' ? 0 : costMicros(ticket.price, t.channel.id, billed) + embeddingCostMicros(ticket.price, cache?.embeddingTokens ?? 0);
-  Object.assign(headers, receiptHeaders(input.requestId, cost, usage.usage_source), cacheHeaders(input, cache), maxTokensHeaders(ticket));
+  const cost = usage.usage_source === 'none' ? 0 : costMicros(cardFor(ticket.price, t.entry.fallback), t.channel.id, billed) + embeddingCostMicros(ticket.price, cache?.embeddingTokens ?? 0);
+  Object.assign(headers, receiptHeaders(input.requestId, cost, usage.usage_source), cacheHeaders(run), maxTokensHeaders(ticket));
+  headers['x-elygate-model'] = servedModel(run, t);
   return { response: new Response(answer.bytes, { status: 200, headers }) };
 }
 

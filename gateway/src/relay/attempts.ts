@@ -3,7 +3,8 @@
 // Failover: an attempt that fails to connect, times out before its first byte, answers with a
 // status in RetryableStatusCodes (after the channel's status_code_mapping), or answers 200 with
 // something that is not its protocol's answer, moves on to the next candidate the plan names,
-// within the RelayTimeoutMs deadline and MaxAttempts tries. Never after a byte reached the client,
+// within the RelayTimeoutMs deadline and MaxAttempts tries per model (the model asked for, then each
+// of its fallbacks: their candidates come after its own in the plan). Never after a byte reached the client,
 // never on other 4xx answers, never on content-policy refusals. Each try is recorded in the
 // outcome's attempts; the database folds them into the circuit breaker.
 import { GatewayError } from '../errors';
@@ -72,11 +73,16 @@ export async function relayToUpstream(run: Run): Promise<Response> {
   const deadline = Date.now() + options.RelayTimeoutMs;
   let lastFailure: Failure | null = null;
   let tries = 0;
+  let model: string | undefined; // the fallback model of the entries being tried (undefined: the one asked for)
+  let triesOfModel = 0;
   for (const entry of ticket.plan) {
-    if (tries >= options.MaxAttempts || input.clientSignal.aborted || deadline - Date.now() <= 0) break;
+    if (input.clientSignal.aborted || deadline - Date.now() <= 0) break;
+    if (entry.fallback !== model) [model, triesOfModel] = [entry.fallback, 0];
+    if (triesOfModel >= options.MaxAttempts) continue;
     const prepared = prepareTry(run, channels.get(entry.channel_id), entry, deadline);
     if (!prepared) continue;
     tries++;
+    triesOfModel++;
     const result = await attempt(run, prepared);
     if ('response' in result) return result.response;
     lastFailure = result.failure;
@@ -94,11 +100,16 @@ async function planChannels(ticket: Ticket): Promise<Map<number, Channel>> {
   }
 }
 
+const fallbackOf = (entry: RouteEntry) => (entry.fallback ? { fallback: entry.fallback } : {});
+
+/** The model a try serves: the fallback its plan entry names, else the one asked for (x-elygate-model). */
+export const servedModel = (run: Run, t: Try): string => t.entry.fallback ?? run.input.body.model;
+
 /** The try at this plan entry, or null (recorded as skipped) when its channel cannot serve it. */
 function prepareTry(run: Run, channel: Channel | undefined, entry: RouteEntry, deadline: number): Try | null {
   const { input, facts, settlement } = run;
   if (!channel || channel.unusable || channel.keys.length === 0) {
-    settlement.attempts.push({ channel_id: entry.channel_id, status: null, ms: 0, error: channel?.unusable ?? 'channel has no usable key', skipped: true });
+    settlement.attempts.push({ channel_id: entry.channel_id, status: null, ms: 0, error: channel?.unusable ?? 'channel has no usable key', skipped: true, ...fallbackOf(entry) });
     return null;
   }
   const { key, ordinal } = pickKey(channel, entry);
@@ -114,7 +125,7 @@ function prepareTry(run: Run, channel: Channel | undefined, entry: RouteEntry, d
     headers: input.headers,
   });
   if ('unsupported' in call) {
-    settlement.attempts.push({ channel_id: channel.id, status: null, ms: 0, error: call.unsupported, skipped: true, ...(call.param ? { param: call.param } : {}) });
+    settlement.attempts.push({ channel_id: channel.id, status: null, ms: 0, error: call.unsupported, skipped: true, ...(call.param ? { param: call.param } : {}), ...fallbackOf(entry) });
     return null;
   }
   if (call.wire === 'openai') call.headers['x-client-request-id'] = input.requestId;
@@ -140,6 +151,7 @@ function prepareTry(run: Run, channel: Channel | undefined, entry: RouteEntry, d
       if (error) a.error = error;
       if (ordinal !== undefined) a.key = ordinal;
       if (rawStatus !== undefined && rawStatus !== status) a.mapped_from = rawStatus;
+      if (entry.fallback) a.fallback = entry.fallback;
       settlement.attempts.push(a);
       return a.ms;
     },
@@ -186,6 +198,7 @@ async function errorAnswer(run: Run, t: Try, res: Response, status: number): Pro
     http_status: status,
     channel_id: t.channel.id,
     upstream_model: t.entry.model,
+    fallback: t.entry.fallback ?? null,
     error_code: 'upstream_' + status,
     error_message: message,
   });

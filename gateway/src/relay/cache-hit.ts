@@ -23,13 +23,15 @@ interface Hit {
 export function cacheStateOf(facts: RequestFacts, ticket: Ticket): CacheState | null {
   if (!facts.cacheReq || !ticket.cache) return null;
   const result = ticket.cache.result;
-  return { request: facts.cacheReq, result, similarity: result === 'exact' ? 1 : null, embedding: null, embeddingTokens: 0 };
+  const reason = result === 'bypass' ? ticket.cache.reason ?? 'off' : null;
+  return { request: facts.cacheReq, result, reason, similarity: result === 'exact' ? 1 : null, embedding: null, embeddingTokens: 0 };
 }
 
-/** x-elygate-cache on every chat answer: miss | exact | semantic; similarity=… | off. */
-export function cacheHeaders(input: RelayInput, cache: CacheState | null): Record<string, string> {
+/** x-elygate-cache on every chat answer: miss | exact | semantic; similarity=… | bypass; reason=…. */
+export function cacheHeaders(run: { input: RelayInput; facts: RequestFacts; cache: CacheState | null }): Record<string, string> {
+  const { input, facts, cache } = run;
   if (input.protocol !== 'openai' || input.endpoint !== 'chat/completions' || bareChannel) return {};
-  return { 'x-elygate-cache': cacheHeader(cache?.result ?? 'bypass', cache?.similarity) };
+  return { 'x-elygate-cache': cacheHeader(cache?.result ?? 'bypass', cache?.similarity, cache?.reason ?? facts.cacheBypass) };
 }
 
 /** The answer from the cache, settled, or null to ask an upstream. */
@@ -41,7 +43,7 @@ export async function answerFromCache(
   settlement: Settlement,
 ): Promise<Response | null> {
   if (facts.cacheReq) cacheResults.inc({ result: ticket.cache ? ticket.cache.result : 'bypass' });
-  if (!cache || !ticket.cache) return null;
+  if (!cache || !ticket.cache || ticket.cache.result === 'bypass') return null;
   const hit =
     ticket.cache.result === 'exact' && ticket.cache.answer
       ? { answer: ticket.cache.answer, usage: ticket.cache.usage ?? {}, entryId: ticket.cache.entry_id! }
@@ -67,7 +69,7 @@ export async function answerFromCache(
     includeUsage: input.body.stream_options?.include_usage === true,
     answer: hit.answer,
     usage,
-    headers: { ...cacheHeaders(input, cache), ...(facts.stream ? {} : receiptHeaders(input.requestId, cost, 'upstream')) },
+    headers: { ...cacheHeaders({ input, facts, cache }), ...(facts.stream ? {} : receiptHeaders(input.requestId, cost, 'upstream')) },
   });
 }
 

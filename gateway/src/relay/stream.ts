@@ -12,7 +12,7 @@ import { cacheHeaders } from './cache-hit';
 import { cacheStore } from './answer';
 import { maxTokensHeaders } from './render';
 import { makePipe, type Pipe } from './pipes';
-import { errMessage, type Result, type Run, type Try } from './attempts';
+import { errMessage, servedModel, type Result, type Run, type Try } from './attempts';
 
 type ReadResult = Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>['read']>>;
 
@@ -54,7 +54,8 @@ async function readToFirstByte(run: Run, t: Try, res: Response): Promise<Opened 
   const reader = res.body!.getReader();
   const text = new TextDecoder();
   const pipe = makePipe(run.input, t.call);
-  const assembler = run.cache?.result === 'miss' ? new StreamAssembler() : null;
+  // (A fallback's answer is not the asked-for model's: it is not kept for the cache.)
+  const assembler = run.cache?.result === 'miss' && !t.entry.fallback ? new StreamAssembler() : null;
   if (assembler) pipe.watch.onChunk = (c) => assembler.add(c);
   let first: Uint8Array | null = null;
   let upstreamDone = false;
@@ -83,6 +84,7 @@ async function settleStream(run: Run, t: Try, upstream: Response, o: Opened, ttf
     http_status: upstream.status,
     channel_id: t.channel.id,
     upstream_model: t.entry.model,
+    fallback: t.entry.fallback ?? null,
     ...(usage ?? {}),
     ttfb_ms: ttfb,
     error_code: error ? (status === 'aborted' ? 'client_closed' : 'upstream_stream_error') : null,
@@ -155,16 +157,17 @@ function streamResponse(run: Run, t: Try, upstream: Response, o: Opened, ttfb: n
   });
   input.clientSignal.addEventListener('abort', clientGone, { once: true });
 
-  return new Response(withKeepalive(body), { status: 200, headers: streamHeaders(run) });
+  return new Response(withKeepalive(body), { status: 200, headers: streamHeaders(run, t) });
 }
 
-function streamHeaders(run: Run): Headers {
+function streamHeaders(run: Run, t: Try): Headers {
   return new Headers({
+    'x-elygate-model': servedModel(run, t),
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
     connection: 'keep-alive',
     'x-request-id': run.input.requestId,
-    ...cacheHeaders(run.input, run.cache),
+    ...cacheHeaders(run),
     ...maxTokensHeaders(run.ticket),
   });
 }

@@ -30,18 +30,21 @@ export interface RequestFacts {
   started: number;
   stream: boolean;
   maxTokens: number | null;
-  /** The cache key of a chat request while the cache is on (SQL decides per key whether it is used). */
+  /** The cache key of a chat request while the cache is on (SQL decides whether it is used). */
   cacheReq: CacheRequest | null;
+  /** Why a chat request has no cache key (off, client, last-message); null otherwise. */
+  cacheBypass: string | null;
   /** The key's hash as text: this process's handle on the key's unsettled outcomes. */
   keyRef: string | undefined;
 }
 
-/** A plan entry as route_plan writes it: the key to use is chosen in SQL as well. */
-export type RouteEntry = PlanEntry & { key_index?: number; key_ordinal?: number };
+/** A plan entry as route_plan writes it: the key to use is chosen in SQL as well; fallback: the
+ *  fallback model this candidate serves (private.route_fallbacks), absent for the model asked for. */
+export type RouteEntry = PlanEntry & { key_index?: number; key_ordinal?: number; fallback?: string };
 
 /** One try, as stored in the request row's attempts (settle.ts's Attempt plus routing detail; param:
  *  the request field that made the channel skip it). */
-export type RouteAttempt = Attempt & { key?: number; skipped?: boolean; mapped_from?: number; param?: string };
+export type RouteAttempt = Attempt & { key?: number; skipped?: boolean; mapped_from?: number; param?: string; fallback?: string };
 
 /** relay_begin's answer. */
 export interface Ticket {
@@ -59,9 +62,11 @@ export interface Ticket {
   max_tokens: number | null;
 }
 
-/** relay_begin's cache result: an exact hit with its answer, or a miss with the semantic plan. */
+/** relay_begin's cache result: an exact hit with its answer, a miss with the semantic plan, or a
+ *  bypass with its reason (private.cache_eligibility). */
 export interface CachePlan {
-  result: 'exact' | 'miss';
+  result: 'exact' | 'miss' | 'bypass';
+  reason?: string;
   entry_id?: number;
   answer?: CachedAnswer;
   usage?: CacheUsage;
@@ -78,7 +83,9 @@ export interface CacheUsage {
 /** What the cache knows about a request by the time it is answered. */
 export interface CacheState {
   request: CacheRequest;
-  result: 'miss' | 'exact' | 'semantic';
+  result: 'miss' | 'exact' | 'semantic' | 'bypass';
+  /** Why the cache did not apply (result bypass). */
+  reason: string | null;
   similarity: number | null;
   embedding: number[] | null;
   embeddingTokens: number;

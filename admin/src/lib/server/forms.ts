@@ -42,6 +42,8 @@ export function keyLimits(f: FormData) {
     rpm_limit: intOrNull(f.get('rpm_limit')),
     tpm_limit: intOrNull(f.get('tpm_limit')),
     concurrency_limit: intOrNull(f.get('concurrency_limit')),
+    // '' = the model's mode, else the CacheMode option (SQL checks the value)
+    cache_mode: String(f.get('cache_mode') ?? '').trim() || null,
   };
 }
 

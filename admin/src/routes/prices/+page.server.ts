@@ -21,6 +21,13 @@ const modelArgs = (f: FormData) =>
     per_call_price: price(f.get('per_call_price')),
   });
 
+/** The fallbacks field: model names, comma-separated, in order; empty = unchanged, "none" clears them. */
+const fallbacks = (v: FormDataEntryValue | null) => {
+  const s = String(v ?? '').trim();
+  if (s === '') return undefined;
+  return s.toLowerCase() === 'none' ? [] : s.split(',').map((x) => x.trim()).filter(Boolean);
+};
+
 const tableText = async (f: FormData) => {
   const file = f.get('file');
   return file instanceof File && file.size ? await file.text() : String(f.get('json') ?? '');
@@ -51,7 +58,7 @@ export const actions: Actions = {
   save: async ({ request, locals }) => {
     const f = await request.formData();
     return act(locals, async (tx) => {
-      const args = modelArgs(f);
+      const args = compact({ ...modelArgs(f), fallbacks: fallbacks(f.get('fallbacks')) });
       await tx`select admin.model_upsert(${tx.json(args as never)})`;
       return { done: `Saved ${args.name}.` };
     });
