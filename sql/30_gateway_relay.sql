@@ -798,20 +798,31 @@ declare
   v_auth record := private.key_check(p_key_hash, p_client_ip);
 begin
   return query
-    select m.model, coalesce(md.owned_by, 'elygate'),
-           extract(epoch from coalesce(md.created_at, min(c.created_at)))::bigint
-      from private.channels c
-      cross join lateral unnest(c.models) as m(model)
-      left join private.models md on md.name = m.model
-     where v_auth.user_group = any(c.groups)
-       and c.status = 'enabled'
-       and ((v_auth.key).allowed_models is null or m.model = any((v_auth.key).allowed_models))
-     group by m.model, md.owned_by, md.created_at
-     order by m.model;
+    with served as (
+      select m.model, coalesce(md.owned_by, 'elygate') as owned_by,
+             extract(epoch from coalesce(md.created_at, min(c.created_at)))::bigint as created
+        from private.channels c
+        cross join lateral unnest(c.models) as m(model)
+        left join private.models md on md.name = m.model
+       where v_auth.user_group = any(c.groups)
+         and c.status = 'enabled'
+         and ((v_auth.key).allowed_models is null or m.model = any((v_auth.key).allowed_models))
+       group by m.model, md.owned_by, md.created_at
+    )
+    select s.model, s.owned_by, s.created from served s
+    union all
+    -- A model with no channel of its own is served through its fallbacks (private.route_fallbacks):
+    -- listed when one of them is served to this key, and the key may ask for it.
+    select md.name, coalesce(md.owned_by, 'elygate'), extract(epoch from md.created_at)::bigint
+      from private.models md
+     where md.fallbacks && array(select s.model from served s)
+       and not exists (select 1 from served s where s.model = md.name)
+       and ((v_auth.key).allowed_models is null or md.name = any((v_auth.key).allowed_models))
+     order by 1;
 end
 $$;
 comment on function gateway.models_list(bytea, inet) is
-  E'The models this key may use right now: served by an enabled channel of the owner''s group and allowed for the key.';
+  E'The models this key may use right now: served by an enabled channel of the owner''s group (or through a fallback that is) and allowed for the key.';
 
 -- gateway.options_snapshot: every option, typed, as one JSON object (reloaded on NOTIFY).
 create or replace function gateway.options_snapshot()

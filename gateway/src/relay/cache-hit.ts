@@ -69,7 +69,8 @@ export async function answerFromCache(
     includeUsage: input.body.stream_options?.include_usage === true,
     answer: hit.answer,
     usage,
-    headers: { ...cacheHeaders({ input, facts, cache }), ...(facts.stream ? {} : receiptHeaders(input.requestId, cost, 'upstream')) },
+    // (the cached answer is the asked-for model's: a fallback's answer is never stored)
+    headers: { ...cacheHeaders({ input, facts, cache }), 'x-elygate-model': input.body.model, ...(facts.stream ? {} : receiptHeaders(input.requestId, cost, 'upstream')) },
   });
 }
 

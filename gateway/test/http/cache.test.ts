@@ -84,6 +84,7 @@ describe('response cache through the gateway', () => {
     expect(chatCalls()).toBe(before + 1);
     const second = await ask('what is the capital of France? vec:1,0');
     expect(second.cache).toBe('exact');
+    expect(second.res.headers.get('x-elygate-model')).toBe(model); // the model that answered, as for an upstream answer
     expect(chatCalls()).toBe(before + 1);
     expect(JSON.parse(second.text).choices[0].message.content).toBe(JSON.parse(first.text).choices[0].message.content);
   });
@@ -92,6 +93,7 @@ describe('response cache through the gateway', () => {
     const before = chatCalls();
     const hit = await ask('what is the capital of France? vec:1,0', { stream: true });
     expect(hit.cache).toBe('exact');
+    expect(hit.res.headers.get('x-elygate-model')).toBe(model);
     expect(hit.res.headers.get('content-type')).toMatch(/^text\/event-stream/);
     const events = hit.text.split('\n\n').filter(Boolean);
     expect(events.at(-1)).toBe('data: [DONE]');

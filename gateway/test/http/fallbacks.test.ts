@@ -64,6 +64,20 @@ async function ledgerOf(requestId: string) {
 const chatCalls = (m: MockUpstream) => m.calls.filter((c) => c.path.endsWith('/chat/completions'));
 
 describe('model fallbacks', () => {
+  it('/v1/models lists a model that has no channel of its own but a fallback that is served', async () => {
+    const sql = db();
+    const virtual = unique('virtual');
+    await sql`select admin.model_upsert(${sql.json({ name: virtual, input_price: 1_000_000, output_price: 3_000_000, fallbacks: [fallback] })})`;
+    const client = new OpenAI({ apiKey: key, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    const ids = (await client.models.list()).data.map((m) => m.id);
+    expect(ids).toEqual(expect.arrayContaining([primary, fallback, lonely, virtual]));
+    expect(new Set(ids).size).toBe(ids.length); // listed once, not once per way to reach it
+    // And it answers: through the fallback's channel.
+    const { data, response } = await client.chat.completions.create({ model: virtual, messages: [{ role: 'user', content: 'only through a fallback' }] }).withResponse();
+    expect(data.choices[0].message.content).toBe('echo: only through a fallback');
+    expect(response.headers.get('x-elygate-model')).toBe(fallback);
+  });
+
   it("the primary model's only channel fails: the fallback answers, billed at its price, and says so", async () => {
     primaryUp.mode = { kind: 'status', status: 500 };
     const client = new OpenAI({ apiKey: key, baseURL: `${gw.url}/v1`, maxRetries: 0 });
