@@ -12,7 +12,9 @@ language sql stable
 -- (limit 1: the key hash is unique; the limit also keeps the lookup a subquery, an index lookup
 -- per request, where a plain join made the planner hash the whole key table for a batch)
 as $$
-  select k, u.status, u.group_name, m, g.price_multiplier,
+  -- (an archived group's users are refused as their account would be: user_status says why)
+  select k, case when g.archived_at is not null and u.status = 'active' then 'group_archived' else u.status end,
+         u.group_name, m, g.price_multiplier,
          case when rc.model is not null then
            row(rc.served, rc.candidates, rc.skipped, rc.multipliers, rc.max_multiplier)::private.route_choice end
     from private.api_keys k
@@ -61,7 +63,9 @@ begin
   end if;
   if p_auth.user_status <> 'active' then
     raise exception using errcode = 'UDSBL', message = format('The account that owns this API key is %s.',
-      case p_auth.user_status when 'archived' then 'archived' else 'disabled' end);
+      case p_auth.user_status when 'archived' then 'archived'
+                              when 'group_archived' then format('in the group `%s`, which has been archived', p_auth.user_group)
+                              else 'disabled' end);
   end if;
   /* why nested: a condition with a subquery is run as a query (an executor start-up) whenever it
      is evaluated; nested, it is evaluated only for a key with an allowlist. */
@@ -153,6 +157,11 @@ begin
   if v_key.allowed_models is not null and not (p_model = any(v_key.allowed_models)) then
     raise exception using errcode = 'MDENY', column = 'model',
       message = format('This API key is not allowed to use the model `%s`.', p_model);
+  end if;
+  -- An archived model is gone for good: its prices and history stay, requests for it are refused.
+  if (v_auth.model).archived_at is not null then
+    raise exception using errcode = 'NOMDL', column = 'model',
+      message = format('The model `%s` has been archived and is no longer served.', p_model);
   end if;
 
   -- A model with fallbacks: their candidates after its own (planned here, never cached). why an IF
@@ -807,6 +816,7 @@ begin
        where v_auth.user_group = any(c.groups)
          and c.status = 'enabled'
          and ((v_auth.key).allowed_models is null or m.model = any((v_auth.key).allowed_models))
+         and md.archived_at is null
        group by m.model, md.owned_by, md.created_at
     )
     select s.model, s.owned_by, s.created from served s
@@ -816,6 +826,7 @@ begin
     select md.name, coalesce(md.owned_by, 'elygate'), extract(epoch from md.created_at)::bigint
       from private.models md
      where md.fallbacks && array(select s.model from served s)
+       and md.archived_at is null
        and not exists (select 1 from served s where s.model = md.name)
        and ((v_auth.key).allowed_models is null or md.name = any((v_auth.key).allowed_models))
      order by 1;

@@ -144,6 +144,7 @@ begin
            order by u.name, u.ord) f
     left join private.models m on m.name = f.name
    where f.name <> p_model
+     and m.archived_at is null   -- (an archived model serves nobody, not even as a fallback)
      and (p_key.allowed_models is null or f.name = any(p_key.allowed_models))
      and (num_nonnulls(m.input_price, m.output_price, m.per_call_price) > 0 or (p_opt ->> 'AllowUnpricedModels')::boolean);
   if v_models is null then

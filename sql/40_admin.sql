@@ -177,6 +177,9 @@ begin
   if p_args ? 'group' and not exists (select 1 from private.groups g where g.name = p_args ->> 'group') then
     raise exception using errcode = 'BADIN', column = 'group', message = format('Unknown group "%s".', p_args ->> 'group');
   end if;
+  if p_args ? 'group' and exists (select 1 from private.groups g where g.name = p_args ->> 'group' and g.archived_at is not null) then
+    raise exception using errcode = 'BADIN', column = 'group', message = format('The group "%s" has been archived: choose another.', p_args ->> 'group');
+  end if;
   insert into private.users (username, display_name, email, group_name, role, status)
   values (p_args ->> 'username', coalesce(p_args ->> 'display_name', ''), p_args ->> 'email',
           coalesce(p_args ->> 'group', 'default'), coalesce(p_args ->> 'role', 'user'),
@@ -600,7 +603,8 @@ create or replace view admin.options as
 
 create or replace view admin.models as
   select m.name, m.owned_by, m.description, m.input_price, m.output_price, m.cached_input_price,
-         m.cache_write_price, m.per_call_price, m.created_at, m.updated_at, m.cache_enabled, m.cache_mode, m.fallbacks
+         m.cache_write_price, m.per_call_price, m.created_at, m.updated_at, m.cache_enabled, m.cache_mode, m.fallbacks,
+         m.archived_at
     from private.models m;
 
 create or replace view admin.requests as

@@ -289,7 +289,7 @@ create or replace view admin.redemption_codes as
 
 create or replace view admin.groups as
   select g.name, g.price_multiplier, g.description, g.created_at,
-         (select count(*) from private.users u where u.group_name = g.name) as users
+         (select count(*) from private.users u where u.group_name = g.name) as users, g.archived_at
     from private.groups g
    where g.name not like 'channel-test.%';   -- the channel tests' internal groups (admin.channel_test_key)
 

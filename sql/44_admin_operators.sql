@@ -56,3 +56,39 @@ as $$
 $$;
 comment on function admin.key_archive(bigint) is
   E'Archives a key (active or revoked): every request with it is refused (KREVK, "has been archived"); its requests and ledger stay. Returns true, or null if it was already archived or unknown.';
+
+-- admin.model_archive / admin.group_archive: retire a model or a group for good, keeping history.
+/* why for good, like a channel's or a key's archive: an operator archives what is finished (a
+   model a provider retired, a plan no longer sold). Requests for an archived model are refused
+   (NOMDL, "has been archived"), it is left out of /v1/models and of every fallback list; an
+   archived group's users are refused (UDSBL, "in the group ..., which has been archived") and
+   cannot be moved into it. Prices, usage, ledger and request rows stay. */
+create or replace function admin.model_archive(p_name text)
+returns boolean
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update private.models m set archived_at = now(), updated_at = now()
+   where m.name = p_name and m.archived_at is null
+  returning true
+$$;
+comment on function admin.model_archive(text) is
+  E'Archives a model for good: requests for it are refused (NOMDL), it is not listed by /v1/models nor tried as a fallback; its prices and history stay. Returns true, or null if unknown or already archived.';
+
+create or replace function admin.group_archive(p_name text)
+returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if p_name = 'default' then
+    raise exception using errcode = 'BADIN', column = 'name',
+      message = 'The group "default" cannot be archived: new users join it. Move its users and channels elsewhere instead.';
+  end if;
+  update private.groups g set archived_at = now() where g.name = p_name and g.archived_at is null;
+  return found;
+end
+$$;
+comment on function admin.group_archive(text) is
+  E'Archives a group for good: its users'' requests are refused (UDSBL, "in the group ..., which has been archived"); its history stays. The default group cannot be archived. Returns whether it was archived now.';
+

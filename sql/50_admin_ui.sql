@@ -573,6 +573,9 @@ begin
   if p_args ? 'group' and not exists (select 1 from private.groups g where g.name = p_args ->> 'group') then
     raise exception using errcode = 'BADIN', column = 'group', message = format('Unknown group "%s".', p_args ->> 'group');
   end if;
+  if p_args ? 'group' and exists (select 1 from private.groups g where g.name = p_args ->> 'group' and g.archived_at is not null) then
+    raise exception using errcode = 'BADIN', column = 'group', message = format('The group "%s" has been archived: choose another.', p_args ->> 'group');
+  end if;
   update private.users u set
     display_name = coalesce(p_args ->> 'display_name', u.display_name),
     email = case when p_args ? 'email' then nullif(p_args ->> 'email', '') else u.email end,

@@ -318,4 +318,42 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     await page.getByTestId('users').locator('tr', { hasText: 'carol' }).getByRole('link', { name: 'History' }).click();
     expect(await page.getByTestId('credits').textContent()).toMatch(/invoice 42/);
   });
+  it('archives a model and a group: refused through the gateway with the reason, unlisted, history kept', async () => {
+    await su`select admin.model_upsert('{"name": "m-old", "input_price": 1000000, "output_price": 1000000}')`;
+    await su`insert into private.groups (name, price_multiplier) values ('retired-plan', 1) on conflict do nothing`;
+    const [{ u }] = await su`select admin.user_create('{"username": "dave", "group": "retired-plan"}') as u`;
+    await su`select admin.wallet_credit(${su.json({ user_id: u.id, amount_micros: 10_000_000 })})`;
+    const [{ k }] = await su`select admin.key_create(${su.json({ user_id: u.id, name: 'dave' })}) as k`;
+    const ask = (key: string, model: string) =>
+      fetch(`${admin.gatewayUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hello' }], max_tokens: 8 }),
+      });
+
+    // Model: archived from the Prices page; requests for it are refused, it is no longer listed.
+    await go('/prices');
+    page.once('dialog', (d) => void d.accept());
+    await page.getByTestId('prices').locator('tr', { hasText: 'm-old' }).getByRole('button', { name: 'Archive' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/Archived m-old/);
+    expect(await page.getByTestId('prices').locator('tr', { hasText: 'm-old' }).getByTestId('archived').textContent()).toBe('archived');
+    await shot('prices-archived');
+    const refused = await ask(k.key, 'm-old');
+    expect(refused.status).toBe(404);
+    expect(((await refused.json()) as any).error.message).toMatch(/m-old` has been archived/);
+    const listed = (await (await fetch(`${admin.gatewayUrl}/v1/models`, { headers: { authorization: `Bearer ${k.key}` } })).json()) as any;
+    expect(listed.data.map((m: any) => m.id)).not.toContain('m-old');
+    expect((await dbRow(su`select input_price from admin.models where name = 'm-old'`)).input_price).not.toBeNull(); // prices kept
+
+    // Group: archived from the Users page; its users are refused, saying why; nobody can join it.
+    await go('/users');
+    page.once('dialog', (d) => void d.accept());
+    await page.getByTestId('groups').locator('tr', { hasText: 'retired-plan' }).getByRole('button', { name: 'Archive' }).click();
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/Archived the group retired-plan/);
+    expect(await page.getByTestId('groups').locator('tr', { hasText: 'default' }).getByRole('button', { name: 'Archive' }).count()).toBe(0);
+    const grp = await ask(k.key, 'm-op');
+    expect(grp.status).toBe(401); // account_deactivated, as for a disabled account
+    expect(((await grp.json()) as any).error.message).toMatch(/in the group `retired-plan`, which has been archived/);
+    await expect(su`select admin.user_create('{"username": "erin", "group": "retired-plan"}')`).rejects.toMatchObject({ message: expect.stringMatching(/has been archived/) });
+  });
 });

@@ -72,6 +72,15 @@ export const actions: Actions = {
       return { done: `Cleared the prices of ${name}: it is unpriced now, so requests for it are refused unless AllowUnpricedModels is on.` };
     });
   },
+  // For good: refused, unlisted, never a fallback again; prices and history kept (admin.model_archive).
+  archive: async ({ request, locals }) => {
+    const f = await request.formData();
+    const name = String(f.get('name') ?? '');
+    return act(locals, async (tx) => {
+      await tx`select admin.model_archive(${name})`;
+      return { done: `Archived ${name}: requests for it are refused and it is no longer listed; its prices and history stay.` };
+    });
+  },
   import: async ({ request, locals }) => {
     const f = await request.formData();
     const text = await tableText(f);

@@ -55,6 +55,15 @@ export const actions: Actions = {
       return { done: `User ${u.username} created.` };
     });
   },
+  // For good: the group's users are refused; history kept (admin.group_archive).
+  groupArchive: async ({ request, locals }) => {
+    const f = await request.formData();
+    const name = String(f.get('name') ?? '');
+    return act(locals, async (tx) => {
+      await tx`select admin.group_archive(${name})`;
+      return { done: `Archived the group ${name}: its users' requests are refused; its history stays.` };
+    });
+  },
   update: async ({ request, locals }) => {
     const f = await request.formData();
     return act(locals, async (tx) => {
