@@ -114,6 +114,18 @@ describe('model fallbacks', () => {
     });
   });
 
+  it('an archived fallback is never tried, and an archived model is refused with the reason', async () => {
+    await withTx(async (tx) => {
+      const f = await world(tx);
+      expect((await tx`select admin.model_archive(${f.cheap}) as ok`)[0].ok).toBe(true);
+      const t = await begin(tx, f.key.key, f.main);
+      expect(t.plan.map((c: any) => c.fallback ?? null)).toEqual([null, f.dear]);
+      const err = await tx.savepoint((sp: any) => begin(sp, f.key.key, f.cheap)).catch((e: any) => e);
+      expect(err).toMatchObject({ code: 'NOMDL', message: `The model \`${f.cheap}\` has been archived and is no longer served.` });
+      expect((await tx`select admin.model_archive(${f.cheap}) as ok`)[0].ok).toBeNull(); // once only
+    });
+  });
+
   it('admin.model_upsert checks the list: known models, not itself, none twice; [] clears it', async () => {
     await withTx(async (tx) => {
       const f = await world(tx);
