@@ -23,23 +23,30 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_column
+declare
+  v_since timestamptz;
+  v_days_to timestamptz;
 begin
+  /* why the bounds first, as values: inside one statement they were parameters the planner could
+     not see, and it read today's whole request-log partition instead of its last minutes through
+     the index (646 ms at 5 M requests a day; docs/performance.md, "Admin pages with real traffic"). */
+  select case when max(l.covered_to) > now() then date_trunc('hour', now()) else coalesce(max(l.covered_to), '-infinity') end
+    into v_since
+    from (select l.covered_to from private.latency_hourly l order by l.hour desc limit 1) l;
+  v_days_to := least(coalesce((select d.at + interval '24 hours' from private.usage_by_dim d where d.period = 'day'
+                                 order by d.period, d.at desc limit 1), '-infinity'),
+                     date_trunc('day', v_since, 'UTC'));
   return query
-    with b as (select case when max(l.covered_to) > now() then date_trunc('hour', now()) else coalesce(max(l.covered_to), '-infinity') end as since
-                 from (select l.covered_to from private.latency_hourly l order by l.hour desc limit 1) l),
-    dd as (select least(coalesce((select d.at + interval '24 hours' from private.usage_by_dim d where d.period = 'day'
-                                    order by d.period, d.at desc limit 1), '-infinity'),
-                        date_trunc('day', (select since from b), 'UTC')) as days_to),
-    h as (
+    with h as (
       select d.at as hour, d.model, d.cache_exact as e, d.cache_semantic as s, d.cache_miss as m, d.cache_bypass as x
         from private.usage_by_dim d
-       where d.dim = 'model' and ((d.period = 'day' and d.at < (select days_to from dd))
-                                  or (d.period = 'hour' and d.at >= (select days_to from dd) and d.at < (select since from b)))
+       where d.dim = 'model' and ((d.period = 'day' and d.at < v_days_to)
+                                  or (d.period = 'hour' and d.at >= v_days_to and d.at < v_since))
       union all
       select r.created_at, r.model, (r.cache is not distinct from 'exact')::integer, (r.cache is not distinct from 'semantic')::integer,
              (r.cache is not distinct from 'miss')::integer, (r.cache is not distinct from 'bypass')::integer
         from private.requests r
-       where r.created_at >= (select since from b) and not exists (select 1 from admin.internal_users i where i.id = r.user_id)
+       where r.created_at >= v_since and not exists (select 1 from admin.internal_users i where i.id = r.user_id)
     )
     select (h.hour at time zone 'UTC')::date as day, h.model,
            sum(h.e + h.s + h.m + h.x)::bigint as cacheable,
