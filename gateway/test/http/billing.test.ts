@@ -25,7 +25,7 @@ async function tenant(sql = db(), balance = 1_000_000_000) {
   const group = await createGroup(sql);
   await sql`update private.groups set price_multiplier = 1.3 where name = ${group}`;
   const model = unique('billed');
-  await sql`select admin.model_upsert(${sql.json({ name: model, input_price: 150_000, output_price: 600_000, per_call_price: 3, cached_input_price: 75_000 })})`;
+  await sql`select admin.model_upsert(${sql.json({ name: model, input_price: 150_000, output_price: 600_000, per_call_price: 3, cached_input_price: 75_000, cache_write_price: 187_500 })})`;
   const user = await createUser(sql, { group });
   await sql`select admin.wallet_credit(${sql.json({ user_id: user.id, amount_micros: balance })})`;
   const key = (await createKey(sql, { user_id: user.id })).key;
@@ -137,7 +137,7 @@ describe('10,000 mixed requests reconcile to the micro-dollar', () => {
         counts[kind] = (counts[kind] ?? 0) + 1;
         const words = 'w '.repeat(1 + (i % 17)).trim();
         const content = kind === 'break' ? `${words} mock:break:3` : kind === 'fail' ? `${words} mock:status:500` : kind === 'abort' ? `${words} mock:slow:20`
-          : kind.startsWith('cached') ? `${words} mock:cached:${1 + (i % 5)}` : words;
+          : kind.startsWith('cached') ? `${words} mock:cached:${i % 3}:${i % 4}` : words;
         const stream = kind !== 'plain' && kind !== 'fail' && kind !== 'cached';
         const ac = new AbortController();
         try {
@@ -168,11 +168,14 @@ describe('10,000 mixed requests reconcile to the micro-dollar', () => {
     // What the upstream reported, priced by the SQL formula, per request.
     const reported = upstream.calls
       .filter((c) => c.usage && c.requestId)
-      .map((c) => ({ id: c.requestId!, p: c.usage!.prompt_tokens, c: c.usage!.completion_tokens, k: c.usage!.prompt_tokens_details?.cached_tokens ?? 0 }));
+      .map((c) => ({ id: c.requestId!, p: c.usage!.prompt_tokens, c: c.usage!.completion_tokens, k: c.usage!.prompt_tokens_details?.cached_tokens ?? 0,
+                     w: c.usage!.cache_creation_input_tokens ?? 0 }));
+    // Prompts read from and written to the provider's cache are among them, each priced apart.
     expect(reported.filter((r) => r.k > 0).length).toBeGreaterThan(1000);
+    expect(reported.filter((r) => r.w > 0).length).toBeGreaterThan(1000);
     const [{ expected, rows }] = await sql`
-      select sum(private.cost_micros(r.p, r.c, r.k, 0, 150000, 600000, 75000, null, 3, 1.3, 1.1))::bigint as expected, count(*)::int as rows
-        from jsonb_to_recordset(${sql.json(reported)}) as r(id uuid, p int, c int, k int)
+      select sum(private.cost_micros(r.p, r.c, r.k, r.w, 150000, 600000, 75000, 187500, 3, 1.3, 1.1))::bigint as expected, count(*)::int as rows
+        from jsonb_to_recordset(${sql.json(reported)}) as r(id uuid, p int, c int, k int, w int)
         join private.ledger l on l.request_id = r.id and l.usage_source = 'upstream' and l.user_id = ${t.user.id}`;
     const [{ ledgerUpstream }] = await sql`select sum(amount_micros)::bigint as "ledgerUpstream" from private.ledger where user_id = ${t.user.id} and usage_source = 'upstream'`;
     const [{ after, reserved }] = await sql`select balance_micros::bigint as after, reserved_micros::bigint as reserved from private.wallets where user_id = ${t.user.id}`;

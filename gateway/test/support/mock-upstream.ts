@@ -29,7 +29,7 @@ export interface RecordedCall {
   /** The gateway's request id (X-Client-Request-Id), when it sent one. */
   requestId?: string;
   /** The usage this call reported to the gateway, if the answer got that far. */
-  usage?: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details?: { cached_tokens: number } };
+  usage?: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details?: { cached_tokens: number }; cache_creation_input_tokens?: number };
 }
 
 export interface MockUpstream {
@@ -249,12 +249,16 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
     const reasoning = isChat && body.reasoning_effort && body.reasoning_effort !== 'none' ? `Thinking (${body.reasoning_effort}) first.` : null;
     const completionTokens = (wantsTool ? 5 : words.length) + (reasoning ? countWords(reasoning) : 0);
     // "mock:cached:N": N of the prompt's tokens were read from the provider's prompt cache, as
-    // OpenAI reports it (prompt_tokens includes them).
-    const cachedDirective = /mock:cached:(\d+)/.exec(lastUserText(body));
+    // OpenAI reports it (prompt_tokens includes them). "mock:cached:N:W": and W more were written to
+    // it, as an OpenAI-compatible server in front of Anthropic reports them (LiteLLM's
+    // cache_creation_input_tokens; prompt_tokens includes them too).
+    const cachedDirective = /mock:cached:(\d+)(?::(\d+))?/.exec(lastUserText(body));
     const cached = cachedDirective ? Math.min(Number(cachedDirective[1]), promptTokens) : 0;
+    const written = cachedDirective?.[2] ? Math.min(Number(cachedDirective[2]), promptTokens - cached) : 0;
     const usage = {
       prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens,
       ...(cached ? { prompt_tokens_details: { cached_tokens: cached } } : {}),
+      ...(written ? { cache_creation_input_tokens: written } : {}),
     };
     const toolCall = wantsTool
       ? { id: 'call_mock1', type: 'function', function: { name: body.tools[0].function.name, arguments: JSON.stringify({ city: 'Paris' }) } }
