@@ -17,6 +17,7 @@ import { keyring, openSealedKey, type SealedKey } from './crypto';
 import { webhookAttempts } from './metrics';
 import { options } from './snapshot';
 import { upstreamFetch, WEBHOOK } from './ssrf';
+import { drainer } from './drain';
 
 interface ClaimedDelivery {
   id: string;
@@ -78,34 +79,20 @@ async function send(d: ClaimedDelivery): Promise<Outcome> {
   }
 }
 
-let running = false;
-let again = false;
 let stopped = false;
 let timer: ReturnType<typeof setTimeout> | null = null;
 
 /** Claims and sends every due delivery; wake-ups during a round fold into one more round. */
-export async function runDueWebhooks(): Promise<void> {
-  if (running) {
-    again = true;
-    return;
-  }
-  running = true;
-  try {
-    do {
-      again = false;
-      const claimed = (await sql`select * from gateway.webhook_claim(20)`) as unknown as ClaimedDelivery[];
-      if (claimed.length === 0) break;
-      const outcomes = await Promise.all(claimed.map(send));
-      outcomes.forEach((o, i) => webhookAttempts.inc({ result: o.ok ? 'delivered' : 'failed', kind: claimed[i].kind }));
-      await sql`select gateway.webhook_finish(${sql.json(outcomes as never)})`;
-      again = !stopped; // there may be more due than one claim takes
-    } while (again);
-  } catch (err) {
-    console.error(JSON.stringify({ level: 'warn', msg: 'webhook delivery failed; will retry', error: String((err as Error)?.message ?? err) }));
-  } finally {
-    running = false;
-  }
-}
+export const runDueWebhooks = drainer<ClaimedDelivery, Awaited<ReturnType<typeof send>>>({
+  claim: async () => (await sql`select * from gateway.webhook_claim(20)`) as unknown as ClaimedDelivery[],
+  run: send,
+  finish: async (claimed, outcomes) => {
+    outcomes.forEach((o, i) => webhookAttempts.inc({ result: o.ok ? 'delivered' : 'failed', kind: claimed[i].kind }));
+    await sql`select gateway.webhook_finish(${sql.json(outcomes as never)})`;
+  },
+  stopped: () => stopped,
+  what: 'webhook delivery',
+});
 
 function schedule(): void {
   if (stopped) return;

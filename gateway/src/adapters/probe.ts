@@ -9,6 +9,7 @@ import { channelsFor, options } from '../snapshot';
 import { upstreamFetch } from '../ssrf';
 import { setBreakerStates } from '../metrics';
 import { prepareCall } from './index';
+import { drainer } from '../drain';
 
 interface ClaimedProbe {
   id: string;
@@ -23,8 +24,6 @@ interface ClaimedProbe {
 }
 
 const instance = `${hostname()}:${process.pid}`;
-let running = false;
-let again = false;
 let started = false;
 
 async function runProbe(p: ClaimedProbe) {
@@ -58,28 +57,15 @@ async function runProbe(p: ClaimedProbe) {
 }
 
 /** Claims and runs every queued probe; concurrent wake-ups fold into one more round. */
-export async function runDueProbes(): Promise<void> {
-  if (running) {
-    again = true;
-    return;
-  }
-  running = true;
-  try {
-    do {
-      again = false;
-      const claimed = (await sql`select * from gateway.probe_claim(${instance}, 20)`) as unknown as ClaimedProbe[];
-      if (claimed.length === 0) break;
-      const results = await Promise.all(claimed.map(runProbe));
-      await sql`select gateway.probe_finish(${sql.json(results as never)})`;
-      void refreshBreakerStates(); // a probe moves a breaker: show it now, not in 30 s
-      again = true; // there may be more than one batch queued
-    } while (again);
-  } catch (err) {
-    console.error(JSON.stringify({ level: 'warn', msg: 'channel probes failed; will retry on the next wake-up', error: String((err as Error)?.message ?? err) }));
-  } finally {
-    running = false;
-  }
-}
+export const runDueProbes = drainer<ClaimedProbe, Awaited<ReturnType<typeof runProbe>>>({
+  claim: async () => (await sql`select * from gateway.probe_claim(${instance}, 20)`) as unknown as ClaimedProbe[],
+  run: runProbe,
+  finish: async (_claimed, results) => {
+    await sql`select gateway.probe_finish(${sql.json(results as never)})`;
+    void refreshBreakerStates(); // a probe moves a breaker: show it now, not in 30 s
+  },
+  what: 'channel probes',
+});
 
 /** The breaker states /metrics shows, from the database (the next call retries a failure; the
  *  last states stay until then). */
