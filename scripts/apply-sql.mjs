@@ -13,13 +13,6 @@ if (!url) {
   process.exit(2);
 }
 
-// graphile-migrate's shadow database (commit/watch) only has to prove the migrations apply; sql/
-// may already describe tables that the migration being committed is about to create.
-if (process.env.GM_SHADOW === '1') {
-  console.log('apply-sql: shadow database; skipped.');
-  process.exit(0);
-}
-
 // A checkout with a migration in progress (migrations/current.sql) cannot apply sql/ right after the
 // committed migrations: sql/ may already use what current.sql creates. scripts/migrate.mjs then
 // defers it (ELYGATE_DEFER_SQL=1) to `graphile-migrate watch --once`, which applies current.sql

@@ -1,4 +1,4 @@
--- pg_cron schedules (UTC), from the job registry (private.jobs, sql/26_private_jobs.sql).
+-- pg_cron schedules (UTC), from the job registry (private.jobs, sql/47_jobs.sql).
 -- pg_cron lives in one database per cluster (cron.database_name); when this is that database the
 -- extension is created here and every registered job is scheduled in it. Elsewhere (a test
 -- database, a server without pg_cron) nothing is scheduled: the gateway runs due jobs itself

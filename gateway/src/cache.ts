@@ -1,6 +1,6 @@
 // The gateway's side of the response cache (DESIGN §4): canonical request hashes and sampling facts, the embedding of
 // the last user message, and replaying a cached answer as JSON or as a proper SSE stream. What is
-// enabled, for whom, at which threshold and price is decided in SQL (sql/27_private_cache.sql).
+// enabled, for whom, at which threshold and price is decided in SQL (sql/43_cache.sql).
 import { options, type Channel } from './snapshot';
 import { upstreamFetch } from './ssrf';
 

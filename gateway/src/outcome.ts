@@ -1,6 +1,6 @@
 // What an outcome says about usage: the upstream's report when there is one, else a tokenizer
 // count of the prompt and of what was delivered (flagged 'estimated'), else nothing. Which of
-// these is billed, and how much, is decided by private.settle (sql/25_private_billing.sql).
+// these is billed, and how much, is decided by private.settle (sql/35_settlement.sql).
 import { countUsage, readUsage } from './usage';
 import type { Outcome } from './settle';
 

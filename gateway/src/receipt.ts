@@ -1,5 +1,5 @@
 // The usage receipt a non-stream response carries in its headers. The cost is SQL's: this mirrors
-// private.card_cost_micros over private.cost_micros (sql/25_private_billing.sql) for the price card
+// private.card_cost_micros over private.cost_micros (sql/30_cost.sql) for the price card
 // relay_begin returned, in exact integer arithmetic: costMicros its 'answer', hitCostMicros its
 // 'hit', embeddingCostMicros its 'embedding'. Settlement bills with the same card, which admission
 // kept on the request's admission row, so the header equals the ledger row to the micro-dollar even

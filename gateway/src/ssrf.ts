@@ -2,7 +2,7 @@
 // the channel's host is resolved and every address it resolves to must be public, unless the
 // option AllowPrivateUpstreams is on. Redirects are followed by hand, each hop checked the same
 // way, so a public URL that answers "302 Location: http://169.254.169.254/" cannot reach the
-// metadata service. The save-time half is private.channel_url_check (sql/60_private_ssrf.sql);
+// metadata service. The save-time half is private.channel_url_check (sql/24_ssrf.sql);
 // this one also covers DNS names (which SQL cannot resolve) and channels saved while the option
 // was on.
 //

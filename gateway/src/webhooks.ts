@@ -1,4 +1,4 @@
-// Webhook delivery (issue 17; sql/29_private_events.sql decides everything). Every serving gateway
+// Webhook delivery (issue 17; sql/44_events.sql and sql/45_webhook_delivery.sql decides everything). Every serving gateway
 // runs this worker, off the request path: woken by NOTIFY elygate_webhook when events are written,
 // and every WebhookPollIntervalMs for retries that are due. It claims due deliveries
 // (gateway.webhook_claim: FOR UPDATE SKIP LOCKED, so each attempt happens once across gateways),

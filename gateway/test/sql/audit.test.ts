@@ -1,4 +1,4 @@
-// The audit log (sql/46_admin_audit.sql): every kind of admin mutation lands in admin.audit_log with
+// The audit log (sql/67_audit.sql): every kind of admin mutation lands in admin.audit_log with
 // who (the panel user of the transaction's session, else the database role), what (the function
 // and the row), before and after; and elygate_admin can read it but never change it.
 import { afterAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,7 @@
 // Meta-tests over the catalog: privileges, RLS and search_path hold for every object, present and future.
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { closeDb, db, withTx } from '../support/db';
 
@@ -85,5 +88,42 @@ describe('the admin role can read every admin view', () => {
       );
     }
     expect(failures).toEqual([]);
+  });
+});
+
+describe('the sql/ folder', () => {
+  const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'sql');
+  const files = readdirSync(dir).filter((f) => /^\d\d_.*\.sql$/.test(f));
+
+  it('sql/README.md lists every file, and only files that exist', () => {
+    const readme = readFileSync(join(dir, 'README.md'), 'utf8');
+    const listed = [...readme.matchAll(/^\| `(\d\d_[a-z0-9_]+\.sql)` \|/gm)].map((m) => m[1]);
+    expect(listed.sort()).toEqual([...files].sort());
+  });
+
+  it('no file passes 420 lines (one subject per file)', () => {
+    const long = files
+      .map((f) => ({ f, lines: readFileSync(join(dir, f), 'utf8').split('\n').length }))
+      .filter((x) => x.lines > 420);
+    expect(long).toEqual([]);
+  });
+});
+
+describe('composite types (sql/10_types.sql)', () => {
+  it('are created, appended to, and never left silently different', async () => {
+    await withTx(async (tx) => {
+      const ensure = (attrs: string) => tx`select private.composite_type_ensure('private.shape_probe', ${attrs})`;
+      const shape = async () =>
+        (await tx`select string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' order by attnum) as s
+                    from pg_attribute where attrelid = 'private.shape_probe'::regclass and attnum > 0 and not attisdropped`)[0].s;
+      await ensure('a integer -- a comment, as in the file');
+      expect(await shape()).toBe('a integer');
+      await ensure('a integer, b text');
+      expect(await shape()).toBe('a integer, b text');
+      await tx`savepoint s`;
+      await expect(ensure('a bigint, b text')).rejects.toThrow(/private.shape_probe differs from sql\/10_types.sql/);
+      await tx`rollback to savepoint s`;
+      await expect(ensure('a integer')).rejects.toThrow(/it has \(a integer, b text\), the file declares \(a integer\)/);
+    });
   });
 });

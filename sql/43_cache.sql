@@ -26,6 +26,7 @@ language sql immutable
 as $$
   select case when p_scope_option = 'group' then 'group:' || p_group else 'user:' || p_user_id::text end
 $$;
+
 comment on function private.cache_scope(bigint, text, text) is E'The cache tenant of a request, given the SemanticCacheScope option: user:<id> (default) or group:<name>.';
 
 create or replace function private.cache_scope(p_user_id bigint, p_group text)
@@ -35,6 +36,7 @@ set search_path = pg_catalog, pg_temp
 as $$
   select private.cache_scope(p_user_id, p_group, private.option_text('SemanticCacheScope'))
 $$;
+
 comment on function private.cache_scope(bigint, text) is E'The cache tenant of a request: user:<id> (default) or group:<name> (SemanticCacheScope).';
 
 -- private.cache_eligibility: THE rule of which requests the response cache serves and stores
@@ -71,6 +73,7 @@ as $$
                 and coalesce(p_sampling -> 'seed', 'null') = 'null' then 'sampling'
          end
 $$;
+
 comment on function private.cache_eligibility(text, jsonb) is
   E'Null when a request may be served from and stored in the response cache under cache mode p_mode (deterministic | always | off), given its sampling facts; else the reason it may not: off, choices, logprobs, tools, sampling.';
 
@@ -131,6 +134,7 @@ begin
     'store', true);
 end
 $$;
+
 comment on function private.cache_plan(jsonb, jsonb, private.api_keys, text, text, private.models) is
   E'Admission''s cache decision: bypass with its reason (switched off, or not eligible under the request''s cache mode: private.cache_eligibility), else the exact-layer lookup, and the embedding channel/model for the semantic layer when it applies. Takes the options admission read (private.admission_options).';
 
@@ -177,6 +181,7 @@ begin
                             'audit', random() < private.option_text('SemanticCacheAuditRate')::real);
 end
 $$;
+
 comment on function gateway.cache_lookup(uuid, timestamptz, bytea, text) is
   E'Semantic-layer lookup after the gateway embedded the last user message: the nearest live entry of the same tenant, model and context; a hit at or above SemanticCacheThreshold.';
 
@@ -197,6 +202,7 @@ as $$
     returning 1)
   select count(*)::integer from ins
 $$;
+
 comment on function gateway.cache_audit_record(jsonb) is
   E'Records false-hit audits: for a semantic hit, how similar a fresh upstream answer was to the cached one.';
 
@@ -238,9 +244,5 @@ begin
   return v_n;
 end
 $$;
-comment on function private.cache_expire(timestamptz, integer) is E'Deletes up to p_limit expired cache entries (the elygate.cache_expiry job).';
 
-insert into private.jobs (name, cron_schedule, every, command, description)
-values ('elygate.cache_expiry', '*/2 * * * *', '2 minutes', 'private.cache_expire($now)', 'Deletes expired cache entries in bounded batches.')
-on conflict (name) do update
-  set cron_schedule = excluded.cron_schedule, every = excluded.every, command = excluded.command, description = excluded.description;
+comment on function private.cache_expire(timestamptz, integer) is E'Deletes up to p_limit expired cache entries (the elygate.cache_expiry job).';

@@ -1,22 +1,6 @@
--- The operator's billing API: top-ups, redemption codes, price tables, groups, and usage views.
--- Documented in docs/psql.md ("Billing").
-
-create or replace function private.user_id_from(p_args jsonb)
-returns bigint
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_id bigint;
-begin
-  select u.id into v_id from private.users u
-   where u.id = private.arg_int(p_args, 'user_id', 1, 9223372036854775807) or u.username = p_args ->> 'username';
-  if v_id is null then
-    raise exception using errcode = 'BADIN', column = 'user_id', message = 'Needs an existing "user_id" or "username".';
-  end if;
-  return v_id;
-end
-$$;
+-- Wallets, for operators: top-ups, debits, the balance set by hand, redemption codes. Every change
+-- goes through private.wallet_adjust, which writes its audit row. Documented in docs/psql.md
+-- ("Billing").
 
 -- private.wallet_adjust: the one place a wallet changes by hand, with its audit row.
 create or replace function private.wallet_adjust(p_user_id bigint, p_amount bigint, p_note text)
@@ -63,6 +47,7 @@ begin
   return private.wallet_adjust(private.user_id_from(p_args), v_amount, p_args ->> 'note');
 end
 $$;
+
 comment on function admin.wallet_credit(jsonb) is
   E'Tops up a wallet: {"user_id" or "username", "amount_micros" (> 0; 1 USD = 1000000), "note"}. Recorded in admin.wallet_credits. Debits: admin.wallet_debit.';
 
@@ -86,6 +71,7 @@ begin
   return private.wallet_adjust(private.user_id_from(p_args), -v_amount, p_args ->> 'note');
 end
 $$;
+
 comment on function admin.wallet_debit(jsonb) is
   E'Takes money from a wallet: {"user_id" or "username", "amount_micros" (> 0, the amount taken), "note" (required: why)}. Recorded in admin.wallet_credits as an adjustment.';
 
@@ -118,6 +104,7 @@ exception
     raise exception using errcode = 'BADIN', column = 'credit_limit_micros', message = format('admin.wallet_update: %s', sqlerrm);
 end
 $$;
+
 comment on function admin.wallet_update(jsonb) is
   E'Sets a wallet''s credit limit: {"user_id" or "username", "credit_limit_micros"}. Admission lets the balance go down to minus this limit.';
 
@@ -155,6 +142,7 @@ exception
     raise exception using errcode = 'BADIN', message = format('admin.code_create: %s', sqlerrm);
 end
 $$;
+
 comment on function admin.code_create(jsonb) is
   E'Creates redemption codes: {"count" (1..10000), "amount_micros", "batch", "expires_at"}. Returns the codes once; only their sha256 is stored.';
 
@@ -189,86 +177,9 @@ begin
   return jsonb_build_object('amount_micros', v_code.amount_micros, 'balance_micros', v_balance);
 end
 $$;
+
 comment on function admin.code_redeem(bigint, text) is
   E'Redeems a code into the user''s wallet, once (concurrent redemptions of one code: exactly one wins). Raises BADCD for an unknown, used or expired code.';
-
--- admin.group_upsert: user groups and their price multiplier.
-create or replace function admin.group_upsert(p_args jsonb)
-returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_g private.groups;
-begin
-  perform private.args_check(p_args, array['name', 'price_multiplier', 'description'], 'admin.group_upsert');
-  if coalesce(p_args ->> 'name', '') !~ '^[A-Za-z0-9_.-]{1,64}$' then
-    raise exception using errcode = 'BADIN', column = 'name',
-      message = 'A group name is 1 to 64 characters: letters, digits and _ . - (no spaces).';
-  end if;
-  if p_args ->> 'name' like 'channel-test%' then
-    raise exception using errcode = 'BADIN', column = 'name',
-      message = 'Group names starting with "channel-test" are reserved for the admin panel''s channel tests.';
-  end if;
-  perform private.arg_numeric(p_args, 'price_multiplier', 0.000001, 999999);
-  insert into private.groups as g (name, price_multiplier, description)
-  values (p_args ->> 'name', coalesce((p_args ->> 'price_multiplier')::numeric, 1), coalesce(p_args ->> 'description', ''))
-  on conflict (name) do update
-    set price_multiplier = coalesce((p_args ->> 'price_multiplier')::numeric, g.price_multiplier),
-        description = coalesce(p_args ->> 'description', g.description)
-  returning * into v_g;
-  return to_jsonb(v_g);
-exception
-  when invalid_text_representation or numeric_value_out_of_range or check_violation or not_null_violation then
-    raise exception using errcode = 'BADIN', message = format('admin.group_upsert: %s', sqlerrm);
-end
-$$;
-comment on function admin.group_upsert(jsonb) is
-  E'Creates or updates a group: {"name", "price_multiplier" (> 0; 1.2 = 20% surcharge), "description"}.';
-
--- admin.prices_export / admin.prices_import: the price table as JSON (docs/psql.md, "Price tables").
-create or replace function admin.prices_export()
-returns jsonb
-language sql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-  select jsonb_build_object(
-           'format', 'elygate.prices.v1',
-           'unit', 'micro-USD per 1M tokens; per_call in micro-USD',
-           'models', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-             'name', m.name, 'owned_by', m.owned_by, 'description', nullif(m.description, ''),
-             'input_price', m.input_price, 'output_price', m.output_price,
-             'cached_input_price', m.cached_input_price, 'cache_write_price', m.cache_write_price,
-             'per_call_price', m.per_call_price)) order by m.name), '[]'::jsonb))
-    from private.models m
-$$;
-comment on function admin.prices_export() is E'The price table as JSON ({"format": "elygate.prices.v1", "models": [...]}); feed it to admin.prices_import.';
-
-create or replace function admin.prices_import(p_table jsonb)
-returns integer
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_model jsonb;
-  v_n integer := 0;
-begin
-  if p_table is null or jsonb_typeof(p_table) <> 'object' or coalesce(jsonb_typeof(p_table -> 'models'), '') <> 'array' then
-    raise exception using errcode = 'BADIN', column = 'models',
-      message = 'Expected {"format": "elygate.prices.v1", "models": [{"name": ..., "input_price": ..., ...}]}.';
-  end if;
-  if p_table ? 'format' and p_table ->> 'format' <> 'elygate.prices.v1' then
-    raise exception using errcode = 'BADIN', column = 'format', message = format('Unknown price table format "%s".', p_table ->> 'format');
-  end if;
-  for v_model in select * from jsonb_array_elements(p_table -> 'models') loop
-    perform admin.model_upsert(v_model);
-    v_n := v_n + 1;
-  end loop;
-  return v_n;
-end
-$$;
-comment on function admin.prices_import(jsonb) is
-  E'Upserts every model of a price table (the admin.prices_export format) in one transaction; returns how many.';
 
 ------------------------------------------------------------------------------------------------
 -- Views
@@ -286,54 +197,3 @@ create or replace view admin.wallet_credits as
 create or replace view admin.redemption_codes as
   select c.id, c.code_prefix, c.batch, c.amount_micros, c.expires_at, c.created_at, c.redeemed_by, c.redeemed_at
     from private.redemption_codes c;
-
-create or replace view admin.groups as
-  select g.name, g.price_multiplier, g.description, g.created_at,
-         (select count(*) from private.users u where u.group_name = g.name) as users, g.archived_at
-    from private.groups g
-   where g.name not like 'channel-test.%';   -- the channel tests' internal groups (admin.channel_test_key)
-
--- Spend by dimension and UTC day, from the ledger.
-create or replace view admin.usage_daily as
-  select (l.created_at at time zone 'UTC')::date as day, l.user_id, l.key_id, l.group_name, l.model, l.channel_id,
-         count(*) as requests, sum(l.prompt_tokens) as prompt_tokens, sum(l.completion_tokens) as completion_tokens,
-         sum(l.amount_micros) as amount_micros
-    from private.ledger l
-   group by 1, 2, 3, 4, 5, 6;
-
-create or replace view admin.usage_by_user as
-  select l.user_id, u.username, count(*) as requests, sum(l.prompt_tokens + l.completion_tokens) as tokens,
-         sum(l.amount_micros) as amount_micros
-    from private.ledger l join private.users u on u.id = l.user_id
-   where not exists (select 1 from admin.internal_users i where i.id = l.user_id)   -- channel tests are not spend
-   group by 1, 2;
-
-create or replace view admin.usage_by_key as
-  select l.key_id, k.key_prefix, k.name, k.user_id, count(*) as requests,
-         sum(l.prompt_tokens + l.completion_tokens) as tokens, sum(l.amount_micros) as amount_micros
-    from private.ledger l join private.api_keys k on k.id = l.key_id
-   where not exists (select 1 from admin.internal_users i where i.id = k.user_id)
-   group by 1, 2, 3, 4;
-
-create or replace view admin.usage_by_group as
-  select l.group_name, count(*) as requests, sum(l.prompt_tokens + l.completion_tokens) as tokens,
-         sum(l.amount_micros) as amount_micros
-    from private.ledger l group by 1;
-
-create or replace view admin.usage_by_model as
-  select l.model, count(*) as requests, sum(l.prompt_tokens) as prompt_tokens,
-         sum(l.completion_tokens) as completion_tokens, sum(l.amount_micros) as amount_micros
-    from private.ledger l group by 1;
-
-create or replace view admin.usage_by_channel as
-  select l.channel_id, c.name as channel, count(*) as requests, sum(l.prompt_tokens + l.completion_tokens) as tokens,
-         sum(l.amount_micros) as amount_micros
-    from private.ledger l left join private.channels c on c.id = l.channel_id group by 1, 2;
-
--- A request's usage receipt (streams cannot carry it in headers): select * from admin.receipts where request_id = ...
-create or replace view admin.receipts as
-  select r.id as request_id, r.created_at, r.status, r.model, r.upstream_model, r.channel_id,
-         r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cache_write_tokens,
-         r.usage_source, r.reserved_micros, r.cost_micros, l.abort_policy, l.input_price, l.output_price,
-         l.group_multiplier, l.channel_multiplier
-    from admin.requests r left join private.ledger l on l.request_id = r.id;   -- in-flight requests too

@@ -96,5 +96,6 @@ begin
               abs(x.new_micros - x.old_micros) desc, x.model, x.user_id;
 end
 $$;
+
 comment on function admin.price_preview(jsonb, timestamptz, timestamptz) is
   E'Dry run of a price table ({"models": [...] as admin.prices_import, "groups": [{"name", "price_multiplier"}]}): the ledger rows created from p_since to p_until priced as billed (old_micros) and under the new table (new_micros, by private.card_cost_micros), per user/group/model (dimension ''detail'') and summed per user, model, group and in total. Changes nothing.';

@@ -27,7 +27,6 @@ $$;
 
 comment on function admin.cron_jobs() is E'pg_cron jobs of this database with their last run and 24-hour counts; no rows when pg_cron is not installed here. admin.jobs joins it to the job registry.';
 
-
 -- cron.database_name is readable by superusers only; the panel may know it.
 create or replace function admin.cron_database()
 returns text
@@ -36,6 +35,7 @@ set search_path = pg_catalog, pg_temp
 as $$
   select current_setting('cron.database_name', true)
 $$;
+
 comment on function admin.cron_database() is E'The database pg_cron runs in (cron.database_name), or null.';
 
 create or replace view admin.cron_status as
@@ -69,7 +69,7 @@ create or replace view admin.job_runs as
   select r.id, r.job, r.runner, r.started_at, r.finished_at, r.status, r.result, r.error
     from private.job_runs r;
 
--- The request log's partitions are listed by admin.partitions (sql/50_admin_ui.sql).
+-- The request log's partitions are listed by admin.partitions (below).
 
 -- admin.job_run: run a maintenance job now, from psql or the admin panel.
 create or replace function admin.job_run(p_name text)
@@ -77,4 +77,18 @@ returns jsonb
 language sql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$ select private.job_run(p_name, 'manual', now()) $$;
+
 comment on function admin.job_run(text) is E'Runs a maintenance job now (see admin.jobs) and returns its result.';
+
+create or replace view admin.partitions as
+  select c.relname as name,
+         pg_get_expr(c.relpartbound, c.oid) as bounds,
+         c.reltuples::bigint as rows_estimate,
+         pg_total_relation_size(c.oid) as bytes
+    from pg_inherits i join pg_class c on c.oid = i.inhrelid
+   where i.inhparent = 'private.requests'::regclass;
+
+
+------------------------------------------------------------------------------------------------
+-- Self-service: schema me (role elygate_user). Every row is the session user's own.
+------------------------------------------------------------------------------------------------

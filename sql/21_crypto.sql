@@ -120,6 +120,7 @@ begin
   tag := private.aes_gcm_tag(p_key, p_nonce, ciphertext);
 end
 $$;
+
 comment on function private.aes_gcm_encrypt(bytea, bytea, bytea) is
   E'AES-256-GCM (96-bit nonce, no AAD) built on pgcrypto''s AES block; used to seal upstream keys.';
 
@@ -137,6 +138,7 @@ begin
   return private.aes_gcm_ctr(p_key, p_nonce, p_ciphertext);
 end
 $$;
+
 comment on function private.aes_gcm_decrypt(bytea, bytea, bytea, bytea) is
   E'Opens an AES-256-GCM sealed value (96-bit nonce, no AAD) after checking its tag; raises NOMKY on a mismatch.';
 
@@ -160,6 +162,7 @@ begin
   return decode(v_hex, 'hex');
 end
 $$;
+
 comment on function private.master_key() is E'The master key from the session setting elygate.master_key; raises NOMKY when absent.';
 
 -- private.master_key_id: a short, non-secret fingerprint naming which master key sealed a row.
@@ -168,6 +171,7 @@ returns text
 language sql immutable strict
 set search_path = pg_catalog, pg_temp
 as $$ select encode(substring(public.digest(p_key, 'sha256') from 1 for 8), 'hex') $$;
+
 comment on function private.master_key_id(bytea) is E'First 8 bytes of sha256(master key), hex: identifies the sealing key without revealing it.';
 
 -- private.channel_keys_seal: replaces a channel's upstream keys with sealed copies of p_keys.
@@ -197,4 +201,5 @@ begin
   return v_n;
 end
 $$;
+
 comment on function private.channel_keys_seal(bigint, text[]) is E'Seals and stores a channel''s upstream keys (AES-256-GCM under the session master key).';

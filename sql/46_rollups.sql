@@ -1,8 +1,8 @@
--- Self-maintenance: named, idempotent jobs; each is a plain function of "now" that tests call
--- directly. pg_cron runs them inside PostgreSQL (sql/90_cron.sql schedules the registry); without
--- pg_cron, the gateway runs the ones that are due through gateway.maintenance_run(), under an
--- advisory lock so that N gateways run each job once. Every run, by either runner, is logged in
--- private.job_runs, which admin.jobs reads.
+-- Rollups the reports read instead of the raw request log: hourly usage per user, key, model and
+-- channel (private.usage_hourly) and exact latency percentiles (private.latency_hourly), up to the
+-- cut (the oldest request in flight); then usage per model, key and channel by the hour and by the
+-- UTC day (private.usage_by_dim), what the dashboard and the cache page read. Run by the
+-- elygate.rollup job (sql/47_jobs.sql).
 
 -- private.latency_bucket: the histogram bucket of a latency, log-spaced by 5% (bucket i holds
 -- [1.05^(i-1) - 1, 1.05^i - 1) ms; 10 minutes is bucket 273). Its midpoint stands for it within 2.5%.
@@ -10,6 +10,7 @@ create or replace function private.latency_bucket(p_ms integer)
 returns integer
 language sql immutable   -- no "set search_path": that would stop it being inlined (called per row)
 as $$ select 1 + floor(ln(1 + greatest(p_ms, 0)) / ln(1.05))::integer $$;
+
 comment on function private.latency_bucket(integer) is
   E'The 1-based bucket of private.latency_hourly.buckets a latency in ms falls into (log-spaced, 5% wide).';
 
@@ -58,6 +59,7 @@ begin
   return v_rows;
 end
 $$;
+
 comment on function private.latency_rollup(timestamptz, timestamptz, timestamptz) is
   E'Rebuilds private.latency_hourly (exact hourly p50/p95, mergeable latency histogram, covered_to) for the hours from p_from to p_to, requests created before p_cut.';
 
@@ -125,6 +127,7 @@ begin
                             'latency_backfilled', coalesce(cardinality(v_backfill), 0));
 end
 $$;
+
 comment on function private.usage_rollup(timestamptz) is
   E'Rebuilds private.usage_hourly and private.latency_hourly for the current and previous hour (and any missed hour, up to 48), and private.usage_by_dim for those hours and the days that became complete. Idempotent.';
 
@@ -171,110 +174,6 @@ begin
   return v_rows + v_days;
 end
 $$;
+
 comment on function private.usage_dims_rollup(timestamptz, timestamptz, timestamptz) is
   E'Rebuilds private.usage_by_dim (one row per model, key and channel) for the hours p_from..p_to and for the complete UTC days from p_from''s day to p_cut''s, from private.usage_hourly; channel tests left out. Called by private.usage_rollup.';
-
--- private.history_purge: keeps the run logs bounded (pg_cron's and ours), in bounded batches.
-create or replace function private.history_purge(p_now timestamptz default now())
-returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_cron integer := 0;
-  v_ours integer;
-begin
-  if to_regclass('cron.job_run_details') is not null then
-    execute 'delete from cron.job_run_details where runid in (select runid from cron.job_run_details
-              where end_time < $1 - interval ''7 days'' limit 50000)' using p_now;
-    get diagnostics v_cron = row_count;
-  end if;
-  delete from private.job_runs where id in (select id from private.job_runs
-                                             where started_at < p_now - interval '30 days' limit 50000);
-  get diagnostics v_ours = row_count;
-  return jsonb_build_object('cron_job_run_details', v_cron, 'job_runs', v_ours);
-end
-$$;
-comment on function private.history_purge(timestamptz) is
-  E'Deletes cron.job_run_details older than 7 days and private.job_runs older than 30 days, 50,000 rows per run each.';
-
--- The registry. Re-declared on every deploy; a job added here is scheduled by sql/90_cron.sql.
-insert into private.jobs (name, cron_schedule, every, command, description)
-values
-  ('elygate.partitions', '7 * * * *', '1 hour', 'private.partitions_maintain($now)',
-   'Creates request-log partitions ahead and drops those past LogRetentionDays.'),
-  ('elygate.reaper', '* * * * *', '1 minute', 'private.reservations_reap($now)',
-   'Settles requests whose gateway never reported back, at their reservation.'),
-  ('elygate.rollup', '*/5 * * * *', '5 minutes', 'private.usage_rollup($now)',
-   'Hourly usage rollups for dashboards.'),
-  ('elygate.history_purge', '17 3 * * *', '1 day', 'private.history_purge($now)',
-   'Bounds cron.job_run_details and private.job_runs.')
-on conflict (name) do update
-  set cron_schedule = excluded.cron_schedule, every = excluded.every, command = excluded.command,
-      description = excluded.description;
-
--- private.job_run: runs one registered job and logs the run, whatever its outcome.
-create or replace function private.job_run(p_name text, p_runner text default 'manual', p_now timestamptz default now())
-returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_job private.jobs;
-  v_run bigint;
-  v_result jsonb;
-begin
-  select * into v_job from private.jobs where name = p_name;
-  if not found then
-    raise exception using errcode = 'BADIN', message = format('No job named "%s" (see admin.jobs).', p_name);
-  end if;
-  insert into private.job_runs (job, runner, started_at, status) values (p_name, p_runner, clock_timestamp(), 'running')
-  returning id into v_run;
-  begin
-    execute 'select to_jsonb(' || replace(v_job.command, '$now', quote_literal(p_now) || '::timestamptz') || ')' into v_result;
-    update private.job_runs set status = 'succeeded', result = v_result, finished_at = clock_timestamp() where id = v_run;
-  exception when others then
-    update private.job_runs set status = 'failed', error = sqlerrm, finished_at = clock_timestamp() where id = v_run;
-    v_result := jsonb_build_object('error', sqlerrm);
-    -- The alert goes out with the run's record, in this transaction (sql/29_private_events.sql).
-    perform private.event_emit('job.failed', jsonb_build_object('job', p_name, 'run_id', v_run, 'runner', p_runner,
-                                                                'error', sqlerrm, 'at', p_now));
-  end;
-  return v_result;
-end
-$$;
-comment on function private.job_run(text, text, timestamptz) is
-  E'Runs a registered job (private.jobs) with the given "now", logging start, end, status and error in private.job_runs.';
-
--- gateway.maintenance_run: the fallback runner. Does nothing where pg_cron runs the jobs; elsewhere
--- runs every job that is due, once across all gateways (advisory lock).
-create or replace function gateway.maintenance_run()
-returns jsonb
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_job record;
-  v_ran jsonb := '[]'::jsonb;
-begin
-  if exists (select 1 from pg_extension where extname = 'pg_cron') then
-    return jsonb_build_object('runner', 'pg_cron');
-  end if;
-  if not pg_try_advisory_xact_lock(hashtext('gateway.maintenance_run')) then
-    return jsonb_build_object('runner', 'gateway', 'skipped', 'another gateway is running maintenance');
-  end if;
-  for v_job in
-    select j.name from private.jobs j
-     where not exists (select 1 from private.job_runs r
-                        where r.job = j.name and r.status in ('succeeded', 'failed')
-                          and r.started_at > now() - j.every + interval '1 second')
-     order by j.name
-  loop
-    perform private.job_run(v_job.name, 'gateway', now());
-    v_ran := v_ran || to_jsonb(v_job.name);
-  end loop;
-  return jsonb_build_object('runner', 'gateway', 'ran', v_ran);
-end
-$$;
-comment on function gateway.maintenance_run() is
-  E'Fallback for servers without pg_cron: runs the maintenance jobs that are due, once across all gateways. Returns {"runner": "pg_cron"} where pg_cron does it.';

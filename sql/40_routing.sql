@@ -1,6 +1,6 @@
 -- Routing: which channels may serve a request, in what order, with which key; channel config
 -- checks. The circuit breaker that moves channels in and out of the plan is
--- sql/32_private_breaker.sql.
+-- sql/41_breaker.sql.
 
 -- private.route_plans: the ordered candidates of each request's model and group (called by
 -- relay_begin and relay_begin_batch); private.route_plan: the same for one.
@@ -87,6 +87,7 @@ begin
    order by e.i);
 end
 $$;
+
 comment on function private.route_plans(text[], text[]) is
   E'The route plan of each request of a batch: element i for p_models[i] and p_groups[i] (see private.route_plan).';
 
@@ -108,6 +109,7 @@ begin
   max_multiplier := v_route.max_multiplier;
 end
 $$;
+
 comment on function private.route_plan(text, text) is
   E'Channels serving p_model for p_group: how many, the usable ones in try order (priority tiers, weighted random inside a tier, with the key to use), the skipped ones with the reason (manually_disabled, breaker_open, no_enabled_key), and the usable ones'' cost multipliers (by channel id, and their maximum).';
 
@@ -167,6 +169,7 @@ begin
   end loop;
 end
 $$;
+
 comment on function private.route_fallbacks(jsonb, private.api_keys, text, text, private.route_choice, text[]) is
   E'The route of p_model with its fallback models'' candidates after its own (each marked with "fallback": the model it serves), and the fallbacks'' prices by model. Fallbacks the key may not use, or without a price, are left out.';
 
@@ -219,6 +222,7 @@ begin
     from unnest(private.route_plans(v_models, v_groups)) with ordinality x(served, candidates, skipped, multipliers, max_multiplier, i);
 end
 $$;
+
 comment on function private.route_cache_rebuild() is
   E'Rebuilds private.route_cache: the route plans with no random choice in them, per model and group, as private.route_plans makes them.';
 
@@ -232,13 +236,18 @@ begin
   return null;
 end
 $$;
+
 comment on function private.tg_channels__route_cache() is E'Statement trigger: rebuilds private.route_cache after channels or their keys change.';
+
 create or replace trigger _300_route_cache after insert or update or delete on private.channels
   for each statement execute function private.tg_channels__route_cache();
+
 create or replace trigger _301_route_cache after truncate on private.channels
   for each statement execute function private.tg_channels__route_cache();
+
 create or replace trigger _300_route_cache after insert or update or delete on private.channel_keys
   for each statement execute function private.tg_channels__route_cache();
+
 create or replace trigger _301_route_cache after truncate on private.channel_keys
   for each statement execute function private.tg_channels__route_cache();
 
@@ -300,6 +309,7 @@ begin
   end loop;
 end
 $$;
+
 comment on function private.channel_config_check(jsonb) is
   E'Raises BADCH unless channels.config holds only known adapter and routing settings of the right types.';
 
@@ -313,6 +323,7 @@ begin
   return new;
 end
 $$;
+
 create or replace trigger _050_check_config before insert or update of config on private.channels
   for each row execute function private.tg_channels__check_config();
 

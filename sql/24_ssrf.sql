@@ -14,6 +14,7 @@ as $$
            substring(p_url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?\[([0-9A-Fa-f:.]+)\]'),
            substring(p_url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#:\[\]@]+)'))), '.')
 $$;
+
 comment on function private.url_host(text) is E'The host part of an http(s) URL, lower case, IPv6 brackets and a trailing dot removed; null when there is none.';
 
 -- private.url_is_private: true when the URL's host is not a public internet address.
@@ -56,6 +57,7 @@ begin
                                'fc00::/7', 'fe80::/10', 'fec0::/10', 'ff00::/8']::inet[]);
 end
 $$;
+
 comment on function private.url_is_private(text) is E'True when the URL''s host is loopback, private, link-local, shared, reserved, a metadata name or an obfuscated numeric address; false for public addresses and DNS names (resolved at connect time by the gateway).';
 
 -- private.channel_url_check: the save-time guard, called by admin.channel_create and
@@ -74,4 +76,5 @@ begin
     hint = 'For a self-hosted model on your own network, turn on AllowPrivateUpstreams in the admin panel''s Settings (or in psql: select admin.option_set(''AllowPrivateUpstreams'', ''true'');).';
 end
 $$;
+
 comment on function private.channel_url_check(text) is E'Raises BADCH (column base_url) when the URL''s host is private and AllowPrivateUpstreams is off. Called when a channel is saved.';

@@ -1,65 +1,8 @@
--- Billing ("O(1) billing"): prices, the cost formula, settlement in batches, and the reaper.
--- Money is integer micro-USD everywhere; numeric appears only inside the one rounding below.
-
--- private.cost_micros: THE cost formula. Prices are micro-USD per 1M tokens (or per call); the
--- group and channel multipliers scale everything; rounding is half-up to the micro-dollar, once.
--- Cached input tokens are part of prompt_tokens (OpenAI's accounting) and are priced at the
--- cached-input price; cache writes likewise at the cache-write price; both fall back to the input
--- price when unset. (The gateway mirrors this formula for its receipt header: see
--- gateway/src/receipt.ts; a test checks the two agree to the micro-dollar.)
-create or replace function private.cost_micros(
-  p_prompt integer, p_completion integer, p_cached integer, p_cache_write integer,
-  p_input bigint, p_output bigint, p_cached_price bigint, p_cache_write_price bigint, p_per_call bigint,
-  p_group_multiplier numeric, p_channel_multiplier numeric)
-returns bigint
-language sql immutable parallel safe
--- No "set search_path": that would stop PostgreSQL inlining it into settlement's statement (it is
--- called per row). It is not security definer and names only pg_catalog functions.
-as $$
-  select round(
-           (  greatest(coalesce(p_prompt, 0) - coalesce(p_cached, 0) - coalesce(p_cache_write, 0), 0)::numeric * coalesce(p_input, 0)
-            + coalesce(p_cached, 0)::numeric * coalesce(p_cached_price, p_input, 0)
-            + coalesce(p_cache_write, 0)::numeric * coalesce(p_cache_write_price, p_input, 0)
-            + coalesce(p_completion, 0)::numeric * coalesce(p_output, 0)
-            + coalesce(p_per_call, 0)::numeric * 1000000)
-           * coalesce(p_group_multiplier, 1) * coalesce(p_channel_multiplier, 1) / 1000000
-         )::bigint
-$$;
-comment on function private.cost_micros(integer, integer, integer, integer, bigint, bigint, bigint, bigint, bigint, numeric, numeric) is
-  E'Cost in micro-USD of a usage at the given prices (micro-USD per 1M tokens, per call) and multipliers; half-up rounding.';
-
--- private.card_cost_micros: what a usage costs at one admission's price card (private.price_card),
--- through private.cost_micros. p_kind says which price of the card applies:
---   'answer'    the model's prices at the group's and the serving channel's multipliers
---   'hit'       a cache hit: the answer's price without a channel multiplier, times hit_ratio
---   'embedding' the semantic cache's embedding call: p_prompt tokens at the embedding model's price
--- Admission reserves with it, settlement bills with it (private.settle); the gateway's receipt
--- (gateway/src/receipt.ts: costMicros, hitCostMicros, embeddingCostMicros) mirrors each kind over
--- the ticket's copy of the same card.
-create or replace function private.card_cost_micros(
-  p_card private.price_card, p_kind text, p_channel_multiplier numeric,
-  p_prompt integer, p_completion integer, p_cached integer, p_cache_write integer)
-returns bigint
-language sql immutable parallel safe
--- (No "set search_path", as private.cost_micros: it is inlined into settlement's statement.)
-as $$
-  select case p_kind
-           when 'embedding' then
-             private.cost_micros(p_prompt, 0, 0, 0, (p_card).embedding_input, 0, null, null, (p_card).embedding_per_call,
-                                 (p_card).group_multiplier, 1)
-           when 'hit' then
-             round(private.cost_micros(p_prompt, p_completion, p_cached, p_cache_write, (p_card).input, (p_card).output,
-                                       (p_card).cached_input, (p_card).cache_write, (p_card).per_call,
-                                       (p_card).group_multiplier, 1)
-                   * coalesce((p_card).hit_ratio, 0))::bigint
-           else
-             private.cost_micros(p_prompt, p_completion, p_cached, p_cache_write, (p_card).input, (p_card).output,
-                                 (p_card).cached_input, (p_card).cache_write, (p_card).per_call,
-                                 (p_card).group_multiplier, p_channel_multiplier)
-         end
-$$;
-comment on function private.card_cost_micros(private.price_card, text, numeric, integer, integer, integer, integer) is
-  E'Cost in micro-USD of a usage at an admission''s price card: p_kind ''answer'' (at p_channel_multiplier), ''hit'' (a cache hit, at the card''s hit ratio) or ''embedding'' (p_prompt tokens of the semantic cache''s embedding call).';
+-- Settlement: private.settle bills a batch of finished requests (gateway.relay_finish) with the
+-- price card each was admitted with (sql/30_cost.sql), writes the request log and the ledger,
+-- releases reservations and key slots, and feeds the circuit breaker the batch's attempts
+-- (sql/41_breaker.sql). private.reservations_reap settles what no gateway reported back. Wallet
+-- and key-counter rows exist from the moment their user or key does.
 
 -- Every user has a wallet and every key its counters, from the moment they exist.
 create or replace function private.tg_users__wallet()
@@ -72,6 +15,7 @@ begin
   return null;
 end
 $$;
+
 create or replace trigger _500_wallet after insert on private.users
   for each row execute function private.tg_users__wallet();
 
@@ -85,6 +29,7 @@ begin
   return null;
 end
 $$;
+
 create or replace trigger _500_counters after insert on private.api_keys
   for each row execute function private.tg_api_keys__counters();
 
@@ -428,6 +373,7 @@ begin
   return v_n;
 end
 $$;
+
 comment on function private.settle(jsonb) is
   E'Settles a batch of outcomes: deletes their admissions, writes the finished request rows and the ledger rows, folds amounts into wallets and key counters once per user/key. Idempotent by request id.';
 
@@ -461,5 +407,6 @@ begin
   return private.settle(v_outcomes);
 end
 $$;
+
 comment on function private.reservations_reap(timestamptz, integer) is
   E'Settles admissions older than ReservationTtlMinutes (requests whose outcome never arrived) at their reserved estimate (usage_source expired). The job behind cron elygate.reaper.';

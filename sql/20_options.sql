@@ -1,7 +1,7 @@
--- Settings: the defaults, typed getters, and change notification.
--- Every option is declared here, in this one registry (grouped by the part of the product that
--- reads it); defaults are (re)declared on every deploy; an operator's value is never overwritten,
--- only the type, bounds and description are refreshed.
+-- Options: the one registry of settings (every option, its default, type, bounds and
+-- description, grouped by the part of the product that reads it), typed getters, validation and
+-- change notification. Defaults are (re)declared on every deploy; an operator's value is never
+-- overwritten, only the type, bounds and description are refreshed.
 
 insert into private.options (key, value, value_type, min_value, max_value, description)
 values
@@ -41,7 +41,7 @@ values
    'Request-log partitions older than this many days are dropped by private.partitions_maintain().'),
   ('PartitionDaysAhead', '3', 'int', 1, 60,
    'Daily request-log partitions are created this many days ahead.'),
-  -- The response cache (sql/27_private_cache.sql)
+  -- The response cache (sql/43_cache.sql)
   ('SemanticCacheEnabled', 'true', 'bool', null, null,
    'Master switch of the response cache (exact and semantic layers). Keys and models have their own switch (cache_enabled).'),
   ('CacheMode', 'deterministic', 'text', null, null,
@@ -66,7 +66,7 @@ values
    'Share of semantic hits re-asked upstream in the background to measure the false-hit rate (admin.cache_audit).'),
   ('SemanticCacheAuditAgreement', '0.9', 'number', 0, 1,
    'Similarity of the cached and the fresh answer at or above which an audit counts the hit as correct.'),
-  -- Events and webhooks (sql/29_private_events.sql)
+  -- Events and webhooks (sql/44_events.sql, sql/45_webhook_delivery.sql)
   ('WebhookMaxAttempts', '8', 'int', 1, 100,
    'Attempts at delivering one event to one webhook endpoint; after the last failed one the delivery is dead (the admin panel can resend it).'),
   ('WebhookBackoffBaseMs', '10000', 'int', 10, 86400000,
@@ -83,7 +83,7 @@ values
    'A wallet whose balance falls below this many micro-USD raises one wallet.low event (once per crossing; checked every minute by the elygate.alerts job). 0 turns the check off; private.wallet_alerts.threshold_micros overrides it per user (admin.wallet_alert_set).'),
   ('EventRetentionDays', '30', 'int', 1, 3650,
    'Events (and their delivery log) older than this many days are deleted by the elygate.alerts job, once no delivery of theirs is still pending.'),
-  -- The circuit breaker, probes and channel tests (sql/32_private_breaker.sql)
+  -- The circuit breaker, probes and channel tests (sql/41_breaker.sql, sql/42_probes.sql)
   ('BreakerWindowSeconds', '60', 'int', 10, 86400,
    'Sliding window, in s, of upstream attempt outcomes the circuit breaker judges each channel on.'),
   ('BreakerMinRequests', '10', 'int', 1, 1000000,
@@ -102,7 +102,7 @@ values
    'Deadline, in ms, for one channel probe or test request, and for each page of a channel''s upstream model list (the panel''s Import models).'),
   ('ChannelTestIntervalMinutes', '0', 'int', 0, 10080,
    'Every enabled channel gets a test request this often, results in admin.channel_probes (0: off).'),
-  -- The admin panel's logins and sessions (sql/50_admin_ui.sql)
+  -- The admin panel's logins and sessions (sql/65_admin_login.sql, sql/66_admin_sessions.sql)
   ('LoginMaxFailures', '5', 'int', 1, 1000,
    'Failed admin-panel logins allowed per username and client address within LoginWindowMinutes before that address is refused (429) for that username. Other addresses are not affected.'),
   ('LoginMaxFailuresPerIp', '30', 'int', 1, 100000,
@@ -113,7 +113,7 @@ values
    'The window, in minutes, over which failed admin-panel logins are counted.'),
   ('SessionTtlHours', '12', 'int', 1, 720,
    'An admin-panel session ends after this many hours without a request.'),
-  -- Outbound calls (sql/60_private_ssrf.sql)
+  -- Outbound calls (sql/24_ssrf.sql)
   ('AllowPrivateUpstreams', 'false', 'bool', null, null,
    'When true, channel base URLs may point at loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local and metadata addresses (self-hosted models). When false they are refused when saved and when connecting.')
 on conflict (key) do update
@@ -140,6 +140,7 @@ begin
   return v_value;
 end
 $$;
+
 comment on function private.option_text(text) is E'The raw text value of an option; raises BADOP when the key is unknown.';
 
 -- private.options_pick(keys...): several raw values as one JSON object {key: text}, in one read;
@@ -165,12 +166,14 @@ begin
   return v_values;
 end
 $$;
+
 comment on function private.options_pick(text[]) is E'Raw text values of several options as one JSON object; raises BADOP when a key is unknown.';
 
 create or replace function private.option_int(p_key text)
 returns integer
 language sql stable
 as $$ select private.option_text(p_key)::integer $$;
+
 comment on function private.option_int(text) is E'An integer option.';
 
 -- private.option_value_check: the rules of options whose type ("text") says too little: a value
@@ -200,6 +203,7 @@ begin
   end if;
 end
 $$;
+
 comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, ReservationPolicy, CacheMode, SemanticCacheEmbeddingChannel).';
 
 -- private.option_validate: checks a value against the option's declared type and bounds.
@@ -245,6 +249,7 @@ begin
   end if;
 end
 $$;
+
 comment on function private.option_validate(text, text) is E'Raises BADOP unless the value fits the option''s type and bounds.';
 
 -- Change notification: every gateway LISTENs on elygate_config and reloads its snapshots.
@@ -270,7 +275,6 @@ declare
   v_table text;
 begin
   foreach v_table in array array['options', 'channels', 'channel_keys'] loop
-    execute format('drop trigger if exists _900_notify on private.%I', v_table);
     execute format('create or replace trigger _900_notify_insert after insert on private.%I
                       referencing new table as changed for each statement execute function private.tg_config__notify()', v_table);
     execute format('create or replace trigger _900_notify_update after update on private.%I
@@ -282,47 +286,3 @@ begin
   end loop;
 end
 $$;
-
--- Keeps updated_at honest and bumps channels.version on every change.
-create or replace function private.tg_row__touch()
-returns trigger
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  new.updated_at := now();
-  if tg_table_name = 'channels' then
-    new.version := old.version + 1;
-  end if;
-  return new;
-end
-$$;
-
-create or replace trigger _100_touch before update on private.options
-  for each row execute function private.tg_row__touch();
-create or replace trigger _100_touch before update on private.users
-  for each row execute function private.tg_row__touch();
-create or replace trigger _100_touch before update on private.channels
-  for each row execute function private.tg_row__touch();
-create or replace trigger _100_touch before update on private.models
-  for each row execute function private.tg_row__touch();
-
--- A key change must also make gateways drop their snapshot of the channel.
-create or replace function private.tg_channel_keys__bump_channel()
-returns trigger
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  -- (Not when the keys are re-sealed under a new master key: the keys themselves did not change,
-  -- and gateways keep serving with the copies they opened; see admin.master_key_rotate.)
-  if current_setting('elygate.resealing', true) = 'on' then
-    return null;
-  end if;
-  update private.channels c set version = c.version
-   where c.id = coalesce(new.channel_id, old.channel_id);
-  return null;
-end
-$$;
-create or replace trigger _200_bump_channel after insert or update or delete on private.channel_keys
-  for each row execute function private.tg_channel_keys__bump_channel();

@@ -14,28 +14,33 @@ create or replace view analytics_v1.users as
   select u.id as user_id, u.username, u.display_name, u.group_name, u.role, u.status, u.created_at
     from private.users u
    where not exists (select 1 from admin.internal_users i where i.id = u.id);
+
 comment on view analytics_v1.users is 'Users (the panel''s internal channel-test users left out). Join on user_id.';
 
 create or replace view analytics_v1.keys as
   select k.id as key_id, k.key_prefix, k.name, k.user_id, k.status, k.created_at, k.expires_at, k.revoked_at
     from private.api_keys k
    where not exists (select 1 from admin.internal_users i where i.id = k.user_id);
+
 comment on view analytics_v1.keys is 'Client API keys, by display prefix (never the key or its hash). Join on key_id.';
 
 create or replace view analytics_v1.channels as
   select c.id as channel_id, c.name as channel, c.type, c.status, c.cost_multiplier, c.created_at
     from private.channels c;
+
 comment on view analytics_v1.channels is 'Upstream channels (no URLs, no credentials). Join on channel_id.';
 
 create or replace view analytics_v1.groups as
   select g.name as group_name, g.price_multiplier, g.created_at
     from private.groups g
    where g.name not like 'channel-test.%';
+
 comment on view analytics_v1.groups is 'User groups and their price multipliers.';
 
 create or replace view analytics_v1.models as
   select m.name as model, m.input_price, m.output_price, m.cached_input_price, m.cache_write_price, m.per_call_price, m.updated_at
     from private.models m;
+
 comment on view analytics_v1.models is 'Models and their current prices (micro-USD per 1M tokens; per_call_price in micro-USD per call).';
 
 create or replace view analytics_v1.requests as
@@ -45,6 +50,7 @@ create or replace view analytics_v1.requests as
          r.usage_source, r.reserved_micros, r.cost_micros, r.cache, r.ttfb_ms, r.latency_ms
     from private.requests r
    where not exists (select 1 from admin.internal_users i where i.id = r.user_id);
+
 comment on view analytics_v1.requests is
   'The request log, one row per finished request (kept LogRetentionDays; filter on created_at, the partition key). status: ok, error, aborted, refused, expired. cost_micros in micro-USD. No bodies, addresses or error texts.';
 
@@ -56,6 +62,7 @@ create or replace view analytics_v1.ledger as
          l.embedding_tokens, l.embedding_micros, l.overrun_micros
     from private.ledger l
    where not exists (select 1 from admin.internal_users i where i.id = l.user_id);
+
 comment on view analytics_v1.ledger is
   'What was billed: one row per settled request (kept for good), with the unit prices and multipliers it was billed at. amount_micros in micro-USD (embedding_micros included); overrun_micros: how much it exceeded the request''s reservation (ReservationPolicy allow).';
 
@@ -84,6 +91,7 @@ create or replace view analytics_v1.usage_hourly as
     ) x
     left join private.users u on u.id = x.user_id
    where not exists (select 1 from admin.internal_users i where i.id = x.user_id);
+
 comment on view analytics_v1.usage_hourly is
   'Requests, errors (error/aborted/refused), tokens, cost (micro-USD), summed latency (ms; divide by requests) and cache outcomes per UTC hour, user, key, model and channel. From the hourly rollup, the last minutes from the log. group_name is the user''s current group.';
 
@@ -95,10 +103,12 @@ create or replace view analytics_v1.usage_daily as
          sum(u.cache_semantic)::bigint as cache_semantic, sum(u.cache_miss)::bigint as cache_miss, sum(u.cache_bypass)::bigint as cache_bypass
     from analytics_v1.usage_hourly u
    group by 1, 2, 3, 4, 5, 6;
+
 comment on view analytics_v1.usage_daily is 'analytics_v1.usage_hourly summed per UTC day, user, key, model and channel.';
 
 create or replace view analytics_v1.latency_hourly as
   select a.hour, a.requests, a.errors, a.p50_ms, a.p95_ms from admin.latency_hourly a;
+
 comment on view analytics_v1.latency_hourly is 'Exact p50 and p95 latency (ms) of all traffic per UTC hour, with its requests and errors.';
 
 create or replace view analytics_v1.channel_health as
@@ -106,5 +116,6 @@ create or replace view analytics_v1.channel_health as
          h.opened_at as breaker_opened_at, h.next_probe_at, h.window_ok, h.window_failed, h.keys_enabled, h.keys_disabled,
          h.last_probe_at, h.last_probe_ok
     from admin.channel_health h;
+
 comment on view analytics_v1.channel_health is
   'Each channel now: status, circuit breaker state, attempts that succeeded and failed in the breaker window (BreakerWindowSeconds), upstream keys enabled, the last probe.';

@@ -14,7 +14,7 @@ create or replace view admin.cache_stats as
 -- Hit rates per UTC day and model: private.usage_by_dim by the day for the whole days it holds, by
 -- the hour up to the rollup's cut (the hour in progress too, as far as the cut: counts add up), the
 -- request log after it; channel tests left out, as on the dashboard. The cut is as in
--- admin.dashboard (sql/50_admin_ui.sql): the log half is minutes of traffic, not up to an hour.
+-- admin.dashboard (sql/57_admin_usage.sql): the log half is minutes of traffic, not up to an hour.
 /* why a function under the view: private.usage_by_dim is a table of the migration in progress, and
    a view is resolved when sql/ is applied, which happens once before that migration runs. */
 create or replace function admin.cache_hit_rates_by_day()
@@ -58,6 +58,7 @@ begin
       from h group by 1, 2;
 end
 $$;
+
 comment on function admin.cache_hit_rates_by_day() is
   E'Cache outcomes per UTC day and model (private.usage_by_dim by the day, then by the hour to the rollup''s cut, then the log; channel tests left out). Read through admin.cache_hit_rates.';
 
@@ -89,5 +90,6 @@ begin
   return v_n;
 end
 $$;
+
 comment on function admin.cache_purge(jsonb) is
   E'Deletes cache entries: all of them, or those of {"model"}, {"scope": "user:7" | "group:vip"} or {"user_id"}. Returns how many.';

@@ -95,5 +95,6 @@ begin
   return next;
 end
 $$;
+
 comment on function admin.master_key_rotate() is
   E'Re-seals every upstream key and webhook secret under the session''s elygate.master_key (the new master key), opening them with elygate.old_master_keys (comma-separated); one transaction, refused whole if any value is sealed under a key not given. Channel versions do not change: gateways keep their opened keys. Run by npm run rotate-master-key.';

@@ -1,5 +1,5 @@
 -- Webhooks, the operator's side (psql and the admin panel's Webhooks page): endpoints, the event
--- log, the delivery log, resend and test. How events are raised and delivered: sql/29_private_events.sql;
+-- log, the delivery log, resend and test. How events are raised and delivered: sql/44_events.sql and
 -- the signature scheme: docs/operations.md ("Webhooks").
 
 -- private.webhook_secret_seal: an endpoint's signing secret, sealed like an upstream key.
@@ -20,6 +20,7 @@ begin
   return query select left(p_secret, 10), private.master_key_id(v_master), v_nonce, v_sealed.ciphertext, v_sealed.tag;
 end
 $$;
+
 comment on function private.webhook_secret_seal(text) is E'Seals a webhook signing secret (AES-256-GCM under the session master key); returns what private.webhook_endpoints stores.';
 
 -- private.webhook_args: checks the fields an endpoint is created or changed with.
@@ -91,6 +92,7 @@ exception
     raise exception using errcode = 'BADIN', column = 'name', message = format('An endpoint named "%s" exists already.', p_args ->> 'name');
 end
 $$;
+
 comment on function admin.webhook_create(jsonb) is
   E'Registers a webhook endpoint: {"name", "url", "kinds" ([] or absent: every kind), "enabled", "description", "secret" (absent: generated)}. Returns it with the plaintext "secret", shown only here.';
 
@@ -128,6 +130,7 @@ exception
     raise exception using errcode = 'BADIN', column = 'name', message = format('An endpoint named "%s" exists already.', p_args ->> 'name');
 end
 $$;
+
 comment on function admin.webhook_update(bigint, jsonb) is
   E'Changes a webhook endpoint: any of {"name", "url", "kinds", "enabled", "description", "secret" (rotates it)}. Deliveries of a disabled endpoint wait until it is enabled again.';
 
@@ -136,6 +139,7 @@ returns boolean
 language sql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$ delete from private.webhook_endpoints where id = p_id returning true $$;
+
 comment on function admin.webhook_delete(bigint) is E'Deletes a webhook endpoint and its delivery log (the events stay). Returns true, or null if there was none.';
 
 -- admin.webhook_resend: a delivery (delivered, dead or waiting) goes out again now, with a fresh
@@ -156,6 +160,7 @@ begin
   return true;
 end
 $$;
+
 comment on function admin.webhook_resend(bigint) is E'Sends a webhook delivery again now (whatever its state), with WebhookMaxAttempts fresh attempts.';
 
 -- admin.webhook_test: a webhook.test event for one endpoint (enabled or not: it is delivered once
@@ -176,6 +181,7 @@ begin
                                                                'message', 'A test event from Elygate.'));
 end
 $$;
+
 comment on function admin.webhook_test(bigint) is E'Sends a webhook.test event to one endpoint; returns the event id.';
 
 -- admin.wallet_alert_set: a user's own low-balance threshold (null: the option WalletLowBalanceMicros; 0: never).
@@ -196,6 +202,7 @@ begin
   return true;
 end
 $$;
+
 comment on function admin.wallet_alert_set(bigint, bigint) is
   E'Sets a user''s low-balance alert threshold in micro-USD (null: WalletLowBalanceMicros; 0: never). Checked every minute (wallet.low events).';
 
@@ -223,4 +230,5 @@ returns setof text
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$ select unnest(private.event_kinds()) $$;
+
 comment on function admin.event_kinds() is E'The kinds of event webhook endpoints can subscribe to.';

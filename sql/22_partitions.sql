@@ -56,6 +56,7 @@ begin
   return jsonb_build_object('created', to_jsonb(v_created), 'dropped', to_jsonb(v_dropped));
 end
 $$;
+
 comment on function private.partitions_maintain(timestamptz) is
   E'Creates daily request-log partitions PartitionDaysAhead days ahead of p_now and drops those older than LogRetentionDays. Idempotent.';
 
