@@ -44,7 +44,11 @@ values
   ('elygate.cache_expiry', '*/2 * * * *', '2 minutes', 'private.cache_expire($now)',
    'Deletes expired cache entries in bounded batches.'),
   ('elygate.alerts', '* * * * *', '1 minute', 'private.alerts_check($now)',
-   'Raises wallet.low and job.overdue events (once per crossing) and purges events past EventRetentionDays.')
+   'Raises wallet.low and job.overdue events (once per crossing) and purges events past EventRetentionDays.'),
+  ('elygate.probes', '* * * * *', '1 minute', 'private.probes_schedule($now)',
+   'Queues recovery probes for open circuit breakers (and scheduled channel tests) and wakes the gateways.'),
+  ('elygate.breaker_trim', '*/10 * * * *', '10 minutes', 'private.breaker_trim($now)',
+   'Deletes circuit-breaker window buckets long past any window.')
 on conflict (name) do update
   set cron_schedule = excluded.cron_schedule, every = excluded.every, command = excluded.command,
       description = excluded.description;

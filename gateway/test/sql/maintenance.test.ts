@@ -2,6 +2,9 @@
 // add up, and the DBA view says what is overdue.
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { closeDb, withTx } from '../support/db';
 
 afterAll(closeDb);
@@ -22,6 +25,23 @@ describe('maintenance jobs', () => {
       expect(failed.status).toBe('failed');
       const [view] = await tx`select last_status, last_error, overdue from admin.jobs where name = 'elygate.rollup'`;
       expect(view).toMatchObject({ last_status: 'failed', overdue: true });
+    });
+  });
+
+  it('every job is in the one registry, and each registered job runs', async () => {
+    // pg_cron schedules only the registry (sql/90_cron.sql), and unschedules elygate.* jobs that
+    // are not in it: a job scheduled anywhere else was unscheduled again in the same deploy (the
+    // breaker trim never ran, and probes fell back to the gateways).
+    const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'sql');
+    const scheduling = readdirSync(dir).filter((f) => f.endsWith('.sql') && /cron\.schedule\(/.test(readFileSync(join(dir, f), 'utf8')));
+    expect(scheduling).toEqual(['90_cron.sql']);
+    await withTx(async (tx) => {
+      const jobs = await tx`select name from private.jobs order by name`;
+      expect(jobs.map((j) => j.name)).toEqual(expect.arrayContaining(['elygate.breaker_trim', 'elygate.probes', 'elygate.reaper']));
+      for (const { name } of jobs) await tx`select private.job_run(${name}, 'manual')`;
+      const failed = await tx`select job, error from private.job_runs where status <> 'succeeded' and runner = 'manual'
+                                and started_at >= now()`;
+      expect(failed).toEqual([]);
     });
   });
 
