@@ -140,9 +140,8 @@ comment on function private.cache_plan(jsonb, jsonb, private.api_keys, text, tex
 
 -- gateway.cache_lookup: the one follow-up call after the embedding. Nearest entry of the same
 -- tenant, model and context; a hit when its similarity reaches SemanticCacheThreshold. Records
--- the result on the request's admission (settlement copies it to the request log). p_created_at is
--- no longer needed (admissions are keyed by id alone) and stays for gateways of the last release.
-create or replace function gateway.cache_lookup(p_request_id uuid, p_created_at timestamptz, p_context_hash bytea, p_embedding text)
+-- the result on the request's admission (settlement copies it to the request log).
+create or replace function gateway.cache_lookup(p_request_id uuid, p_context_hash bytea, p_embedding text)
 returns jsonb
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -182,7 +181,7 @@ begin
 end
 $$;
 
-comment on function gateway.cache_lookup(uuid, timestamptz, bytea, text) is
+comment on function gateway.cache_lookup(uuid, bytea, text) is
   E'Semantic-layer lookup after the gateway embedded the last user message: the nearest live entry of the same tenant, model and context; a hit at or above SemanticCacheThreshold.';
 
 -- gateway.cache_audit_record: results of background re-asks of semantic hits (a batch).

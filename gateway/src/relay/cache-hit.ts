@@ -89,7 +89,7 @@ async function semanticHit(input: RelayInput, ticket: Ticket, cache: CacheState)
     }
     cache.embedding = e.vector;
     const [row] = await sql`
-      select gateway.cache_lookup(${ticket.request_id}, ${ticket.created_at}, ${Buffer.from(cache.request.context, 'hex')},
+      select gateway.cache_lookup(${ticket.request_id}, ${Buffer.from(cache.request.context, 'hex')},
                                   ${'[' + e.vector.join(',') + ']'}) as r`;
     const r = row.r as any;
     if (r?.result !== 'semantic') return null;

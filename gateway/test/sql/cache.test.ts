@@ -79,7 +79,7 @@ describe('cache', () => {
       const lookup = async (vec: string, context = h('ctx'), key = f.key.key) => {
         const t = await begin(tx, key, f.model, { exact: h(vec), context, semantic: true, sampling: repeatable });
         // created_at travels as text: postgres.js would round a timestamptz parameter to milliseconds.
-        const [{ r }] = await tx`select gateway.cache_lookup(${t.request_id}, ${t.created_at}::text::timestamptz, decode(${context}, 'hex'), ${vec}) as r`;
+        const [{ r }] = await tx`select gateway.cache_lookup(${t.request_id}, decode(${context}, 'hex'), ${vec}) as r`;
         return r;
       };
       const hit = await lookup('[0.96,0.28,0]');
