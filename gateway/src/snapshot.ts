@@ -1,9 +1,11 @@
-// Read-only snapshots the gateway may cache (DESIGN §1): options and channel credentials.
+// Read-only snapshots the gateway may cache (DESIGN §1): options (with the SSRF guard's rules) and
+// channel credentials.
 // Never balances or limits. Options reload on NOTIFY elygate_config; a channel's credentials are
 // re-read whenever relay_begin's plan names a version this process has not seen.
 import { sql } from './db';
 import { config } from './config';
 import { keyring, openSealedKey, type SealedKey } from './crypto';
+import { setSsrfRules, type SsrfRules } from './ssrf';
 
 export interface Options {
   MaxRequestBodyBytes: number;
@@ -38,8 +40,9 @@ let retryable = new Set(options.RetryableStatusCodes);
 export const isRetryableStatus = (status: number) => retryable.has(status);
 
 export async function loadOptions(): Promise<void> {
-  const [row] = await sql`select gateway.options_snapshot() as o`;
+  const [row] = await sql`select gateway.options_snapshot() as o, gateway.ssrf_rules() as s`;
   options = { ...options, ...(row.o as Options) };
+  setSsrfRules(row.s as SsrfRules);
   retryable = new Set(options.RetryableStatusCodes);
 }
 

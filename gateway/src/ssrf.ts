@@ -39,62 +39,69 @@ const systemLookup: Lookup = async (host) => {
   return addrs;
 };
 
-const v4 = (a: string) => a.split('.').map(Number);
+/**
+ * The rules come from SQL (private.ssrf_rules, the one list the save-time check reads too), loaded
+ * with the options (snapshot.ts) before the gateway serves. Until they are loaded, every address
+ * and name counts as private: the guard fails closed.
+ */
+export interface SsrfRules {
+  ranges: string[];
+  names: string[];
+  suffixes: string[];
+}
+interface Range {
+  bytes: number[];
+  bits: number;
+}
+let ranges: Range[] | null = null;
+let privateNames = new Set<string>();
+let privateSuffixes: string[] = [];
 
-/** True for any IPv4 address outside the public unicast space. */
-function privateV4(addr: string): boolean {
-  const [a, b, c] = v4(addr);
-  return (
-    a === 0 || a === 10 || a === 127 || a >= 224 ||
-    (a === 100 && b >= 64 && b <= 127) ||
-    (a === 169 && b === 254) ||
-    (a === 172 && b >= 16 && b <= 31) ||
-    (a === 192 && b === 168) ||
-    (a === 192 && b === 0 && (c === 0 || c === 2)) ||
-    (a === 198 && (b === 18 || b === 19)) ||
-    (a === 198 && b === 51 && c === 100) ||
-    (a === 203 && b === 0 && c === 113)
-  );
+export function setSsrfRules(rules: SsrfRules): void {
+  ranges = rules.ranges.map((cidr) => {
+    const [addr, bits] = cidr.split('/');
+    return { bytes: toBytes(addr), bits: Number(bits) };
+  });
+  privateNames = new Set(rules.names);
+  privateSuffixes = rules.suffixes;
 }
 
-/** Expands an IPv6 address to its eight 16-bit groups. */
-function groups6(addr: string): number[] {
+/** An address as bytes: 4 for IPv4, 16 for IPv6 (a dotted IPv4 tail, as in ::ffff:1.2.3.4, included). */
+function toBytes(addr: string): number[] {
+  if (isIP(addr) === 4) return addr.split('.').map(Number);
   let a = addr.toLowerCase().split('%')[0];
-  // A dotted IPv4 tail (::ffff:1.2.3.4) becomes two groups.
-  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(a);
+  const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(a);
   if (tail) {
-    const [p, q, r, s] = v4(tail[1]);
-    a = a.slice(0, -tail[1].length) + `${((p << 8) | q).toString(16)}:${((r << 8) | s).toString(16)}`;
+    const [p, q, r, w] = tail.slice(1).map(Number);
+    a = a.slice(0, -tail[0].length) + `${((p << 8) | q).toString(16)}:${((r << 8) | w).toString(16)}`;
   }
   const [head, rest] = a.split('::');
   const h = head ? head.split(':') : [];
   const t = rest !== undefined && rest !== '' ? rest.split(':') : [];
   const fill = rest !== undefined ? Array(8 - h.length - t.length).fill('0') : [];
-  return [...h, ...fill, ...t].map((g) => parseInt(g, 16));
+  return [...h, ...fill, ...t].flatMap((g) => {
+    const n = parseInt(g, 16);
+    return [n >> 8, n & 0xff];
+  });
 }
 
-/** True for loopback, unspecified, mapped, NAT64, ULA, link-local, multicast and documentation. */
-function privateV6(addr: string): boolean {
-  const g = groups6(addr);
-  const zeroTo = (n: number) => g.slice(0, n).every((x) => x === 0);
-  if (zeroTo(7) && (g[7] === 0 || g[7] === 1)) return true; // :: and ::1
-  if (zeroTo(5) && g[5] === 0xffff) return true; // IPv4-mapped
-  if (g[0] === 0x64 && g[1] === 0xff9b) return true; // NAT64
-  if (g[0] === 0x100 && g[1] === 0 && g[2] === 0 && g[3] === 0) return true; // discard-only
-  if (g[0] === 0x2001 && g[1] === 0xdb8) return true; // documentation
-  if ((g[0] & 0xfe00) === 0xfc00) return true; // fc00::/7 unique local
-  if ((g[0] & 0xffc0) === 0xfe80 || (g[0] & 0xffc0) === 0xfec0) return true; // link/site-local
-  if ((g[0] & 0xff00) === 0xff00) return true; // multicast
-  return false;
+/** True when the first `bits` bits of a and b agree (a and b of the same family). */
+function samePrefix(a: number[], b: number[], bits: number): boolean {
+  for (let i = 0; bits > 0; i++, bits -= 8) {
+    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+    if ((a[i] & mask) !== (b[i] & mask)) return false;
+  }
+  return true;
 }
 
 /** True when an IP address (v4 or v6) is not a public internet address. */
 export function isPrivateAddress(addr: string): boolean {
-  const kind = isIP(addr);
-  if (kind === 4) return privateV4(addr);
-  if (kind === 6) return privateV6(addr);
-  return true; // not an address at all: refuse rather than guess
+  if (ranges === null || isIP(addr) === 0) return true; // no rules yet, or not an address: refuse rather than guess
+  const bytes = toBytes(addr);
+  return ranges.some((r) => r.bytes.length === bytes.length && samePrefix(bytes, r.bytes, r.bits));
 }
+
+const isPrivateName = (host: string) => ranges === null || privateNames.has(host) || privateSuffixes.some((x) => host.endsWith(x));
 
 /** What a guarded URL is for, in messages, and the option that lets it be private. */
 export interface Guard {
@@ -104,8 +111,6 @@ export interface Guard {
 const UPSTREAM: Guard = { what: 'upstream', option: 'AllowPrivateUpstreams' };
 /** Webhook endpoints (gateway/src/webhooks.ts) have an option of their own. */
 export const WEBHOOK: Guard = { what: 'webhook', option: 'AllowPrivateWebhooks' };
-
-const PRIVATE_NAMES = new Set(['localhost', 'metadata', 'metadata.google.internal', 'metadata.goog', 'instance-data']);
 
 /**
  * Resolves the URL's host and throws SsrfError when it is, or resolves to, a private address.
@@ -136,7 +141,7 @@ async function vet(
   const host = u.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
   const refuse = (problem: string) =>
     new SsrfError(`${what} host ${host} ${problem}; private ${what}s are refused (option ${option} is off)`);
-  if (PRIVATE_NAMES.has(host) || /\.(localhost|internal|local)$/.test(host)) throw refuse('is a private name');
+  if (isPrivateName(host)) throw refuse(ranges === null ? 'cannot be checked yet (the SSRF rules have not been loaded from the database)' : 'is a private name');
   if (isIP(host)) {
     if (isPrivateAddress(host)) throw refuse('is a private address');
     return { addrs: [host], resolved: false };

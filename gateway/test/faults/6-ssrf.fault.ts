@@ -9,13 +9,15 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { attempt, closeDb, db, withTx } from '../support/db';
 import { startGateway } from '../support/gateway';
-import { assertPublicUrl, isPrivateAddress, SsrfError, upstreamFetch } from '../../src/ssrf';
+import { assertPublicUrl, isPrivateAddress, setSsrfRules, SsrfError, upstreamFetch } from '../../src/ssrf';
 import { figure, post, saveLogs, tenant } from './support';
 
 let local: Server;
 let localUrl = '';
 let hits = 0;
 beforeAll(async () => {
+  // The connect-time guard in this process, loaded as the gateway loads it (snapshot.ts).
+  setSsrfRules((await db()`select gateway.ssrf_rules() as s`)[0].s);
   local = createServer((req, res) => {
     hits++;
     req.resume();
@@ -110,6 +112,19 @@ describe('6. SSRF', () => {
     expect(hits).toBe(before + 1);
     expect(isPrivateAddress('8.8.8.8')).toBe(false);
     expect(isPrivateAddress('2606:4700::1111')).toBe(false);
+    // Both halves read one list (private.ssrf_rules): every range's first and last address is
+    // private at connect time, and the address just past it is not (unless another range has it).
+    for (const [inside, outside] of [['172.31.255.255', '172.32.0.0'], ['100.127.255.255', '100.128.0.0'], ['198.19.255.255', '198.20.0.0'],
+                                      ['::ffff:8.8.8.8', '2001:4860::8888'], ['fdff:ffff::1', 'fe00::1'], ['febf::1', 'fe7f::1']]) {
+      expect(isPrivateAddress(inside), inside).toBe(true);
+      expect(isPrivateAddress(outside), outside).toBe(false);
+    }
+    await withTx(async (tx) => {
+      for (const a of ['10.1.2.3', '172.31.255.255', '172.32.0.0', '::ffff:8.8.8.8', '2001:4860::8888', '169.254.1.1', '8.8.8.8']) {
+        const [{ p }] = await tx`select private.url_is_private(${`http://${a.includes(':') ? `[${a}]` : a}/`}) as p`;
+        expect(p, a).toBe(isPrivateAddress(a));
+      }
+    });
     figure('SSRF at connect time', { private_refused: blocked.length, dns_to_private_refused: 3, redirect_to_metadata_refused: true, connections_made_while_refusing: hits - before - 1 });
   });
 
