@@ -39,6 +39,8 @@ values
    'A request still open after this many minutes (its gateway died) is settled by the reaper at its reserved estimate, marked expired.'),
   ('LogRetentionDays', '30', 'int', 1, 3650,
    'Request-log partitions older than this many days are dropped by private.partitions_maintain().'),
+  ('UsageRetentionDays', '400', 'int', 31, 36500,
+   'Usage and latency rollups (private.usage_hourly, private.usage_by_dim, private.latency_hourly; what reports, the dashboard and analytics_v1 read) older than this many days are deleted by the daily elygate.history_purge job. The ledger is never purged.'),
   ('PartitionDaysAhead', '3', 'int', 1, 60,
    'Daily request-log partitions are created this many days ahead.'),
   -- The response cache (sql/43_cache.sql)

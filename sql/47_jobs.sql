@@ -4,7 +4,8 @@
 -- advisory lock so that N gateways run each job once. Every run, by either runner, is logged in
 -- private.job_runs, which admin.jobs reads. The registry below is the one list of jobs.
 
--- private.history_purge: keeps the run logs bounded (pg_cron's and ours), in bounded batches.
+-- private.history_purge: keeps the run logs (pg_cron's and ours) and the usage rollups
+-- (UsageRetentionDays) bounded, 50,000 rows of each per run.
 create or replace function private.history_purge(p_now timestamptz default now())
 returns jsonb
 language plpgsql volatile security definer
@@ -13,6 +14,10 @@ as $$
 declare
   v_cron integer := 0;
   v_ours integer;
+  v_cut timestamptz := p_now - make_interval(days => private.option_int('UsageRetentionDays'));
+  v_hourly integer;
+  v_dims integer;
+  v_latency integer;
 begin
   if to_regclass('cron.job_run_details') is not null then
     execute 'delete from cron.job_run_details where runid in (select runid from cron.job_run_details
@@ -22,12 +27,23 @@ begin
   delete from private.job_runs where id in (select id from private.job_runs
                                              where started_at < p_now - interval '30 days' limit 50000);
   get diagnostics v_ours = row_count;
-  return jsonb_build_object('cron_job_run_details', v_cron, 'job_runs', v_ours);
+  -- Oldest hours first, by each table's leading index column.
+  delete from private.usage_hourly where ctid in (select ctid from private.usage_hourly
+                                                   where hour < v_cut order by hour limit 50000);
+  get diagnostics v_hourly = row_count;
+  delete from private.usage_by_dim where ctid in (select ctid from private.usage_by_dim
+                                                   where period in ('hour', 'day') and at < v_cut limit 50000);
+  get diagnostics v_dims = row_count;
+  delete from private.latency_hourly where hour < v_cut and hour in (select hour from private.latency_hourly
+                                                                      where hour < v_cut order by hour limit 50000);
+  get diagnostics v_latency = row_count;
+  return jsonb_build_object('cron_job_run_details', v_cron, 'job_runs', v_ours,
+                            'usage_hourly', v_hourly, 'usage_by_dim', v_dims, 'latency_hourly', v_latency);
 end
 $$;
 
 comment on function private.history_purge(timestamptz) is
-  E'Deletes cron.job_run_details older than 7 days and private.job_runs older than 30 days, 50,000 rows per run each.';
+  E'Deletes cron.job_run_details older than 7 days, private.job_runs older than 30 days, and usage and latency rollups older than UsageRetentionDays, 50,000 rows of each per run.';
 
 -- The registry: every maintenance job, in one list. Re-declared on every deploy; a job added here is
 -- scheduled by sql/90_cron.sql (and one removed here leaves the schedule).
@@ -40,7 +56,7 @@ values
   ('elygate.rollup', '*/5 * * * *', '5 minutes', 'private.usage_rollup($now)',
    'Hourly usage rollups for dashboards.'),
   ('elygate.history_purge', '17 3 * * *', '1 day', 'private.history_purge($now)',
-   'Bounds cron.job_run_details and private.job_runs.'),
+   'Bounds cron.job_run_details, private.job_runs and the usage rollups (UsageRetentionDays).'),
   ('elygate.cache_expiry', '*/2 * * * *', '2 minutes', 'private.cache_expire($now)',
    'Deletes expired cache entries in bounded batches.'),
   ('elygate.alerts', '* * * * *', '1 minute', 'private.alerts_check($now)',

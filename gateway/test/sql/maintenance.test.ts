@@ -197,4 +197,28 @@ describe('maintenance jobs', () => {
       expect(r.job_runs).toBeGreaterThanOrEqual(1);
     });
   });
+
+  it('history_purge deletes usage rollups past UsageRetentionDays, and only those', async () => {
+    await withTx(async (tx) => {
+      await tx`select admin.option_set('UsageRetentionDays', '60')`;
+      const now = new Date('2031-06-01T00:00:00Z');
+      const hours = ['2031-03-01T05:00:00Z', '2031-04-02T01:00:00Z', '2031-04-02T23:00:00Z', '2031-05-20T00:00:00Z']; // cut: 2031-04-02T00:00Z
+      for (const [i, h] of hours.entries()) {
+        await tx`insert into private.usage_hourly (hour, user_id, key_id, model, channel_id, requests, errors, prompt_tokens,
+                                                   completion_tokens, cost_micros, latency_ms_sum)
+                 values (${h}, ${-1 - i}, 0, 'purge-test', 0, 1, 0, 1, 1, 1, 1)`;
+        await tx`insert into private.usage_by_dim (period, at, dim, model, requests, errors, tokens, cost_micros,
+                                                   cache_exact, cache_semantic, cache_miss, cache_bypass)
+                 values ('hour', ${h}, 'model', 'purge-test', 1, 0, 1, 1, 0, 0, 0, 0)`;
+        await tx`insert into private.latency_hourly (hour, requests, errors) values (${h}, 1, 0) on conflict (hour) do nothing`;
+      }
+      await tx`select private.history_purge(${now})`;
+      const left = await tx`select (select string_agg(to_char(hour at time zone 'UTC', 'MM-DD HH24'), ',' order by hour) from private.usage_hourly where model = 'purge-test') as hourly,
+                                   (select count(*)::int from private.usage_by_dim where model = 'purge-test') as dims,
+                                   (select count(*)::int from private.latency_hourly where hour < '2031-04-02') as latency_old`;
+      expect(left[0].hourly).toBe('04-02 01,04-02 23,05-20 00');
+      expect(left[0].dims).toBe(3);
+      expect(left[0].latency_old).toBe(0);
+    });
+  });
 });
