@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -39,6 +39,15 @@ beforeAll(async () => {
   // only when older than its inputs).
   copyFileSync(ensureBinary(), join(work, 'elygate'));
   expect(readdirSync(work)).toEqual(['elygate']);
+  // Panels written out by earlier versions: the newest is kept (it may still be running), the older
+  // one and an abandoned half-written folder are removed at start.
+  const builds = join(work, '.elygate', 'admin');
+  for (const [name, age] of [['old-build', 7200], ['previous-build', 3600], ['half.tmp-999999', 60]] as const) {
+    mkdirSync(join(builds, name), { recursive: true });
+    writeFileSync(join(builds, name, 'index.js'), '');
+    const t = Date.now() / 1000 - age;
+    utimesSync(join(builds, name), t, t);
+  }
   const root = postgres(withDb('postgres'), { max: 1, onnotice: () => {} });
   await root.unsafe(`create database ${dbName}`);
   await root.end();
@@ -84,7 +93,9 @@ describe('the single executable, alone in an empty folder, in Chromium', () => {
     expect(out).toContain(`Open the admin panel at ${panel}`);
     expect(out).toMatch(/admin \/ admin123/);
     // Written out of the binary into the folder it was started in: nothing came from the repository.
-    expect(readdirSync(join(work, '.elygate', 'admin'))).toHaveLength(1);
+    const kept = readdirSync(join(work, '.elygate', 'admin'));
+    expect(kept).toHaveLength(2);
+    expect(kept).toContain('previous-build');
   });
 
   let apiKey = '';

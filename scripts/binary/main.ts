@@ -9,7 +9,7 @@
 //      <ELYGATE_DATA_DIR or ./.elygate>/admin/<build id>/ and run from there; nothing needs to sit
 //      beside the binary. ELYGATE_ADMIN_BUILD names another admin build folder to serve instead.
 // `elygate --migrate-only` stops after step 2.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -124,7 +124,33 @@ function writeOutAdmin(): string | null {
 function adminBuild(): string | null {
   const named = process.env.ELYGATE_ADMIN_BUILD;
   if (named) return existsSync(join(named, 'index.js')) ? named : null;
-  return writeOutAdmin();
+  const dir = writeOutAdmin();
+  if (dir) pruneAdminBuilds(dir);
+  return dir;
+}
+
+/* why keep one previous build: a binary of the last version may still be running from this data
+   folder (an upgrade on the same machine) and reads its panel's files from disk. Older builds, and
+   half-written folders whose writer has exited, are removed, so upgrades do not pile up. */
+function pruneAdminBuilds(current: string): void {
+  const parent = dirname(current);
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const others = readdirSync(parent)
+    .filter((name) => join(parent, name) !== current)
+    .map((name) => ({ name, path: join(parent, name), mtime: statSync(join(parent, name)).mtimeMs }));
+  const builds = others.filter((o) => !/\.tmp-\d+$/.test(o.name)).sort((a, b) => b.mtime - a.mtime);
+  const abandoned = others.filter((o) => /\.tmp-(\d+)$/.test(o.name) && !alive(Number(/\.tmp-(\d+)$/.exec(o.name)![1])));
+  for (const o of [...builds.slice(1), ...abandoned]) {
+    rmSync(o.path, { recursive: true, force: true });
+    say('old admin build removed', { path: o.path });
+  }
 }
 
 /* why a child process: the panel is its own server (adapter-node, on ADMIN_PORT with its own
