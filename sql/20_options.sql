@@ -75,6 +75,8 @@ values
    'Wait, in ms, before a failed webhook delivery is tried again; it doubles after every further failure (exponential backoff), up to WebhookBackoffMaxMs.'),
   ('WebhookBackoffMaxMs', '3600000', 'int', 10, 604800000,
    'Longest wait, in ms, between two attempts at one webhook delivery.'),
+  ('WebhookBackoffJitterPercent', '20', 'int', 0, 100,
+   'Each backoff wait is shortened by a random part of up to this percent, so deliveries that failed together (an endpoint down) do not all come due at the same instant.'),
   ('WebhookTimeoutMs', '10000', 'int', 100, 120000,
    'Deadline, in ms, for a webhook endpoint to answer; no answer in time counts as a failed attempt.'),
   ('WebhookPollIntervalMs', '5000', 'int', 50, 600000,

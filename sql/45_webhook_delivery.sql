@@ -5,19 +5,25 @@
 -- or dead after WebhookMaxAttempts attempts. Everything that decides (who gets what, when to retry,
 -- when to give up) is here; the gateway only carries it out.
 
--- private.webhook_backoff: the wait after the given number of failed attempts (1: the base).
+-- private.webhook_backoff: the wait after the given number of failed attempts (1: the base),
+-- shortened by a random part of up to WebhookBackoffJitterPercent.
+/* why jitter: when an endpoint is down, every delivery to it fails within the same seconds; without
+   jitter they would all come due again at the same instant, every round, and hit the endpoint in
+   one burst as it comes back. Only shortened, never lengthened, so WebhookBackoffMaxMs stays a
+   bound. */
 create or replace function private.webhook_backoff(p_attempts integer)
 returns interval
-language sql stable
+language sql volatile
 set search_path = pg_catalog, pg_temp
 as $$
   select make_interval(secs => least(
            private.option_text('WebhookBackoffBaseMs')::numeric * power(2::numeric, greatest(p_attempts - 1, 0)),
-           private.option_text('WebhookBackoffMaxMs')::numeric) / 1000)
+           private.option_text('WebhookBackoffMaxMs')::numeric) / 1000
+           * (1 - private.option_text('WebhookBackoffJitterPercent')::numeric / 100 * random()::numeric))
 $$;
 
 comment on function private.webhook_backoff(integer) is
-  E'Wait before the next attempt after p_attempts failed ones: WebhookBackoffBaseMs doubled per further failure, at most WebhookBackoffMaxMs.';
+  E'Wait before the next attempt after p_attempts failed ones: WebhookBackoffBaseMs doubled per further failure, at most WebhookBackoffMaxMs, shortened by a random part of up to WebhookBackoffJitterPercent.';
 
 -- gateway.webhook_claim: the deliveries that are due (at p_now), locked for this caller. Each
 -- claimed delivery counts an attempt and is leased until its timeout plus 30 s: a gateway that dies

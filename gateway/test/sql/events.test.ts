@@ -125,11 +125,15 @@ describe('deliveries', () => {
       expect(c.secret.key_id).toMatch(/^[0-9a-f]{16}$/);
       expect(await claim(0)).toEqual([]); // leased
       await fail(c, 0);
-      expect(await claim(999)).toEqual([]); // backoff: 1 s
+      // backoff: 1 s, less a random part of up to WebhookBackoffJitterPercent (20 %)
+      expect(await claim(799)).toEqual([]);
+      const [{ due }] = await tx`select next_attempt_at as due from private.webhook_deliveries where id = ${c.id}`;
+      expect(due.getTime() - now.getTime()).toBeGreaterThanOrEqual(800);
+      expect(due.getTime() - now.getTime()).toBeLessThanOrEqual(1000);
       [c] = await claim(1000);
       expect(c.attempt).toBe(2);
       await fail(c, 1000);
-      expect(await claim(2999)).toEqual([]); // doubled: 2 s
+      expect(await claim(2599)).toEqual([]); // doubled: 2 s, less up to 20 %
       [c] = await claim(3000);
       expect(c.attempt).toBe(3);
       await fail(c, 3000);
