@@ -327,4 +327,4 @@ $$;
 create or replace trigger _050_check_config before insert or update of config on private.channels
   for each row execute function private.tg_channels__check_config();
 
--- The routing trace view (admin.request_routes) is in 40_admin.sql, after admin.requests it reads.
+-- The routing trace view (admin.request_routes) is in 57_admin_usage.sql, after admin.requests it reads.
