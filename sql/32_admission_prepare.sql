@@ -97,6 +97,12 @@ begin
         hint = 'An operator sets one with admin.model_upsert(...): image_prices, character_price, audio_second_price or search_unit_price.';
     end if;
   end if;
+  -- A fallback model serving a media request is billed at its own price of the request's unit.
+  if v_fallbacks is not null and p_endpoint in ('images/generations', 'audio/speech', 'audio/transcriptions', 'rerank') then
+    select jsonb_object_agg(f.name, f.p || jsonb_build_object('unit_price', private.unit_price(m, p_endpoint, p_units)))
+      into v_fallbacks
+      from jsonb_each(v_fallbacks) f(name, p) join private.models m on m.name = f.name;
+  end if;
   if v_price.name is null or num_nonnulls(v_price.input_price, v_price.output_price, v_price.per_call_price, v_unit_price) = 0 then
     if not (p_opt ->> 'AllowUnpricedModels')::boolean then
       raise exception using errcode = 'NOPRC', column = 'model',
@@ -135,7 +141,7 @@ begin
   if v_fallbacks is not null then
     select greatest(v_reserve, max(private.card_cost_micros(
              row((f.p ->> 'input')::bigint, (f.p ->> 'output')::bigint, (f.p ->> 'cached_input')::bigint,
-                 (f.p ->> 'cache_write')::bigint, (f.p ->> 'per_call')::bigint, v_card.group_multiplier, null, null, null, v_unit_price)::private.price_card,
+                 (f.p ->> 'cache_write')::bigint, (f.p ->> 'per_call')::bigint, v_card.group_multiplier, null, null, null, (f.p ->> 'unit_price')::bigint)::private.price_card,
              'answer', v_route.max_multiplier, p_prompt_tokens, v_out_tokens, 0, 0, v_units)))
       into v_reserve
       from jsonb_each(v_fallbacks) f(name, p);

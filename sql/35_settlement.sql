@@ -109,7 +109,7 @@ begin
            o.cache_write_tokens, o.usage_source, o.abort_policy, o.attempts, o.ttfb_ms, o.latency_ms,
            o.error_code, o.error_message, o.embedding_tokens, o.cache_store, coalesce(o.text_altered, false) as text_altered,
            o.units,   -- a media endpoint's units (images, characters, audio seconds, search units), billed at unit_price
-           case when a.group_multiplier is null then null else a.unit_price end as unit_price,
+           case when a.group_multiplier is null then null when fp.model is not null then fp.unit_price else a.unit_price end as unit_price,
            a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
            a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
            -- A request a fallback model served (o.fallback: its name, as the plan named it) is priced
@@ -139,7 +139,8 @@ begin
          formula (inlined) repeats; the jsonb lookups written there made each settlement call cost
          half as much again. Without a fallback its argument is null and it finds nothing. */
       left join lateral jsonb_to_record(a.route_plan -> 'fallbacks' -> o.fallback)
-             as fp(model text, input bigint, output bigint, cached_input bigint, cache_write bigint, per_call bigint) on true
+             as fp(model text, input bigint, output bigint, cached_input bigint, cache_write bigint, per_call bigint,
+                   unit_price bigint) on true
       left join private.models m on m.name = case when a.group_multiplier is null then a.model end
       left join private.groups g on g.name = case when a.group_multiplier is null then a.group_name end
       left join private.channels c on c.id = o.channel_id

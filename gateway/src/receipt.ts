@@ -20,13 +20,15 @@ export interface PriceCard {
   /** A media endpoint's unit price, micro-USD per 1M units (private.unit_price); null: none. */
   unit_price?: number | null;
   /** The fallback models' prices by name (private.route_fallbacks); null without fallbacks. */
-  fallbacks?: Record<string, Pick<PriceCard, 'input' | 'output' | 'cached_input' | 'cache_write' | 'per_call'>> | null;
+  fallbacks?: Record<string, Pick<PriceCard, 'input' | 'output' | 'cached_input' | 'cache_write' | 'per_call' | 'unit_price'>> | null;
 }
 
 /** The card a request is billed with when the fallback model `fallback` served it (settlement does the same). */
 export function cardFor(card: PriceCard | null, fallback: string | undefined): PriceCard | null {
   const p = fallback && card?.fallbacks ? card.fallbacks[fallback] : undefined;
-  return p ? { ...card!, input: p.input, output: p.output, cached_input: p.cached_input, cache_write: p.cache_write, per_call: p.per_call } : card;
+  return p
+    ? { ...card!, input: p.input, output: p.output, cached_input: p.cached_input, cache_write: p.cache_write, per_call: p.per_call, unit_price: p.unit_price ?? null }
+    : card;
 }
 
 /* why: every non-stream answer prices its receipt, and the multipliers are the same few decimal

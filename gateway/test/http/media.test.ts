@@ -9,10 +9,11 @@ import { startMockUpstream, type MockUpstream } from '../support/mock-upstream';
 
 let gw: RunningGateway;
 let upstream: MockUpstream;
+let down: MockUpstream;
 let client: OpenAI;
 let key: string;
 let userId: number;
-const m = { image: '', tts: '', stt: '', mod: '', rerank: '', chat: '', claudeOnly: '' };
+const m = { image: '', tts: '', stt: '', mod: '', rerank: '', chat: '', claudeOnly: '', imageDown: '', imageBackup: '' };
 
 /** group 1.3 × channel 1.1: every cost below is units × price × 1.43, rounded half-up once. */
 const MULT = 1.43;
@@ -52,6 +53,8 @@ function wav(seconds: number): Buffer {
 
 beforeAll(async () => {
   upstream = await startMockUpstream();
+  down = await startMockUpstream();
+  down.mode = { kind: 'status', status: 503 };
   const sql = db();
   const group = await createGroup(sql);
   await sql`update private.groups set price_multiplier = 1.3 where name = ${group}`;
@@ -64,18 +67,22 @@ beforeAll(async () => {
   await upsert({ name: m.rerank, search_unit_price: 2_000, input_price: 2_000_000 });
   await upsert({ name: m.chat, input_price: 1_000_000, output_price: 1_000_000 });
   await upsert({ name: m.claudeOnly, image_prices: { default: 1000 } });
+  // (per_call_price 0: a fallback needs a token or call price to be listed, private.route_fallbacks)
+  await upsert({ name: m.imageBackup, image_prices: { '1024x1024': 10_000 }, per_call_price: 0 });
+  await upsert({ name: m.imageDown, image_prices: { '1024x1024': 40_000 }, fallbacks: [m.imageBackup] });
   const user = await createUser(sql, { group });
   userId = user.id;
   await sql`select admin.wallet_credit(${sql.json({ user_id: user.id, amount_micros: 1_000_000_000 })})`;
   key = (await createKey(sql, { user_id: user.id })).key;
   await createChannel(sql, {
     base_url: upstream.url,
-    models: [m.image, m.tts, m.stt, m.mod, m.rerank, m.chat],
+    models: [m.image, m.tts, m.stt, m.mod, m.rerank, m.chat, m.imageBackup],
     groups: [group],
     cost_multiplier: 1.1,
     // the upstream knows the transcription model by another name: the multipart field is rewritten
     model_mapping: { [m.stt]: 'whisper-1' },
   });
+  await createChannel(sql, { base_url: down.url, models: [m.imageDown], groups: [group], cost_multiplier: 1.1 });
   await createChannel(sql, { type: 'anthropic', base_url: upstream.url, models: [m.claudeOnly], groups: [group] });
   gw = await startGateway();
   client = new OpenAI({ apiKey: key, baseURL: `${gw.url}/v1`, maxRetries: 0 });
@@ -84,6 +91,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await gw?.stop();
   await upstream?.close();
+  await down?.close();
   await closeDb();
 });
 
@@ -95,6 +103,16 @@ describe('media endpoints, billed by their unit', () => {
     const l = await ledgerOf(response.headers.get('x-request-id')!);
     expect(l).toMatchObject({ units: 2, unit_price: 80_000_000_000, usage_source: 'upstream' });
     expect(l!.amount).toBe(Math.round(2 * 80_000 * MULT)); // 228,800
+    expect(Number(response.headers.get('x-elygate-cost-micros'))).toBe(l!.amount);
+  });
+
+  it('images: a fallback model that serves is billed at its own image price', async () => {
+    const { data, response } = await client.images.generate({ model: m.imageDown, prompt: 'x', size: '1024x1024' }).withResponse();
+    expect(data.data).toHaveLength(1);
+    expect(response.headers.get('x-elygate-model')).toBe(m.imageBackup);
+    const l = await ledgerOf(response.headers.get('x-request-id')!);
+    expect(l).toMatchObject({ units: 1, unit_price: 10_000_000_000 });
+    expect(l!.amount).toBe(Math.round(10_000 * MULT));
     expect(Number(response.headers.get('x-elygate-cost-micros'))).toBe(l!.amount);
   });
 
