@@ -122,6 +122,38 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     await expect.poll(async () => (await dbRow(su`select fallbacks from admin.models where name = 'fb-big'`)).fallbacks).toBeNull();
   });
 
+  it("sets the media endpoints' unit prices on the Prices page and shows them", async () => {
+    await go('/prices');
+    await page.fill('#p-name', 'img-model');
+    await page.fill('#p-image_prices', '1024x1024=0.04, 1024x1024/hd=0.08');
+    await page.fill('#p-character_price', '15');
+    await page.fill('#p-audio_second_price', '0.0001');
+    await page.fill('#p-search_unit_price', '0.002');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/Saved img-model/);
+    const m = await dbRow(su`select image_prices, character_price, audio_second_price, search_unit_price from admin.models where name = 'img-model'`);
+    expect(m).toEqual({ image_prices: { '1024x1024': 40000, '1024x1024/hd': 80000 }, character_price: '15000000', audio_second_price: '100', search_unit_price: '2000' });
+    const units = await page.locator('tr', { hasText: 'img-model' }).getByTestId('units').textContent();
+    expect(units).toContain('image 1024x1024 $0.04 · 1024x1024/hd $0.08');
+    expect(units).toContain('speech $15.00 /1M chars');
+    expect(units).toContain('transcription $0.0001 /s');
+    expect(units).toContain('rerank $0.002 /search unit');
+    await shot('prices-units');
+    // A size that is not one is refused by SQL, naming the field.
+    await page.fill('#p-name', 'img-model');
+    await page.fill('#p-image_prices', 'huge=1');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(formError).toMatch(/"image_prices" takes sizes/);
+    // "none" clears them; Clear price clears the unit prices too.
+    await page.fill('#p-name', 'img-model');
+    await page.fill('#p-image_prices', 'none');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(async () => (await dbRow(su`select image_prices from admin.models where name = 'img-model'`)).image_prices).toBeNull();
+    page.once('dialog', (d) => void d.accept());
+    await page.locator('tr', { hasText: 'img-model' }).getByRole('button', { name: 'Clear price' }).click();
+    await expect.poll(async () => (await dbRow(su`select character_price from admin.models where name = 'img-model'`)).character_price).toBeNull();
+  });
+
   it('creates redemption codes on the Users page and shows them once', async () => {
     await go('/users');
     const codes = page.getByTestId('codes');
