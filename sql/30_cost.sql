@@ -8,8 +8,9 @@
 -- Cached input tokens are part of prompt_tokens (OpenAI's accounting) and are priced at the
 -- cached-input price; cache writes likewise at the cache-write price; both fall back to the input
 -- price when unset. Media endpoints bill units beside tokens (images, input characters, audio
--- seconds, search units: private.unit_price), p_units at p_unit_price micro-USD per 1M units. (The gateway mirrors this formula for its receipt header: see
--- gateway/src/receipt.ts; a test checks the two agree to the micro-dollar.)
+-- seconds, search units: private.unit_price), p_units at p_unit_price micro-USD per 1M units.
+-- (The gateway mirrors this formula for its receipt header: see gateway/src/receipt.ts; a test
+-- checks the two agree to the micro-dollar.)
 create or replace function private.cost_micros(
   p_prompt integer, p_completion integer, p_cached integer, p_cache_write integer,
   p_input bigint, p_output bigint, p_cached_price bigint, p_cache_write_price bigint, p_per_call bigint,

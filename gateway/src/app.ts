@@ -152,9 +152,13 @@ function checkShape(endpoint: Endpoint | 'messages/count_tokens', body: Record<s
   } else if (endpoint === 'images/generations') {
     if (typeof body.prompt !== 'string' || body.prompt === '') throw invalid("Missing required parameter: 'prompt'.", 'prompt');
     if (body.n !== undefined && body.n !== null && (body.n < 1 || body.n > 10)) throw invalid("Invalid 'n': expected an integer from 1 to 10.", 'n');
+    // (partial images as events: each would have to be billed as it streams; not relayed)
+    if (body.stream === true) throw invalid('Streaming image generation is not supported by this gateway; leave out "stream".', 'stream');
   } else if (endpoint === 'audio/speech') {
     if (typeof body.input !== 'string' || body.input === '') throw invalid("Missing required parameter: 'input'.", 'input');
     if (typeof body.voice !== 'string' && (typeof body.voice !== 'object' || body.voice === null)) throw invalid("Missing required parameter: 'voice'.", 'voice');
+    // (the audio itself is streamed through; its SSE form is not relayed)
+    if (body.stream_format === 'sse') throw invalid('stream_format "sse" is not supported by this gateway; the audio is streamed as it comes with the default "audio".', 'stream_format');
   } else if (endpoint === 'moderations') {
     if (body.input === undefined || body.input === null || body.input === '') throw invalid("Missing required parameter: 'input'.", 'input');
   } else if (endpoint === 'rerank') {

@@ -262,6 +262,25 @@ describe('media endpoints, billed by their unit', () => {
     expect(err.code).toBe('insufficient_quota');
   });
 
+  it('what the gateway does not relay is a 400 naming the field, before admission', async () => {
+    const post = (path: string, body: unknown) =>
+      fetch(`${gw.url}/v1/${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const img = await post('images/generations', { model: m.image, prompt: 'x', stream: true });
+    expect(img.status).toBe(400);
+    expect((await img.json()).error).toMatchObject({ param: 'stream', type: 'invalid_request_error' });
+    const sse = await post('audio/speech', { model: m.tts, voice: 'alloy', input: 'hi', stream_format: 'sse' });
+    expect(sse.status).toBe(400);
+    expect((await sse.json()).error.param).toBe('stream_format');
+    const docs = await post('rerank', { model: m.rerank, query: 'q', documents: [] });
+    expect(docs.status).toBe(400);
+    expect((await docs.json()).error.param).toBe('documents');
+    const noFile = new FormData();
+    noFile.set('model', m.stt);
+    const up = await fetch(`${gw.url}/v1/audio/transcriptions`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: noFile });
+    expect(up.status).toBe(400);
+    expect((await up.json()).error.param).toBe('file');
+  });
+
   it('a channel type without the endpoint answers with a clear error naming both', async () => {
     const err = await client.images.generate({ model: m.claudeOnly, prompt: 'x' }).catch((e) => e);
     expect(err).toBeInstanceOf(OpenAI.APIError);
