@@ -388,4 +388,24 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     expect(((await grp.json()) as any).error.message).toMatch(/in the group `retired-plan`, which has been archived/);
     await expect(su`select admin.user_create('{"username": "erin", "group": "retired-plan"}')`).rejects.toMatchObject({ message: expect.stringMatching(/has been archived/) });
   });
+
+  it("shows a media request's billed units and unit price on its log page", async () => {
+    await su`select admin.model_upsert('{"name": "img-op", "image_prices": {"1024x1024": 40000}}')`;
+    await su`select admin.channel_create(${su.json({ name: 'images', base_url: live.url, api_key: 'sk-up', models: ['img-op'] })})`;
+    // (carol's first key is limited to m-op by now; user mona, default group, is a fresh owner)
+    const [{ u }] = await su`select admin.user_create('{"username": "mona"}') as u`;
+    await su`select admin.wallet_credit(${su.json({ user_id: u.id, amount_micros: 1000000 })})`;
+    const [{ k }] = await su`select admin.key_create('{"username": "mona", "name": "media"}') as k`;
+    const res = await fetch(`${admin.gatewayUrl}/v1/images/generations`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${k.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'img-op', prompt: 'a fox', n: 2, size: '1024x1024' }),
+    });
+    expect(res.status).toBe(200);
+    const id = res.headers.get('x-request-id')!;
+    await expect.poll(async () => (await dbRow(su`select status from admin.requests where id = ${id}::uuid`))?.status, { timeout: 10000 }).toBe('ok');
+    await go(`/logs/${id}`);
+    expect(await page.getByTestId('units').textContent()).toBe('2 × $0.04 each');
+    await shot('log-media-units');
+  });
 });
