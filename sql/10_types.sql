@@ -70,7 +70,9 @@ select private.composite_type_ensure('private.price_card', $t$
   group_multiplier   numeric,   -- the owner's group price_multiplier
   hit_ratio          numeric,   -- SemanticCacheHitPriceRatio
   embedding_input    bigint,    -- the semantic cache's embedding model
-  embedding_per_call bigint
+  embedding_per_call bigint,
+  unit_price         bigint     -- micro-USD per 1M units of a media endpoint's unit (images, characters,
+                                -- audio seconds, search units: private.unit_price); null: none
 $t$);
 
 -- What the reading half of an admission (private.admit_prepare) hands to the writing half

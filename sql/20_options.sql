@@ -7,6 +7,8 @@ insert into private.options (key, value, value_type, min_value, max_value, descr
 values
   ('MaxRequestBodyBytes', '16777216', 'int', 1024, 268435456,
    'Largest request body the gateway accepts, in bytes. Larger bodies get 413 before any database call.'),
+  ('MaxUploadBytes', '26214400', 'int', 1024, 268435456,
+   'Largest audio upload /v1/audio/transcriptions accepts (the whole multipart body), in bytes; larger uploads get 413 (OpenAI''s own limit is 25 MB).'),
   ('MaxJsonDepth', '128', 'int', 8, 4096,
    'Deepest nesting of arrays and objects accepted in a request body; deeper bodies get 400 before any database call.'),
   ('RelayTimeoutMs', '300000', 'int', 1000, 3600000,
@@ -29,6 +31,8 @@ values
    'Most requests admitted by one relay_begin_batch call (each is a subtransaction; PostgreSQL caches 64 per transaction).'),
   ('DefaultMaxTokens', '4096', 'int', 1, 10000000,
    'Completion tokens assumed for a request that does not set max_tokens (used for reservations).'),
+  ('TranscriptionReserveSeconds', '1500', 'int', 1, 86400,
+   'Seconds of audio a /v1/audio/transcriptions request reserves (at the model''s audio_second_price) before its duration is known; settlement bills the duration the upstream reports (ledger overrun_micros when longer).'),
   ('ReservationPolicy', 'allow', 'text', null, null,
    'What bounds a request that sets no max_tokens (reserved at DefaultMaxTokens): "allow" (default) sends no limit, as the upstream would be asked directly, bills an answer that outgrows its reservation in full (ledger overrun_micros) and admits nothing more for its wallet until it is covered again; "cap" sends the upstream the reserved DefaultMaxTokens as its output limit, so no answer costs more than its reservation (header x-elygate-max-tokens).'),
   ('AllowUnpricedModels', 'false', 'bool', null, null,

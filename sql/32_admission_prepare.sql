@@ -14,7 +14,8 @@ create or replace function private.admit_prepare(
   p_client_ip     inet,
   p_prompt_tokens integer,
   p_max_tokens    integer,
-  p_cache         jsonb)   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool, "sampling": {..}}; null: no cache key
+  p_cache         jsonb,   -- {"exact": hex sha256, "context": hex sha256, "semantic": bool, "sampling": {..}}; null: no cache key
+  p_units         jsonb default null)  -- a media endpoint's units as the gateway read them: {"count", "size", "quality"}
 returns private.admit_plan
 language plpgsql volatile
 as $$
@@ -30,6 +31,8 @@ declare
   v_card private.price_card;
   v_fallbacks jsonb;   -- the fallback models' prices by name (private.route_fallbacks); null: none
   v_fb record;
+  v_unit_price bigint;   -- a media endpoint's unit price (private.unit_price); null: none
+  v_units integer := 0;  -- the units reserved for
 begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
@@ -73,22 +76,51 @@ begin
   -- expensive candidate channel's multiplier, so failover never costs more than was held.
   ---------------------------------------------------------------------------------------------
   v_price := v_auth.model;
-  if v_price.name is null or num_nonnulls(v_price.input_price, v_price.output_price, v_price.per_call_price) = 0 then
+  -- Media endpoints bill units (sql/30_cost.sql, private.unit_price): images n at the size's price,
+  -- speech the input's characters, transcription TranscriptionReserveSeconds until the upstream
+  -- says the duration, rerank the search units estimated from the documents.
+  if p_endpoint in ('images/generations', 'audio/speech', 'audio/transcriptions', 'rerank') then
+    v_unit_price := private.unit_price(v_price, p_endpoint, p_units);
+    v_units := case when p_endpoint = 'audio/transcriptions' then (p_opt ->> 'TranscriptionReserveSeconds')::integer
+                    else greatest(coalesce((p_units ->> 'count')::integer, 1), 0) end;
+    if v_price.name is not null and num_nonnulls(v_unit_price, v_price.per_call_price,
+                                                 case when p_endpoint = 'rerank' then v_price.input_price end) = 0
+       and not (p_opt ->> 'AllowUnpricedModels')::boolean then
+      raise exception using errcode = 'NOPRC', column = case when p_endpoint = 'images/generations' then 'size' else 'model' end,
+        message = case when p_endpoint = 'images/generations'
+                       then format('The model `%s` has no price for images of size %s (quality %s), so they cannot be billed.', p_model,
+                                   coalesce(p_units ->> 'size', 'default'), coalesce(p_units ->> 'quality', 'default'))
+                       else format('The model `%s` has no price for %s, so it cannot be billed.', p_model,
+                                   case p_endpoint when 'audio/speech' then 'speech (character_price)'
+                                                   when 'audio/transcriptions' then 'transcription (audio_second_price)'
+                                                   else 'rerank (search_unit_price)' end) end,
+        hint = 'An operator sets one with admin.model_upsert(...): image_prices, character_price, audio_second_price or search_unit_price.';
+    end if;
+  end if;
+  -- A fallback model serving a media request is billed at its own price of the request's unit.
+  if v_fallbacks is not null and p_endpoint in ('images/generations', 'audio/speech', 'audio/transcriptions', 'rerank') then
+    select jsonb_object_agg(f.name, f.p || jsonb_build_object('unit_price', private.unit_price(m, p_endpoint, p_units)))
+      into v_fallbacks
+      from jsonb_each(v_fallbacks) f(name, p) join private.models m on m.name = f.name;
+  end if;
+  if v_price.name is null or num_nonnulls(v_price.input_price, v_price.output_price, v_price.per_call_price, v_unit_price) = 0 then
     if not (p_opt ->> 'AllowUnpricedModels')::boolean then
       raise exception using errcode = 'NOPRC', column = 'model',
         message = format('The model `%s` has no price configured, so it cannot be billed.', p_model),
         hint = 'An operator sets one with admin.model_upsert(...), or allows free use with admin.option_set(''AllowUnpricedModels'', ''true'').';
     end if;
     v_price := null;
+    v_unit_price := null;
   end if;
-  v_out_tokens := case when p_endpoint = 'embeddings' then 0
+  v_out_tokens := case when p_endpoint in ('embeddings', 'moderations', 'rerank', 'images/generations', 'audio/speech',
+                                           'audio/transcriptions') then 0
                        else coalesce(p_max_tokens, (p_opt ->> 'DefaultMaxTokens')::integer) end;
   /* ReservationPolicy cap: a request that set no output limit gets the one its reservation covers,
      sent to the upstream by the gateway (the ticket's max_tokens), so its answer cannot cost more
      than was held. why only then: a limit the client set is reserved in full, so it is covered as
      it is. Not for embeddings (no output) nor the legacy completions endpoint, whose upstreams
      default to 16 tokens: a cap there would lengthen answers, never bound them. */
-  if p_max_tokens is null and p_endpoint not in ('embeddings', 'completions') and p_opt ->> 'ReservationPolicy' = 'cap' then
+  if p_max_tokens is null and v_out_tokens > 0 and p_endpoint <> 'completions' and p_opt ->> 'ReservationPolicy' = 'cap' then
     v_cap := v_out_tokens;
   end if;
 
@@ -99,18 +131,18 @@ begin
      the semantic cache's embedding call is billed for it too, and its ticket carries that card. */
   v_card := row(v_price.input_price, v_price.output_price, v_price.cached_input_price, v_price.cache_write_price,
                 v_price.per_call_price, coalesce(v_auth.group_multiplier, 1),
-                (p_opt ->> 'SemanticCacheHitPriceRatio')::numeric, null, null)::private.price_card;
+                (p_opt ->> 'SemanticCacheHitPriceRatio')::numeric, null, null, v_unit_price)::private.price_card;
   if v_price.name is not null then
     -- The candidates' cost multipliers come with the plan (private.route_plan).
-    v_reserve := private.card_cost_micros(v_card, 'answer', v_route.max_multiplier, p_prompt_tokens, v_out_tokens, 0, 0);
+    v_reserve := private.card_cost_micros(v_card, 'answer', v_route.max_multiplier, p_prompt_tokens, v_out_tokens, 0, 0, v_units);
   end if;
   -- With fallbacks, the dearest of the models at the dearest candidate's multiplier: whichever
   -- serves, the reservation covers it.
   if v_fallbacks is not null then
     select greatest(v_reserve, max(private.card_cost_micros(
              row((f.p ->> 'input')::bigint, (f.p ->> 'output')::bigint, (f.p ->> 'cached_input')::bigint,
-                 (f.p ->> 'cache_write')::bigint, (f.p ->> 'per_call')::bigint, v_card.group_multiplier, null, null, null)::private.price_card,
-             'answer', v_route.max_multiplier, p_prompt_tokens, v_out_tokens, 0, 0)))
+                 (f.p ->> 'cache_write')::bigint, (f.p ->> 'per_call')::bigint, v_card.group_multiplier, null, null, null, (f.p ->> 'unit_price')::bigint)::private.price_card,
+             'answer', v_route.max_multiplier, p_prompt_tokens, v_out_tokens, 0, 0, v_units)))
       into v_reserve
       from jsonb_each(v_fallbacks) f(name, p);
   end if;
@@ -153,6 +185,7 @@ begin
                'per_call', v_card.per_call, 'group_multiplier', v_card.group_multiplier::text,
                'channel_multipliers', v_route.multipliers,
                'cache_hit_ratio', v_card.hit_ratio::text,
+               'unit_price', v_card.unit_price,
                'embedding', case when num_nonnulls(v_card.embedding_input, v_card.embedding_per_call) > 0 then
                               jsonb_build_object('input', v_card.embedding_input, 'per_call', v_card.embedding_per_call) end,
                -- the fallback models' prices, by name: a request a fallback served is priced with them
@@ -161,7 +194,7 @@ begin
 end
 $$;
 
-comment on function private.admit_prepare(jsonb, private.key_auth, private.route_choice, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
+comment on function private.admit_prepare(jsonb, private.key_auth, private.route_choice, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb, jsonb) is
   E'The reading half of an admission, given the key and route its caller read: authenticates, checks the model allowlist and the route, prices the reservation and looks the cache up. Raises the refusals that depend on nothing a request writes.';
 
 -- private.admission_options: every option admission may need, in one read.
@@ -172,7 +205,7 @@ as $$
 begin
   return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens', 'ReservationPolicy', 'AdmissionBatchMax',
                               'SemanticCacheEnabled', 'CacheMode', 'SemanticCacheScope', 'SemanticCacheHitPriceRatio',
-                              'SemanticCacheEmbeddingModel', 'SemanticCacheEmbeddingChannel');
+                              'SemanticCacheEmbeddingModel', 'SemanticCacheEmbeddingChannel', 'TranscriptionReserveSeconds');
 end
 $$;
 
@@ -189,7 +222,8 @@ begin
   return private.admit_prepare(p_opt, p_auth, p_route, (p_req ->> 'id')::uuid, decode(p_req ->> 'key_hash', 'hex'),
                                p_req ->> 'model', p_req ->> 'endpoint', (p_req ->> 'stream')::boolean,
                                (p_req ->> 'client_ip')::inet, (p_req ->> 'prompt_tokens')::integer,
-                               (p_req ->> 'max_tokens')::integer, nullif(p_req -> 'cache', 'null'::jsonb));
+                               (p_req ->> 'max_tokens')::integer, nullif(p_req -> 'cache', 'null'::jsonb),
+                               nullif(p_req -> 'units', 'null'::jsonb));
 end
 $$;
 

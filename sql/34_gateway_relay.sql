@@ -15,7 +15,8 @@ create or replace function gateway.relay_begin(
   p_client_ip     inet,
   p_prompt_tokens integer,
   p_max_tokens    integer,
-  p_cache         jsonb default null)   -- {"exact", "context", "semantic", "sampling" (private.cache_eligibility)}; null: no cache key
+  p_cache         jsonb default null,   -- {"exact", "context", "semantic", "sampling" (private.cache_eligibility)}; null: no cache key
+  p_units         jsonb default null)   -- a media endpoint's units: {"count", "size", "quality"} (private.admit_prepare)
 returns gateway.relay_ticket
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -41,7 +42,7 @@ begin
   -- The reading half raises its refusals itself; the writing half is relay_begin_batch's, for a
   -- batch of one, and its refusal is raised here.
   v_plan := private.admit_prepare(v_opt, v_auth, v_route, p_request_id, p_key_hash, p_model, p_endpoint, p_stream,
-                                  p_client_ip, p_prompt_tokens, p_max_tokens, p_cache);
+                                  p_client_ip, p_prompt_tokens, p_max_tokens, p_cache, p_units);
   v_errors := private.admit_write(array[v_plan]);
   if v_errors[1] is not null then
     perform private.refusal_raise(v_errors[1]);
@@ -51,13 +52,13 @@ begin
 end
 $$;
 
-comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb) is
+comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb, jsonb) is
   E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the admission (private.admissions) until settlement. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
 -- gateway.relay_begin_batch: several admissions in one round trip, for a gateway whose admission
 -- calls are all in flight when more requests arrive (its natural batching; AdmissionConcurrency).
 -- Each element is relay_begin's arguments as JSON: {"id", "key_hash" (hex), "model", "endpoint",
--- "stream", "client_ip", "prompt_tokens", "max_tokens", "cache"}. One row per element, in any
+-- "stream", "client_ip", "prompt_tokens", "max_tokens", "cache", "units"}. One row per element, in any
 -- order, matched by idx (1-based); a refusal is that row's error (private.refusal_json: its
 -- SQLSTATE, message, detail, hint, column, and reason and retry_after for a rate limit), never the
 -- batch's.

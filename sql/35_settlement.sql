@@ -85,7 +85,7 @@ begin
         upstream_model text, prompt_tokens integer, completion_tokens integer, cached_tokens integer,
         cache_write_tokens integer, usage_source text, abort_policy text, attempts jsonb, ttfb_ms integer,
         latency_ms integer, error_code text, error_message text, embedding_tokens integer, cache_store jsonb,
-        text_altered boolean, fallback text)
+        text_altered boolean, fallback text, units integer)
   ),
   /* why the admission is deleted first: the delete is the idempotency check. A replayed outcome,
      or one a second gateway settles at the same moment, finds no row (the delete waits for the
@@ -108,6 +108,8 @@ begin
            o.prompt_tokens, a.prompt_tokens as admitted_prompt_tokens, o.completion_tokens, o.cached_tokens,
            o.cache_write_tokens, o.usage_source, o.abort_policy, o.attempts, o.ttfb_ms, o.latency_ms,
            o.error_code, o.error_message, o.embedding_tokens, o.cache_store, coalesce(o.text_altered, false) as text_altered,
+           o.units,   -- a media endpoint's units (images, characters, audio seconds, search units), billed at unit_price
+           case when a.group_multiplier is null then null when fp.model is not null then fp.unit_price else a.unit_price end as unit_price,
            a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
            a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
            -- A request a fallback model served (o.fallback: its name, as the plan named it) is priced
@@ -137,7 +139,8 @@ begin
          formula (inlined) repeats; the jsonb lookups written there made each settlement call cost
          half as much again. Without a fallback its argument is null and it finds nothing. */
       left join lateral jsonb_to_record(a.route_plan -> 'fallbacks' -> o.fallback)
-             as fp(model text, input bigint, output bigint, cached_input bigint, cache_write bigint, per_call bigint) on true
+             as fp(model text, input bigint, output bigint, cached_input bigint, cache_write bigint, per_call bigint,
+                   unit_price bigint) on true
       left join private.models m on m.name = case when a.group_multiplier is null then a.model end
       left join private.groups g on g.name = case when a.group_multiplier is null then a.group_name end
       left join private.channels c on c.id = o.channel_id
@@ -153,9 +156,9 @@ begin
                      -- A cache hit: the original answer's price times the card's hit ratio.
                      when cache in ('exact', 'semantic') then
                        private.card_cost_micros(card, 'hit', null, prompt_tokens, completion_tokens, cached_tokens,
-                                                cache_write_tokens)
+                                                cache_write_tokens, units)
                      else private.card_cost_micros(card, 'answer', channel_multiplier, prompt_tokens, completion_tokens,
-                                                   cached_tokens, cache_write_tokens)
+                                                   cached_tokens, cache_write_tokens, units)
                    end as answer_amount,
                    -- The embedding call of the semantic layer is billed whatever the answer's fate.
                    case when coalesce(embedding_tokens, 0) > 0 then
@@ -164,7 +167,7 @@ begin
               from (select pre.*,
                            row(pre.input_price, pre.output_price, pre.cached_input_price, pre.cache_write_price,
                                pre.per_call_price, pre.group_multiplier, pre.hit_ratio, pre.embedding_price,
-                               pre.embedding_per_call)::private.price_card as card,
+                               pre.embedding_per_call, pre.unit_price)::private.price_card as card,
                            -- Billed only when usage is known and something was delivered: an upstream
                            -- error before any content costs nothing, and error bodies are never billed.
                            (pre.usage_source in ('upstream', 'estimated', 'expired') and pre.prompt_tokens is not null
@@ -179,7 +182,7 @@ begin
                                   prompt_tokens, completion_tokens, total_tokens, usage_source, reserved_micros,
                                   cost_micros, error_code, error_message, ttfb_ms, latency_ms, finished_at,
                                   reserved_tokens, counted, cached_tokens, cache_write_tokens, cache,
-                                  cache_similarity, cache_entry_id, embedding_tokens, text_altered)
+                                  cache_similarity, cache_entry_id, embedding_tokens, text_altered, units)
     select p.id, p.created_at, p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
            p.status, p.http_status, p.channel_id, p.upstream_model, p.route_plan, p.attempts,
            coalesce(p.prompt_tokens, p.admitted_prompt_tokens), p.completion_tokens,
@@ -187,7 +190,8 @@ begin
            case when p.billable then p.usage_source else 'none' end, p.reserved_micros,
            p.amount, p.error_code, left(p.error_message, 2000), p.ttfb_ms, p.latency_ms, now(),
            p.reserved_tokens, p.counted, p.cached_tokens, p.cache_write_tokens, p.cache,
-           p.cache_similarity, p.cache_entry_id, p.embedding_tokens, p.text_altered
+           p.cache_similarity, p.cache_entry_id, p.embedding_tokens, p.text_altered,
+           case when p.billable then p.units end
       from priced p
   ),
   booked as (
@@ -195,7 +199,7 @@ begin
                                 prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens,
                                 input_price, output_price, cached_input_price, cache_write_price, per_call_price,
                                 group_multiplier, channel_multiplier, amount_micros, usage_source, abort_policy, folded,
-                                cache, embedding_tokens, embedding_micros, overrun_micros)
+                                cache, embedding_tokens, embedding_micros, overrun_micros, units, unit_price)
     select s.id, now(), s.user_id, s.key_id, s.channel_id, s.billed_model, s.group_name,
            case when s.billable then coalesce(s.prompt_tokens, 0) else 0 end,
            case when s.billable then coalesce(s.completion_tokens, 0) else 0 end,
@@ -204,7 +208,8 @@ begin
            s.amount, case when s.billable then s.usage_source else 'none' end, s.abort_policy, true,
            s.cache, coalesce(s.embedding_tokens, 0), s.embedding_amount,
            -- what the bill exceeds its reservation by (ReservationPolicy allow; see admit_prepare)
-           greatest(s.amount - coalesce(s.reserved_micros, 0), 0)
+           greatest(s.amount - coalesce(s.reserved_micros, 0), 0),
+           case when s.billable then coalesce(s.units, 0) else 0 end, s.unit_price
       from priced s
      where s.billable or coalesce(s.embedding_tokens, 0) > 0
     on conflict (request_id) do nothing
@@ -347,7 +352,7 @@ begin
        settlement reads them). A ticket without a card (a free model) is priced at current prices. */
     insert into private.admissions (id, created_at, key_id, user_id, group_name, endpoint, model, cache, route_plan,
                                     input_price, output_price, cached_input_price, cache_write_price, per_call_price,
-                                    group_multiplier, hit_ratio, embedding_price, embedding_per_call)
+                                    group_multiplier, hit_ratio, embedding_price, embedding_per_call, unit_price)
     select x.id, x.created_at, (x.ticket ->> 'key_id')::bigint, (x.ticket ->> 'user_id')::bigint,
            x.ticket ->> 'group_name', coalesce(x.ticket ->> 'endpoint', 'chat/completions'), x.ticket ->> 'model',
            x.ticket ->> 'cache',
@@ -358,7 +363,7 @@ begin
            (p.card ->> 'input')::bigint, (p.card ->> 'output')::bigint, (p.card ->> 'cached_input')::bigint,
            (p.card ->> 'cache_write')::bigint, (p.card ->> 'per_call')::bigint, (p.card ->> 'group_multiplier')::numeric,
            (p.card ->> 'cache_hit_ratio')::numeric, (p.card -> 'embedding' ->> 'input')::bigint,
-           (p.card -> 'embedding' ->> 'per_call')::bigint
+           (p.card -> 'embedding' ->> 'per_call')::bigint, (p.card ->> 'unit_price')::bigint
       from jsonb_to_recordset(p_outcomes) as x(id uuid, created_at timestamptz, ticket jsonb)
       cross join lateral (select case when jsonb_typeof(x.ticket -> 'price') = 'object' then x.ticket -> 'price' end as card) p
      where x.ticket ->> 'user_id' is not null and x.ticket ->> 'key_id' is not null and x.ticket ->> 'model' is not null

@@ -186,3 +186,33 @@ begin
   return v_id;
 end
 $$;
+
+-- private.arg_image_prices: a model's "image_prices" argument: micro-USD per image by size, or by
+-- "size/quality" (as the request says them; "default" for any size not listed); {} or null: none.
+create or replace function private.arg_image_prices(p_args jsonb)
+returns jsonb
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v jsonb := p_args -> 'image_prices';
+  v_bad text;
+begin
+  if v is null or v = 'null'::jsonb or v = '{}'::jsonb then
+    return null;
+  end if;
+  if jsonb_typeof(v) <> 'object' then
+    raise exception using errcode = 'BADIN', column = 'image_prices',
+      message = '"image_prices" must be an object of micro-USD per image by size, e.g. {"1024x1024": 40000, "1024x1024/hd": 80000}.';
+  end if;
+  select string_agg(format('"%s": %s', e.key, left(e.value::text, 40)), ', ') into v_bad
+    from jsonb_each(v) e
+   where e.key !~ '^([0-9]{2,5}x[0-9]{2,5}|auto|default)(/[a-z]{1,16})?$'
+      or jsonb_typeof(e.value) <> 'number' or e.value::text !~ '^[0-9]{1,13}$' or e.value::text::bigint > 9000000000000;
+  if v_bad is not null then
+    raise exception using errcode = 'BADIN', column = 'image_prices',
+      message = format('"image_prices" takes sizes ("1024x1024", "1024x1024/hd", "default") with whole micro-USD per image (up to 9000000000000); refused: %s.', v_bad);
+  end if;
+  return v;
+end
+$$;

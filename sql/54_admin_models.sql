@@ -1,7 +1,9 @@
 -- Models and prices, for operators: declare a model and its prices, clear prices, archive a model,
 -- export and import a price table. A price preview before applying one: sql/55.
 
--- admin.model_upsert: declares a model and its prices (micro-USD per 1M tokens, or per call).
+-- admin.model_upsert: declares a model and its prices (micro-USD per 1M tokens, or per call), and the
+-- unit prices of the media endpoints (private.unit_price): per image by size, per 1M characters of
+-- speech, per second of transcribed audio, per rerank search unit.
 create or replace function admin.model_upsert(p_args jsonb)
 returns jsonb
 language plpgsql volatile security definer
@@ -12,18 +14,23 @@ declare
   v_fallbacks text[];
 begin
   perform private.args_check(p_args, array['name', 'owned_by', 'description', 'input_price', 'output_price',
-    'cached_input_price', 'cache_write_price', 'per_call_price', 'cache_enabled', 'cache_mode', 'fallbacks'], 'admin.model_upsert');
+    'cached_input_price', 'cache_write_price', 'per_call_price', 'cache_enabled', 'cache_mode', 'fallbacks',
+    'image_prices', 'character_price', 'audio_second_price', 'search_unit_price'], 'admin.model_upsert');
   if coalesce(p_args ->> 'name', '') = '' then
     raise exception using errcode = 'BADIN', column = 'name', message = 'A model needs a "name".';
   end if;
   v_fallbacks := private.arg_fallbacks(p_args);
   insert into private.models as m (name, owned_by, description, input_price, output_price, cached_input_price,
-                              cache_write_price, per_call_price, cache_enabled, cache_mode, fallbacks)
+                              cache_write_price, per_call_price, cache_enabled, cache_mode, fallbacks,
+                              image_prices, character_price, audio_second_price, search_unit_price)
   values (p_args ->> 'name', coalesce(p_args ->> 'owned_by', 'elygate'), coalesce(p_args ->> 'description', ''),
           private.arg_int(p_args, 'input_price', 0, 9223372036854775807), private.arg_int(p_args, 'output_price', 0, 9223372036854775807),
           private.arg_int(p_args, 'cached_input_price', 0, 9223372036854775807), private.arg_int(p_args, 'cache_write_price', 0, 9223372036854775807),
           private.arg_int(p_args, 'per_call_price', 0, 9223372036854775807), coalesce((p_args ->> 'cache_enabled')::boolean, true),
-          private.arg_cache_mode(p_args), v_fallbacks)
+          private.arg_cache_mode(p_args), v_fallbacks, private.arg_image_prices(p_args),
+          private.arg_int(p_args, 'character_price', 0, 9223372036854775807),
+          -- (per unit, billed as micro-USD per 1M units: bounded so that fits a bigint)
+          private.arg_int(p_args, 'audio_second_price', 0, 9000000000000), private.arg_int(p_args, 'search_unit_price', 0, 9000000000000))
   on conflict (name) do update set
     fallbacks = case when p_args ? 'fallbacks' then excluded.fallbacks else m.fallbacks end,
     cache_enabled = coalesce((p_args ->> 'cache_enabled')::boolean, m.cache_enabled),
@@ -34,7 +41,11 @@ begin
     output_price = case when p_args ? 'output_price' then excluded.output_price else m.output_price end,
     cached_input_price = case when p_args ? 'cached_input_price' then excluded.cached_input_price else m.cached_input_price end,
     cache_write_price = case when p_args ? 'cache_write_price' then excluded.cache_write_price else m.cache_write_price end,
-    per_call_price = case when p_args ? 'per_call_price' then excluded.per_call_price else m.per_call_price end
+    per_call_price = case when p_args ? 'per_call_price' then excluded.per_call_price else m.per_call_price end,
+    image_prices = case when p_args ? 'image_prices' then excluded.image_prices else m.image_prices end,
+    character_price = case when p_args ? 'character_price' then excluded.character_price else m.character_price end,
+    audio_second_price = case when p_args ? 'audio_second_price' then excluded.audio_second_price else m.audio_second_price end,
+    search_unit_price = case when p_args ? 'search_unit_price' then excluded.search_unit_price else m.search_unit_price end
   returning * into v_m;
   return to_jsonb(v_m);
 exception
@@ -44,12 +55,12 @@ end
 $$;
 
 comment on function admin.model_upsert(jsonb) is
-  E'Creates or updates a model and its prices in micro-USD per 1M tokens: {"name", "input_price", "output_price", "cached_input_price", "cache_write_price", "per_call_price", "owned_by", "description", "cache_enabled", "cache_mode" (deterministic | always | off; null: the CacheMode option; a key''s cache_mode overrides it), "fallbacks" (models tried in order when every channel of this one fails before the first byte; null or [] clears)}.';
+  E'Creates or updates a model and its prices in micro-USD per 1M tokens: {"name", "input_price", "output_price", "cached_input_price", "cache_write_price", "per_call_price", "owned_by", "description", "cache_enabled", "cache_mode" (deterministic | always | off; null: the CacheMode option; a key''s cache_mode overrides it), "fallbacks" (models tried in order when every channel of this one fails before the first byte; null or [] clears), and the media endpoints'' unit prices: "image_prices" (micro-USD per image by "size" or "size/quality", "default" for the rest), "character_price" (per 1M characters of speech input), "audio_second_price" (per second of transcribed audio), "search_unit_price" (per rerank search unit)}.';
 
 create or replace view admin.models as
   select m.name, m.owned_by, m.description, m.input_price, m.output_price, m.cached_input_price,
          m.cache_write_price, m.per_call_price, m.created_at, m.updated_at, m.cache_enabled, m.cache_mode, m.fallbacks,
-         m.archived_at
+         m.archived_at, m.image_prices, m.character_price, m.audio_second_price, m.search_unit_price
     from private.models m;
 
 -- admin.prices_export / admin.prices_import: the price table as JSON (docs/psql.md, "Price tables").
@@ -60,12 +71,13 @@ set search_path = pg_catalog, pg_temp
 as $$
   select jsonb_build_object(
            'format', 'elygate.prices.v1',
-           'unit', 'micro-USD per 1M tokens; per_call in micro-USD',
+           'unit', 'micro-USD per 1M tokens; per_call in micro-USD; image_prices per image, character_price per 1M characters, audio_second_price per second, search_unit_price per search unit',
            'models', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
              'name', m.name, 'owned_by', m.owned_by, 'description', nullif(m.description, ''),
              'input_price', m.input_price, 'output_price', m.output_price,
              'cached_input_price', m.cached_input_price, 'cache_write_price', m.cache_write_price,
-             'per_call_price', m.per_call_price)) order by m.name), '[]'::jsonb))
+             'per_call_price', m.per_call_price, 'image_prices', m.image_prices, 'character_price', m.character_price,
+             'audio_second_price', m.audio_second_price, 'search_unit_price', m.search_unit_price)) order by m.name), '[]'::jsonb))
     from private.models m
 $$;
 
@@ -109,7 +121,8 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_all constant text[] := array['input_price', 'output_price', 'cached_input_price', 'cache_write_price', 'per_call_price'];
+  v_all constant text[] := array['input_price', 'output_price', 'cached_input_price', 'cache_write_price', 'per_call_price',
+                                 'image_prices', 'character_price', 'audio_second_price', 'search_unit_price'];
   v_fields text[] := coalesce(p_fields, v_all);
   v_bad text;
   v_m private.models;
@@ -124,7 +137,11 @@ begin
     output_price       = case when 'output_price' = any(v_fields) then null else m.output_price end,
     cached_input_price = case when 'cached_input_price' = any(v_fields) then null else m.cached_input_price end,
     cache_write_price  = case when 'cache_write_price' = any(v_fields) then null else m.cache_write_price end,
-    per_call_price     = case when 'per_call_price' = any(v_fields) then null else m.per_call_price end
+    per_call_price     = case when 'per_call_price' = any(v_fields) then null else m.per_call_price end,
+    image_prices       = case when 'image_prices' = any(v_fields) then null else m.image_prices end,
+    character_price    = case when 'character_price' = any(v_fields) then null else m.character_price end,
+    audio_second_price = case when 'audio_second_price' = any(v_fields) then null else m.audio_second_price end,
+    search_unit_price  = case when 'search_unit_price' = any(v_fields) then null else m.search_unit_price end
   where m.name = p_name
   returning * into v_m;
   if not found then

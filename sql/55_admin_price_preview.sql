@@ -54,7 +54,7 @@ begin
                when l.cache in ('exact', 'semantic') then
                  private.card_cost_micros(c.card, 'hit', null, l.prompt_tokens, l.completion_tokens, l.cached_tokens, l.cache_write_tokens)
                else private.card_cost_micros(c.card, 'answer', l.channel_multiplier, l.prompt_tokens, l.completion_tokens,
-                                             l.cached_tokens, l.cache_write_tokens)
+                                             l.cached_tokens, l.cache_write_tokens, l.units)
              end
              + case when l.embedding_tokens > 0 and em.name is not null
                     then private.card_cost_micros(c.card, 'embedding', null, l.embedding_tokens, 0, 0, 0)
@@ -66,7 +66,10 @@ begin
         cross join lateral (
           select row(m.input_price, m.output_price, m.cached_input_price, m.cache_write_price, m.per_call_price,
                      coalesce(g.price_multiplier, l.group_multiplier), (v_opt ->> 'SemanticCacheHitPriceRatio')::numeric,
-                     em.input_price, em.per_call_price)::private.price_card as card) c
+                     em.input_price, em.per_call_price,
+                     -- (a media request's units keep the unit price they were billed at: the ledger
+                     -- does not say which image size it was)
+                     l.unit_price)::private.price_card as card) c
        where l.created_at >= p_since and l.created_at < p_until
          and not exists (select 1 from admin.internal_users i where i.id = l.user_id)   -- channel tests are not spend
     ), sums as (

@@ -8,7 +8,7 @@ create or replace view admin.requests as
          r.prompt_tokens, r.completion_tokens, r.total_tokens, r.usage_source, r.reserved_micros, r.cost_micros,
          r.ttfb_ms, r.latency_ms, r.error_code, r.error_message, r.route_plan, r.attempts,
          r.cached_tokens, r.cache_write_tokens, r.reserved_tokens, r.cache, r.cache_similarity, r.cache_entry_id,
-         r.embedding_tokens, r.text_altered
+         r.embedding_tokens, r.text_altered, r.units
     from private.requests r
   union all
   -- In flight: admitted and not settled yet (status 'pending'; settlement moves it to the log).
@@ -17,7 +17,7 @@ create or replace view admin.requests as
          a.prompt_tokens, null, null, null, a.reserved_micros, null,
          null, null, null, null, a.route_plan, null,
          null, null, a.reserved_tokens, a.cache, a.cache_similarity, a.cache_entry_id,
-         null, false
+         null, false, null
     from private.admissions a;
 
 -- admin.request_routes: the routing trace, one row per step of each request.
@@ -68,7 +68,8 @@ create or replace view admin.ledger as
   select l.id, l.request_id, l.created_at, l.user_id, l.key_id, l.channel_id, l.model, l.prompt_tokens,
          l.completion_tokens, l.input_price, l.output_price, l.per_call_price, l.group_multiplier,
          l.amount_micros, l.usage_source, l.abort_policy, l.cached_tokens, l.cache_write_tokens,
-         l.cached_input_price, l.cache_write_price, l.channel_multiplier, l.group_name, l.overrun_micros
+         l.cached_input_price, l.cache_write_price, l.channel_multiplier, l.group_name, l.overrun_micros,
+         l.units, l.unit_price   -- a media request's units (images, characters, audio seconds, search units), per 1M units
     from private.ledger l;
 
 -- Spend by dimension and UTC day, from the ledger.
@@ -113,7 +114,7 @@ create or replace view admin.receipts as
   select r.id as request_id, r.created_at, r.status, r.model, r.upstream_model, r.channel_id,
          r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.cache_write_tokens,
          r.usage_source, r.reserved_micros, r.cost_micros, l.abort_policy, l.input_price, l.output_price,
-         l.group_multiplier, l.channel_multiplier
+         l.group_multiplier, l.channel_multiplier, r.units, l.unit_price
     from admin.requests r left join private.ledger l on l.request_id = r.id;   -- in-flight requests too
 
 -- Per hour and dimension; the dashboard filters by hour and sums.

@@ -122,6 +122,38 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     await expect.poll(async () => (await dbRow(su`select fallbacks from admin.models where name = 'fb-big'`)).fallbacks).toBeNull();
   });
 
+  it("sets the media endpoints' unit prices on the Prices page and shows them", async () => {
+    await go('/prices');
+    await page.fill('#p-name', 'img-model');
+    await page.fill('#p-image_prices', '1024x1024=0.04, 1024x1024/hd=0.08');
+    await page.fill('#p-character_price', '15');
+    await page.fill('#p-audio_second_price', '0.0001');
+    await page.fill('#p-search_unit_price', '0.002');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(() => page.getByRole('status').first().textContent()).toMatch(/Saved img-model/);
+    const m = await dbRow(su`select image_prices, character_price, audio_second_price, search_unit_price from admin.models where name = 'img-model'`);
+    expect(m).toEqual({ image_prices: { '1024x1024': 40000, '1024x1024/hd': 80000 }, character_price: '15000000', audio_second_price: '100', search_unit_price: '2000' });
+    const units = await page.locator('tr', { hasText: 'img-model' }).getByTestId('units').textContent();
+    expect(units).toContain('image 1024x1024 $0.04 · 1024x1024/hd $0.08');
+    expect(units).toContain('speech $15.00 /1M chars');
+    expect(units).toContain('transcription $0.0001 /s');
+    expect(units).toContain('rerank $0.002 /search unit');
+    await shot('prices-units');
+    // A size that is not one is refused by SQL, naming the field.
+    await page.fill('#p-name', 'img-model');
+    await page.fill('#p-image_prices', 'huge=1');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(formError).toMatch(/"image_prices" takes sizes/);
+    // "none" clears them; Clear price clears the unit prices too.
+    await page.fill('#p-name', 'img-model');
+    await page.fill('#p-image_prices', 'none');
+    await page.click('button:has-text("Save price")');
+    await expect.poll(async () => (await dbRow(su`select image_prices from admin.models where name = 'img-model'`)).image_prices).toBeNull();
+    page.once('dialog', (d) => void d.accept());
+    await page.locator('tr', { hasText: 'img-model' }).getByRole('button', { name: 'Clear price' }).click();
+    await expect.poll(async () => (await dbRow(su`select character_price from admin.models where name = 'img-model'`)).character_price).toBeNull();
+  });
+
   it('creates redemption codes on the Users page and shows them once', async () => {
     await go('/users');
     const codes = page.getByTestId('codes');
@@ -355,5 +387,25 @@ describe('issue 21: what operators expect and cannot do yet', () => {
     expect(grp.status).toBe(401); // account_deactivated, as for a disabled account
     expect(((await grp.json()) as any).error.message).toMatch(/in the group `retired-plan`, which has been archived/);
     await expect(su`select admin.user_create('{"username": "erin", "group": "retired-plan"}')`).rejects.toMatchObject({ message: expect.stringMatching(/has been archived/) });
+  });
+
+  it("shows a media request's billed units and unit price on its log page", async () => {
+    await su`select admin.model_upsert('{"name": "img-op", "image_prices": {"1024x1024": 40000}}')`;
+    await su`select admin.channel_create(${su.json({ name: 'images', base_url: live.url, api_key: 'sk-up', models: ['img-op'] })})`;
+    // (carol's first key is limited to m-op by now; user mona, default group, is a fresh owner)
+    const [{ u }] = await su`select admin.user_create('{"username": "mona"}') as u`;
+    await su`select admin.wallet_credit(${su.json({ user_id: u.id, amount_micros: 1000000 })})`;
+    const [{ k }] = await su`select admin.key_create('{"username": "mona", "name": "media"}') as k`;
+    const res = await fetch(`${admin.gatewayUrl}/v1/images/generations`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${k.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'img-op', prompt: 'a fox', n: 2, size: '1024x1024' }),
+    });
+    expect(res.status).toBe(200);
+    const id = res.headers.get('x-request-id')!;
+    await expect.poll(async () => (await dbRow(su`select status from admin.requests where id = ${id}::uuid`))?.status, { timeout: 10000 }).toBe('ok');
+    await go(`/logs/${id}`);
+    expect(await page.getByTestId('units').textContent()).toBe('2 × $0.04 each');
+    await shot('log-media-units');
   });
 });

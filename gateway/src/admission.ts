@@ -21,6 +21,8 @@ export interface AdmitArgs {
   promptTokens: number | null;
   maxTokens: number | null;
   cache: { exact: string; context: string; semantic: boolean; sampling: Sampling } | null;
+  /** A media endpoint's units ({count, size, quality}: private.unit_price); null otherwise. */
+  units?: { count: number; size?: string; quality?: string } | null;
 }
 
 /** What SQL says about a refused request (private.refusal_json): a batch row's `error`, or, for a
@@ -123,7 +125,8 @@ async function single(sql: postgres.Sql, w: Waiting): Promise<void> {
     const [ticket] = await sql`
       select * from gateway.relay_begin(${a.id}, ${a.keyHash}, ${a.model}, ${a.endpoint}, ${a.stream},
                                         ${a.clientIp}, ${a.promptTokens}, ${a.maxTokens},
-                                        ${a.cache ? sql.json(a.cache as unknown as postgres.JSONValue) : null})`;
+                                        ${a.cache ? sql.json(a.cache as unknown as postgres.JSONValue) : null},
+                                        ${a.units ? sql.json(a.units as unknown as postgres.JSONValue) : null})`;
     w.resolve(ticket);
   } catch (err) {
     w.reject(refusalFromError(err));
@@ -142,6 +145,7 @@ async function many(sql: postgres.Sql, batch: Waiting[]): Promise<void> {
     prompt_tokens: a.promptTokens,
     max_tokens: a.maxTokens,
     cache: a.cache,
+    units: a.units ?? null,
   }));
   let rows: any[];
   try {

@@ -43,11 +43,11 @@ function clientIp(request: Request, server: Server): string | null {
   return server?.requestIP?.(request)?.address ?? null;
 }
 
-/** Reads the body, refusing it past MaxRequestBodyBytes without buffering the excess. */
-async function readBody(request: Request): Promise<Uint8Array<ArrayBuffer>> {
-  const limit = options.MaxRequestBodyBytes;
+/** Reads the body, refusing it past MaxRequestBodyBytes (or the named option) without buffering the excess. */
+async function readBody(request: Request, option: 'MaxRequestBodyBytes' | 'MaxUploadBytes' = 'MaxRequestBodyBytes'): Promise<Uint8Array<ArrayBuffer>> {
+  const limit = options[option] as number;
   const tooLarge = () =>
-    new GatewayError(413, `Request body is larger than the limit of ${limit} bytes (option MaxRequestBodyBytes).`, 'invalid_request_error', 'request_too_large');
+    new GatewayError(413, `Request body is larger than the limit of ${limit} bytes (option ${option}).`, 'invalid_request_error', 'request_too_large');
   const declared = request.headers.get('content-length');
   if (declared !== null && Number(declared) > limit) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
@@ -149,6 +149,21 @@ function checkShape(endpoint: Endpoint | 'messages/count_tokens', body: Record<s
   } else if (endpoint === 'responses') {
     if (body.input === undefined || body.input === null) throw invalid("Missing required parameter: 'input'.", 'input');
     if (typeof body.input !== 'string' && !Array.isArray(body.input)) throw invalid("Invalid 'input': expected a string or an array of input items.", 'input');
+  } else if (endpoint === 'images/generations') {
+    if (typeof body.prompt !== 'string' || body.prompt === '') throw invalid("Missing required parameter: 'prompt'.", 'prompt');
+    if (body.n !== undefined && body.n !== null && (body.n < 1 || body.n > 10)) throw invalid("Invalid 'n': expected an integer from 1 to 10.", 'n');
+    // (partial images as events: each would have to be billed as it streams; not relayed)
+    if (body.stream === true) throw invalid('Streaming image generation is not supported by this gateway; leave out "stream".', 'stream');
+  } else if (endpoint === 'audio/speech') {
+    if (typeof body.input !== 'string' || body.input === '') throw invalid("Missing required parameter: 'input'.", 'input');
+    if (typeof body.voice !== 'string' && (typeof body.voice !== 'object' || body.voice === null)) throw invalid("Missing required parameter: 'voice'.", 'voice');
+    // (the audio itself is streamed through; its SSE form is not relayed)
+    if (body.stream_format === 'sse') throw invalid('stream_format "sse" is not supported by this gateway; the audio is streamed as it comes with the default "audio".', 'stream_format');
+  } else if (endpoint === 'moderations') {
+    if (body.input === undefined || body.input === null || body.input === '') throw invalid("Missing required parameter: 'input'.", 'input');
+  } else if (endpoint === 'rerank') {
+    if (typeof body.query !== 'string' || body.query === '') throw invalid("Missing required parameter: 'query'.", 'query');
+    if (!Array.isArray(body.documents) || body.documents.length === 0) throw invalid("Invalid 'documents': expected a non-empty array.", 'documents');
   } else if (endpoint === 'messages' || endpoint === 'messages/count_tokens') {
     // What Anthropic's API itself refuses with 400.
     if (endpoint === 'messages' && (!Number.isInteger(body.max_tokens) || body.max_tokens < 1)) {
@@ -196,6 +211,48 @@ async function relayRoute(endpoint: Endpoint, request: Request, server: Server):
     return res;
   } catch (err) {
     const res = errorResponse(protocol, err, requestId);
+    observeResponse(endpoint, res.status, requestId);
+    return res;
+  }
+}
+
+/**
+ * POST /v1/audio/transcriptions: a multipart upload of at most MaxUploadBytes (413 past it, refused
+ * by its content-length before a byte is read). Its text fields are the body admission reads; the
+ * multipart bytes go to the upstream as they came (only the model field rewritten for a mapped
+ * model). /* why read whole: admission needs the model field before the upstream is called, and
+ * clients (the openai SDK among them) send it after the file.
+ */
+async function transcriptionRoute(request: Request, server: Server): Promise<Response> {
+  const requestId = newRequestId();
+  const endpoint = 'audio/transcriptions';
+  try {
+    server?.timeout?.(request, 0);
+    const contentType = request.headers.get('content-type') ?? '';
+    if (!/^multipart\/form-data\s*;.*boundary=/i.test(contentType)) {
+      throw invalid('Send the audio as multipart/form-data with a "file" and a "model" field.', 'file');
+    }
+    const raw = await readBody(request, 'MaxUploadBytes');
+    let form: FormData;
+    try {
+      form = await new Response(raw, { headers: { 'content-type': contentType } }).formData();
+    } catch (err) {
+      throw invalid(`We could not parse the multipart body of your request. (${(err as Error).message})`, 'file');
+    }
+    const file = form.get('file');
+    if (!file || typeof file === 'string') throw invalid("Missing required parameter: 'file'.", 'file');
+    const body: Record<string, any> = {};
+    for (const [k, v] of form.entries()) if (typeof v === 'string') body[k] = v;
+    checkShape(endpoint, body);
+    const fileHead = new Uint8Array(await file.slice(0, 4096).arrayBuffer());
+    const res = await relay({
+      requestId, protocol: 'openai', endpoint, keyHash: clientKey(request), clientIp: clientIp(request, server), body, raw,
+      clientSignal: request.signal, headers: request.headers, multipart: { contentType, fileBytes: file.size, fileHead },
+    });
+    observeResponse(endpoint, res.status, requestId);
+    return res;
+  } catch (err) {
+    const res = errorResponse('openai', err, requestId);
     observeResponse(endpoint, res.status, requestId);
     return res;
   }
@@ -308,6 +365,11 @@ export function createApp() {
     .post('/v1/messages', ({ request, server }) => relayRoute('messages', request, server as Server), { parse: 'none' })
     .post('/v1/messages/count_tokens', ({ request, server }) => countTokensRoute(request, server as Server), { parse: 'none' })
     .post('/v1/responses', ({ request, server }) => relayRoute('responses', request, server as Server), { parse: 'none' })
+    .post('/v1/images/generations', ({ request, server }) => relayRoute('images/generations', request, server as Server), { parse: 'none' })
+    .post('/v1/audio/speech', ({ request, server }) => relayRoute('audio/speech', request, server as Server), { parse: 'none' })
+    .post('/v1/audio/transcriptions', ({ request, server }) => transcriptionRoute(request, server as Server), { parse: 'none' })
+    .post('/v1/moderations', ({ request, server }) => relayRoute('moderations', request, server as Server), { parse: 'none' })
+    .post('/v1/rerank', ({ request, server }) => relayRoute('rerank', request, server as Server), { parse: 'none' })
     .get('/internal/channels/:id/upstream-models', ({ request, params }) => upstreamModelsRoute(request, params.id))
     .get('/v1/models', ({ request, server }) => listModels(request, server as Server))
     .get('/v1/models/*', ({ request, server, params }) => listModels(request, server as Server, decodeURIComponent((params as any)['*'])));

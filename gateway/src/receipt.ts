@@ -17,14 +17,18 @@ export interface PriceCard {
   channel_multipliers: Record<string, string>;
   cache_hit_ratio?: string; // SemanticCacheHitPriceRatio, as text
   embedding?: { input: number | null; per_call: number | null } | null;
+  /** A media endpoint's unit price, micro-USD per 1M units (private.unit_price); null: none. */
+  unit_price?: number | null;
   /** The fallback models' prices by name (private.route_fallbacks); null without fallbacks. */
-  fallbacks?: Record<string, Pick<PriceCard, 'input' | 'output' | 'cached_input' | 'cache_write' | 'per_call'>> | null;
+  fallbacks?: Record<string, Pick<PriceCard, 'input' | 'output' | 'cached_input' | 'cache_write' | 'per_call' | 'unit_price'>> | null;
 }
 
 /** The card a request is billed with when the fallback model `fallback` served it (settlement does the same). */
 export function cardFor(card: PriceCard | null, fallback: string | undefined): PriceCard | null {
   const p = fallback && card?.fallbacks ? card.fallbacks[fallback] : undefined;
-  return p ? { ...card!, input: p.input, output: p.output, cached_input: p.cached_input, cache_write: p.cache_write, per_call: p.per_call } : card;
+  return p
+    ? { ...card!, input: p.input, output: p.output, cached_input: p.cached_input, cache_write: p.cache_write, per_call: p.per_call, unit_price: p.unit_price ?? null }
+    : card;
 }
 
 /* why: every non-stream answer prices its receipt, and the multipliers are the same few decimal
@@ -57,6 +61,7 @@ export function costMicros(card: PriceCard | null, channelId: number | null, usa
     cached * big(card.cached_input ?? card.input) +
     written * big(card.cache_write ?? card.input) +
     big(usage.completion_tokens) * big(card.output) +
+    big(usage.units) * big(card.unit_price) +
     big(card.per_call) * 1000000n;
   const [gn, gd] = fraction(card.group_multiplier);
   const [cn, cd] = fraction(channelId === null ? undefined : card.channel_multipliers?.[String(channelId)]);

@@ -41,6 +41,8 @@ export interface Outcome {
   usage_source: 'upstream' | 'estimated' | 'none';
   /** How an interrupted answer was billed, e.g. 'prompt+delivered'. */
   abort_policy?: string | null;
+  /** A media endpoint's units (images, characters, audio seconds, search units), billed at the card's unit_price. */
+  units?: number | null;
   /** Tokens of the semantic cache's embedding call, billed at the embedding model's price. */
   embedding_tokens?: number | null;
   /** An answer for the cache: {exact, context, prompt, embedding, answer} (see gateway/src/cache.ts). */

@@ -9,6 +9,7 @@ import { setSsrfRules, type SsrfRules } from './ssrf';
 
 export interface Options {
   MaxRequestBodyBytes: number;
+  MaxUploadBytes: number;
   MaxJsonDepth: number;
   RelayTimeoutMs: number;
   UpstreamAttemptTimeoutMs: number;
@@ -25,6 +26,7 @@ export interface Options {
 // Used until the first snapshot arrives (e.g. the database is still starting).
 export let options: Options = {
   MaxRequestBodyBytes: 16777216,
+  MaxUploadBytes: 26214400,
   MaxJsonDepth: 128,
   RelayTimeoutMs: 300000,
   UpstreamAttemptTimeoutMs: 120000,

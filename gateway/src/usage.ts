@@ -11,6 +11,8 @@ export interface Usage {
   completion_tokens: number;
   cached_tokens?: number;
   cache_write_tokens?: number;
+  /** A media endpoint's units (images, characters, audio seconds, search units), at the card's unit_price. */
+  units?: number;
 }
 
 /** Tokens assumed for one image part in the reservation (a high-detail 512px tile set). */

@@ -7,6 +7,8 @@ export const usd = (micros: unknown) => {
   const abs = (Math.abs(n) / 1e6).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 6 });
   return `${n < 0 ? '-' : ''}$${abs}`;
 };
+/** A price in micro-USD per 1M units (a media request's ledger unit_price) as dollars per unit. */
+export const usdPerUnit = (microsPer1M: unknown) => usd(Number(microsPer1M ?? 0) / 1e6);
 /** Micro-USD as the plain dollar number a form's input field holds ('' for none). */
 export const usdInput = (micros: unknown) => (micros === null || micros === undefined || micros === '' ? '' : String(Number(micros) / 1e6));
 export const num = (v: unknown) => (v === null || v === undefined ? '—' : Number(v).toLocaleString('en-US'));

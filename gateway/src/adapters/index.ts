@@ -35,6 +35,8 @@ export interface CallInput {
   maxTokens?: number | null;
   /** The client's request headers (anthropic-version and anthropic-beta go on to Anthropic channels). */
   headers?: Headers;
+  /** audio/transcriptions: the multipart body's content type (raw is the multipart body). */
+  multipartType?: string;
 }
 
 export interface PreparedCall extends UpstreamCall {
@@ -46,7 +48,12 @@ export interface PreparedCall extends UpstreamCall {
 }
 
 /** Upstream operations, by the fields their non-stream answer must have. */
-export type AnswerKind = 'chat/completions' | 'completions' | 'embeddings' | 'responses' | 'messages' | 'generateContent';
+export type AnswerKind = 'chat/completions' | 'completions' | 'embeddings' | 'responses' | 'messages' | 'generateContent' | MediaKind;
+/** The media endpoints (relay/media.ts checks and measures their answers). */
+type MediaKind = 'images/generations' | 'audio/speech' | 'audio/transcriptions' | 'moderations' | 'rerank';
+const MEDIA_KINDS = new Set<string>(['images/generations', 'audio/speech', 'audio/transcriptions', 'moderations', 'rerank']);
+/** Media endpoints an Azure OpenAI deployment serves in OpenAI's shape (no moderations, no rerank there). */
+const AZURE_MEDIA = new Set<string>(['images/generations', 'audio/speech', 'audio/transcriptions']);
 
 const encoder = new TextEncoder();
 
@@ -119,7 +126,11 @@ export function prepareCall(channel: ChannelLike, key: string, client: CallInput
   if (channel.type === 'openai' || channel.type === 'azure') {
     wire = 'openai';
     let endpoint = input.endpoint;
-    if (input.protocol === 'openai') {
+    if (MEDIA_KINDS.has(endpoint)) {
+      if (channel.type === 'azure' && !AZURE_MEDIA.has(endpoint)) return { unsupported: `an azure channel cannot serve /v1/${endpoint}` };
+      native = true;
+      body = endpoint === 'audio/transcriptions' ? multipartBody(input) : openAiBody(input, false);
+    } else if (input.protocol === 'openai') {
       native = true;
       body = openAiBody(input, endpoint === 'chat/completions' || endpoint === 'completions');
     } else if (input.protocol === 'responses' && responsesNative(channel)) {
@@ -137,6 +148,8 @@ export function prepareCall(channel: ChannelLike, key: string, client: CallInput
     kind = endpoint as AnswerKind;
     url = channel.type === 'azure' ? azureUrl(channel.baseUrl, endpoint, input.upstreamModel, cfg) : openAiUrl(channel.baseUrl, endpoint);
     headers = channel.type === 'azure' ? azureHeaders(key) : openAiHeaders(key);
+    if (endpoint === 'audio/transcriptions') headers['content-type'] = input.multipartType!;
+    if (endpoint === 'audio/speech') headers.accept = '*/*';
   } else if (channel.type === 'anthropic') {
     wire = 'anthropic';
     if (input.protocol === 'anthropic') {
@@ -173,7 +186,8 @@ export function prepareCall(channel: ChannelLike, key: string, client: CallInput
 
   // Per-channel overrides: parameters merged into the upstream body (in the upstream's format),
   // headers set on the upstream request.
-  const override = cfg.param_override;
+  // (Not into a multipart upload: its fields are not JSON.)
+  const override = input.multipartType ? null : cfg.param_override;
   if (override && typeof override === 'object' && Object.keys(override).length > 0) {
     const obj = body instanceof Uint8Array ? safeJson(new TextDecoder().decode(body)) : body;
     body = { ...obj, ...override };
@@ -243,7 +257,27 @@ const ANSWER_FIELDS: Record<AnswerKind, (a: Record<string, any>) => boolean> = {
   messages: (a) => Array.isArray(a.content),
   // A prompt Gemini blocks comes back with promptFeedback and no candidates: an answer all the same.
   generateContent: (a) => Array.isArray(a.candidates) || (a.promptFeedback !== null && typeof a.promptFeedback === 'object'),
+  'images/generations': (a) => Array.isArray(a.data),
+  'audio/speech': () => true,
+  'audio/transcriptions': (a) => typeof a.text === 'string',
+  moderations: (a) => Array.isArray(a.results),
+  rerank: (a) => Array.isArray(a.results),
 };
+
+/**
+ * A multipart upload with its "model" field set to the upstream model: the client's bytes when the
+ * name is the same, else the same bytes with that one field's value replaced.
+ */
+function multipartBody(input: CallInput): Uint8Array<ArrayBuffer> {
+  if (input.upstreamModel === input.body.model) return input.raw;
+  const boundary = /boundary="?([^";]+)"?/i.exec(input.multipartType ?? '')?.[1];
+  const raw = Buffer.from(input.raw.buffer, input.raw.byteOffset, input.raw.byteLength);
+  const head = raw.indexOf('name="model"');
+  const start = head < 0 ? -1 : raw.indexOf('\r\n\r\n', head);
+  const end = start < 0 || !boundary ? -1 : raw.indexOf(`\r\n--${boundary}`, start + 4);
+  if (end < 0) return input.raw;
+  return new Uint8Array(Buffer.concat([raw.subarray(0, start + 4), Buffer.from(input.upstreamModel), raw.subarray(end)]));
+}
 
 /** A 200 answer's JSON when it is the operation's answer, else what is wrong with it. */
 export function checkAnswer(kind: AnswerKind, payload: Uint8Array): { parsed: Record<string, any> } | { problem: string } {

@@ -6,6 +6,7 @@ import { options, type Channel } from '../snapshot';
 import { settleNowFor } from '../settle';
 import { promptEstimate } from '../usage';
 import { cacheRequest } from '../cache';
+import { isMedia, mediaPromptEstimate, mediaUnits } from './media';
 import type { RelayInput, RequestFacts, Ticket } from './types';
 
 /* why: the bare proxy is the same process with the database switched off, so the benchmark can
@@ -20,10 +21,11 @@ export function describeRequest(input: RelayInput): RequestFacts {
   const { body } = input;
   return {
     started: performance.now(),
-    stream: input.endpoint !== 'embeddings' && body.stream === true,
+    stream: input.endpoint !== 'embeddings' && !isMedia(input.endpoint) && body.stream === true,
     maxTokens: integer(body.max_completion_tokens) ?? integer(body.max_tokens) ?? integer(body.max_output_tokens),
     ...cacheKeyOf(input),
     keyRef: input.keyHash ? input.keyHash.toString('hex') : undefined,
+    units: mediaUnits(input),
   };
 }
 
@@ -50,11 +52,12 @@ export async function admitRequest(input: RelayInput, facts: RequestFacts): Prom
       endpoint: input.endpoint,
       stream: facts.stream,
       clientIp: input.clientIp,
-      promptTokens: promptEstimate(input.body),
+      promptTokens: isMedia(input.endpoint) ? mediaPromptEstimate(input) : promptEstimate(input.body),
       maxTokens: facts.maxTokens,
       cache: facts.cacheReq
         ? { exact: facts.cacheReq.exact, context: facts.cacheReq.context, semantic: facts.cacheReq.semantic, sampling: facts.cacheReq.sampling }
         : null,
+      units: facts.units,
     });
   try {
     return await admitThis();

@@ -15,6 +15,7 @@ import { isContentRefusal, prepareCall, upstreamErrorOf, type PreparedCall, type
 import { bareChannel } from './admit';
 import { completeAnswer } from './answer';
 import { openStream } from './stream';
+import { isMedia, mediaAnswer } from './media';
 import { nativeWire, upstreamError } from './render';
 import type { Settlement } from './settlement';
 import type { CacheState, RelayInput, RequestFacts, RouteAttempt, RouteEntry, Ticket } from './types';
@@ -123,6 +124,7 @@ function prepareTry(run: Run, channel: Channel | undefined, entry: RouteEntry, d
     defaultMaxTokens: options.DefaultMaxTokens,
     maxTokens: run.ticket.max_tokens,
     headers: input.headers,
+    multipartType: input.multipart?.contentType,
   });
   if ('unsupported' in call) {
     settlement.attempts.push({ channel_id: channel.id, status: null, ms: 0, error: call.unsupported, skipped: true, ...(call.param ? { param: call.param } : {}), ...fallbackOf(entry) });
@@ -172,7 +174,8 @@ async function attempt(run: Run, t: Try): Promise<Result> {
   try {
     const status = mapStatus(t.channel, res.status);
     if (status < 200 || status > 299) return await errorAnswer(run, t, res, status);
-    return run.facts.stream ? await openStream(run, t, res) : await completeAnswer(run, t, res);
+    if (run.facts.stream) return await openStream(run, t, res);
+    return isMedia(run.input.endpoint) ? await mediaAnswer(run, t, res) : await completeAnswer(run, t, res);
   } catch (err) {
     // A throw of ours while reading the answer: stop its timer and the upstream's body, then let
     // relay() answer and settle it.

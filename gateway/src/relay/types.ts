@@ -6,7 +6,9 @@ import type { Attempt } from '../settle';
 import type { PriceCard } from '../receipt';
 import type { CacheRequest, CachedAnswer } from '../cache';
 
-export type Endpoint = 'chat/completions' | 'completions' | 'embeddings' | 'messages' | 'responses';
+export type Endpoint = 'chat/completions' | 'completions' | 'embeddings' | 'messages' | 'responses' | MediaEndpoint;
+/** The endpoints billed by a unit of their own beside tokens (media.ts), and moderations. */
+export type MediaEndpoint = 'images/generations' | 'audio/speech' | 'audio/transcriptions' | 'moderations' | 'rerank';
 export type { Protocol };
 
 export interface RelayInput {
@@ -23,6 +25,8 @@ export interface RelayInput {
   clientSignal: AbortSignal;
   /** The client's request headers (cache opt-out). */
   headers: Headers;
+  /** A multipart upload (audio/transcriptions): its content type, with the boundary; the file is in raw. */
+  multipart?: { contentType: string; fileBytes: number; fileHead: Uint8Array };
 }
 
 /** What the gateway reads off the request before admission (no database involved). */
@@ -36,6 +40,16 @@ export interface RequestFacts {
   cacheBypass: string | null;
   /** The key's hash as text: this process's handle on the key's unsettled outcomes. */
   keyRef: string | undefined;
+  /** A media endpoint's units as read off the request, for admission's reservation and unit price. */
+  units: MediaUnits | null;
+}
+
+/** What admission prices a media request by: how many units (images, characters, search units) and,
+ *  for images, the size and quality (private.unit_price). */
+export interface MediaUnits {
+  count: number;
+  size?: string;
+  quality?: string;
 }
 
 /** A plan entry as route_plan writes it: the key to use is chosen in SQL as well; fallback: the

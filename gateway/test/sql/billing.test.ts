@@ -285,8 +285,8 @@ describe('settlement', () => {
 
   it('the receipt formula in the gateway agrees with SQL to the micro-dollar', async () => {
     const rows = await db()`
-      select p, c, ca, cw, inp, outp, cip, cwp, pc, gm::text, cm::text,
-             private.cost_micros(p, c, ca, cw, inp, outp, cip, cwp, pc, gm, cm)::bigint as cost
+      select p, c, ca, cw, inp, outp, cip, cwp, pc, gm::text, cm::text, u, up,
+             private.cost_micros(p, c, ca, cw, inp, outp, cip, cwp, pc, gm, cm, u, up)::bigint as cost
         from (select (random() * 200000)::int as p, (random() * 50000)::int as c,
                      (random() * 1000)::int as ca, (random() * 1000)::int as cw,
                      (random() * 30000000)::bigint as inp, (random() * 60000000)::bigint as outp,
@@ -294,16 +294,19 @@ describe('settlement', () => {
                      case when random() < 0.5 then null else (random() * 5000000)::bigint end as cwp,
                      case when random() < 0.7 then null else (random() * 100000)::bigint end as pc,
                      round((0.1 + random() * 3)::numeric, 6)::numeric(12, 6) as gm,
-                     round((0.1 + random() * 3)::numeric, 6)::numeric(12, 6) as cm
+                     round((0.1 + random() * 3)::numeric, 6)::numeric(12, 6) as cm,
+                     -- a media endpoint's units at a unit price (micro-USD per 1M units), on some rows
+                     case when random() < 0.5 then 0 else (random() * 5000)::int end as u,
+                     case when random() < 0.3 then null else (random() * 200000000000)::bigint end as up
                 from generate_series(1, 2000)) s`;
     for (const r of rows) {
       const card: PriceCard = {
         input: Number(r.inp), output: Number(r.outp), cached_input: r.cip === null ? null : Number(r.cip),
         cache_write: r.cwp === null ? null : Number(r.cwp), per_call: r.pc === null ? null : Number(r.pc),
-        group_multiplier: r.gm, channel_multipliers: { '5': r.cm },
+        group_multiplier: r.gm, channel_multipliers: { '5': r.cm }, unit_price: r.up === null ? null : Number(r.up),
       };
-      const ts = costMicros(card, 5, { prompt_tokens: r.p, completion_tokens: r.c, cached_tokens: Math.min(r.ca, r.p), cache_write_tokens: Math.min(r.cw, Math.max(r.p - r.ca, 0)) });
-      const [sqlCost] = await db()`select private.cost_micros(${r.p}, ${r.c}, ${Math.min(r.ca, r.p)}, ${Math.min(r.cw, Math.max(r.p - r.ca, 0))}, ${r.inp}, ${r.outp}, ${r.cip}, ${r.cwp}, ${r.pc}, ${r.gm}::numeric, ${r.cm}::numeric)::bigint as v`;
+      const ts = costMicros(card, 5, { prompt_tokens: r.p, completion_tokens: r.c, cached_tokens: Math.min(r.ca, r.p), cache_write_tokens: Math.min(r.cw, Math.max(r.p - r.ca, 0)), units: r.u });
+      const [sqlCost] = await db()`select private.cost_micros(${r.p}, ${r.c}, ${Math.min(r.ca, r.p)}, ${Math.min(r.cw, Math.max(r.p - r.ca, 0))}, ${r.inp}, ${r.outp}, ${r.cip}, ${r.cwp}, ${r.pc}, ${r.gm}::numeric, ${r.cm}::numeric, ${r.u}, ${r.up})::bigint as v`;
       expect(ts).toBe(Number(sqlCost.v));
     }
   });

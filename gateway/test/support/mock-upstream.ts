@@ -4,6 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
+import { handleMedia, type MediaState } from './mock-media';
 
 export type Mode =
   | { kind: 'ok' }
@@ -43,6 +44,8 @@ export interface MockUpstream {
   /** What GET /v1/models lists (OpenAI's list object); null: no listing here (404, as many
    *  OpenAI-compatible servers answer). */
   models: string[] | null;
+  /** The media endpoints' state (mock-media.ts): rerank shape, speech size, the calls they took. */
+  media: MediaState;
   close(): Promise<void>;
 }
 
@@ -145,11 +148,13 @@ export async function startMockUpstream(opts: { responsesApi?: boolean } = {}): 
     reportUsage: true,
     responsesApi: opts.responsesApi ?? true,
     models: [...MOCK_OPENAI_MODELS],
+    media: { rerankShape: 'cohere', speechBytes: 10240, calls: [] },
     close: async () => {},
   };
 
   const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '').split('?')[0];
+    if (await handleMedia(req, res, path, state.media, state.mode.kind === 'status' ? state.mode.status : null)) return;
     let body: any = {};
     try {
       body = req.method === 'POST' ? await readJson(req) : {};

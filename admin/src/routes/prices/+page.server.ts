@@ -11,6 +11,24 @@ const price = (v: FormDataEntryValue | null) => {
   return s === '' ? undefined : Math.round(Number(s) * 1e6); // USD per 1M tokens → micro-USD per 1M tokens
 };
 
+/**
+ * The image prices field: "size=USD" pairs, comma-separated ("1024x1024=0.04, 1024x1024/hd=0.08,
+ * default=0.02") → micro-USD per image by size; empty = unchanged, "none" clears them. A pair that
+ * is not one goes on as written, for admin.model_upsert to refuse by name.
+ */
+const imagePrices = (v: FormDataEntryValue | null) => {
+  const s = String(v ?? '').trim();
+  if (s === '') return undefined;
+  if (s.toLowerCase() === 'none') return {};
+  return Object.fromEntries(
+    s.split(',').map((x) => x.trim()).filter(Boolean).map((pair) => {
+      const [size, usd] = pair.split('=').map((y) => y?.trim());
+      const n = Number(usd);
+      return [size ?? pair, usd !== undefined && usd !== '' && Number.isFinite(n) ? Math.round(n * 1e6) : usd ?? pair];
+    }),
+  );
+};
+
 const modelArgs = (f: FormData) =>
   compact({
     name: String(f.get('name') ?? '').trim(),
@@ -19,6 +37,11 @@ const modelArgs = (f: FormData) =>
     cached_input_price: price(f.get('cached_input_price')),
     cache_write_price: price(f.get('cache_write_price')),
     per_call_price: price(f.get('per_call_price')),
+    // The media endpoints' units: USD per 1M characters, per audio second, per search unit.
+    image_prices: imagePrices(f.get('image_prices')),
+    character_price: price(f.get('character_price')),
+    audio_second_price: price(f.get('audio_second_price')),
+    search_unit_price: price(f.get('search_unit_price')),
   });
 
 /** The fallbacks field: model names, comma-separated, in order; empty = unchanged, "none" clears them. */
