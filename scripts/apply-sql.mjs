@@ -1,7 +1,7 @@
 // Applies sql/ (functions, views, grants, cron schedules) to the database in GM_DBURL or
 // DATABASE_URL, in file-name order, in one transaction. Idempotent; graphile-migrate runs it
 // after every migrate (see .gmrc).
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
@@ -20,6 +20,21 @@ if (!url) {
 if (process.env.ELYGATE_DEFER_SQL === '1') {
   console.log('apply-sql: deferred until migrations/current.sql is applied.');
   process.exit(0);
+}
+
+// The same holds on graphile-migrate's shadow database during `graphile-migrate commit`, which first
+// resets the shadow to the committed migrations (sql/ would miss what current.sql creates), then
+// writes current.sql as the new committed migration and migrates the shadow again: there sql/ is
+// applied, and must apply. The first pass is recognised by current.sql's body not being committed yet.
+if (process.env.GM_SHADOW === '1') {
+  const statements = (file) => readFileSync(file, 'utf8').split('\n').filter((l) => !/^\s*(--.*)?$/.test(l)).join('\n').trim();
+  const current = statements(join(root, 'migrations', 'current.sql'));
+  const committedDir = join(root, 'migrations', 'committed');
+  const committed = current === '' || readdirSync(committedDir).some((f) => statements(join(committedDir, f)).includes(current));
+  if (!committed) {
+    console.log('apply-sql: shadow database before the migration being committed; sql/ is applied after it.');
+    process.exit(0);
+  }
 }
 
 const dir = join(root, 'sql');
