@@ -2,8 +2,9 @@
 // upstreams accept and echo both, but a jsonb or text column refuses them: an outcome carrying one
 // (in an answer kept for the cache, an upstream error text, a model name) would fail its whole
 // settlement batch, end in the dead-letter folder, and leave its reservation to the reaper, which
-// bills all of it. Every string of an outcome is made storable before it is queued: NUL and lone
-// surrogates become U+FFFD, and the outcome says that its text was altered.
+// bills all of it. Every string of an outcome is made storable before it is sent to relay_finish
+// (settle.ts, storableJson): NUL and lone surrogates become U+FFFD, and the outcome says that its
+// text was altered.
 
 const UNSTORABLE = /[\u0000\ud800-\udfff]/;
 
