@@ -24,8 +24,27 @@ const options = {
   // its full microsecond precision, which a JS Date would truncate.
   types: {
     timestamptz: { to: 1184, from: [1184], serialize: (x: string) => x, parse: (x: string) => x },
+    // json and jsonb as postgres.js parses them, keeping the text each object came in (jsonTextOf).
+    json: { to: 114, from: [114, 3802], serialize: (x: unknown) => JSON.stringify(x), parse: parseJson },
   },
 };
+
+/* why: an admission's price card travels back to relay_finish in every outcome (settle.ts), and
+   it maps channel ids to multipliers ({"1": "1.000000"}): an object with an index-like key sends
+   JSON.stringify off its fast path for the whole value, several µs per outcome. Settlement sends
+   the card as the text the database returned, kept here for every json(b) object the gateway
+   reads. Only valid while the object is not changed: the request path never changes what the
+   database returned. */
+const jsonText = new WeakMap<object, string>();
+
+function parseJson(text: string): unknown {
+  const value = JSON.parse(text);
+  if (value !== null && typeof value === 'object') jsonText.set(value, text);
+  return value;
+}
+
+/** The JSON text a json(b) value read from the database came in, if this object is one. */
+export const jsonTextOf = (value: object): string | undefined => jsonText.get(value);
 
 // postgres() connects lazily: this instance only parses the URL unless it is the one kept.
 const viaNodeNet = postgres(config.databaseUrl, options);

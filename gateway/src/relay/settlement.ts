@@ -32,37 +32,50 @@ export class Settlement {
     if (this.state === 'settled') return;
     this.state = 'settled';
     if (this.bare) return;
+    queueOutcome(this.outcome(o), this.facts.keyRef);
+  }
+
+  /* why one literal of every field: the defaults spread with the stage's fields on top built the
+     outcome by copying twice, about a µs per request in a micro-benchmark; one shape for every
+     outcome also keeps JSON.stringify on its fast path (settle.ts). An absent field is undefined,
+     which JSON leaves out as it did. */
+  /** The stage's fields over the admission's and the request's. */
+  private outcome(o: OutcomeFields): Outcome {
     const { ticket, input } = this;
-    queueOutcome(
-      {
-        id: ticket.request_id,
-        created_at: ticket.created_at,
-        channel_id: null,
-        upstream_model: null,
-        prompt_tokens: null,
-        completion_tokens: null,
-        usage_source: 'none',
-        attempts: this.attempts,
-        ttfb_ms: null,
-        latency_ms: Math.round(performance.now() - this.facts.started),
-        error_code: null,
-        error_message: null,
-        embedding_tokens: this.cache?.embeddingTokens || null,
-        ticket: {
-          user_id: ticket.user_id,
-          key_id: ticket.key_id,
-          group_name: ticket.group_name,
-          model: input.body.model,
-          endpoint: input.endpoint,
-          cache: this.cache?.result ?? null,
-          // The card it was admitted (and its receipt priced) with, should settlement have to
-          // restore an admission a database crash lost.
-          price: ticket.price,
-        },
-        ...o,
+    return {
+      id: o.id ?? ticket.request_id,
+      created_at: o.created_at ?? ticket.created_at,
+      status: o.status,
+      http_status: o.http_status,
+      channel_id: o.channel_id ?? null,
+      upstream_model: o.upstream_model ?? null,
+      fallback: o.fallback,
+      prompt_tokens: o.prompt_tokens ?? null,
+      completion_tokens: o.completion_tokens ?? null,
+      cached_tokens: o.cached_tokens,
+      cache_write_tokens: o.cache_write_tokens,
+      usage_source: o.usage_source ?? 'none',
+      abort_policy: o.abort_policy,
+      embedding_tokens: o.embedding_tokens ?? (this.cache?.embeddingTokens || null),
+      cache_store: o.cache_store,
+      ticket: o.ticket ?? {
+        user_id: ticket.user_id,
+        key_id: ticket.key_id,
+        group_name: ticket.group_name,
+        model: input.body.model,
+        endpoint: input.endpoint,
+        cache: this.cache?.result ?? null,
+        // The card it was admitted (and its receipt priced) with, should settlement have to
+        // restore an admission a database crash lost.
+        price: ticket.price,
       },
-      this.facts.keyRef,
-    );
+      attempts: o.attempts ?? this.attempts,
+      ttfb_ms: o.ttfb_ms ?? null,
+      latency_ms: o.latency_ms ?? Math.round(performance.now() - this.facts.started),
+      error_code: o.error_code ?? null,
+      error_message: o.error_message ?? null,
+      text_altered: o.text_altered,
+    };
   }
 
   /** The response body settles from now on (streams settle when they end, see stream.ts). */

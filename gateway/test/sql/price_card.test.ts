@@ -3,7 +3,7 @@
 // changes neither the ledger nor the receipt, and the two agree to the micro-dollar.
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
-import { closeDb, createChannel, createGroup, createKey, createUser, sha256, unique, withTx } from '../support/db';
+import { closeDb, createChannel, db, createGroup, createKey, createUser, sha256, unique, withTx } from '../support/db';
 import { costMicros, embeddingCostMicros, hitCostMicros, type PriceCard } from '../../src/receipt';
 
 afterAll(closeDb);
@@ -137,6 +137,36 @@ describe('the price card', () => {
       expect(l).toMatchObject({ amount: 36, input: 1_000_000, gm: '1.500000', cm: '1.200000' });
       expect(costMicros(t.price as PriceCard, f.channel.id, { prompt_tokens: 10, completion_tokens: 5 })).toBe(36);
     });
+  });
+
+  it("the receipt's arithmetic equals private.cost_micros, within safe integers and past them", async () => {
+    // A seeded generator: a failing case is the same case on the next run.
+    let seed = 20261203;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648), seed % n);
+    const pick = <T,>(xs: T[]) => xs[rand(xs.length)];
+    const tokens = () => pick([0, 1, 7, 999, rand(100_000), rand(2_147_483_647), 2_147_483_647]);
+    // (Bounded so that the cost itself fits a bigint; its intermediate products still pass 2^53.)
+    const price = () => pick([null, 0, 1, 150_000, rand(10_000_000), 1_000_000_000 - rand(1000)]);
+    const multiplier = () => pick(['1.000000', '0.000001', '1.500000', '99.999999', `${rand(100)}.${String(rand(1_000_000)).padStart(6, '0')}`]);
+    const cases = Array.from({ length: 400 }, (_, k) => {
+      const prompt = tokens();
+      return {
+        k, p: prompt, c: tokens(), ca: pick([null, 0, rand(prompt + 1), prompt + 5]), cw: pick([null, 0, rand(prompt + 1)]),
+        i: price(), o: price(), cp: pick([null, price()]), cwp: pick([null, price()]), pc: pick([null, null, 1, rand(1_000_000)]),
+        gm: multiplier(), cm: pick([null, multiplier()]),
+      };
+    });
+    const rows = await db()`
+      select x.k, private.cost_micros(x.p, x.c, x.ca, x.cw, x.i, x.o, x.cp, x.cwp, x.pc, x.gm, x.cm)::text as cost
+        from jsonb_to_recordset(${db().json(cases as never)}) as x(k int, p int, c int, ca int, cw int, i bigint, o bigint,
+                                                                   cp bigint, cwp bigint, pc bigint, gm numeric, cm numeric)
+       order by x.k`;
+    const receipts = cases.map((x) => {
+      const card = { input: x.i, output: x.o, cached_input: x.cp, cache_write: x.cwp, per_call: x.pc, group_multiplier: x.gm,
+                     channel_multipliers: x.cm === null ? {} : { '7': x.cm } } as PriceCard;
+      return costMicros(card, 7, { prompt_tokens: x.p, completion_tokens: x.c, cached_tokens: x.ca ?? undefined, cache_write_tokens: x.cw ?? undefined });
+    });
+    expect(receipts).toEqual(rows.map((r) => Number(r.cost)));
   });
 
   it('an admission without a card (restored after a crash, or from before cards) is billed at the current prices', async () => {
