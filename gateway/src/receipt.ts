@@ -92,6 +92,7 @@ function costInSafeIntegers(card: PriceCard, usage: Usage, g: Fraction, c: Fract
       exact(cached * n(card.cached_input ?? card.input)) +
       exact(written * n(card.cache_write ?? card.input)) +
       exact(n(usage.completion_tokens) * n(card.output)) +
+      exact(n(usage.units) * n(card.unit_price)) +
       exact(n(card.per_call) * 1000000),
   );
   const num = exact(exact(base * g.safe[0]) * c.safe[0]);

@@ -56,6 +56,7 @@ export class Settlement {
       cache_write_tokens: o.cache_write_tokens,
       usage_source: o.usage_source ?? 'none',
       abort_policy: o.abort_policy,
+      units: o.units,
       embedding_tokens: o.embedding_tokens ?? (this.cache?.embeddingTokens || null),
       cache_store: o.cache_store,
       ticket: o.ticket ?? {
