@@ -18,7 +18,9 @@ as $$
   select k, case when g.archived_at is not null and u.status = 'active' then 'group_archived' else u.status end,
          u.group_name, m, g.price_multiplier,
          case when rc.model is not null then
-           row(rc.served, rc.candidates, rc.skipped, rc.multipliers, rc.max_multiplier)::private.route_choice end
+           row(rc.served, rc.candidates, rc.skipped, rc.multipliers, rc.max_multiplier)::private.route_choice end,
+         -- (flags on the rows read anyway: a key no budget or model limit applies to looks none up)
+         k.scoped_limits or u.scoped_limits or coalesce(g.scoped_limits, false)
     from private.api_keys k
     join private.users u on u.id = k.user_id
     left join private.models m on m.name = p_model

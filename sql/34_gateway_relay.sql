@@ -103,7 +103,7 @@ begin
   select array_agg(x.r), array_agg(x.ord), array_agg(x.auth), array_agg(x.model), array_agg(x.user_group)
     into v_reqs, v_ords, v_auths, v_models, v_groups
     from (select e.r, e.ord::integer as ord, e.r ->> 'model' as model, a.user_group,
-                 row(a.key, a.user_status, a.user_group, a.model, a.group_multiplier, a.route)::private.key_auth as auth
+                 row(a.key, a.user_status, a.user_group, a.model, a.group_multiplier, a.route, a.scoped_limits)::private.key_auth as auth
             from jsonb_array_elements(p_requests) with ordinality e(r, ord)
             -- (a key_hash that is not hex finds no key here and is refused in its own block below)
             left join lateral private.key_auth_of(

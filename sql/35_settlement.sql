@@ -1,8 +1,8 @@
 -- Settlement: private.settle bills a batch of finished requests (gateway.relay_finish) with the
 -- price card each was admitted with (sql/30_cost.sql), writes the request log and the ledger,
 -- releases reservations and key slots, and feeds the circuit breaker the batch's attempts
--- (sql/41_breaker.sql). private.reservations_reap settles what no gateway reported back. Wallet
--- and key-counter rows exist from the moment their user or key does.
+-- (sql/41_breaker.sql), and settles budgets (sql/36_budgets.sql). private.reservations_reap settles
+-- what no gateway reported back. Wallet and key-counter rows exist from the moment their user or key does.
 
 -- Every user has a wallet and every key its counters, from the moment they exist.
 create or replace function private.tg_users__wallet()
@@ -76,6 +76,7 @@ declare
   v_store jsonb;
   v_attempts jsonb;
   v_refused integer;
+  v_budgets jsonb;   -- per (request, budget): reservation, bill, admission clock (private.budgets_settle)
 begin
   with o as (
     -- One outcome per request id, should a batch carry a request twice.
@@ -110,6 +111,7 @@ begin
            o.error_code, o.error_message, o.embedding_tokens, o.cache_store, coalesce(o.text_altered, false) as text_altered,
            a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
            a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
+           a.budget_ids, coalesce(a.admitted_at, a.created_at) as admitted_at,
            -- A request a fallback model served (o.fallback: its name, as the plan named it) is priced
            -- with that model's prices, which the admission kept in its route plan (fp below).
            case when a.group_multiplier is null then m.input_price when fp.model is not null then fp.input else a.input_price end as input_price,
@@ -250,9 +252,11 @@ begin
                            order by s.created_at, e.ord)
             from priced s
             cross join lateral jsonb_array_elements(s.attempts) with ordinality e(a, ord)
-           where jsonb_typeof(s.attempts) = 'array')
+           where jsonb_typeof(s.attempts) = 'array'),
+         (select jsonb_agg(jsonb_build_object('id', b.id, 'reserved', s.reserved_micros, 'amount', s.amount, 'at', s.admitted_at))
+            from priced s cross join unnest(s.budget_ids) b(id))
     into v_n, v_users, v_user_amounts, v_user_reserved, v_keys, v_key_amounts, v_key_reserved, v_key_n,
-         v_key_minutes1, v_key_deltas1, v_key_minutes2, v_key_deltas2, v_store, v_attempts
+         v_key_minutes1, v_key_deltas1, v_key_minutes2, v_key_deltas2, v_store, v_attempts, v_budgets
     from (select array_agg(user_id order by user_id) as ids, array_agg(amount order by user_id) as amounts,
                  array_agg(reserved order by user_id) as reserved from per_user) u,
          (select array_agg(key_id order by key_id) as ids, array_agg(amount order by key_id) as amounts,
@@ -310,6 +314,9 @@ begin
                     v_key_minutes2, v_key_deltas2) as a(key_id, amount, reserved, n, minute1, delta1, minute2, delta2)
        where k.key_id = a.key_id
          and k.key_id = any(v_keys);   -- likewise: by key, whatever the table's size
+    end if;
+    if v_budgets is not null then   -- (sql/36_budgets.sql: after the wallets and keys, as admission locks them)
+      perform private.budgets_settle(v_budgets);
     end if;
   end if;
 
