@@ -1,12 +1,13 @@
 -- Admission, part 3: the writing half, shared by the single and the batched call: reservations on
--- wallets, key counters (concurrency, rate windows), the admission rows, and refusals as values
+-- wallets, key counters (concurrency, rate windows), budgets and model limits (sql/36_budgets.sql), the admission rows, and refusals as values
 -- (private.refusal_json) or raised (private.refusal_raise).
 
 -- private.admit_write: the writing half of admission, for one request or a batch (see
 -- private.admit_prepare). gateway.relay_begin calls it with one plan, gateway.relay_begin_batch
 -- with the batch's; it is the only code that reserves on wallets, counts keys and records
 -- admissions. Returns one refusal per plan (null: admitted; the whole array null: none refused),
--- as private.refusal_json makes them: QUOTA (wallet or key quota), RLIMT (concurrency, RPM), TLIMT.
+-- as private.refusal_json makes them: QUOTA (wallet or key quota), RLIMT (concurrency, RPM), TLIMT,
+-- BUDGT (a budget) and MRLIM (a per-model RPM/TPM; both sql/36_budgets.sql).
 -- A plan whose request_id is null (refused by the reading half) is skipped.
 create or replace function private.admit_write(p_plans private.admit_plan[])
 returns jsonb[]
@@ -306,7 +307,7 @@ end
 $$;
 
 comment on function private.admit_write(private.admit_plan[]) is
-  E'The writing half of admission, for one request or a batch: reserves on wallets, counts keys (quota, concurrency, RPM, TPM) once per owner and key, and records the admitted requests with their price card. Returns a refusal (private.refusal_json: QUOTA, RLIMT or TLIMT) per refused plan, null when none is refused; refuses exactly the requests that would be refused one at a time, in order.';
+  E'The writing half of admission, for one request or a batch: reserves on wallets, counts keys (quota, concurrency, RPM, TPM), budgets and model limits once per owner, key and row, and records the admitted requests with their price card. Returns a refusal (private.refusal_json: QUOTA, RLIMT, TLIMT, BUDGT or MRLIM) per refused plan, null when none is refused; refuses exactly the requests that would be refused one at a time, in order.';
 
 -- private.admission_durability: admission commits asynchronously unless DurableAdmission.
 create or replace function private.admission_durability(p_opt jsonb)
