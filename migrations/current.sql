@@ -74,6 +74,8 @@ alter table private.users add column if not exists scoped_limits boolean not nul
 alter table private.groups add column if not exists scoped_limits boolean not null default false;
 
 -- What an admission counted in: its budgets and model limits, and the admission clock
--- (private.admission_now), which says the period a budget counted it in.
+-- (private.admission_now), which says the period a budget counted it in and the minute of a model
+-- limit's window.
 alter table private.admissions add column if not exists budget_ids bigint[];
+alter table private.admissions add column if not exists limit_ids bigint[];
 alter table private.admissions add column if not exists admitted_at timestamptz;

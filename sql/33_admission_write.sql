@@ -292,13 +292,13 @@ begin
                                   prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted,
                                   cache, cache_entry_id, cache_similarity,
                                   input_price, output_price, cached_input_price, cache_write_price, per_call_price,
-                                  group_multiplier, hit_ratio, embedding_price, embedding_per_call, budget_ids, admitted_at)
+                                  group_multiplier, hit_ratio, embedding_price, embedding_per_call, budget_ids, limit_ids, admitted_at)
   select p.request_id, now(), p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
          p.prompt_tokens, p.route_plan, p.reserved_micros, p.reserved_tokens, p.counted,
          p.cache_state, p.cache_entry_id, p.cache_similarity,
          (p.card).input, (p.card).output, (p.card).cached_input, (p.card).cache_write, (p.card).per_call,
          (p.card).group_multiplier, (p.card).hit_ratio, (p.card).embedding_input, (p.card).embedding_per_call,
-         p.budget_ids, v_now
+         p.budget_ids, p.limit_ids, v_now
     from unnest(p_plans) p
    where p.request_id is not null;
 

@@ -15,7 +15,6 @@ begin
   return null;
 end
 $$;
-
 create or replace trigger _500_wallet after insert on private.users
   for each row execute function private.tg_users__wallet();
 
@@ -29,7 +28,6 @@ begin
   return null;
 end
 $$;
-
 create or replace trigger _500_counters after insert on private.api_keys
   for each row execute function private.tg_api_keys__counters();
 
@@ -76,7 +74,7 @@ declare
   v_store jsonb;
   v_attempts jsonb;
   v_refused integer;
-  v_budgets jsonb;   -- per (request, budget): reservation, bill, admission clock (private.budgets_settle)
+  v_limits jsonb;   -- per request with budgets or model limits: reservation, bill, tokens (private.limits_settle)
 begin
   with o as (
     -- One outcome per request id, should a batch carry a request twice.
@@ -111,7 +109,7 @@ begin
            o.error_code, o.error_message, o.embedding_tokens, o.cache_store, coalesce(o.text_altered, false) as text_altered,
            a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
            a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
-           a.budget_ids, coalesce(a.admitted_at, a.created_at) as admitted_at,
+           a.budget_ids, a.limit_ids, coalesce(a.admitted_at, a.created_at) as admitted_at,
            -- A request a fallback model served (o.fallback: its name, as the plan named it) is priced
            -- with that model's prices, which the admission kept in its route plan (fp below).
            case when a.group_multiplier is null then m.input_price when fp.model is not null then fp.input else a.input_price end as input_price,
@@ -253,10 +251,11 @@ begin
             from priced s
             cross join lateral jsonb_array_elements(s.attempts) with ordinality e(a, ord)
            where jsonb_typeof(s.attempts) = 'array'),
-         (select jsonb_agg(jsonb_build_object('id', b.id, 'reserved', s.reserved_micros, 'amount', s.amount, 'at', s.admitted_at))
-            from priced s cross join unnest(s.budget_ids) b(id))
+         (select jsonb_agg(jsonb_build_object('budgets', s.budget_ids, 'limits', s.limit_ids, 'reserved', s.reserved_micros, 'amount', s.amount,
+                   'at', s.admitted_at, 'tokens', coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0) - s.reserved_tokens))
+            from priced s where s.budget_ids is not null or s.limit_ids is not null)
     into v_n, v_users, v_user_amounts, v_user_reserved, v_keys, v_key_amounts, v_key_reserved, v_key_n,
-         v_key_minutes1, v_key_deltas1, v_key_minutes2, v_key_deltas2, v_store, v_attempts, v_budgets
+         v_key_minutes1, v_key_deltas1, v_key_minutes2, v_key_deltas2, v_store, v_attempts, v_limits
     from (select array_agg(user_id order by user_id) as ids, array_agg(amount order by user_id) as amounts,
                  array_agg(reserved order by user_id) as reserved from per_user) u,
          (select array_agg(key_id order by key_id) as ids, array_agg(amount order by key_id) as amounts,
@@ -315,8 +314,8 @@ begin
        where k.key_id = a.key_id
          and k.key_id = any(v_keys);   -- likewise: by key, whatever the table's size
     end if;
-    if v_budgets is not null then   -- (sql/36_budgets.sql: after the wallets and keys, as admission locks them)
-      perform private.budgets_settle(v_budgets);
+    if v_limits is not null then   -- (sql/36_budgets.sql: after the wallets and keys, as admission locks them)
+      perform private.limits_settle(v_limits);
     end if;
   end if;
 

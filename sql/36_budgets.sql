@@ -9,7 +9,7 @@
 -- same statement path as the wallet (private.limits_count) and, when one does not fit, refuses
 -- exactly the requests that would be refused one at a time (private.limits_state, limits_admit,
 -- limits_undo): 429 budget_exceeded (BUDGT) or model_rate_limited (MRLIM). Settlement
--- (private.settle) replaces the reservation with the bill (private.budgets_settle) and raises
+-- (private.settle) replaces the reservation with the bill (private.limits_settle) and raises
 -- budget.threshold / budget.exhausted, once per period.
 --
 -- /* why the period on the row */ A budget's counters say which period they count (period_start).
@@ -63,7 +63,7 @@ $$;
 -- private.limits_count: counts a call's admissions in their budgets (p_budget_amounts reserved per
 -- budget) and model limits (p_limit_n requests, p_limit_tokens tokens per limit), rolling periods
 -- and rate windows over at p_now; returns whether every row still fits. Rows are locked in id
--- order (budgets after the wallets and keys, as private.budgets_settle takes them).
+-- order (budgets after the wallets and keys, as private.limits_settle takes them).
 create or replace function private.limits_count(p_budget_ids bigint[], p_budget_amounts bigint[], p_limit_ids bigint[],
                                                 p_limit_n integer[], p_limit_tokens bigint[], p_now timestamptz)
 returns boolean
@@ -261,11 +261,15 @@ as $$
     greatest(ceil(60 - extract(epoch from p_now - date_trunc('minute', p_now)))::integer, 1))
 $$;
 
--- private.budgets_settle: settlement's half (private.settle, once per batch that has budgeted
--- requests): per (request, budget) its reservation and its bill (p_rows: [{id, reserved, amount,
--- at}], at = the admission's clock). The reservation is released (from older_reserved when the
--- budget has rolled over since); the bill counts in the budget's spend when the request was
--- admitted in the period the budget counts now (a bill of an older period belongs to that period). Then the crossings are raised, once per period each.
+-- private.limits_settle: settlement's half (private.settle, once per batch that has requests with
+-- budgets or model limits). p_rows: per such request {budgets, limits (ids), reserved, amount (the
+-- bill), at (the admission's clock), tokens (used less reserved)}. A budget's reservation is
+-- released (from older_reserved when the budget has rolled over since); the bill counts in the
+-- budget's spend when the request was admitted in the period the budget counts now (a bill of an
+-- older period belongs to that period). A model limit's TPM window gets the tokens' correction in
+-- the minute the request was counted in, if that is still in the window (as a key's, in
+-- private.settle). Then the budgets' crossings are raised, once per period each. Rows are locked
+-- in id order, budgets then model limits, after the wallets and keys, as admission takes them.
 /* why the crossings are detected here, not at admission nor by a trigger: the hot tables carry no
    trigger, and admission is the request path, where an event would be one more insert (and its
    fan-out) in the client's round trip. Settlement runs in batches off the request path and is
@@ -273,33 +277,57 @@ $$;
    "once per period" marks (threshold_alerted, exhausted_alerted = the period_start alerted) are
    columns of the row this function updates anyway; a new period re-arms both. budget.exhausted is
    the settled spend reaching the amount (refusals alone, with nothing settled, raise nothing). */
-create or replace function private.budgets_settle(p_rows jsonb)
+create or replace function private.limits_settle(p_rows jsonb)
 returns void
 language plpgsql volatile
 as $$
 declare
-  v_tz text := private.option_text('BudgetTimeZone');
+  v_tz text;
   v_now timestamptz := private.admission_now();
   v_ids bigint[];
+  v_lids bigint[];
   v_n integer;
 begin
-  select array_agg(distinct (e ->> 'id')::bigint order by (e ->> 'id')::bigint) into v_ids
-    from jsonb_array_elements(p_rows) e;
-  perform 1 from private.budgets b where b.id = any(v_ids) order by b.id for update;
-  update private.budgets b
-     set reserved_micros = greatest(b.reserved_micros - s.reserved, 0),
-         older_reserved = greatest(b.older_reserved - s.older_reserved, 0),
-         spent_micros = b.spent_micros + s.spent,
-         updated_at = now()
-    from (select x.id,
-                 coalesce(sum(x.reserved) filter (where x.current), 0)::bigint as reserved,
-                 coalesce(sum(x.reserved) filter (where not x.current), 0)::bigint as older_reserved,
-                 coalesce(sum(x.amount) filter (where x.current), 0)::bigint as spent
-            from (select x.*, private.budget_period_start(b.period, x.at, v_tz) = b.period_start as current
-                    from jsonb_to_recordset(p_rows) x(id bigint, reserved bigint, amount bigint, at timestamptz)
-                    join private.budgets b on b.id = x.id) x
-           group by x.id) s
-   where b.id = s.id;
+  select array_agg(distinct b.id order by b.id) into v_ids
+    from jsonb_to_recordset(p_rows) x(budgets bigint[]) cross join unnest(x.budgets) b(id);
+  select array_agg(distinct l.id order by l.id) into v_lids
+    from jsonb_to_recordset(p_rows) x(limits bigint[]) cross join unnest(x.limits) l(id);
+  if v_ids is not null then
+    v_tz := private.option_text('BudgetTimeZone');
+    perform 1 from private.budgets b where b.id = any(v_ids) order by b.id for update;
+    update private.budgets b
+       set reserved_micros = greatest(b.reserved_micros - s.reserved, 0),
+           older_reserved = greatest(b.older_reserved - s.older_reserved, 0),
+           spent_micros = b.spent_micros + s.spent,
+           updated_at = now()
+      from (select x.id,
+                   coalesce(sum(x.reserved) filter (where x.current), 0)::bigint as reserved,
+                   coalesce(sum(x.reserved) filter (where not x.current), 0)::bigint as older_reserved,
+                   coalesce(sum(x.amount) filter (where x.current), 0)::bigint as spent
+              from (select i.id, x.reserved, x.amount, private.budget_period_start(b.period, x.at, v_tz) = b.period_start as current
+                      from jsonb_to_recordset(p_rows) x(budgets bigint[], reserved bigint, amount bigint, at timestamptz)
+                      cross join unnest(x.budgets) i(id)
+                      join private.budgets b on b.id = i.id) x
+             group by x.id) s
+     where b.id = s.id;
+  end if;
+  if v_lids is not null then
+    perform 1 from private.model_limits l where l.id = any(v_lids) order by l.id for update;
+    update private.model_limits l
+       set minute_tokens = greatest(l.minute_tokens + s.cur, 0),
+           prev_tokens = greatest(l.prev_tokens + s.prev, 0)
+      from (select i.id,
+                   coalesce(sum(x.tokens) filter (where date_trunc('minute', x.at) = m.rate_minute), 0) as cur,
+                   coalesce(sum(x.tokens) filter (where date_trunc('minute', x.at) = m.rate_minute - interval '1 minute'), 0) as prev
+              from jsonb_to_recordset(p_rows) x(limits bigint[], tokens bigint, at timestamptz)
+              cross join unnest(x.limits) i(id)
+              join private.model_limits m on m.id = i.id
+             group by i.id) s
+     where l.id = s.id and (s.cur <> 0 or s.prev <> 0);
+  end if;
+  if v_ids is null then
+    return;
+  end if;
   with t as (
     update private.budgets b set threshold_alerted = b.period_start
      where b.id = any(v_ids) and b.threshold_percent is not null

@@ -10,7 +10,7 @@
 -- Kinds (private.event_kinds):
 --   budget.threshold  a budget's spend in its period reached its threshold_percent (once per period)
 --   budget.exhausted  a budget's spend in its period reached its amount (once per period); both
---                     raised by settlement (private.budgets_settle, sql/36_budgets.sql)
+--                     raised by settlement (private.limits_settle, sql/36_budgets.sql)
 --   channel.disabled  the circuit breaker took a channel out (status auto_disabled)
 --   channel.enabled   a channel the breaker had taken out is enabled again (probe or operator)
 --   job.failed        a maintenance job's run failed (private.job_run)

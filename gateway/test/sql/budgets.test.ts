@@ -219,11 +219,16 @@ describe('budgets', () => {
 
       await tx`select admin.model_limit_clear(${tx.json({ key_id: f.key.id, model: f.model })})`;
       await tx`select admin.model_limit_set(${tx.json({ group: f.group, model: f.model, tpm_limit: 300 })})`;
-      await begin(tx, f);
-      await begin(tx, f); // 220 tokens
+      const counted = [await begin(tx, f), await begin(tx, f)]; // 220 tokens reserved
       const tpm = await refused(tx, f);
       expect(tpm).toMatchObject({ code: 'MRLIM' });
       expect(tpm.message).toContain(`the group ${f.group} allows 300 tokens per minute for it, and this request may use 110`);
+      expect(JSON.parse(tpm.detail).reason).toBe('model_tpm');
+      // Settlement replaces the reserved tokens with those used (10 + 50 each): 120 + 110 ≤ 300.
+      await finish(tx, f, counted);
+      const [{ t }] = await tx`select minute_tokens::int as t from private.model_limits where group_name = ${f.group}`;
+      expect(t).toBe(120);
+      expect(await begin(tx, f)).toBeTruthy();
     });
   });
 
