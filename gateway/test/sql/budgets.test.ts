@@ -270,9 +270,14 @@ describe('budgets', () => {
       expect(tz).toMatchObject({ code: 'BADOP', message: expect.stringContaining('BudgetTimeZone') });
 
       // set twice: one budget, changed; shown in admin.budgets
+      const [{ last }] = await tx`select coalesce(max(id), 0) as last from admin.audit_log`;
       const a = await budget(tx, { key_id: f.key.id, period: 'week', amount_micros: 5 });
       const b = await budget(tx, { key_id: f.key.id, period: 'week', amount_micros: 7, threshold_percent: 80 });
       expect(b).toMatchObject({ id: a.id, amount_micros: 7, threshold_percent: 80, scope: 'key', key_prefix: f.key.key_prefix, remaining_micros: 7 });
+      // Audited as the budget's change; the key's flag that followed is bookkeeping, not a mutation of the key.
+      const audit = await tx`select target, before ->> 'amount_micros' as before, after ->> 'amount_micros' as after
+                               from admin.audit_log where id > ${last} order by id`;
+      expect(audit.map((r) => [r.target, r.before, r.after])).toEqual([[`budgets:${a.id}`, null, '5'], [`budgets:${a.id}`, '5', '7']]);
       expect((await tx`select admin.budget_clear(${tx.json({ key_id: f.key.id, period: 'week' })}) as ok`)[0].ok).toBe(true);
       expect((await tx`select admin.budget_clear(${tx.json({ key_id: f.key.id, period: 'week' })}) as ok`)[0].ok).toBe(false);
     });
