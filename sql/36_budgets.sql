@@ -49,8 +49,10 @@ comment on function private.budget_period_end(text, timestamptz, text) is
 -- private.limits_of: the budgets and the model limits one request counts in, each in id order
 -- (the order rows are locked in). A budget applies when it names the key, its owner or their
 -- group, for every model or for p_model; a model limit when it names the key or the group and p_model.
-create or replace function private.limits_of(p_key_id bigint, p_user_id bigint, p_group text, p_model text,
-                                             out budget_ids bigint[], out limit_ids bigint[])
+-- (A set-returning SQL function, so it is inlined into its caller's cached plan: called as a
+-- function of its own, its statement was planned again at every call.)
+create or replace function private.limits_of(p_key_id bigint, p_user_id bigint, p_group text, p_model text)
+returns table (budget_ids bigint[], limit_ids bigint[])
 language sql stable
 as $$
   select (select array_agg(b.id order by b.id) from private.budgets b
