@@ -250,6 +250,15 @@ describe('budgets', () => {
       expect(await flags()).toEqual({ k: false, u: false, g: false });
       const [{ ids }] = await tx`select private.limits_of(${f.key.id}, ${f.user.id}, ${f.group}, ${f.model}) as ids`;
       expect(ids).toBe('(,)');
+      // A renamed group keeps its budgets (and its flag); a deleted key takes its own with it.
+      await budget(tx, { group: f.group, period: 'day', amount_micros: 10 });
+      await budget(tx, { key_id: f.key.id, period: 'day', amount_micros: 10 });
+      await tx`update private.groups set name = ${f.group + '_renamed'} where name = ${f.group}`;
+      const [g] = await tx`select g.scoped_limits, (select count(*)::int from private.budgets b where b.group_name = g.name) as n
+                             from private.groups g where g.name = ${f.group + '_renamed'}`;
+      expect(g).toEqual({ scoped_limits: true, n: 1 });
+      await tx`delete from private.api_keys where id = ${f.key.id}`;
+      expect(await tx`select 1 from private.budgets where key_id = ${f.key.id}`).toHaveLength(0);
     });
   });
 
