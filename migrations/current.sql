@@ -58,6 +58,12 @@ create table if not exists private.model_limits (
     (scope = 'group' and group_name is not null and key_id is null)),
   constraint model_limits_some_check check (num_nonnulls(rpm_limit, tpm_limit) > 0)
 );
+-- Both are hot rows (every admission of a budgeted key writes its budgets' rows, as its wallet's):
+-- vacuumed by count, unthrottled, as wallets and key_counters are (migration 000014).
+alter table private.budgets set (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 100,
+                                 autovacuum_vacuum_cost_delay = 0);
+alter table private.model_limits set (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 100,
+                                      autovacuum_vacuum_cost_delay = 0);
 create unique index if not exists model_limits_target_idx
   on private.model_limits (scope, coalesce(key_id, 0), coalesce(group_name, ''), model);
 create index if not exists model_limits_key_idx on private.model_limits (key_id) where key_id is not null;
