@@ -201,6 +201,17 @@ describe('budgets', () => {
       expect(rows.filter((r) => r.request_id).map((r) => r.idx)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]); // 9 × 110 = 990
       expect(rows[9].error).toMatchObject({ code: 'BUDGT', reason: 'budget' });
       expect((await row(tx, b.id)).reserved).toBe(990);
+      // A model limit in a batch likewise: what the refused ones counted is taken back.
+      const other = await createKey(tx, { user_id: f.user.id });
+      await tx`select admin.model_limit_set(${tx.json({ key_id: other.id, model: f.model, rpm_limit: 3 })})`;
+      const five = reqs.slice(0, 5).map((r) => ({ ...r, id: randomUUID(), key_hash: sha256(other.key).toString('hex') }));
+      await tx`set local role elygate_gateway`;
+      const limited = await tx`select idx, request_id, error from gateway.relay_begin_batch(${tx.json(five)}) order by idx`;
+      await tx`reset role`;
+      expect(limited.map((r) => (r.request_id ? 'ok' : r.error.code))).toEqual(['ok', 'ok', 'ok', 'MRLIM', 'MRLIM']);
+      expect(limited[3].error.reason).toBe('model_rpm');
+      const [{ n }] = await tx`select minute_requests as n from private.model_limits where key_id = ${other.id}`;
+      expect(n).toBe(3);
     });
   });
 
