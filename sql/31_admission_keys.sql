@@ -55,7 +55,7 @@ begin
     raise exception using errcode = 'KREVK', message = format('This API key (%s) has been %s.', v_key.key_prefix,
       case v_key.status when 'archived' then 'archived' else 'revoked' end);
   end if;
-  if v_key.expires_at is not null and v_key.expires_at <= now() then
+  if v_key.expires_at is not null and v_key.expires_at <= private.admission_now() then   -- (admission's one clock, sql/36_budgets.sql)
     -- A rotated key's grace period ends as an expiry (admin.key_rotate); its refusal says so.
     if exists (select 1 from private.key_rotations r where r.old_key_id = v_key.id) then
       raise exception using errcode = 'KEXPD',

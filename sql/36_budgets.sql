@@ -20,16 +20,17 @@
 -- against the new period); their bills count in the period they were admitted in
 -- (admissions.admitted_at), not in the new one.
 
--- private.admission_now: the clock of admission (rate windows, budget periods) and of budget
--- settlement. One function, so a test moves time by replacing it in its own database instead of
--- sleeping across a minute or a midnight.
+-- private.admission_now: the clock of admission (key expiry, rate windows, budget periods) and of
+-- budget settlement. One function, so a test moves time by replacing it in its own database instead
+-- of sleeping across a minute or a midnight. (The admission's created_at, the request log's
+-- partition key, stays the real now().)
 create or replace function private.admission_now()
 returns timestamptz
 language sql stable
 as $$ select now() $$;
 
 comment on function private.admission_now() is
-  E'The clock admission counts rate windows and budget periods with (now()). Tests replace it in their throwaway database to move time.';
+  E'The clock admission checks key expiry and counts rate windows and budget periods with (now()). Tests replace it in their throwaway database to move time.';
 
 -- private.budget_period_start / budget_period_end: the calendar period (day, week from Monday,
 -- month) holding p_at in the time zone p_tz.

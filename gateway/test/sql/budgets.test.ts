@@ -227,6 +227,11 @@ describe('budgets', () => {
       expect(JSON.parse(err.detail)).toEqual({ reason: 'model_rpm', retry_after: 60 });
       await clockAt(tx, '2031-03-15T10:02:00Z');
       expect(await begin(tx, f)).toBeTruthy();
+      // Key expiry reads the same clock.
+      await tx`select admin.key_update(${f.key.id}, ${tx.json({ expires_at: '2031-03-15T11:00:00Z' })})`;
+      await clockAt(tx, '2031-03-15T11:00:00Z');
+      expect(await refused(tx, f)).toMatchObject({ code: 'KEXPD', message: expect.stringContaining('expired at 2031-03-15T11:00:00Z') });
+      await clockAt(tx, '2031-03-15T10:59:59Z');
 
       await tx`select admin.model_limit_clear(${tx.json({ key_id: f.key.id, model: f.model })})`;
       await tx`select admin.model_limit_set(${tx.json({ group: f.group, model: f.model, tpm_limit: 300 })})`;
