@@ -103,7 +103,9 @@ select private.composite_type_ensure('private.admit_plan', $t$
   cache             jsonb,    -- the cache result for the ticket
   price             jsonb,    -- the price card for the ticket (null: free model, no embedding price)
   card              private.price_card,  -- the same card, as the admission row stores it
-  max_tokens        integer   -- as the ticket's
+  max_tokens        integer,  -- as the ticket's
+  budget_ids        bigint[], -- the budgets it counts in, in id order (null: none; sql/36_budgets.sql)
+  limit_ids         bigint[]  -- the model limits (RPM/TPM) it counts in, in id order (null: none)
 $t$);
 
 -- One request's route plan (private.route_plans), as private.admit_prepare takes it. Private.
@@ -123,6 +125,8 @@ select private.composite_type_ensure('private.key_auth', $t$
   user_group       text,
   model            private.models,   -- the requested model's price row (null: unknown model)
   group_multiplier numeric,          -- the owner's group price multiplier
-  route            private.route_choice  -- the cached route of the model for the owner's group
+  route            private.route_choice, -- the cached route of the model for the owner's group
                                          -- (private.route_cache); null: planned per request
+  scoped_limits    boolean               -- a budget or a model limit names the key, its owner or
+                                         -- their group (sql/36_budgets.sql)
 $t$);

@@ -72,6 +72,9 @@ values
    'Share of semantic hits re-asked upstream in the background to measure the false-hit rate (admin.cache_audit).'),
   ('SemanticCacheAuditAgreement', '0.9', 'number', 0, 1,
    'Similarity of the cached and the fresh answer at or above which an audit counts the hit as correct.'),
+  -- Budgets (sql/36_budgets.sql)
+  ('BudgetTimeZone', 'UTC', 'text', null, null,
+   'Time zone of the calendar periods of budgets (a day, a week from Monday, a month start at midnight there), e.g. "UTC" or "Europe/Paris". Changing it moves the next reset; spend already counted stays in its period.'),
   -- Events and webhooks (sql/44_events.sql, sql/45_webhook_delivery.sql)
   ('WebhookMaxAttempts', '8', 'int', 1, 100,
    'Attempts at delivering one event to one webhook endpoint; after the last failed one the delivery is dead (the admin panel can resend it).'),
@@ -204,6 +207,10 @@ begin
     raise exception using errcode = 'BADOP', column = 'value',
       message = format('Option "CacheMode" must be "deterministic", "always" or "off", got "%s".', left(p_value, 100));
   end if;
+  if p_key = 'BudgetTimeZone' and not exists (select 1 from pg_catalog.pg_timezone_names z where z.name = p_value) then
+    raise exception using errcode = 'BADOP', column = 'value',
+      message = format('Option "BudgetTimeZone" must be a time zone name such as "UTC" or "Europe/Paris", got "%s".', left(p_value, 100));
+  end if;
   if p_key = 'SemanticCacheEmbeddingChannel' and p_value <> ''
      and not exists (select 1 from private.channels c where c.name = p_value) then
     raise exception using errcode = 'BADOP', column = 'value',
@@ -212,7 +219,7 @@ begin
 end
 $$;
 
-comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, ReservationPolicy, CacheMode, SemanticCacheEmbeddingChannel).';
+comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, ReservationPolicy, CacheMode, BudgetTimeZone, SemanticCacheEmbeddingChannel).';
 
 -- private.option_validate: checks a value against the option's declared type and bounds.
 create or replace function private.option_validate(p_key text, p_value text)

@@ -18,7 +18,9 @@ as $$
   select k, case when g.archived_at is not null and u.status = 'active' then 'group_archived' else u.status end,
          u.group_name, m, g.price_multiplier,
          case when rc.model is not null then
-           row(rc.served, rc.candidates, rc.skipped, rc.multipliers, rc.max_multiplier)::private.route_choice end
+           row(rc.served, rc.candidates, rc.skipped, rc.multipliers, rc.max_multiplier)::private.route_choice end,
+         -- (flags on the rows read anyway: a key no budget or model limit applies to looks none up)
+         k.scoped_limits or u.scoped_limits or coalesce(g.scoped_limits, false)
     from private.api_keys k
     join private.users u on u.id = k.user_id
     left join private.models m on m.name = p_model
@@ -53,7 +55,7 @@ begin
     raise exception using errcode = 'KREVK', message = format('This API key (%s) has been %s.', v_key.key_prefix,
       case v_key.status when 'archived' then 'archived' else 'revoked' end);
   end if;
-  if v_key.expires_at is not null and v_key.expires_at <= now() then
+  if v_key.expires_at is not null and v_key.expires_at <= private.admission_now() then   -- (admission's one clock, sql/36_budgets.sql)
     -- A rotated key's grace period ends as an expiry (admin.key_rotate); its refusal says so.
     if exists (select 1 from private.key_rotations r where r.old_key_id = v_key.id) then
       raise exception using errcode = 'KEXPD',

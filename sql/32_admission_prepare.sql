@@ -33,6 +33,8 @@ declare
   v_fb record;
   v_unit_price bigint;   -- a media endpoint's unit price (private.unit_price); null: none
   v_units integer := 0;  -- the units reserved for
+  v_budget_ids bigint[];   -- the budgets and model limits that apply (private.limits_of)
+  v_limit_ids bigint[];
 begin
   if p_model is null or p_model = '' then
     raise exception using errcode = 'BADRQ', message = 'you must provide a model parameter', column = 'model';
@@ -51,6 +53,13 @@ begin
   if (v_auth.model).archived_at is not null then
     raise exception using errcode = 'NOMDL', column = 'model',
       message = format('The model `%s` has been archived and is no longer served.', p_model);
+  end if;
+
+  -- Budgets and model limits (sql/36_budgets.sql), looked up only when one names the key, its owner
+  -- or their group (a flag read with the key).
+  if v_auth.scoped_limits then
+    select l.budget_ids, l.limit_ids into v_budget_ids, v_limit_ids
+      from private.limits_of(v_key.id, v_key.user_id, v_auth.user_group, p_model) l;
   end if;
 
   -- A model with fallbacks: their candidates after its own (planned here, never cached). why an IF
@@ -190,7 +199,7 @@ begin
                               jsonb_build_object('input', v_card.embedding_input, 'per_call', v_card.embedding_per_call) end,
                -- the fallback models' prices, by name: a request a fallback served is priced with them
                'fallbacks', v_fallbacks)
-             end, v_card, v_cap)::private.admit_plan;
+             end, v_card, v_cap, v_budget_ids, v_limit_ids)::private.admit_plan;
 end
 $$;
 

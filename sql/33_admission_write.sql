@@ -1,19 +1,21 @@
 -- Admission, part 3: the writing half, shared by the single and the batched call: reservations on
--- wallets, key counters (concurrency, rate windows), the admission rows, and refusals as values
+-- wallets, key counters (concurrency, rate windows), budgets and model limits (sql/36_budgets.sql), the admission rows, and refusals as values
 -- (private.refusal_json) or raised (private.refusal_raise).
 
 -- private.admit_write: the writing half of admission, for one request or a batch (see
 -- private.admit_prepare). gateway.relay_begin calls it with one plan, gateway.relay_begin_batch
 -- with the batch's; it is the only code that reserves on wallets, counts keys and records
 -- admissions. Returns one refusal per plan (null: admitted; the whole array null: none refused),
--- as private.refusal_json makes them: QUOTA (wallet or key quota), RLIMT (concurrency, RPM), TLIMT.
+-- as private.refusal_json makes them: QUOTA (wallet or key quota), RLIMT (concurrency, RPM), TLIMT,
+-- BUDGT (a budget) and MRLIM (a per-model RPM/TPM; both sql/36_budgets.sql).
 -- A plan whose request_id is null (refused by the reading half) is skipped.
 create or replace function private.admit_write(p_plans private.admit_plan[])
 returns jsonb[]
 language plpgsql volatile
 as $$
 declare
-  v_minute timestamptz := date_trunc('minute', now());
+  v_now timestamptz := private.admission_now();
+  v_minute timestamptz := date_trunc('minute', v_now);
   v_window numeric;   -- share of the previous minute still in the window (set when a key is counted)
   -- per owner and per key: what this call adds (ids in order), and each key's limits
   v_need_users bigint[];
@@ -26,8 +28,15 @@ declare
   v_concurrency integer[];
   v_rpm integer[];
   v_tpm integer[];
+  -- per budget and per model limit (sql/36_budgets.sql): what this call adds
+  v_need_budgets bigint[]; v_budget_amounts bigint[];
+  v_need_limits bigint[]; v_limit_n integer[]; v_limit_tokens bigint[];
   v_fits boolean := true;
   v_keys_fit boolean := true;
+  v_limits_fit boolean := true;
+  -- when something does not fit: the budgets and limits as they were (private.limits_state)
+  v_bids bigint[]; v_bleft bigint[]; v_lids bigint[]; v_lreq numeric[]; v_ltok numeric[];
+  v_refused private.admit_plan[];
   -- when something does not fit: per owner, balance - reserved + credit as it was before this call
   v_users bigint[];
   v_avail bigint[];
@@ -58,9 +67,10 @@ begin
      them, or the two deadlock. One request locks one wallet, then one key, in that order anyway;
      its ids are read off its plan (a statement less for the call most admissions are). */
   if cardinality(p_plans) > 1 then
-    select u.ids, u.amounts, k.ids, k.n, k.amounts, k.tokens, k.quotas, k.concurrencies, k.rpms, k.tpms
+    select u.ids, u.amounts, k.ids, k.n, k.amounts, k.tokens, k.quotas, k.concurrencies, k.rpms, k.tpms,
+           b.ids, b.amounts, l.ids, l.n, l.tokens
       into v_need_users, v_need_amounts, v_need_keys, v_key_n, v_key_amounts, v_key_tokens,
-           v_quota, v_concurrency, v_rpm, v_tpm
+           v_quota, v_concurrency, v_rpm, v_tpm, v_need_budgets, v_budget_amounts, v_need_limits, v_limit_n, v_limit_tokens
       from (select array_agg(s.user_id order by s.user_id) as ids, array_agg(s.amount order by s.user_id) as amounts
               from (select p.user_id, sum(p.reserved_micros)::bigint as amount
                       from unnest(p_plans) p where p.request_id is not null and p.reserved_micros > 0
@@ -73,7 +83,16 @@ begin
                            sum(p.reserved_tokens)::bigint as tokens, min(p.quota_micros) as quota,
                            min(p.concurrency_limit) as concurrency, min(p.rpm_limit) as rpm, min(p.tpm_limit) as tpm
                       from unnest(p_plans) p where p.request_id is not null and p.counted
-                     group by p.key_id) s) k;
+                     group by p.key_id) s) k,
+           (select array_agg(s.id order by s.id) as ids, array_agg(s.amount order by s.id) as amounts
+              from (select i.id, sum(p.reserved_micros)::bigint as amount
+                      from unnest(p_plans) p cross join unnest(p.budget_ids) i(id)
+                     where p.request_id is not null group by i.id) s) b,
+           (select array_agg(s.id order by s.id) as ids, array_agg(s.n order by s.id) as n,
+                   array_agg(s.tokens order by s.id) as tokens
+              from (select i.id, count(*)::integer as n, sum(p.reserved_tokens)::bigint as tokens
+                      from unnest(p_plans) p cross join unnest(p.limit_ids) i(id)
+                     where p.request_id is not null group by i.id) s) l;
     perform 1 from private.wallets w where w.user_id = any(v_need_users) order by w.user_id for no key update;
   else
     v_p := p_plans[1];
@@ -90,6 +109,15 @@ begin
       v_concurrency := array[v_p.concurrency_limit];
       v_rpm := array[v_p.rpm_limit];
       v_tpm := array[v_p.tpm_limit];
+    end if;
+    if v_p.request_id is not null and v_p.budget_ids is not null then
+      v_need_budgets := v_p.budget_ids;
+      v_budget_amounts := array_fill(v_p.reserved_micros, array[cardinality(v_p.budget_ids)]);
+    end if;
+    if v_p.request_id is not null and v_p.limit_ids is not null then
+      v_need_limits := v_p.limit_ids;
+      v_limit_n := array_fill(1, array[cardinality(v_p.limit_ids)]);
+      v_limit_tokens := array_fill(v_p.reserved_tokens::bigint, array[cardinality(v_p.limit_ids)]);
     end if;
   end if;
 
@@ -118,7 +146,7 @@ begin
      in the previous minute but updates after one of the new minute counts into the new one
      (settlement relies on rate_minute being the latest). */
   if v_need_keys is not null then
-    v_window := 1 - extract(epoch from now() - v_minute) / 60;
+    v_window := 1 - extract(epoch from v_now - v_minute) / 60;
     if cardinality(p_plans) > 1 then
       perform 1 from private.key_counters k where k.key_id = any(v_need_keys) order by k.key_id for no key update;
     end if;
@@ -144,7 +172,12 @@ begin
     select coalesce(bool_and(c.fits), true) and count(*) = cardinality(v_need_keys) into v_keys_fit from c;
   end if;
 
-  if not (v_fits and v_keys_fit) then
+  -- Budgets and model limits (only for requests some apply to), after the wallets and keys.
+  if v_need_budgets is not null or v_need_limits is not null then
+    v_limits_fit := private.limits_count(v_need_budgets, v_budget_amounts, v_need_limits, v_limit_n, v_limit_tokens, v_now);
+  end if;
+
+  if not (v_fits and v_keys_fit and v_limits_fit) then
     -- The rows as they were before this call's sums: each was updated above (so it is locked), less
     -- what was added. (The rollover of the rate window stays: it depends on the clock alone.) A
     -- row that is missing is not here, and the requests that need it are refused below.
@@ -159,7 +192,11 @@ begin
       into v_keys, v_used, v_kres, v_inflight, v_mreq, v_mtok, v_preq, v_ptok, v_key_undo_n, v_key_undo_amount, v_key_undo_tokens
       from unnest(v_need_keys, v_key_n, v_key_amounts, v_key_tokens) x(key_id, n, amount, tokens)
       join private.key_counters k on k.key_id = x.key_id;
-    v_retry := greatest(ceil(60 - extract(epoch from now() - v_minute))::integer, 1);
+    if v_need_budgets is not null or v_need_limits is not null then
+      select * into v_bids, v_bleft, v_lids, v_lreq, v_ltok
+        from private.limits_state(v_need_budgets, v_budget_amounts, v_need_limits, v_limit_n, v_limit_tokens, v_now);
+    end if;
+    v_retry := greatest(ceil(60 - extract(epoch from v_now - v_minute))::integer, 1);
     v_errors := array_fill(null::jsonb, array[cardinality(p_plans)]);
     for i in 1 .. cardinality(p_plans) loop
       v_p := p_plans[i];
@@ -201,6 +238,9 @@ begin
           format('Rate limit reached for tokens: this key allows %s tokens per minute, and this request may use %s.',
                  v_p.tpm_limit, v_p.reserved_tokens),
           null, null, null, 'tpm', v_retry);
+      elsif v_p.budget_ids is not null or v_p.limit_ids is not null then
+        select * into v_bleft, v_lreq, v_ltok, v_error
+          from private.limits_admit(v_p, v_now, v_bids, v_bleft, v_lids, v_lreq, v_ltok);
       end if;
       if v_error is null then
         if u is not null then
@@ -215,6 +255,9 @@ begin
       else
         v_errors[i] := v_error;
         p_plans[i] := null;
+        if v_p.budget_ids is not null or v_p.limit_ids is not null then
+          v_refused := array_append(v_refused, v_p);
+        end if;
         if u is not null then
           v_user_undo[u] := v_user_undo[u] + v_p.reserved_micros;
         end if;
@@ -237,6 +280,9 @@ begin
            minute_tokens = c.minute_tokens - x.tokens
       from unnest(v_keys, v_key_undo_n, v_key_undo_amount, v_key_undo_tokens) x(key_id, n, amount, tokens)
      where c.key_id = x.key_id and x.n <> 0;
+    if v_refused is not null then
+      perform private.limits_undo(v_refused);
+    end if;
   end if;
 
   /* why a row of its own: the request log is partitioned and indexed for reading; the in-flight
@@ -246,13 +292,13 @@ begin
                                   prompt_tokens, route_plan, reserved_micros, reserved_tokens, counted,
                                   cache, cache_entry_id, cache_similarity,
                                   input_price, output_price, cached_input_price, cache_write_price, per_call_price,
-                                  group_multiplier, hit_ratio, embedding_price, embedding_per_call, unit_price)
+                                  group_multiplier, hit_ratio, embedding_price, embedding_per_call, unit_price, budget_ids, limit_ids, admitted_at)
   select p.request_id, now(), p.key_id, p.user_id, p.group_name, p.endpoint, p.model, p.stream, p.client_ip,
          p.prompt_tokens, p.route_plan, p.reserved_micros, p.reserved_tokens, p.counted,
          p.cache_state, p.cache_entry_id, p.cache_similarity,
          (p.card).input, (p.card).output, (p.card).cached_input, (p.card).cache_write, (p.card).per_call,
          (p.card).group_multiplier, (p.card).hit_ratio, (p.card).embedding_input, (p.card).embedding_per_call,
-         (p.card).unit_price
+         (p.card).unit_price, p.budget_ids, p.limit_ids, v_now
     from unnest(p_plans) p
    where p.request_id is not null;
 
@@ -261,7 +307,7 @@ end
 $$;
 
 comment on function private.admit_write(private.admit_plan[]) is
-  E'The writing half of admission, for one request or a batch: reserves on wallets, counts keys (quota, concurrency, RPM, TPM) once per owner and key, and records the admitted requests with their price card. Returns a refusal (private.refusal_json: QUOTA, RLIMT or TLIMT) per refused plan, null when none is refused; refuses exactly the requests that would be refused one at a time, in order.';
+  E'The writing half of admission, for one request or a batch: reserves on wallets, counts keys (quota, concurrency, RPM, TPM), budgets and model limits once per owner, key and row, and records the admitted requests with their price card. Returns a refusal (private.refusal_json: QUOTA, RLIMT, TLIMT, BUDGT or MRLIM) per refused plan, null when none is refused; refuses exactly the requests that would be refused one at a time, in order.';
 
 -- private.admission_durability: admission commits asynchronously unless DurableAdmission.
 create or replace function private.admission_durability(p_opt jsonb)

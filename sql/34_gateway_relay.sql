@@ -53,7 +53,7 @@ end
 $$;
 
 comment on function gateway.relay_begin(uuid, bytea, text, text, boolean, inet, integer, integer, jsonb, jsonb) is
-  E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency), reserves its estimated cost, looks up the exact cache layer, and records the admission (private.admissions) until settlement. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
+  E'One round trip before the upstream: authenticates the key (sha256), checks IP and model allowlists, plans the route, admits the request (wallet balance minus open reservations, key quota, RPM, TPM, concurrency, budgets and per-model limits), reserves its estimated cost (tokens, or a media endpoint\'s units), looks up the exact cache layer, and records the admission (private.admissions) until settlement. Returns a gateway.relay_ticket; refusals raise the SQLSTATEs in sql/ERRORS.md.';
 
 -- gateway.relay_begin_batch: several admissions in one round trip, for a gateway whose admission
 -- calls are all in flight when more requests arrive (its natural batching; AdmissionConcurrency).
@@ -104,7 +104,7 @@ begin
   select array_agg(x.r), array_agg(x.ord), array_agg(x.auth), array_agg(x.model), array_agg(x.user_group)
     into v_reqs, v_ords, v_auths, v_models, v_groups
     from (select e.r, e.ord::integer as ord, e.r ->> 'model' as model, a.user_group,
-                 row(a.key, a.user_status, a.user_group, a.model, a.group_multiplier, a.route)::private.key_auth as auth
+                 row(a.key, a.user_status, a.user_group, a.model, a.group_multiplier, a.route, a.scoped_limits)::private.key_auth as auth
             from jsonb_array_elements(p_requests) with ordinality e(r, ord)
             -- (a key_hash that is not hex finds no key here and is refused in its own block below)
             left join lateral private.key_auth_of(

@@ -1,8 +1,9 @@
 -- Settlement: private.settle bills a batch of finished requests (gateway.relay_finish) with the
 -- price card each was admitted with (sql/30_cost.sql), writes the request log and the ledger,
 -- releases reservations and key slots, and feeds the circuit breaker the batch's attempts
--- (sql/41_breaker.sql). private.reservations_reap settles what no gateway reported back. Wallet
--- and key-counter rows exist from the moment their user or key does.
+-- (sql/41_breaker.sql), and settles budgets (sql/36_budgets.sql). What no gateway reported back is
+-- settled by the reaper (sql/37_reaper.sql). Wallet and key-counter rows exist from the moment their
+-- user or key does.
 
 -- Every user has a wallet and every key its counters, from the moment they exist.
 create or replace function private.tg_users__wallet()
@@ -15,7 +16,6 @@ begin
   return null;
 end
 $$;
-
 create or replace trigger _500_wallet after insert on private.users
   for each row execute function private.tg_users__wallet();
 
@@ -29,7 +29,6 @@ begin
   return null;
 end
 $$;
-
 create or replace trigger _500_counters after insert on private.api_keys
   for each row execute function private.tg_api_keys__counters();
 
@@ -76,6 +75,7 @@ declare
   v_store jsonb;
   v_attempts jsonb;
   v_refused integer;
+  v_limits jsonb;   -- per request with budgets or model limits: reservation, bill, tokens (private.limits_settle)
 begin
   with o as (
     -- One outcome per request id, should a batch carry a request twice.
@@ -112,6 +112,7 @@ begin
            case when a.group_multiplier is null then null when fp.model is not null then fp.unit_price else a.unit_price end as unit_price,
            a.user_id, a.key_id, a.model, a.group_name, a.endpoint, a.stream, a.client_ip, a.route_plan,
            a.reserved_micros, a.reserved_tokens, a.counted, a.cache, a.cache_similarity, a.cache_entry_id,
+           a.budget_ids, a.limit_ids, coalesce(a.admitted_at, a.created_at) as admitted_at,
            -- A request a fallback model served (o.fallback: its name, as the plan named it) is priced
            -- with that model's prices, which the admission kept in its route plan (fp below).
            case when a.group_multiplier is null then m.input_price when fp.model is not null then fp.input else a.input_price end as input_price,
@@ -255,9 +256,12 @@ begin
                            order by s.created_at, e.ord)
             from priced s
             cross join lateral jsonb_array_elements(s.attempts) with ordinality e(a, ord)
-           where jsonb_typeof(s.attempts) = 'array')
+           where jsonb_typeof(s.attempts) = 'array'),
+         (select jsonb_agg(jsonb_build_object('budgets', s.budget_ids, 'limits', s.limit_ids, 'reserved', s.reserved_micros, 'amount', s.amount,
+                   'at', s.admitted_at, 'tokens', coalesce(s.prompt_tokens, 0) + coalesce(s.completion_tokens, 0) - s.reserved_tokens))
+            from priced s where s.budget_ids is not null or s.limit_ids is not null)
     into v_n, v_users, v_user_amounts, v_user_reserved, v_keys, v_key_amounts, v_key_reserved, v_key_n,
-         v_key_minutes1, v_key_deltas1, v_key_minutes2, v_key_deltas2, v_store, v_attempts
+         v_key_minutes1, v_key_deltas1, v_key_minutes2, v_key_deltas2, v_store, v_attempts, v_limits
     from (select array_agg(user_id order by user_id) as ids, array_agg(amount order by user_id) as amounts,
                  array_agg(reserved order by user_id) as reserved from per_user) u,
          (select array_agg(key_id order by key_id) as ids, array_agg(amount order by key_id) as amounts,
@@ -315,6 +319,9 @@ begin
                     v_key_minutes2, v_key_deltas2) as a(key_id, amount, reserved, n, minute1, delta1, minute2, delta2)
        where k.key_id = a.key_id
          and k.key_id = any(v_keys);   -- likewise: by key, whatever the table's size
+    end if;
+    if v_limits is not null then   -- (sql/36_budgets.sql: after the wallets and keys, as admission locks them)
+      perform private.limits_settle(v_limits);
     end if;
   end if;
 
@@ -381,37 +388,3 @@ $$;
 
 comment on function private.settle(jsonb) is
   E'Settles a batch of outcomes: deletes their admissions, writes the finished request rows and the ledger rows, folds amounts into wallets and key counters once per user/key. Idempotent by request id.';
-
--- private.reservations_reap: settles admissions whose gateway never reported back (killed
--- mid-stream) at their reserved estimate, marked usage_source = 'expired'. Bounded per run.
-create or replace function private.reservations_reap(p_now timestamptz default now(), p_limit integer default 5000)
-returns integer
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  v_ttl interval := make_interval(mins => private.option_int('ReservationTtlMinutes'));
-  v_outcomes jsonb;
-begin
-  if not pg_try_advisory_xact_lock(hashtext('private.reservations_reap')) then
-    return 0;
-  end if;
-  select coalesce(jsonb_agg(jsonb_build_object(
-           'id', r.id, 'created_at', r.created_at, 'status', 'expired', 'http_status', null,
-           'prompt_tokens', r.prompt_tokens,
-           'completion_tokens', greatest(r.reserved_tokens - coalesce(r.prompt_tokens, 0), 0),
-           'usage_source', 'expired', 'abort_policy', 'reserved-estimate',
-           'error_code', 'gateway_lost', 'error_message',
-           format('No outcome arrived within %s; settled at the reserved estimate.', v_ttl))), '[]'::jsonb)
-    into v_outcomes
-    from (select a.id, a.created_at, a.prompt_tokens, a.reserved_tokens
-            from private.admissions a
-           where a.created_at < p_now - v_ttl
-           order by a.created_at
-           limit p_limit) r;
-  return private.settle(v_outcomes);
-end
-$$;
-
-comment on function private.reservations_reap(timestamptz, integer) is
-  E'Settles admissions older than ReservationTtlMinutes (requests whose outcome never arrived) at their reserved estimate (usage_source expired). The job behind cron elygate.reaper.';

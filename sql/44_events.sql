@@ -8,6 +8,9 @@
 
 --
 -- Kinds (private.event_kinds):
+--   budget.threshold  a budget's spend in its period reached its threshold_percent (once per period)
+--   budget.exhausted  a budget's spend in its period reached its amount (once per period); both
+--                     raised by settlement (private.limits_settle, sql/36_budgets.sql)
 --   channel.disabled  the circuit breaker took a channel out (status auto_disabled)
 --   channel.enabled   a channel the breaker had taken out is enabled again (probe or operator)
 --   job.failed        a maintenance job's run failed (private.job_run)
@@ -16,7 +19,7 @@
 --   wallet.low        a wallet's balance fell below its threshold (WalletLowBalanceMicros, or the
 --                     user's own in private.wallet_alerts); once per crossing
 --   webhook.test      admin.webhook_test: delivered to the one endpoint it names
--- None is raised by the request path: the hot tables (wallets, key_counters, admissions, requests,
+-- None is raised by the request path (budget events come from settlement, off it): the hot tables (wallets, key_counters, admissions, requests,
 -- ledger) carry no trigger; the wallet check runs as a job (elygate.alerts).
 
 -- private.event_kinds: every kind of event there is (endpoints subscribe to these).
@@ -24,7 +27,7 @@ create or replace function private.event_kinds()
 returns text[]
 language sql immutable
 set search_path = pg_catalog, pg_temp
-as $$ select array['channel.disabled', 'channel.enabled', 'job.failed', 'job.overdue', 'key.revoked', 'wallet.low', 'webhook.test'] $$;
+as $$ select array['budget.exhausted', 'budget.threshold', 'channel.disabled', 'channel.enabled', 'job.failed', 'job.overdue', 'key.revoked', 'wallet.low', 'webhook.test'] $$;
 
 comment on function private.event_kinds() is E'The kinds of event that private.events holds and webhook endpoints subscribe to.';
 

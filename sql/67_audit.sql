@@ -86,7 +86,7 @@ as $$
                 then to_jsonb('sha256:' || left(encode(public.digest(e.value::text, 'sha256'), 'hex'), 12))
                 else e.value end), '{}'::jsonb)
     from jsonb_each(p_row) e
-   where e.key not in ('updated_at', 'version', 'totp_last_step')   -- bookkeeping (totp_last_step: replay guard of every TOTP login)
+   where e.key not in ('updated_at', 'version', 'totp_last_step', 'scoped_limits')   -- bookkeeping (totp_last_step: replay guard of every TOTP login; scoped_limits: kept by sql/36_budgets.sql, audited as the budget's change)
 $$;
 
 -- private.tg_audit__row: one audit entry per changed row (an update that changes nothing but

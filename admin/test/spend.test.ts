@@ -1,6 +1,6 @@
 // Issue 17 in the panel: the Webhooks page (add an endpoint, its secret shown once, send a test
-// that a real receiver verifies, see the delivery, resend it) and the Prices page's Preview step
-// before Apply, through the real panel (headless Chromium), gateway and database, in a database of
+// that a real receiver verifies, see the delivery, resend it), the Prices page's Preview step
+// before Apply, and the Budgets page, through the real panel (headless Chromium), gateway and database, in a database of
 // its own.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
@@ -13,7 +13,7 @@ import type { Sql } from 'postgres';
 import type { RunningProduct } from './support/admin-server';
 import { startOwnProduct, type OwnProduct } from './support/own-product';
 
-// `npm run screenshots` (ELYGATE_SCREENSHOTS_DIR) refreshes docs/admin/19-webhooks.png and 20-prices-preview.png.
+// `npm run screenshots` (ELYGATE_SCREENSHOTS_DIR) refreshes docs/admin/19-webhooks.png, 20-prices-preview.png and 21-budgets.png.
 const KEEP = process.env.ELYGATE_SCREENSHOTS_DIR ?? process.env.ELYGATE_SPEND_SHOTS;
 const SHOTS = KEEP ? resolve(KEEP) : mkdtempSync(join(tmpdir(), 'elygate-spend-'));
 let own: OwnProduct, su: Sql, admin: RunningProduct, page: Page;
@@ -114,5 +114,40 @@ describe('issue 17 in the panel', () => {
     await page.getByRole('status').filter({ hasText: 'Saved m-prev' }).waitFor();
     const [after] = await su`select input_price, output_price from private.models where name = 'm-prev'`;
     expect([Number(after.input_price), Number(after.output_price)]).toEqual([3000000, 2000000]);
+  });
+
+  it('Budgets: sets a key budget and a group model limit, shows what is spent and when it resets, removes them', async () => {
+    await su`select admin.model_upsert('{"name": "m-budget", "input_price": 1000000, "output_price": 1000000}')`;
+    await su`insert into private.groups (name) values ('trial') on conflict do nothing`;
+    const [{ u }] = await su`select admin.user_create('{"username": "erin", "group": "trial"}') as u`;
+    const [{ k }] = await su`select admin.key_create(${su.json({ user_id: u.id, name: 'erin-ci' })}) as k`;
+    await go('/budgets');
+    await page.getByText('No budgets yet').waitFor();
+    const form = page.getByTestId('budget-set');
+    await form.locator('#b-who').fill(String(k.id));
+    await form.locator('#b-period').selectOption('day');
+    await form.locator('#b-amount').fill('2.5');
+    await form.locator('#b-threshold').fill('80');
+    await form.getByRole('button', { name: 'Save budget' }).click();
+    await page.getByRole('status').filter({ hasText: `saved: daily for key ${k.key_prefix}.` }).waitFor();
+    // Something spent in the current period shows on the page.
+    await su`update private.budgets set period_start = date_trunc('day', now(), 'UTC'), spent_micros = 2000000 where key_id = ${k.id}`;
+    const lf = page.getByTestId('limit-set');
+    await lf.locator('#l-scope').selectOption('group');
+    await lf.locator('#l-who').fill('trial');
+    await lf.locator('#l-model').fill('m-budget');
+    await lf.locator('#l-rpm').fill('30');
+    await lf.getByRole('button', { name: 'Save limit' }).click();
+    await page.getByRole('status').filter({ hasText: 'Limit on m-budget saved for group trial.' }).waitFor();
+    const row = page.getByTestId('budgets').locator('tr', { hasText: k.key_prefix });
+    const text = (await row.innerText()).replace(/\s+/g, ' ');
+    expect(text).toContain('every model day $2.50 $2.00 $0.50 80%');
+    expect(text).toMatch(/\d{4}-\d\d-\d\d 00:00:00/); // resets at the next midnight (BudgetTimeZone UTC)
+    expect(await page.getByTestId('model-limits').innerText()).toMatch(/group\s+trial\s+m-budget\s+30/);
+    await shot('21-budgets');
+    page.once('dialog', (d) => d.accept());
+    await row.getByRole('button', { name: 'Remove' }).click();
+    await page.getByRole('status').filter({ hasText: 'Budget removed.' }).waitFor();
+    expect(await su`select 1 from private.budgets where key_id = ${k.id}`).toHaveLength(0);
   });
 });

@@ -32,7 +32,7 @@ export interface Refusal {
   message: string;
   hint?: string | null;
   column?: string | null;
-  /** Which limit refused it: concurrency, rpm or tpm (null for the other refusals). */
+  /** Which limit refused it: concurrency, rpm, tpm, model_rpm, model_tpm or budget (null for the other refusals). */
   reason?: string | null;
   /** Seconds the client should wait (the Retry-After header). */
   retry_after?: number | null;

@@ -26,6 +26,8 @@ const SQLSTATES: Record<string, Mapping> = {
   QUOTA: { status: 429, type: 'insufficient_quota', code: 'insufficient_quota' },
   RLIMT: { status: 429, type: 'requests', code: 'rate_limit_exceeded' },
   TLIMT: { status: 429, type: 'tokens', code: 'rate_limit_exceeded' },
+  BUDGT: { status: 429, type: 'insufficient_quota', code: 'budget_exceeded' },
+  MRLIM: { status: 429, type: 'requests', code: 'model_rate_limited' },
   BADCD: { status: 400, type: 'invalid_request_error', code: 'invalid_code' },
   CHDNY: { status: 403, type: 'permission_error', code: 'channel_not_allowed' },
 };
