@@ -29,7 +29,10 @@ async function ledgerOf(id: string) {
   await settled();
   const [l] = await db()`select amount_micros::bigint as amount, units, unit_price::bigint as unit_price, prompt_tokens, usage_source
                             from admin.ledger where request_id = ${id}`;
-  return l ? { ...l, amount: Number(l.amount), unit_price: l.unit_price === null ? null : Number(l.unit_price) } : null;
+  return l
+    ? { units: l.units as number, prompt_tokens: l.prompt_tokens as number, usage_source: l.usage_source as string,
+        amount: Number(l.amount), unit_price: l.unit_price === null ? null : Number(l.unit_price) }
+    : null;
 }
 
 /** A PCM WAV file: 8 kHz, 16-bit, mono (16,000 bytes a second), of the given seconds. */
@@ -168,7 +171,7 @@ describe('media endpoints, billed by their unit', () => {
     try {
       const form = () => {
         const f = new FormData();
-        f.set('file', new Blob([wav(1)], { type: 'audio/wav' }), 'a.wav');
+        f.set('file', new Blob([new Uint8Array(wav(1))], { type: 'audio/wav' }), 'a.wav');
         f.set('model', m.stt);
         return f;
       };

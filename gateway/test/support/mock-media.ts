@@ -48,10 +48,10 @@ export async function handleMedia(req: IncomingMessage, res: ServerResponse, pat
   const call: MediaCall = { path, fields: {}, contentType };
   let file: Buffer | null = null;
   if (contentType.startsWith('multipart/form-data')) {
-    const form = await new Response(raw, { headers: { 'content-type': contentType } }).formData();
+    const form = await new Response(new Uint8Array(raw), { headers: { 'content-type': contentType } }).formData();
     for (const [k, v] of form.entries()) {
       if (typeof v === 'string') call.fields[k] = v;
-      else file = Buffer.from(await v.arrayBuffer());
+      else file = Buffer.from(await (v as Blob).arrayBuffer());
     }
     call.fileBytes = file?.length;
   } else {
