@@ -306,8 +306,8 @@ begin
          set used_micros = k.used_micros + a.amount,
              reserved_micros = k.reserved_micros - a.reserved,
              inflight = k.inflight - a.n,
-             /* why plain expressions: with a subquery over every delta of the batch per key, a batch
-                of 100 keys compared 20,000 pairs (16 µs per outcome). */
+             /* why plain expressions: a subquery over every delta of the batch per key compares every
+                pair of the batch (quadratic in its keys). */
              minute_tokens = greatest(k.minute_tokens + case when a.minute1 = k.rate_minute then a.delta1
                                                              when a.minute2 = k.rate_minute then a.delta2
                                                              else 0 end, 0),

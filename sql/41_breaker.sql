@@ -19,7 +19,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   /* why so few assignments up front: each PL/pgSQL expression is set up again in every
-     transaction (a few µs each), and settlement calls this once per transaction. Most batches
+     transaction, and settlement calls this once per transaction. Most batches
      fail nothing and touch no key: they read the failure codes and run one statement. */
   v_opt jsonb := coalesce(p_opt, private.options_pick('BreakerWindowSeconds', 'BreakerMinRequests', 'BreakerFailurePercent',
                                                       'BreakerOpenSeconds', 'KeyDisableAuthFailures', 'BreakerFailureStatusCodes'));
@@ -60,8 +60,8 @@ begin
       from a
      group by a.channel_id, a.key_ordinal
      /* why after grouping: checked per attempt, the correlated scan of private.channels ran once
-        per attempt, and every rescan asks the kernel for the table's size (an lseek): with 120
-        attempts 0.75-0.82 ms per call, 0.45-0.49 ms checked per group (performance.md, 38). */
+        per attempt, and every rescan asks the kernel for the table's size (an lseek);
+        docs/performance.md, finding 38. */
     having exists (select 1 from private.channels c where c.id = a.channel_id)
   ),
   up as (

@@ -29,7 +29,7 @@ declare
 begin
   /* why the bounds first, as values: inside one statement they were parameters the planner could
      not see, and it read today's whole request-log partition instead of its last minutes through
-     the index (646 ms at 5 M requests a day; docs/performance.md, "Admin pages with real traffic"). */
+     the index (docs/performance.md, "Admin pages with real traffic"). */
   select case when max(l.covered_to) > now() then date_trunc('hour', now()) else coalesce(max(l.covered_to), '-infinity') end
     into v_since
     from (select l.covered_to from private.latency_hourly l order by l.hour desc limit 1) l;

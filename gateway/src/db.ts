@@ -31,7 +31,7 @@ const options = {
 
 /* why: an admission's price card travels back to relay_finish in every outcome (settle.ts), and
    it maps channel ids to multipliers ({"1": "1.000000"}): an object with an index-like key sends
-   JSON.stringify off its fast path for the whole value, several µs per outcome. Settlement sends
+   JSON.stringify off its fast path for the whole value (docs/performance.md, finding 53). Settlement sends
    the card as the text the database returned, kept here for every json(b) object the gateway
    reads. Only valid while the object is not changed: the request path never changes what the
    database returned. */
@@ -63,9 +63,8 @@ export const sql = bunSocket ? pool(config.dbPoolMax) : viaNodeNet;
    another go round every open connection of the pool, and each lands on a backend whose caches
    went cold since its last turn. The hot path's callers (each admission lane, settlement) get a
    connection of their own instead: a one-connection pool, which reconnects by itself after the
-   database restarts. Sequential relay_begin calls through a pool of ten open connections cost
-   the backends 737-770 µs of CPU each (1.0 ms wall); through one connection, 350 µs (0.5 ms)
-   (docs/performance.md, finding 22). */
+   database restarts. Sequential relay_begin calls cost the backends about half as much through
+   one connection as round a pool (docs/performance.md, finding 22). */
 const dedicated = new Map<string, postgres.Sql>();
 export function dedicatedConnection(name: string): postgres.Sql {
   let c = dedicated.get(name);

@@ -201,7 +201,7 @@ const withKey = (objectJson: string, key: string, valueJson: string) =>
 
 /* why: the price card every admitted outcome carries (so that settlement can restore an admission
    a crash lost) has channel ids for keys, which takes JSON.stringify off its fast path for the
-   whole outcome: 3-8 µs per outcome instead of about 1 in a micro-benchmark. The card goes as the
+   whole outcome (docs/performance.md, finding 53). The card goes as the
    text the database sent it in (db.ts), the rest of the outcome through the fast path. The same
    JSON value either way; anything else (no card, a card not read from the database) is stringified
    whole. */

@@ -36,7 +36,7 @@ export class Settlement {
   }
 
   /* why one literal of every field: the defaults spread with the stage's fields on top built the
-     outcome by copying twice, about a µs per request in a micro-benchmark; one shape for every
+     outcome by copying twice (docs/performance.md, finding 53); one shape for every
      outcome also keeps JSON.stringify on its fast path (settle.ts). An absent field is undefined,
      which JSON leaves out as it did. */
   /** The stage's fields over the admission's and the request's. */
