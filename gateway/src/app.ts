@@ -4,7 +4,7 @@ import { Elysia } from 'elysia';
 import { sql } from './db';
 import { GatewayError, toGatewayError } from './errors';
 import { sha256 } from './crypto';
-import { options } from './snapshot';
+import { options, optionsReady } from './snapshot';
 import { relay, type Endpoint, type Protocol } from './relay';
 import { anthropicError } from './inbound/anthropic';
 import { countTokens } from './count-tokens';
@@ -45,6 +45,7 @@ function clientIp(request: Request, server: Server): string | null {
 
 /** Reads the body, refusing it past MaxRequestBodyBytes (or the named option) without buffering the excess. */
 async function readBody(request: Request, option: 'MaxRequestBodyBytes' | 'MaxUploadBytes' = 'MaxRequestBodyBytes'): Promise<Uint8Array<ArrayBuffer>> {
+  await optionsReady(); // (the limits below are the database's options)
   const limit = options[option] as number;
   const tooLarge = () =>
     new GatewayError(413, `Request body is larger than the limit of ${limit} bytes (option ${option}).`, 'invalid_request_error', 'request_too_large');

@@ -6,6 +6,7 @@ import { sql } from './db';
 import { config } from './config';
 import { keyring, openSealedKey, type SealedKey } from './crypto';
 import { setSsrfRules, type SsrfRules } from './ssrf';
+import { GatewayError } from './errors';
 
 export interface Options {
   MaxRequestBodyBytes: number;
@@ -23,29 +24,30 @@ export interface Options {
   [key: string]: unknown;
 }
 
-// Used until the first snapshot arrives (e.g. the database is still starting).
-export let options: Options = {
-  MaxRequestBodyBytes: 16777216,
-  MaxUploadBytes: 26214400,
-  MaxJsonDepth: 128,
-  RelayTimeoutMs: 300000,
-  UpstreamAttemptTimeoutMs: 120000,
-  StreamIdleTimeoutMs: 300000,
-  MaxAttempts: 3,
-  RetryableStatusCodes: [408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529],
-  SettleBatchSize: 500,
-  SettleIntervalMs: 20,
-  DefaultMaxTokens: 4096,
-  SemanticCacheEmbeddingTimeoutMs: 3000,
-};
-let retryable = new Set(options.RetryableStatusCodes);
+// The options as the database declares them (sql/20_options.sql, the one registry): nothing here
+// until the first snapshot arrives, and no request body is read before it (optionsReady).
+export let options = {} as Options;
+let loaded = false;
+let retryable = new Set<number>();
 export const isRetryableStatus = (status: number) => retryable.has(status);
+
+/** Resolves once the options are loaded (trying now if they are not); a 503 while the database cannot say. */
+export async function optionsReady(): Promise<void> {
+  if (loaded) return;
+  try {
+    await loadOptions();
+  } catch (err) {
+    throw new GatewayError(503, `The gateway has not read its settings from the database yet (${(err as Error).message}).`,
+      'service_unavailable', 'database_unavailable', null, { 'retry-after': '2' });
+  }
+}
 
 export async function loadOptions(): Promise<void> {
   const [row] = await sql`select gateway.options_snapshot() as o, gateway.ssrf_rules() as s`;
   options = { ...options, ...(row.o as Options) };
   setSsrfRules(row.s as SsrfRules);
   retryable = new Set(options.RetryableStatusCodes);
+  loaded = true;
 }
 
 export interface Channel {
