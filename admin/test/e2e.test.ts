@@ -14,8 +14,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { startMockUpstream, type MockUpstream } from '../../gateway/test/support/mock-upstream';
-// @ts-expect-error plain ESM script without types
-import { migrateWithCurrent } from '../../scripts/migrate.mjs';
+import { databaseFromTemplate } from '../../gateway/test/support/db';
 import { startProduct, type RunningProduct } from './support/admin-server';
 import {
   allowPrivateUpstreams, callGateway, choosePassword, createKey, createUserWithMoney, firstAdminLogin, logOut, requestInLogs,
@@ -57,10 +56,8 @@ async function options(values: Record<string, string>) {
 
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
-  const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
-  await root.unsafe(`create database ${dbName}`);
-  await root.end();
-  await migrateWithCurrent(withDb(inject('databaseUrl')), { log: () => {} });
+  // Migrated as the suite's setup migrates (a copy of its template).
+  await databaseFromTemplate(dbName);
   own = postgres(withDb(inject('databaseUrl')), { max: 2, onnotice: () => {} });
   await options({ AllowPrivateUpstreams: 'false', AllowUnpricedModels: 'false' });
   mock = await startMockUpstream();
