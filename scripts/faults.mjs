@@ -3,7 +3,7 @@
 //   node scripts/faults.mjs           full run (the 10-second database restart, 10,000 mutations…)
 //   node scripts/faults.mjs --short   what `npm test` (and so CI) runs: same scenarios, smaller counts
 // Extra arguments go to vitest (e.g. a file name filter).
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -18,10 +18,14 @@ const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs');
 // this run's own, removed afterwards, also when a filter skipped 7-secrets, which removes its own.
 // Only this run's: another run on the machine keeps its evidence until its scenario 7 has read it.
 const evidence = mkdtempSync(join(tmpdir(), 'elygate-fault-evidence-'));
-const r = spawnSync(process.execPath, [vitest, 'run', '--config', join(root, 'gateway', 'vitest.faults.config.ts'), ...rest], {
+const child = spawn(process.execPath, [vitest, 'run', '--config', join(root, 'gateway', 'vitest.faults.config.ts'), ...rest], {
   cwd: root,
   stdio: 'inherit',
   env: { ...process.env, ELYGATE_FAULTS: short ? 'short' : 'full', ELYGATE_FAULTS_EVIDENCE: evidence },
 });
-rmSync(evidence, { recursive: true, force: true });
-process.exit(r.status ?? 1);
+// Ctrl-C or a stop: vitest is told, and the evidence is removed once it has exited.
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
+child.on('close', (code) => {
+  rmSync(evidence, { recursive: true, force: true });
+  process.exit(code ?? 1);
+});
