@@ -122,6 +122,9 @@ describe('admin panel, end to end', () => {
   it('typed as 127.0.0.1 instead of localhost, the login form is accepted', async () => {
     const p = await ctx.newPage();
     await p.goto(`http://127.0.0.1:${admin.adminPort}/login`);
+    // Typing before the page's scripts have started could be undone when they take the form over
+    // (as support/own-product.ts's login waits; seen failing here on a busy machine).
+    await p.waitForLoadState('networkidle');
     await p.fill('#username', 'nobody');
     await p.fill('#password', 'not-a-password');
     await p.click('button:has-text("Log in")');
