@@ -17,8 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres, { type Sql } from 'postgres';
 import { startProduct, type RunningProduct } from './support/admin-server';
-// @ts-expect-error plain ESM script without types
-import { migrateWithCurrent } from '../../scripts/migrate.mjs';
+import { databaseFromTemplate } from '../../gateway/test/support/db';
 // @ts-expect-error plain ESM script without types
 import { generateTraffic, spreadRollups } from '../../bench/admin/traffic.mjs';
 // @ts-expect-error plain ESM script without types
@@ -34,10 +33,7 @@ const withDb = (url: string) => Object.assign(new URL(url), { pathname: `/${dbNa
 
 beforeAll(async () => {
   dbName = `gw_test_${randomBytes(4).toString('hex')}`;
-  const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
-  await root.unsafe(`create database ${dbName}`);
-  await root.end();
-  await migrateWithCurrent(withDb(inject('databaseUrl')), { log: () => {} });
+  await databaseFromTemplate(dbName); // migrated as the suite's setup migrates (a copy of its template)
   su = postgres(withDb(inject('databaseUrl')), { max: 1, onnotice: () => {} });
   made = await generateTraffic(su, { rows: ROWS });
   // 29 more days of the same traffic, as rollups (the log itself holds the last 24 hours), so the

@@ -12,8 +12,7 @@ import { randomBytes } from 'node:crypto';
 import postgres, { type Sql } from 'postgres';
 import { argon2id } from 'hash-wasm';
 import { startProduct, type RunningProduct } from './admin-server';
-// @ts-expect-error plain ESM script without types
-import { migrateWithCurrent } from '../../../scripts/migrate.mjs';
+import { databaseFromTemplate } from '../../../gateway/test/support/db';
 
 export const PASSWORD = 'ops-password-123';
 
@@ -37,11 +36,9 @@ const hash = (password: string) =>
 export async function startOwnProduct(options: Record<string, string> = {}): Promise<OwnProduct> {
   const dbName = `gw_test_${randomBytes(4).toString('hex')}`;
   const withDb = (url: string) => Object.assign(new URL(url), { pathname: `/${dbName}` }).toString();
-  const root = postgres(inject('databaseUrl'), { max: 1, onnotice: () => {} });
-  await root.unsafe(`create database ${dbName}`);
-  await root.end();
-  // Committed migrations, then the one in progress, as the suite's own setup applies them.
-  await migrateWithCurrent(withDb(inject('databaseUrl')), { log: () => {} });
+  // Committed migrations, then the one in progress, as the suite's own setup applies them (a copy
+  // of the template it migrated).
+  await databaseFromTemplate(dbName);
   const su = postgres(withDb(inject('databaseUrl')), { max: 2, onnotice: () => {}, connection: { 'elygate.master_key': inject('masterKey') } as never });
   await su`select admin.option_set('AllowPrivateUpstreams', 'true')`; // mocks listen on 127.0.0.1
   for (const [k, v] of Object.entries(options)) await su`select admin.option_set(${k}, ${v})`;

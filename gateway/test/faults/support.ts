@@ -20,9 +20,10 @@ export function figure(scenario: string, figures: Record<string, unknown>): void
 
 /**
  * Evidence for scenario 7 (secrets): every plaintext key the suite creates and every log it sees
- * are written here, one folder per test database, and 7-secrets.fault.ts (run last) scans them.
+ * are written here, one folder per test database (inside the folder of this run of
+ * scripts/faults.mjs), and 7-secrets.fault.ts (run last) scans them.
  */
-export const evidenceDir = join(tmpdir(), `elygate-faults-${new URL(databaseUrl).pathname.slice(1)}`);
+export const evidenceDir = join(process.env.ELYGATE_FAULTS_EVIDENCE || tmpdir(), `elygate-faults-${new URL(databaseUrl).pathname.slice(1)}`);
 // Only the fault suite collects (other suites reuse tenant() and must not leave keys in /tmp).
 const collecting = process.env.ELYGATE_FAULTS !== undefined;
 if (collecting) mkdirSync(join(evidenceDir, 'logs'), { recursive: true });

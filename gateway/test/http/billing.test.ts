@@ -264,11 +264,20 @@ describe('faults', () => {
         }
       };
       const loops = Array.from({ length: 8 }, loop);
-      await new Promise((r) => setTimeout(r, 1500));
+      /** Waits, while the load runs on, until ok() holds. */
+      const until = async (ok: () => boolean, what: string) => {
+        for (const deadline = Date.now() + 30_000; !ok(); await new Promise((r) => setTimeout(r, 20))) {
+          if (Date.now() > deadline) throw new Error(`${what} did not happen within 30 s: ${JSON.stringify(statuses)} (status: count)`);
+        }
+      };
+      // Answers flowing; then the database goes away until clients have felt it (503), and comes
+      // back until answers flow again.
+      await until(() => answered.length >= 40, 'answers under load before the restart');
       cluster.stop();
-      await new Promise((r) => setTimeout(r, 5000));
+      await until(() => (statuses[503] ?? 0) > 0, 'a 503 while the database was down');
       cluster.start();
-      await new Promise((r) => setTimeout(r, 2500));
+      const beforeRestart = answered.length;
+      await until(() => answered.length >= beforeRestart + 40, 'answers under load after the restart');
       stop = true;
       await Promise.all(loops);
       // Let the spool replay.

@@ -7,6 +7,21 @@ import { createHash, randomBytes } from 'node:crypto';
 export const databaseUrl = inject('databaseUrl');
 export const masterKey = inject('masterKey');
 
+/**
+ * Creates database `name` on the test server with the suite's schema: a copy of the template the
+ * global setup migrated (committed migrations, then the one in progress), as if migrated the same
+ * way, in a fraction of the time. For files that need a database of their own. Returns its URL.
+ */
+export async function databaseFromTemplate(name: string): Promise<string> {
+  const root = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await root.unsafe(`create database ${name} template ${inject('templateDatabase')}`);
+  } finally {
+    await root.end();
+  }
+  return Object.assign(new URL(databaseUrl), { pathname: `/${name}` }).toString();
+}
+
 let shared: Sql | null = null;
 /** A superuser connection to the test database (closed by closeDb). */
 export function db(): Sql {
