@@ -149,19 +149,29 @@ returns boolean
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_status text;
+  v_attempts integer;
 begin
-  update private.webhook_deliveries
-     set status = 'pending', attempts = 0, next_attempt_at = now(), delivered_at = null
-   where id = p_delivery_id;
+  select d.status, d.attempts into v_status, v_attempts from private.webhook_deliveries d where d.id = p_delivery_id for update;
   if not found then
     raise exception using errcode = 'BADIN', column = 'id', message = format('No webhook delivery %s.', p_delivery_id);
   end if;
+  /* why only a finished delivery: one still being tried may be in flight at this moment (claimed by
+     a gateway, its answer not yet reported); starting it over would send the event a second time. */
+  if v_status not in ('delivered', 'dead') then
+    raise exception using errcode = 'BADIN', column = 'id',
+      message = format('Webhook delivery %s is still being tried (%s attempts so far); it can be resent once it is delivered or dead.', p_delivery_id, v_attempts);
+  end if;
+  update private.webhook_deliveries
+     set status = 'pending', attempts = 0, next_attempt_at = now(), delivered_at = null
+   where id = p_delivery_id;
   perform pg_notify('elygate_webhook', '');
   return true;
 end
 $$;
 
-comment on function admin.webhook_resend(bigint) is E'Sends a webhook delivery again now (whatever its state), with WebhookMaxAttempts fresh attempts.';
+comment on function admin.webhook_resend(bigint) is E'Sends a delivered or dead webhook delivery again now, with WebhookMaxAttempts fresh attempts. A delivery still being tried is refused (it may be in flight, and would go out twice).';
 
 -- admin.webhook_test: a webhook.test event for one endpoint (enabled or not: it is delivered once
 -- the endpoint is enabled).

@@ -172,10 +172,13 @@ describe('webhook delivery', () => {
       expect(d.last_error).toMatch(/webhook host 127\.0\.0\.1 is a private address.*AllowPrivateWebhooks is off/);
       expect(d.last_status).toBe(null);
       expect(receiver.received('/private')).toEqual([]);
+      // A delivery still being tried cannot be resent (it may be in flight: a second send). Three
+      // quick attempts, all refused, and it is dead.
+      await waitFor('dead', async () => (await delivery(hook.id))?.status === 'dead');
     } finally {
       await db()`select admin.option_set('AllowPrivateWebhooks', 'true')`;
     }
-    // Allowed again (it may have died meanwhile: three quick attempts), a resend gets through.
+    // Allowed again, a resend gets through, once.
     await db()`select admin.webhook_resend(${(await delivery(hook.id)).id})`;
     await waitFor('delivered once allowed', async () => (await delivery(hook.id))?.status === 'delivered');
     expect(receiver.received('/private').length).toBe(1);

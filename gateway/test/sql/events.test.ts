@@ -125,6 +125,8 @@ describe('deliveries', () => {
       expect(c.secret.key_id).toMatch(/^[0-9a-f]{16}$/);
       expect(await claim(0)).toEqual([]); // leased
       await fail(c, 0);
+      // Still being tried: not resendable (it could be in flight, and would go out twice).
+      await expect(attempt(tx, (sp) => sp`select admin.webhook_resend(${c.id})`)).rejects.toThrow(/still being tried \(1 attempts so far\)/);
       // backoff: 1 s, less a random part of up to WebhookBackoffJitterPercent (20 %)
       expect(await claim(799)).toEqual([]);
       const [{ due }] = await tx`select next_attempt_at as due from private.webhook_deliveries where id = ${c.id}`;
