@@ -62,6 +62,17 @@ create or replace view me.usage_daily as
    where r.user_id = me.current_user_id()
    group by 1, 2;
 
+-- The budgets that apply to the user's own requests: on one of their keys, on them, or on their
+-- group (a group budget's spend is the group's, which is what decides whether they are refused).
+create or replace view me.budgets as
+  select b.id, b.scope, b.key_prefix, b.key_name, b.model, b.period, b.amount_micros, b.spent_micros,
+         b.reserved_micros, b.remaining_micros, b.resets_at
+    from admin.budgets b
+    join private.users u on u.id = me.current_user_id()
+   where (b.scope = 'key' and b.key_id in (select k.id from private.api_keys k where k.user_id = u.id))
+      or (b.scope = 'user' and b.user_id = u.id)
+      or (b.scope = 'group' and b.group = u.group_name);
+
 create or replace function me.key_create(p_args jsonb)
 returns jsonb
 language plpgsql volatile security definer

@@ -285,6 +285,9 @@ describe('admin panel, end to end', () => {
   });
 
   it('a regular user: forced change, self-service, and 403 on every admin page', async () => {
+    // A monthly budget on her, which her page shows (me.budgets).
+    const [{ id: aliceId }] = await db()`select id from admin.users where username = 'alice'`;
+    await db()`select admin.budget_set(${db().json({ user_id: Number(aliceId), period: 'month', amount_micros: 20000000 } as never)})`;
     await logOut(page);
     await submitLogin(page, 'alice', 'temporary-pass-1');
     await page.waitForURL('**/password');
@@ -292,6 +295,7 @@ describe('admin panel, end to end', () => {
     await page.waitForURL('**/me?changed=1');
     await expect(page.getByTestId('balance').textContent()).resolves.toMatch(/\$4\.99|\$5\.00|\$4\.9/);
     await expect(page.getByTestId('my-requests').textContent()).resolves.toContain('gpt-4o-mini');
+    await expect(page.getByTestId('my-budgets').textContent()).resolves.toMatch(/me.*every model.*month.*\$20\.00/s);
     await page.fill('#mk-name', 'mine');
     await page.click('button:has-text("Create key")');
     await page.getByTestId('shown-once').waitFor();

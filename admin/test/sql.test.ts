@@ -61,6 +61,17 @@ describe('a regular user\'s session', () => {
       const { token } = await loginAs(tx, alice.username);
       const rows = await asUser(tx, token!, (sp) => sp`select id from me.api_keys`);
       expect(rows.map((r) => Number(r.id))).toEqual([aliceKey.id]);
+      // Budgets: those on her key, on her and on her group; never another user's.
+      const [{ g }] = await tx`select group_name as g from admin.users where id = ${alice.id}`;
+      const budget = async (args: Record<string, unknown>) =>
+        Number((await tx`select (admin.budget_set(${tx.json({ period: 'day', amount_micros: 1000000, ...args } as never)}) ->> 'id') as id`)[0].id);
+      const mine = [await budget({ key_id: aliceKey.id }), await budget({ user_id: alice.id, period: 'month' }), await budget({ group: g, period: 'week' })];
+      await budget({ key_id: bobKey.id });
+      await budget({ user_id: bob.id });
+      const budgets = await asUser(tx, token!, (sp) => sp`select id, scope, key_prefix, remaining_micros from me.budgets order by id`);
+      expect(budgets.map((b) => Number(b.id))).toEqual(mine);
+      expect(budgets.map((b) => b.scope)).toEqual(['key', 'user', 'group']);
+      expect(Number(budgets[0].remaining_micros)).toBe(1000000);
       const [profile] = await asUser(tx, token!, (sp) => sp`select username from me.profile`);
       expect(profile.username).toBe(alice.username);
       const [{ ok }] = await asUser(tx, token!, (sp) => sp`select me.key_revoke(${bobKey.id}) as ok`);

@@ -12,6 +12,7 @@ export const load: PageServerLoad = async ({ locals }) =>
     keys: [...(await tx`select * from me.api_keys order by id desc`)],
     usage: [...(await tx`select * from me.usage_daily where day >= now() - interval '30 days' order by day desc, model`)],
     recent: [...(await tx`select * from me.requests order by created_at desc limit 20`)],
+    budgets: [...(await tx`select * from me.budgets order by scope, period, id`)],
   }));
 
 export const actions: Actions = {
