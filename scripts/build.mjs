@@ -104,10 +104,51 @@ function newestInput() {
   return Math.max(...inputs.map((f) => join(root, f)).filter(existsSync).map(newest));
 }
 
-/** dist/elygate, built only when missing or older than its inputs (the tests use it this way). */
+/**
+ * dist/elygate, built only when missing or older than its inputs (the tests use it this way).
+ * Two processes may ask at once (npm test runs the gateway and admin suites side by side, and each
+ * has a binary test): the build empties and refills dist/admin, so one at a time, under a lock
+ * file; the second then finds the binary fresh.
+ */
 export function ensureBinary(outfile = join(root, 'dist', 'elygate')) {
-  if (existsSync(outfile) && statSync(outfile).mtimeMs > newestInput()) return outfile;
-  return buildBinary(outfile);
+  mkdirSync(dirname(outfile), { recursive: true });
+  return lockedSync(join(dirname(outfile), '.build.lock'), () => {
+    if (existsSync(outfile) && statSync(outfile).mtimeMs > newestInput()) return outfile;
+    return buildBinary(outfile);
+  });
+}
+
+/** fn() while holding the lock file (its holder's pid inside; a dead holder's lock is taken over). */
+function lockedSync(lock, fn) {
+  const alive = (pid) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (e) {
+      return e.code === 'EPERM';
+    }
+  };
+  const deadline = Date.now() + 10 * 60_000;
+  for (;;) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+    }
+    const holder = Number(readFileSync(lock, { encoding: 'utf8', flag: 'a+' }) || 0);
+    if (holder && !alive(holder)) {
+      rmSync(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`${lock} is held by pid ${holder || '?'} for over 10 minutes`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200); // (a synchronous sleep)
+  }
+  try {
+    return fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
