@@ -112,78 +112,20 @@ function openAiBody(input: CallInput, forceUsage: boolean): Record<string, any> 
   return copy;
 }
 
+/** An upstream request before the channel's overrides: its body an object, or the client's own bytes. */
+type Draft = Omit<PreparedCall, 'body'> & { body: Record<string, any> | Uint8Array<ArrayBuffer> };
+
 /** Builds the upstream request, or returns why this channel type cannot serve the request. */
 export function prepareCall(channel: ChannelLike, key: string, client: CallInput): PreparedCall | Unsupported {
   const cfg = channel.config ?? {};
   const input = capped(channel, client);
-  let url: string;
-  let headers: Record<string, string>;
-  let body: Record<string, any> | Uint8Array<ArrayBuffer>;
-  let native = false;
-  let wire: Wire;
-  let kind: AnswerKind;
-
-  if (channel.type === 'openai' || channel.type === 'azure') {
-    wire = 'openai';
-    let endpoint = input.endpoint;
-    if (MEDIA_KINDS.has(endpoint)) {
-      if (channel.type === 'azure' && !AZURE_MEDIA.has(endpoint)) return { unsupported: `an azure channel cannot serve /v1/${endpoint}` };
-      native = true;
-      body = endpoint === 'audio/transcriptions' ? multipartBody(input) : openAiBody(input, false);
-    } else if (input.protocol === 'openai') {
-      native = true;
-      body = openAiBody(input, endpoint === 'chat/completions' || endpoint === 'completions');
-    } else if (input.protocol === 'responses' && responsesNative(channel)) {
-      native = true;
-      endpoint = 'responses';
-      body = openAiBody(input, false);
-    } else {
-      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'openai') : messagesUnconvertible(input.body);
-      if (why) return unconvertible(why);
-      endpoint = 'chat/completions';
-      const chat: Record<string, any> = { ...chatOf(input, wire), model: input.upstreamModel };
-      if (input.stream) Object.assign(chat, { stream: true, stream_options: { include_usage: true } });
-      body = chat;
-    }
-    kind = endpoint as AnswerKind;
-    url = channel.type === 'azure' ? azureUrl(channel.baseUrl, endpoint, input.upstreamModel, cfg) : openAiUrl(channel.baseUrl, endpoint);
-    headers = channel.type === 'azure' ? azureHeaders(key) : openAiHeaders(key);
-    if (endpoint === 'audio/transcriptions') headers['content-type'] = input.multipartType!;
-    if (endpoint === 'audio/speech') headers.accept = '*/*';
-  } else if (channel.type === 'anthropic') {
-    wire = 'anthropic';
-    if (input.protocol === 'anthropic') {
-      native = true;
-      body = input.upstreamModel === input.body.model && input.maxTokens == null ? input.raw : { ...input.body, model: input.upstreamModel };
-    } else if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
-      return { unsupported: `an anthropic channel cannot serve /v1/${input.endpoint}` };
-    } else {
-      const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'anthropic') : null;
-      if (why) return unconvertible(why);
-      body = chatToAnthropic({ ...chatOf(input, wire), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
-    }
-    kind = 'messages';
-    url = `${anthropicRoot(channel.baseUrl)}/v1/messages`;
-    headers = anthropicHeaders(key, cfg, input.protocol === 'anthropic' ? input.headers : undefined);
-  } else if (channel.type === 'gemini') {
-    wire = 'gemini';
-    if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
-      return { unsupported: `a gemini channel cannot serve /v1/${input.endpoint}` };
-    }
-    const why =
-      input.protocol === 'responses' ? responsesUnconvertible(input.body, 'gemini') : input.protocol === 'anthropic' ? messagesUnconvertible(input.body) : null;
-    if (why) return unconvertible(why);
-    kind = 'generateContent';
-    body = chatToGemini(chatOf(input, wire));
-    const base = channel.baseUrl.replace(/\/+$/, '');
-    const root = /\/v1(beta|alpha)?$/.test(base) ? base : `${base}/${cfg.api_version ?? 'v1beta'}`;
-    const model = encodeURIComponent(input.upstreamModel.replace(/^models\//, ''));
-    url = input.stream ? `${root}/models/${model}:streamGenerateContent?alt=sse` : `${root}/models/${model}:generateContent`;
-    headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'x-goog-api-key': key };
-  } else {
-    return { unsupported: `channel type ${(channel as any).type} has no adapter` };
-  }
-
+  const draft =
+    channel.type === 'openai' || channel.type === 'azure' ? openAiCall(channel, key, input)
+    : channel.type === 'anthropic' ? anthropicCall(channel, key, input)
+    : channel.type === 'gemini' ? geminiCall(channel, key, input)
+    : { unsupported: `channel type ${(channel as any).type} has no adapter` };
+  if ('unsupported' in draft) return draft;
+  let { body } = draft;
   // Per-channel overrides: parameters merged into the upstream body (in the upstream's format),
   // headers set on the upstream request.
   // (Not into a multipart upload: its fields are not JSON.)
@@ -192,8 +134,76 @@ export function prepareCall(channel: ChannelLike, key: string, client: CallInput
     const obj = body instanceof Uint8Array ? safeJson(new TextDecoder().decode(body)) : body;
     body = { ...obj, ...override };
   }
-  overrideHeaders(headers, cfg);
-  return { url, headers, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)), native, wire, kind };
+  overrideHeaders(draft.headers, cfg);
+  return { ...draft, body: body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body)) };
+}
+
+/** OpenAI and Azure: every OpenAI endpoint (media included) passed through, or converted to Chat Completions. */
+function openAiCall(channel: ChannelLike, key: string, input: CallInput): Draft | Unsupported {
+  const wire: Wire = 'openai';
+  let endpoint = input.endpoint;
+  let body: Draft['body'];
+  let native = true;
+  if (MEDIA_KINDS.has(endpoint)) {
+    if (channel.type === 'azure' && !AZURE_MEDIA.has(endpoint)) return { unsupported: `an azure channel cannot serve /v1/${endpoint}` };
+    body = endpoint === 'audio/transcriptions' ? multipartBody(input) : openAiBody(input, false);
+  } else if (input.protocol === 'openai') {
+    body = openAiBody(input, endpoint === 'chat/completions' || endpoint === 'completions');
+  } else if (input.protocol === 'responses' && responsesNative(channel)) {
+    endpoint = 'responses';
+    body = openAiBody(input, false);
+  } else {
+    const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'openai') : messagesUnconvertible(input.body);
+    if (why) return unconvertible(why);
+    native = false;
+    endpoint = 'chat/completions';
+    const chat: Record<string, any> = { ...chatOf(input, wire), model: input.upstreamModel };
+    if (input.stream) Object.assign(chat, { stream: true, stream_options: { include_usage: true } });
+    body = chat;
+  }
+  const url = channel.type === 'azure' ? azureUrl(channel.baseUrl, endpoint, input.upstreamModel, channel.config ?? {}) : openAiUrl(channel.baseUrl, endpoint);
+  const headers = channel.type === 'azure' ? azureHeaders(key) : openAiHeaders(key);
+  if (endpoint === 'audio/transcriptions') headers['content-type'] = input.multipartType!;
+  if (endpoint === 'audio/speech') headers.accept = '*/*';
+  return { url, headers, body, native, wire, kind: endpoint as AnswerKind };
+}
+
+/** Anthropic: Messages passed through, or Chat Completions (and Responses) converted to it. */
+function anthropicCall(channel: ChannelLike, key: string, input: CallInput): Draft | Unsupported {
+  const wire: Wire = 'anthropic';
+  let body: Draft['body'];
+  if (input.protocol === 'anthropic') {
+    body = input.upstreamModel === input.body.model && input.maxTokens == null ? input.raw : { ...input.body, model: input.upstreamModel };
+  } else if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
+    return { unsupported: `an anthropic channel cannot serve /v1/${input.endpoint}` };
+  } else {
+    const why = input.protocol === 'responses' ? responsesUnconvertible(input.body, 'anthropic') : null;
+    if (why) return unconvertible(why);
+    body = chatToAnthropic({ ...chatOf(input, wire), stream: input.stream }, input.upstreamModel, input.defaultMaxTokens);
+  }
+  const headers = anthropicHeaders(key, channel.config ?? {}, input.protocol === 'anthropic' ? input.headers : undefined);
+  return { url: `${anthropicRoot(channel.baseUrl)}/v1/messages`, headers, body, native: input.protocol === 'anthropic', wire, kind: 'messages' };
+}
+
+/** Gemini: every protocol converted to generateContent. */
+function geminiCall(channel: ChannelLike, key: string, input: CallInput): Draft | Unsupported {
+  if (input.protocol === 'openai' && input.endpoint !== 'chat/completions') {
+    return { unsupported: `a gemini channel cannot serve /v1/${input.endpoint}` };
+  }
+  const why =
+    input.protocol === 'responses' ? responsesUnconvertible(input.body, 'gemini') : input.protocol === 'anthropic' ? messagesUnconvertible(input.body) : null;
+  if (why) return unconvertible(why);
+  const base = channel.baseUrl.replace(/\/+$/, '');
+  const root = /\/v1(beta|alpha)?$/.test(base) ? base : `${base}/${channel.config?.api_version ?? 'v1beta'}`;
+  const model = encodeURIComponent(input.upstreamModel.replace(/^models\//, ''));
+  return {
+    url: input.stream ? `${root}/models/${model}:streamGenerateContent?alt=sse` : `${root}/models/${model}:generateContent`,
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'x-goog-api-key': key },
+    body: chatToGemini(chatOf(input, 'gemini')),
+    native: false,
+    wire: 'gemini',
+    kind: 'generateContent',
+  };
 }
 
 /**
