@@ -180,6 +180,52 @@ $$;
 
 comment on function private.options_pick(text[]) is E'Raw text values of several options as one JSON object; raises BADOP when a key is unknown.';
 
+-- private.options_hot: every option's raw value as one JSON object {key: text}, read from the one
+-- row private.option_values. For the calls made per request (admission, settlement): one
+-- primary-key read, where options_pick aggregates over the registry (about 25 µs against 7 µs of
+-- backend CPU per call; docs/performance.md, finding 55). An unknown key reads as null here, so
+-- meta.test.ts checks that every key sql/ reads this way is an option.
+create or replace function private.options_hot()
+returns jsonb
+language plpgsql stable
+-- (plpgsql: a language sql body with a FROM is planned again at every call)
+as $$ begin return (select v.value from private.option_values v where v.id); end $$;
+
+comment on function private.options_hot() is E'Every option''s raw value as one JSON object, from the one row private.option_values.';
+
+-- private.option_values_refresh: private.option_values rewritten from the registry. Run by a
+-- statement trigger after every change of private.options (the deploy's upsert above included).
+create or replace function private.option_values_refresh()
+returns void
+language sql
+as $$
+  insert into private.option_values (id, value)
+  select true, coalesce(jsonb_object_agg(o.key, o.value), '{}'::jsonb) from private.options o
+  on conflict (id) do update set value = excluded.value
+$$;
+
+comment on function private.option_values_refresh() is E'Rewrites the one row of private.option_values from private.options.';
+
+create or replace function private.tg_options__values()
+returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform private.option_values_refresh();
+  return null;
+end
+$$;
+
+comment on function private.tg_options__values() is E'Statement trigger: private.option_values_refresh() after private.options changed.';
+
+create or replace trigger _200_values after insert or update or delete on private.options
+  for each statement execute function private.tg_options__values();
+create or replace trigger _201_values after truncate on private.options
+  for each statement execute function private.tg_options__values();
+-- (on a new database the registry's upsert at the top of this file ran before the trigger existed)
+select private.option_values_refresh();
+
 create or replace function private.option_int(p_key text)
 returns integer
 language sql stable

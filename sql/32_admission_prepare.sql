@@ -206,20 +206,6 @@ $$;
 comment on function private.admit_prepare(jsonb, private.key_auth, private.route_choice, uuid, bytea, text, text, boolean, inet, integer, integer, jsonb, jsonb) is
   E'The reading half of an admission, given the key and route its caller read: authenticates, checks the model allowlist and the route, prices the reservation and looks the cache up. Raises the refusals that depend on nothing a request writes.';
 
--- private.admission_options: every option admission may need, in one read.
-create or replace function private.admission_options()
-returns jsonb
-language plpgsql stable
-as $$
-begin
-  return private.options_pick('DurableAdmission', 'AllowUnpricedModels', 'DefaultMaxTokens', 'ReservationPolicy', 'AdmissionBatchMax',
-                              'SemanticCacheEnabled', 'CacheMode', 'SemanticCacheScope', 'SemanticCacheHitPriceRatio',
-                              'SemanticCacheEmbeddingModel', 'SemanticCacheEmbeddingChannel', 'TranscriptionReserveSeconds');
-end
-$$;
-
-comment on function private.admission_options() is E'The options an admission reads (private.admit_prepare, gateway.relay_begin_batch), as one JSON object.';
-
 -- private.admit_prepare_element: private.admit_prepare for one element of a batch (relay_begin's
 -- arguments as JSON; see gateway.relay_begin_batch).
 create or replace function private.admit_prepare_element(p_opt jsonb, p_auth private.key_auth,

@@ -25,7 +25,7 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-  v_opt jsonb := private.admission_options();
+  v_opt jsonb := private.options_hot();
   v_durable boolean := private.admission_durability(v_opt);
   v_auth private.key_auth;
   v_route private.route_choice;
@@ -72,7 +72,7 @@ set search_path = pg_catalog, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-  v_opt jsonb := private.admission_options();   -- once for the batch
+  v_opt jsonb := private.options_hot();   -- once for the batch
   v_max integer := (v_opt ->> 'AdmissionBatchMax')::integer;
   v_reqs jsonb[];
   v_ords integer[];

@@ -55,9 +55,7 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   -- The breaker's options come along: one read of the options per batch (private.breaker_record).
-  v_opt jsonb := private.options_pick('SemanticCacheHitPriceRatio', 'SemanticCacheEmbeddingModel',
-                                      'BreakerWindowSeconds', 'BreakerMinRequests', 'BreakerFailurePercent',
-                                      'BreakerOpenSeconds', 'KeyDisableAuthFailures', 'BreakerFailureStatusCodes');
+  v_opt jsonb := private.options_hot();
   v_hit_ratio numeric := (v_opt ->> 'SemanticCacheHitPriceRatio')::numeric;
   v_embed_model text := nullif(v_opt ->> 'SemanticCacheEmbeddingModel', '');
   v_n integer;

@@ -21,8 +21,7 @@ declare
   /* why so few assignments up front: each PL/pgSQL expression is set up again in every
      transaction, and settlement calls this once per transaction. Most batches
      fail nothing and touch no key: they read the failure codes and run one statement. */
-  v_opt jsonb := coalesce(p_opt, private.options_pick('BreakerWindowSeconds', 'BreakerMinRequests', 'BreakerFailurePercent',
-                                                      'BreakerOpenSeconds', 'KeyDisableAuthFailures', 'BreakerFailureStatusCodes'));
+  v_opt jsonb := coalesce(p_opt, private.options_hot());
   v_window interval;
   v_bucket timestamptz := to_timestamp(floor(extract(epoch from p_now) / 10) * 10);
   v_failing jsonb;

@@ -78,7 +78,7 @@ comment on function private.cache_eligibility(text, jsonb) is
   E'Null when a request may be served from and stored in the response cache under cache mode p_mode (deterministic | always | off), given its sampling facts; else the reason it may not: off, choices, logprobs, tools, sampling.';
 
 -- private.cache_plan: called by admission (private.admit_prepare), with the options it read
--- (private.admission_options) and the model's row (its cache_enabled and cache_mode). The exact
+-- (private.options_hot) and the model's row (its cache_enabled and cache_mode). The exact
 -- lookup, and what the gateway needs for the semantic one. Returns {"result": "bypass", "reason"}
 -- when the cache does not apply to this request: switched off (option, key or model:
 -- reason "off") or not eligible (private.cache_eligibility).
@@ -136,7 +136,7 @@ end
 $$;
 
 comment on function private.cache_plan(jsonb, jsonb, private.api_keys, text, text, private.models) is
-  E'Admission''s cache decision: bypass with its reason (switched off, or not eligible under the request''s cache mode: private.cache_eligibility), else the exact-layer lookup, and the embedding channel/model for the semantic layer when it applies. Takes the options admission read (private.admission_options).';
+  E'Admission''s cache decision: bypass with its reason (switched off, or not eligible under the request''s cache mode: private.cache_eligibility), else the exact-layer lookup, and the embedding channel/model for the semantic layer when it applies. Takes the options admission read (private.options_hot).';
 
 -- gateway.cache_lookup: the one follow-up call after the embedding. Nearest entry of the same
 -- tenant, model and context; a hit when its similarity reaches SemanticCacheThreshold. Records

@@ -107,6 +107,18 @@ describe('the sql/ folder', () => {
       .filter((x) => x.lines > 420);
     expect(long).toEqual([]);
   });
+
+  it('every option read from the options object (v_opt/p_opt ->> key) is an option, and option_values equals the registry', async () => {
+    // private.options_hot() returns every option; a misspelt key would read as null, not raise.
+    const keys = new Set(files.flatMap((f) =>
+      [...readFileSync(join(dir, f), 'utf8').matchAll(/\b[a-z_]*opt ->> '([A-Za-z]+)'/g)].map((m) => m[1])));
+    expect(keys.size).toBeGreaterThan(10);
+    const known = new Set((await db()`select key from private.options`).map((r) => r.key as string));
+    expect([...keys].filter((k) => !known.has(k))).toEqual([]);
+    const [row] = await db()`
+      select (select value from private.option_values) = (select jsonb_object_agg(key, value) from private.options) as same`;
+    expect(row.same).toBe(true);
+  });
 });
 
 describe('composite types (sql/10_types.sql)', () => {
