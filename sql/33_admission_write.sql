@@ -33,6 +33,7 @@ declare
   v_need_limits bigint[]; v_limit_n integer[]; v_limit_tokens bigint[];
   v_fits boolean := true;
   v_fit boolean;   -- one owner's or key's row, as its UPDATE returned it
+  v_rows integer;
   v_keys_fit boolean := true;
   v_limits_fit boolean := true;
   -- when something does not fit: the budgets and limits as they were (private.limits_state)
@@ -62,10 +63,12 @@ declare
   u integer;
   k integer;
 begin
-  /* The owners whose wallets and the keys whose counters this call writes, each in id order (a
+  /* The owners whose wallets and the keys whose counters this call writes, in id order (a
      batch's from one aggregate statement; one request's read off its plan, a statement less for
-     the call most admissions are). They are written in that order below: every wallet, then every
-     key, as settlement locks them, or the two could deadlock. */
+     the call most admissions are). why the explicit locks for a batch: an UPDATE locks rows in
+     whatever order its plan reads them (a bitmap scan reads them in heap order). Every wallet of
+     a batch, then every key, in id order, as settlement takes them, or the two deadlock. One
+     request locks one wallet, then one key, in that order anyway. */
   if cardinality(p_plans) > 1 then
     select u.ids, u.amounts, k.ids, k.n, k.amounts, k.tokens, k.quotas, k.concurrencies, k.rpms, k.tpms,
            b.ids, b.amounts, l.ids, l.n, l.tokens
@@ -127,18 +130,28 @@ begin
      are decided one by one, in order, from the row as it was (the row less the sums; the rows stay
      locked), exactly as if each had been admitted alone, and what the refused ones added is taken
      back. No subtransaction: a refusal is a value, not an undone write.
-     why one plain UPDATE per owner (and per key below), by its primary key: a single admission
-     (most calls) is then an index update of one row, where one statement joining the arrays cost
-     about a tenth of the call more in executor start-up (docs/performance.md, finding 55). A
-     wallet or key whose row is missing leaves found false, and the requests that need it are
+     why each UPDATE reads its row's sum with array_position rather than joining the arrays: the
+     plan is then an index scan of the rows and nothing else, the same statement for one request
+     (most calls: an index update of one row) and for a batch (one statement per table, whatever
+     its owners and keys); the join cost the single call about a tenth more in executor start-up
+     (docs/performance.md, finding 55). A missing row is not returned, and its requests are
      refused below. */
-  for i in 1 .. coalesce(cardinality(v_need_users), 0) loop
-    update private.wallets w
-       set reserved_micros = w.reserved_micros + v_need_amounts[i]
-     where w.user_id = v_need_users[i]
-    returning w.balance_micros - w.reserved_micros + w.credit_limit_micros >= 0 into v_fit;
-    v_fits := v_fits and found and v_fit;
-  end loop;
+  if v_need_users is not null then
+    if cardinality(v_need_users) > 1 then
+      perform 1 from private.wallets w where w.user_id = any(v_need_users) order by w.user_id for no key update;
+    end if;
+    v_rows := 0;
+    for v_fit in
+      update private.wallets w
+         set reserved_micros = w.reserved_micros + v_need_amounts[array_position(v_need_users, w.user_id)]
+       where w.user_id = any(v_need_users)
+      returning w.balance_micros - w.reserved_micros + w.credit_limit_micros >= 0
+    loop
+      v_fits := v_fits and v_fit;
+      v_rows := v_rows + 1;
+    end loop;
+    v_fits := v_fits and v_rows = cardinality(v_need_users);
+  end if;
 
   -- Key quota, concurrency, RPM and TPM (only for keys that have them).
   /* why: RPM/TPM are a sliding window over this minute's counts and the previous minute's, kept
@@ -148,24 +161,37 @@ begin
      (settlement relies on rate_minute being the latest). */
   if v_need_keys is not null then
     v_window := 1 - extract(epoch from v_now - v_minute) / 60;
-    for i in 1 .. cardinality(v_need_keys) loop
+    if cardinality(v_need_keys) > 1 then
+      perform 1 from private.key_counters k where k.key_id = any(v_need_keys) order by k.key_id for no key update;
+    end if;
+    v_rows := 0;
+    for v_fit in
       update private.key_counters k
-         set reserved_micros = k.reserved_micros + v_key_amounts[i],
-             inflight = k.inflight + v_key_n[i],
+         set reserved_micros = k.reserved_micros + v_key_amounts[array_position(v_need_keys, k.key_id)],
+             inflight = k.inflight + v_key_n[array_position(v_need_keys, k.key_id)],
              prev_requests = case when k.rate_minute >= v_minute then k.prev_requests
                                   when k.rate_minute = v_minute - interval '1 minute' then k.minute_requests else 0 end,
              prev_tokens = case when k.rate_minute >= v_minute then k.prev_tokens
                                 when k.rate_minute = v_minute - interval '1 minute' then k.minute_tokens else 0 end,
-             minute_requests = case when k.rate_minute >= v_minute then k.minute_requests else 0 end + v_key_n[i],
-             minute_tokens = case when k.rate_minute >= v_minute then k.minute_tokens else 0 end + v_key_tokens[i],
+             minute_requests = case when k.rate_minute >= v_minute then k.minute_requests else 0 end
+                               + v_key_n[array_position(v_need_keys, k.key_id)],
+             minute_tokens = case when k.rate_minute >= v_minute then k.minute_tokens else 0 end
+                             + v_key_tokens[array_position(v_need_keys, k.key_id)],
              rate_minute = greatest(k.rate_minute, v_minute)
-       where k.key_id = v_need_keys[i]
-      returning (v_quota[i] is null or k.used_micros + k.reserved_micros <= v_quota[i])
-                and (v_concurrency[i] is null or k.inflight <= v_concurrency[i])
-                and (v_rpm[i] is null or k.minute_requests + k.prev_requests * v_window <= v_rpm[i])
-                and (v_tpm[i] is null or k.minute_tokens + k.prev_tokens * v_window <= v_tpm[i]) into v_fit;
-      v_keys_fit := v_keys_fit and found and v_fit;
+       where k.key_id = any(v_need_keys)
+      returning (v_quota[array_position(v_need_keys, k.key_id)] is null
+                 or k.used_micros + k.reserved_micros <= v_quota[array_position(v_need_keys, k.key_id)])
+            and (v_concurrency[array_position(v_need_keys, k.key_id)] is null
+                 or k.inflight <= v_concurrency[array_position(v_need_keys, k.key_id)])
+            and (v_rpm[array_position(v_need_keys, k.key_id)] is null
+                 or k.minute_requests + k.prev_requests * v_window <= v_rpm[array_position(v_need_keys, k.key_id)])
+            and (v_tpm[array_position(v_need_keys, k.key_id)] is null
+                 or k.minute_tokens + k.prev_tokens * v_window <= v_tpm[array_position(v_need_keys, k.key_id)])
+    loop
+      v_keys_fit := v_keys_fit and v_fit;
+      v_rows := v_rows + 1;
     end loop;
+    v_keys_fit := v_keys_fit and v_rows = cardinality(v_need_keys);
   end if;
 
   -- Budgets and model limits (only for requests some apply to), after the wallets and keys.
