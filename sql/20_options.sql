@@ -233,6 +233,18 @@ as $$ select private.option_text(p_key)::integer $$;
 
 comment on function private.option_int(text) is E'An integer option.';
 
+-- private.status_codes: an option holding HTTP statuses (RetryableStatusCodes,
+-- BreakerFailureStatusCodes: a JSON array of integers, as private.option_value_check makes sure)
+-- as an integer array. why not through jsonb: a plain expression, inlined where it is used,
+-- where unnesting the JSON is a subquery run once per statement (settlement's breaker ran it
+-- once per call).
+create or replace function private.status_codes(p_value text)
+returns integer[]
+language sql immutable parallel safe
+as $$ select string_to_array(nullif(btrim(p_value, E'[] \t\r\n'), ''), ',')::integer[] $$;
+
+comment on function private.status_codes(text) is E'A JSON array of HTTP statuses (an option\'s text) as integer[]; empty for [].';
+
 -- private.option_value_check: the rules of options whose type ("text") says too little: a value
 -- the gateway would not understand must be refused when it is saved, not silently ignored later.
 create or replace function private.option_value_check(p_key text, p_value text)
@@ -241,6 +253,13 @@ language plpgsql stable
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  if p_key in ('RetryableStatusCodes', 'BreakerFailureStatusCodes')
+     and (jsonb_typeof(p_value::jsonb) is distinct from 'array'
+          or exists (select 1 from jsonb_array_elements(p_value::jsonb) e
+                      where jsonb_typeof(e) <> 'number' or e::text !~ '^[1-5][0-9][0-9]$')) then
+    raise exception using errcode = 'BADOP', column = 'value',
+      message = format('Option "%s" must be a JSON array of HTTP statuses (integers from 100 to 599), got "%s".', p_key, left(p_value, 100));
+  end if;
   if p_key = 'SemanticCacheScope' and p_value not in ('user', 'group') then
     raise exception using errcode = 'BADOP', column = 'value',
       message = format('Option "SemanticCacheScope" must be "user" or "group", got "%s".', left(p_value, 100));
@@ -265,7 +284,7 @@ begin
 end
 $$;
 
-comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (SemanticCacheScope, ReservationPolicy, CacheMode, BudgetTimeZone, SemanticCacheEmbeddingChannel).';
+comment on function private.option_value_check(text, text) is E'Raises BADOP when a text option holds a value its readers do not accept (the status-code lists, SemanticCacheScope, ReservationPolicy, CacheMode, BudgetTimeZone, SemanticCacheEmbeddingChannel).';
 
 -- private.option_validate: checks a value against the option's declared type and bounds.
 create or replace function private.option_validate(p_key text, p_value text)

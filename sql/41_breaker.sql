@@ -12,16 +12,18 @@
 -- keys with repeated authentication failures. Returns the number of channels it disabled.
 -- Called by private.settle (one call per relay_finish batch, with the options it read already);
 -- tests call it with a given now.
+-- (Invoker's rights, no search_path of its own: it runs inside private.settle, which pins both, and
+-- setting them again cost a settings save and restore per settlement call.)
 create or replace function private.breaker_record(p_attempts jsonb, p_now timestamptz default now(), p_opt jsonb default null)
 returns integer
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
+language plpgsql volatile
 as $$
 declare
   /* why so few assignments up front: each PL/pgSQL expression is set up again in every
      transaction, and settlement calls this once per transaction. Most batches
      fail nothing and touch no key: they read the failure codes and run one statement. */
   v_opt jsonb := coalesce(p_opt, private.options_hot());
+  v_codes integer[] := private.status_codes(v_opt ->> 'BreakerFailureStatusCodes');   -- (an expression: no statement)
   v_window interval;
   v_bucket timestamptz := to_timestamp(floor(extract(epoch from p_now) / 10) * 10);
   v_failing jsonb;
@@ -37,18 +39,15 @@ begin
      A failure is a connection error or timeout (no status), a status in BreakerFailureStatusCodes,
      or a 2xx whose stream broke before its first byte (an error recorded with it). Attempts the
      gateway passed over without calling (skipped) are not outcomes. */
-  with codes as materialized (
-    select array(select jsonb_array_elements_text((v_opt ->> 'BreakerFailureStatusCodes')::jsonb)::integer) as c
-  ),
-  a as (
+  with a as (
     select (e ->> 'channel_id')::bigint as channel_id, coalesce((e ->> 'key')::integer, 0) as key_ordinal,
            (e ->> 'status')::integer as status, ord,
            coalesce(e ->> 'error', 'HTTP ' || (e ->> 'status')) as error,
            coalesce((e ->> 'failed')::boolean,
                     (e ->> 'status') is null
-                    or (e ->> 'status')::integer = any(codes.c)
+                    or (e ->> 'status')::integer = any(v_codes)
                     or ((e ->> 'status')::integer between 200 and 299 and e ? 'error')) as failed
-      from jsonb_array_elements(p_attempts) with ordinality x(e, ord), codes
+      from jsonb_array_elements(p_attempts) with ordinality x(e, ord)
      where e ? 'channel_id' and not coalesce((e ->> 'skipped')::boolean, false)
   ),
   b as (
