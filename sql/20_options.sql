@@ -241,7 +241,7 @@ comment on function private.option_int(text) is E'An integer option.';
 create or replace function private.status_codes(p_value text)
 returns integer[]
 language sql immutable parallel safe
-as $$ select string_to_array(nullif(btrim(p_value, E'[] \t\r\n'), ''), ',')::integer[] $$;
+as $$ select string_to_array(btrim(p_value, E'[] \t\r\n'), ',')::integer[] $$;
 
 comment on function private.status_codes(text) is E'A JSON array of HTTP statuses (an option\'s text) as integer[]; empty for [].';
 

@@ -108,9 +108,24 @@ describe('admin.* functions', () => {
         message: 'Option "MaxAttempts" must be between 1 and 20, got 99.',
       });
       await expect(attempt(tx, (sp) => sp`select admin.option_set('RetryableStatusCodes', '[500,')`)).rejects.toMatchObject({ code: 'BADOP' });
+      // The status-code lists are read as integer[] on the hot path (private.status_codes): a
+      // string, a fraction or a non-status is refused when saved, not at the next settlement.
+      for (const bad of ['["500"]', '[500.5]', '[42]', '{"a": 500}', '500']) {
+        await expect(attempt(tx, (sp) => sp`select admin.option_set('BreakerFailureStatusCodes', ${bad})`)).rejects.toMatchObject({
+          code: 'BADOP', message: expect.stringContaining('must be a JSON array of HTTP statuses') });
+      }
+      await tx`select admin.option_set('BreakerFailureStatusCodes', '[ 500,
+ 503 ]')`;
       await tx`select admin.option_set('MaxAttempts', '5')`;
       const [o] = await tx`select gateway.options_snapshot() -> 'MaxAttempts' as v`;
       expect(o.v).toBe(5);
+      // What the hot path reads: the one row, equal to the registry after the change
+      const [h] = await tx`select private.options_hot() ->> 'MaxAttempts' as v,
+                                  private.status_codes(private.options_hot() ->> 'BreakerFailureStatusCodes') as codes`;
+      expect(h).toEqual({ v: '5', codes: [500, 503] });
+      await tx`select admin.option_set('BreakerFailureStatusCodes', '[]')`;
+      const [e] = await tx`select private.status_codes(private.options_hot() ->> 'BreakerFailureStatusCodes') as codes`;
+      expect(e.codes).toEqual([]);
     });
   });
 
