@@ -129,7 +129,7 @@ begin
     'result', 'miss',
     'semantic', case when v_channel_id is not null
                      then jsonb_build_object('channel_id', v_channel_id, 'version', v_channel_version, 'model', v_embed_model,
-                                             'dimensions', private.option_int('SemanticCacheDimensions'))
+                                             'dimensions', (p_opt ->> 'SemanticCacheDimensions')::integer)
                 end,
     'store', true);
 end
