@@ -74,6 +74,15 @@ export function readinessGate(): Response | null {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/* why: the binary's admin panel is a child process. Signalled only from process.on('exit'), it
+   was still answering for a moment after the gateway had exited 0; its stop now starts with the
+   shutdown and is awaited before the exit. */
+const companions: Array<() => Promise<unknown>> = [];
+/** Something that must stop with the gateway (started when shutdown starts, awaited before exit). */
+export function stopWithGateway(stop: () => Promise<unknown>): void {
+  companions.push(stop);
+}
+
 /** Runs the shutdown sequence once; returns the exit code it used. */
 export function createShutdown(deps: ShutdownDeps, timings: ShutdownTimings = shutdownTimings()) {
   const log = deps.log ?? ((level, msg, extra = {}) => console.error(JSON.stringify({ level, msg, ...extra })));
@@ -87,6 +96,7 @@ export function createShutdown(deps: ShutdownDeps, timings: ShutdownTimings = sh
     lifecycle.deadline = t0 + timings.delayMs + timings.drainMs;
     log('info', 'shutting down: not ready, draining', { signal, in_flight: deps.inFlight(), drain_ms: timings.drainMs, delay_ms: timings.delayMs });
     deps.beforeStop?.();
+    const companionsStopped = Promise.all(companions.map((stop) => stop().catch(() => {})));
     const hurried = new Promise<void>((r) => (hurry = r));
     if (timings.delayMs > 0) await Promise.race([sleep(timings.delayMs), hurried]);
     // Graceful stop: resolves when every connection has closed (all streams finished).
@@ -108,6 +118,7 @@ export function createShutdown(deps: ShutdownDeps, timings: ShutdownTimings = sh
     const settled = await deps.drainOutcomes(timings.flushMs);
     if (!settled) log('error', 'outcomes left unsettled at exit are in the spool; the next start replays them');
     await deps.closeDb().catch(() => {});
+    await companionsStopped;
     log('info', 'shut down', { ms: Date.now() - t0, interrupted: lifecycle.interrupted });
     return 0;
   }
