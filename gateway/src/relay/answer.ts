@@ -6,21 +6,13 @@ import { cardFor, costMicros, embeddingCostMicros, receiptHeaders } from '../rec
 import { checkAnswer } from '../adapters';
 import { cacheHeaders } from './cache-hit';
 import { maxTokensHeaders, renderCompletion, responseHeaders } from './render';
-import { errMessage, servedModel, type Result, type Run, type Try } from './attempts';
+import { readAnswer, servedModel, type Result, type Run, type Try } from './attempts';
 import type { CachedAnswer } from '../cache';
 
 export async function completeAnswer(run: Run, t: Try, res: Response): Promise<Result> {
   const { input, ticket, cache } = run;
-  let payload: Uint8Array<ArrayBuffer>;
-  try {
-    payload = new Uint8Array(await res.arrayBuffer());
-  } catch (err) {
-    t.release();
-    const message = errMessage(t.controller, err);
-    t.record(res.status, message);
-    return { failure: { status: 502, body: null, wire: null, message } };
-  }
-  t.release();
+  const payload = await readAnswer(t, res);
+  if ('failure' in payload) return payload;
   const checked = checkAnswer(t.call.kind, payload);
   if ('problem' in checked) {
     t.record(res.status, checked.problem);

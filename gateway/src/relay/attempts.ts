@@ -55,6 +55,21 @@ export type Result = { response: Response } | { failure: Failure };
 export const errMessage = (controller: AbortController, err: unknown) =>
   controller.signal.aborted ? String(controller.signal.reason?.message ?? 'aborted') : String((err as Error)?.message ?? err);
 
+/** A 200 answer read whole (the first-byte timer released): its bytes, or the attempt's failure
+ *  (recorded) when the body broke off. Non-stream chat and the media endpoints both read this way. */
+export async function readAnswer(t: Try, res: Response): Promise<Uint8Array<ArrayBuffer> | { failure: Failure }> {
+  try {
+    const payload = new Uint8Array(await res.arrayBuffer());
+    t.release();
+    return payload;
+  } catch (err) {
+    t.release();
+    const message = errMessage(t.controller, err);
+    t.record(res.status, message);
+    return { failure: { status: 502, body: null, wire: null, message } };
+  }
+}
+
 export function pickKey(channel: Channel, entry: RouteEntry): { key: string; ordinal: number | undefined } {
   const n = channel.keys.length;
   const i = Number.isInteger(entry.key_index) ? ((entry.key_index as number) % n + n) % n : Math.floor(Math.random() * n);

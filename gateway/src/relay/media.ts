@@ -15,7 +15,7 @@ import { countUsage, promptEstimate, readUsage } from '../usage';
 import { cardFor, costMicros, receiptHeaders } from '../receipt';
 import type { Outcome } from '../settle';
 import { responseHeaders } from './render';
-import { errMessage, servedModel, type Result, type Run, type Try } from './attempts';
+import { errMessage, readAnswer, servedModel, type Result, type Run, type Try } from './attempts';
 import type { MediaEndpoint, MediaUnits, RelayInput } from './types';
 
 const MEDIA = new Set<string>(['images/generations', 'audio/speech', 'audio/transcriptions', 'moderations', 'rerank']);
@@ -77,16 +77,8 @@ interface Measured {
 /** A 200 answer of a media endpoint: checked, measured, settled, sent with its receipt. */
 export async function mediaAnswer(run: Run, t: Try, res: Response): Promise<Result> {
   if (run.input.endpoint === 'audio/speech') return speechAnswer(run, t, res);
-  let payload: Uint8Array<ArrayBuffer>;
-  try {
-    payload = new Uint8Array(await res.arrayBuffer());
-  } catch (err) {
-    t.release();
-    const message = errMessage(t.controller, err);
-    t.record(res.status, message);
-    return { failure: { status: 502, body: null, wire: null, message } };
-  }
-  t.release();
+  const payload = await readAnswer(t, res);
+  if ('failure' in payload) return payload;
   const measured = await measure(run, payload, res.headers.get('content-type') ?? '');
   if ('problem' in measured) {
     t.record(res.status, measured.problem);
