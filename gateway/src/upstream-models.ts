@@ -6,7 +6,7 @@
 // SSRF-guarded client. Off the request path; nothing is billed or logged as a request.
 import { sql } from './db';
 import { GatewayError } from './errors';
-import { channelsFor, options, type Channel } from './snapshot';
+import { channelsFor, options, optionsReady, type Channel } from './snapshot';
 import { SsrfError, upstreamFetch } from './ssrf';
 import { modelListCall, readModelPage } from './adapters/models';
 import { upstreamErrorOf } from './adapters/index';
@@ -25,7 +25,7 @@ async function fetchListing(channel: Channel): Promise<{ ids: string[]; truncate
     const host = new URL(call.url).host;
     let res: Response;
     try {
-      res = await upstreamFetch(call.url, { method: 'GET', headers: call.headers, signal: AbortSignal.timeout(Number(options.ProbeTimeoutMs ?? 30000)) }, options.AllowPrivateUpstreams === true);
+      res = await upstreamFetch(call.url, { method: 'GET', headers: call.headers, signal: AbortSignal.timeout(options.ProbeTimeoutMs as number) }, options.AllowPrivateUpstreams === true);
     } catch (err) {
       if (err instanceof SsrfError) {
         throw upstreamError(502, 'upstream_private_address', `Refused to call ${host}: ${err.message}. If this upstream is yours, turn on "Allow private upstreams" in Settings.`);
@@ -66,6 +66,7 @@ export async function upstreamModels(channelId: number, keyHash: Buffer | null):
   if (channel.keys.length === 0) {
     throw new GatewayError(400, `Channel ${channelId} has no enabled upstream key, so its upstream cannot be asked for its models. Add a key on the channel's page.`, 'invalid_request_error', 'invalid_channel');
   }
+  await optionsReady();   // (ProbeTimeoutMs and AllowPrivateUpstreams come from them)
   const { ids, truncated } = await fetchListing(channel);
   return { object: 'list', channel_id: channel.id, data: ids.sort().map((id) => ({ id })), truncated };
 }

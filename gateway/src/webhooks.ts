@@ -15,7 +15,7 @@ import { sql } from './db';
 import { config } from './config';
 import { keyring, openSealedKey, type SealedKey } from './crypto';
 import { webhookAttempts } from './metrics';
-import { options } from './snapshot';
+import { options, optionsReady } from './snapshot';
 import { upstreamFetch, WEBHOOK } from './ssrf';
 import { drainer } from './drain';
 
@@ -94,10 +94,16 @@ export const runDueWebhooks = drainer<ClaimedDelivery, Awaited<ReturnType<typeof
   what: 'webhook delivery',
 });
 
+/** How soon to try reading the options again while the database has not answered (the poll
+ *  interval is one of them: WebhookPollIntervalMs, declared in sql/20_options.sql only). */
+const OPTIONS_RETRY_MS = 1000;
+
 function schedule(): void {
   if (stopped) return;
-  const every = Number(options.WebhookPollIntervalMs ?? 5000);
-  timer = setTimeout(() => void runDueWebhooks().finally(schedule), Number.isFinite(every) && every > 0 ? every : 5000);
+  const every = options.WebhookPollIntervalMs as number | undefined;
+  timer = every === undefined
+    ? setTimeout(() => void optionsReady().catch(() => {}).finally(schedule), OPTIONS_RETRY_MS)
+    : setTimeout(() => void runDueWebhooks().finally(schedule), every);
   timer.unref?.();
 }
 
