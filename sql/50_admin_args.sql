@@ -77,6 +77,18 @@ exception when invalid_text_representation or invalid_datetime_format or datetim
 end
 $$;
 
+-- private.model_known: whether the gateway knows a model name: it has a price row, or a channel
+-- serves it. The one rule behind every argument that names models (a key's allowed_models, a
+-- model's fallbacks, a budget's or a model limit's model), so that a typo is refused when saved.
+create or replace function private.model_known(p_name text)
+returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select exists (select 1 from private.models m where m.name = p_name)
+      or exists (select 1 from private.channels c where p_name = any(c.models))
+$$;
+
 -- private.key_fields_check: the rules of a key's label and model list, shared by key_create and
 -- key_update. A label is shown in lists: a few words, not a document. An allowed model must be one
 -- the gateway knows (priced, or served by a channel): a typo would otherwise make a key that is
@@ -95,8 +107,7 @@ begin
   end if;
   select string_agg(format('"%s"', m), ', ') into v_unknown
     from unnest(private.json_text_array(p_args -> 'allowed_models', 'allowed_models')) m
-   where not exists (select 1 from private.models pm where pm.name = m)
-     and not exists (select 1 from private.channels c where m = any(c.models));
+   where not private.model_known(m);
   if v_unknown is not null then
     raise exception using errcode = 'BADIN', column = 'allowed_models',
       message = format('Unknown model(s) in "allowed_models": %s. Allow models that have a price or that a channel serves.', v_unknown);
@@ -159,8 +170,7 @@ begin
   end if;
   select string_agg(format('"%s"', f), ', ') into v_bad
     from unnest(v_list) f
-   where not exists (select 1 from private.models pm where pm.name = f)
-     and not exists (select 1 from private.channels c where f = any(c.models));
+   where not private.model_known(f);
   if v_bad is not null then
     raise exception using errcode = 'BADIN', column = 'fallbacks',
       message = format('Unknown model(s) in "fallbacks": %s. Name models that have a price or that a channel serves.', v_bad);

@@ -55,8 +55,7 @@ begin
   if v_model is null and p_required then
     raise exception using errcode = 'BADIN', column = 'model', message = 'A model limit needs "model": the model it limits.';
   end if;
-  if v_model is not null and not exists (select 1 from private.models m where m.name = v_model)
-     and not exists (select 1 from private.channels c where v_model = any(c.models)) then
+  if v_model is not null and not private.model_known(v_model) then
     raise exception using errcode = 'BADIN', column = 'model',
       message = format('Unknown model "%s": name a model that has a price or that a channel serves.', left(v_model, 100));
   end if;
@@ -256,7 +255,7 @@ begin
     select * into v_t from private.limit_target(p_args, 'admin.model_limit_clear', array['key', 'group']);
     delete from private.model_limits l
      where l.scope = v_t.scope and l.key_id is not distinct from v_t.key_id and l.group_name is not distinct from v_t.group_name
-       and l.model = p_args ->> 'model'
+       and l.model = nullif(btrim(p_args ->> 'model'), '')   -- (as model_limit_set reads it; not checked: a model gone since can be cleared)
     returning * into v_l;
   end if;
   if v_l.id is null then
