@@ -158,9 +158,9 @@ $$;
 comment on function private.wallets_low_check(timestamptz) is
   E'Raises wallet.low once for each wallet that went below its threshold (WalletLowBalanceMicros or the user''s own) and re-arms those back above it. Returns the events raised.';
 
--- private.jobs_overdue_check: job.overdue once per episode: no successful run within twice the
--- job's interval plus a minute (the rule of admin.jobs), counted from the job's first
--- sighting when it never succeeded. Re-armed by the next success. Called by the elygate.alerts job
+-- private.jobs_overdue_check: job.overdue once per episode (admin.job_overdue, the rule
+-- admin.jobs shows), counted from the job's first sighting when it never succeeded. Re-armed by
+-- the next success. Called by the elygate.alerts job
 -- and by every webhook poll of the gateways (gateway.webhook_claim), so that a stopped pg_cron,
 -- which runs no job at all, is still noticed.
 create or replace function private.jobs_overdue_check(p_now timestamptz default now())
@@ -184,7 +184,7 @@ begin
            (select max(r.started_at) from private.job_runs r where r.job = j.name and r.status = 'succeeded') as last_ok
       from private.jobs j join private.job_alerts a on a.job = j.name
   ), judged as (
-    select s.*, coalesce(s.last_ok, s.first_seen) < p_now - 2 * s.every - interval '1 minute' as overdue from s
+    select s.*, admin.job_overdue(coalesce(s.last_ok, s.first_seen), s.every, p_now) as overdue from s
   ), rearmed as (
     update private.job_alerts a set overdue_alerted_at = null
       from judged x where x.name = a.job and not x.overdue and a.overdue_alerted_at is not null

@@ -44,6 +44,19 @@ create or replace view admin.cron_status as
          admin.cron_database() as cron_database,
          current_database() as this_database;
 
+-- admin.job_overdue: THE rule of an overdue job: its last success (or, never having succeeded,
+-- its first sighting) is older than twice its interval plus a minute. admin.jobs shows it and
+-- private.jobs_overdue_check (sql/44_events.sql) raises job.overdue on it. In schema admin because
+-- the view calls it as the operator's role, which may execute admin's functions only.
+create or replace function admin.job_overdue(p_last_ok timestamptz, p_every interval, p_now timestamptz)
+returns boolean
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select p_last_ok < p_now - 2 * p_every - interval '1 minute' $$;
+
+comment on function admin.job_overdue(timestamptz, interval, timestamptz) is
+  E'Whether a job whose last success (or first sighting) was p_last_ok is overdue at p_now: older than twice p_every plus a minute.';
+
 -- admin.jobs: every maintenance job (private.jobs), what runs it (pg_cron in the cron database,
 -- else the gateways: gateway.maintenance_run), its schedule, its last run and last success (by
 -- either), its runs and failures of the last 24 hours, and whether it is overdue (no successful run
@@ -55,7 +68,7 @@ create or replace view admin.jobs as
          last.runner as last_runner, last.started_at as last_started_at, last.finished_at as last_finished_at,
          last.status as last_status, last.error as last_error, last.result as last_result,
          ok.started_at as last_success_at,
-         coalesce(ok.started_at < now() - 2 * j.every - interval '1 minute', true) as overdue,
+         coalesce(admin.job_overdue(ok.started_at, j.every, now()), true) as overdue,
          coalesce(day.runs, 0) as runs_24h, coalesce(day.failures, 0) as failures_24h
     from private.jobs j
     left join admin.cron_jobs() c on c.jobname = j.name
