@@ -88,13 +88,16 @@ export function promptParts(body: Record<string, any>): { text: string; images: 
   return { text: parts.join('\n'), images, messages };
 }
 
+/** Generous token estimate of a text: one token per 3 UTF-8 bytes (real English runs near 4, CJK near 3). */
+export const textTokensEstimate = (text: string): number => Math.ceil(Buffer.byteLength(text, 'utf8') / 3);
+
 /**
- * Generous prompt-token estimate for the reservation: one token per 3 UTF-8 bytes of text (real
- * English runs near 4, CJK near 3), plus per-message framing and a fixed allowance per image.
+ * Generous prompt-token estimate for the reservation: textTokensEstimate of the prompt's text,
+ * plus per-message framing and a fixed allowance per image.
  */
 export function promptEstimate(body: Record<string, any>): number {
   const { text, images, messages } = promptParts(body);
-  return Math.ceil(Buffer.byteLength(text, 'utf8') / 3) + messages * MESSAGE_OVERHEAD + images * IMAGE_TOKENS;
+  return textTokensEstimate(text) + messages * MESSAGE_OVERHEAD + images * IMAGE_TOKENS;
 }
 
 type Counter = (text: string) => number;

@@ -11,7 +11,7 @@
 //                         usage.total_tokens); else the admission's estimate, marked estimated
 //   moderations           tokens (usage if reported, else counted: estimated); no unit
 import { options } from '../snapshot';
-import { countUsage, promptEstimate, readUsage } from '../usage';
+import { countUsage, promptEstimate, readUsage, textTokensEstimate } from '../usage';
 import { cardFor, costMicros, receiptHeaders } from '../receipt';
 import type { Outcome } from '../settle';
 import { responseHeaders } from './render';
@@ -28,7 +28,6 @@ const TOKENS_PER_RERANK_DOC = 500;
 const ESTIMATE_BYTES_PER_SECOND = 16000;
 
 const text = (v: unknown): string => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as any).text === 'string' ? (v as any).text : '');
-const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
 
 /** A rerank request's documents as text (strings, or {text} objects). */
 function rerankDocs(body: Record<string, any>): string[] {
@@ -50,8 +49,8 @@ export function mediaUnits(input: RelayInput): MediaUnits | null {
     case 'audio/transcriptions':
       return { count: 0 }; // (reserved at TranscriptionReserveSeconds: the duration is not known yet)
     case 'rerank': {
-      const query = Math.ceil(bytes(text(body.query)) / 3);
-      const chunks = rerankDocs(body).reduce((n, d) => n + Math.max(1, Math.ceil((query + Math.ceil(bytes(d) / 3)) / TOKENS_PER_RERANK_DOC)), 0);
+      const query = textTokensEstimate(text(body.query));
+      const chunks = rerankDocs(body).reduce((n, d) => n + Math.max(1, Math.ceil((query + textTokensEstimate(d)) / TOKENS_PER_RERANK_DOC)), 0);
       return { count: Math.max(1, Math.ceil(chunks / DOCS_PER_SEARCH_UNIT)) };
     }
     default:
@@ -62,7 +61,7 @@ export function mediaUnits(input: RelayInput): MediaUnits | null {
 /** The prompt tokens a media request reserves: its text for moderations and rerank, none for the others. */
 export function mediaPromptEstimate(input: RelayInput): number {
   if (input.endpoint === 'moderations') return promptEstimate(input.body);
-  if (input.endpoint === 'rerank') return Math.ceil(bytes([text(input.body.query), ...rerankDocs(input.body)].join('\n')) / 3);
+  if (input.endpoint === 'rerank') return textTokensEstimate([text(input.body.query), ...rerankDocs(input.body)].join('\n'));
   return 0;
 }
 
