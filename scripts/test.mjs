@@ -15,8 +15,10 @@
 // (ELYGATE_TEST_TEMPLATE, read by gateway/test/support/global-setup.ts).
 //
 // Output comes suite by suite, in the order above (gateway, browser files, faults, page-speed): the
-// first as it runs, each next one held until those before it are done, so none interleaves. Exits
-// non-zero if any suite failed.
+// first as it runs, each next one held until those before it are done, so none interleaves. A failed
+// suite's failures (vitest's "Failed Tests" section) are printed once more at the very end, so the
+// last lines of a long log (all a CI page may keep) name what failed. Exits non-zero if any suite
+// failed.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join, dirname } from 'node:path';
@@ -97,7 +99,7 @@ async function runSuites() {
     }
   };
   const suite = (name) => {
-    const s = { name, out: [], live: false, done: false };
+    const s = { name, out: [], all: [], live: false, done: false };
     order.push(s);
     return s;
   };
@@ -115,7 +117,12 @@ async function runSuites() {
       const started = Date.now();
       const child = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
       children.add(child);
-      for (const stream of [child.stdout, child.stderr]) stream.on('data', (d) => (s.live ? process.stdout.write(d) : s.out.push(d)));
+      for (const stream of [child.stdout, child.stderr])
+        stream.on('data', (d) => {
+          s.all.push(d);
+          if (s.live) process.stdout.write(d);
+          else s.out.push(d);
+        });
       child.on('close', (code, signal) => {
         children.delete(child);
         results.push({ name: s.name, code: code ?? 1, signal, ms: Date.now() - started });
@@ -131,6 +138,21 @@ async function runSuites() {
     run(gateway, [vitest, 'run', '--config', 'gateway/vitest.config.ts']).then(() => browserDone).then(() => run(speed, [...admin, pageSpeed])),
     browserDone.then(() => run(faults, [join(root, 'scripts', 'faults.mjs'), '--short'])),
   ]);
+  for (const s of order) if (results.some((r) => r.name === s.name && r.code !== 0)) printFailures(s);
   for (const r of results) say(`${r.name}: ${r.code === 0 ? 'passed' : `FAILED (exit ${r.code}${r.signal ? `, ${r.signal}` : ''})`} in ${seconds(r.ms)}`);
   return !interrupted && results.length === order.length && results.every((r) => r.code === 0) ? 0 : 1;
+}
+
+// A failed suite's "Failed Tests" section (or, when vitest printed none, its last lines), without
+// colours, at most FAILURE_LINES lines.
+const FAILURE_LINES = 80;
+function printFailures(s) {
+  const text = Buffer.concat(s.all).toString('utf8').replace(/\x1b\[[0-9;]*m/g, '');
+  const lines = text.split('\n');
+  const at = lines.findIndex((l) => /Failed Tests? \d+/.test(l) || /Failed Suites? \d+/.test(l));
+  const part = at >= 0 ? lines.slice(at) : lines.slice(-FAILURE_LINES);
+  say(`${s.name} failed; its failures again:`);
+  const shown = part.slice(0, FAILURE_LINES);
+  for (const l of shown) process.stdout.write(`  ${l}\n`);
+  if (part.length > shown.length) say(`(and ${part.length - shown.length} more lines: see the suite's own output above)`);
 }
