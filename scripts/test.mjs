@@ -30,6 +30,8 @@ import { ensureAdminBuild } from '../admin/build.mjs';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const say = (msg) => console.log(`[npm test] ${msg}`);
 const seconds = (ms) => `${(ms / 1000).toFixed(0)} s`;
+// How many lines of a failed suite's failures are printed again at the end (printFailures).
+const FAILURE_LINES = 80;
 const t0 = Date.now();
 // Ctrl-C or a CI's cancel: passed on to the suites (each in a process group of its own, with what
 // it started); no further suite starts, and this script drops the template and exits. (A suite
@@ -145,7 +147,6 @@ async function runSuites() {
 
 // A failed suite's "Failed Tests" section (or, when vitest printed none, its last lines), without
 // colours, at most FAILURE_LINES lines.
-const FAILURE_LINES = 80;
 function printFailures(s) {
   const text = Buffer.concat(s.all).toString('utf8').replace(/\x1b\[[0-9;]*m/g, '');
   const lines = text.split('\n');
