@@ -3,8 +3,7 @@
 // address it prints, first login with admin/admin123 and the forced password change, private
 // upstreams allowed in Settings, a channel (the mock upstream) and its prices, a user with money, a
 // key, a call through the gateway with the openai SDK, that call with its cost and routing trace in
-// the logs and the dashboard, the user's own page, and logging out, on a slow link (the panel's
-// scripts arrive late). Every page is screenshotted:
+// the logs and the dashboard, the user's own page, and logging out. Every page is screenshotted:
 // into a temporary folder, or into docs/admin/ with `npm run screenshots` (ELYGATE_SCREENSHOTS_DIR),
 // so a test run leaves the tracked images alone.
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -27,7 +26,6 @@ const SHOTS = process.env.ELYGATE_SCREENSHOTS_DIR
   ? resolve(process.env.ELYGATE_SCREENSHOTS_DIR)
   : mkdtempSync(join(tmpdir(), 'elygate-screenshots-'));
 const NEW_PASSWORD = 'correct horse battery';
-const SLOW_SCRIPTS_MS = 400;
 // A name for this machine as another computer on the network would type it (Chromium resolves it
 // to loopback), to see what a panel opened at an address it was not told about does.
 const LAN_NAME = 'elygate-lan.test';
@@ -73,10 +71,6 @@ beforeAll(async () => {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', `--host-resolver-rules=MAP ${LAN_NAME} 127.0.0.1`],
   });
-  // A slow link: each of the panel's scripts arrives SLOW_SCRIPTS_MS late, so the journey's clicks
-  // land before a page's scripts have run as often as after, as a newcomer's may (the panel works
-  // either way; before-scripts.test.ts holds them back outright). It costs the suite next to nothing.
-  await ctx.route('**/_app/immutable/**/*.js', (route) => setTimeout(() => void route.continue(), SLOW_SCRIPTS_MS));
   // Generous: the first login hashes with argon2id (19 MiB) on a 2-core machine other test runs share.
   ctx.setDefaultTimeout(20000);
   page = ctx.pages()[0] ?? (await ctx.newPage());
