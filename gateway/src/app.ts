@@ -244,6 +244,11 @@ async function transcriptionRoute(request: Request, server: Server): Promise<Res
     if (!file || typeof file === 'string') throw invalid("Missing required parameter: 'file'.", 'file');
     const body: Record<string, any> = {};
     for (const [k, v] of form.entries()) if (typeof v === 'string') body[k] = v;
+    // A form's fields are text: "stream" comes as "true" or "false". (A transcription's SSE form,
+    // its text in events, is not relayed.)
+    if (body.stream === 'true') throw invalid('Streaming transcription is not supported by this gateway; leave out "stream" or send false.', 'stream');
+    if (body.stream !== undefined && body.stream !== 'false') throw invalid(`Invalid 'stream': expected true or false.`, 'stream');
+    delete body.stream;
     checkShape(endpoint, body);
     const fileHead = new Uint8Array(await file.slice(0, 4096).arrayBuffer());
     const res = await relay({

@@ -276,17 +276,25 @@ const ANSWER_FIELDS: Record<AnswerKind, (a: Record<string, any>) => boolean> = {
 
 /**
  * A multipart upload with its "model" field set to the upstream model: the client's bytes when the
- * name is the same, else the same bytes with that one field's value replaced.
+ * name is the same, else the same bytes with that one field's value replaced. The field is found
+ * part by part, by its headers' `name="model"` (never inside a file's name or a file's bytes).
  */
 function multipartBody(input: CallInput): Uint8Array<ArrayBuffer> {
   if (input.upstreamModel === input.body.model) return input.raw;
   const boundary = /boundary="?([^";]+)"?/i.exec(input.multipartType ?? '')?.[1];
+  if (!boundary) return input.raw;
   const raw = Buffer.from(input.raw.buffer, input.raw.byteOffset, input.raw.byteLength);
-  const head = raw.indexOf('name="model"');
-  const start = head < 0 ? -1 : raw.indexOf('\r\n\r\n', head);
-  const end = start < 0 || !boundary ? -1 : raw.indexOf(`\r\n--${boundary}`, start + 4);
-  if (end < 0) return input.raw;
-  return new Uint8Array(Buffer.concat([raw.subarray(0, start + 4), Buffer.from(input.upstreamModel), raw.subarray(end)]));
+  const next = `\r\n--${boundary}`;
+  for (let at = raw.indexOf(`--${boundary}\r\n`); at >= 0; ) {
+    const headers = raw.indexOf('\r\n', at) + 2;
+    const start = raw.indexOf('\r\n\r\n', headers);
+    const end = start < 0 ? -1 : raw.indexOf(next, start + 4);
+    if (end < 0) break;
+    if (/;\s*name="model"\s*(;|$)/im.test(raw.toString('latin1', headers, start)))
+      return new Uint8Array(Buffer.concat([raw.subarray(0, start + 4), Buffer.from(input.upstreamModel), raw.subarray(end)]));
+    at = end + 2;
+  }
+  return input.raw;
 }
 
 /** A 200 answer's JSON when it is the operation's answer, else what is wrong with it. */

@@ -177,7 +177,7 @@ function wavSeconds(head: Uint8Array, fileBytes: number): number | null {
   for (let p = 12; p + 8 <= b.length; ) {
     const id = b.toString('latin1', p, p + 4);
     const size = b.readUInt32LE(p + 4);
-    if (id === 'fmt ' && p + 16 <= b.length) byteRate = b.readUInt32LE(p + 16);
+    if (id === 'fmt ' && p + 20 <= b.length) byteRate = b.readUInt32LE(p + 16); // (byte rate: bytes 16-19 of the chunk)
     if (id === 'data') return byteRate > 0 ? Math.min(size, fileBytes - p - 8) / byteRate : null;
     p += 8 + size + (size % 2);
   }

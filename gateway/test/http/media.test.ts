@@ -156,6 +156,32 @@ describe('media endpoints, billed by their unit', () => {
     expect(Number(response.headers.get('x-elygate-cost-micros'))).toBe(l!.amount);
   });
 
+  it('transcription: a file named "model" keeps its bytes; only the model field is mapped', async () => {
+    const file = await toFile(wav(1), 'model', { type: 'audio/wav' });
+    const { data } = await client.audio.transcriptions.create({ file, model: m.stt, response_format: 'verbose_json' }).withResponse();
+    expect(data.text).toBe(`transcribed ${44 + 16000} bytes`);
+    const call = upstream.media.calls.at(-1)!;
+    expect(call.fields.model).toBe('whisper-1');
+    expect(call.fileBytes).toBe(44 + 16000);
+  });
+
+  it("transcription: a WAV whose format chunk ends past the file's first 4 KB is estimated by its size", async () => {
+    // RIFF, WAVE, a LIST chunk of 4,058 bytes, then "fmt " at byte 4,078: its byte rate (bytes 16-19
+    // of the chunk) lies past the 4,096 bytes the gateway reads of the file.
+    const audio = wav(1);
+    const list = Buffer.alloc(8 + 4058);
+    list.write('LIST', 0, 'latin1');
+    list.writeUInt32LE(4058, 4);
+    const file = Buffer.concat([audio.subarray(0, 12), list, audio.subarray(12)]);
+    file.writeUInt32LE(file.length - 8, 4);
+    const { response } = await client.audio.transcriptions.create({ file: await toFile(file, 'long-head.wav', { type: 'audio/wav' }), model: m.stt }).withResponse();
+    expect(response.status).toBe(200);
+    expect(response.headers.get('x-elygate-usage-source')).toBe('estimated');
+    const l = await ledgerOf(response.headers.get('x-request-id')!);
+    expect(l).toMatchObject({ usage_source: 'estimated' });
+    expect(l!.units).toBeGreaterThanOrEqual(1);
+  });
+
   it('transcription: without a reported duration, the seconds are estimated from the file and marked so', async () => {
     const file = await toFile(wav(2.25), 'speech.wav', { type: 'audio/wav' });
     const { response } = await client.audio.transcriptions.create({ file, model: m.stt }).withResponse();
@@ -282,6 +308,20 @@ describe('media endpoints, billed by their unit', () => {
     const up = await fetch(`${gw.url}/v1/audio/transcriptions`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: noFile });
     expect(up.status).toBe(400);
     expect((await up.json()).error.param).toBe('file');
+    // A form's "stream" is text: "true" is refused by name, "false" is what it says.
+    const upload = (stream: string) => {
+      const form = new FormData();
+      form.set('file', new Blob([new Uint8Array(wav(1))], { type: 'audio/wav' }), 'a.wav');
+      form.set('model', m.stt);
+      form.set('stream', stream);
+      return fetch(`${gw.url}/v1/audio/transcriptions`, { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: form });
+    };
+    const streamed = await upload('true');
+    expect(streamed.status).toBe(400);
+    expect((await streamed.json()).error).toMatchObject({ param: 'stream', message: expect.stringMatching(/Streaming transcription is not supported/) });
+    const notStreamed = await upload('false');
+    expect(notStreamed.status).toBe(200);
+    expect((await notStreamed.json()).text).toBe(`transcribed ${44 + 16000} bytes`);
   });
 
   it('a channel type without the endpoint answers with a clear error naming both', async () => {
