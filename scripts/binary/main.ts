@@ -132,25 +132,35 @@ function adminBuild(): string | null {
 
 /* why keep one previous build: a binary of the last version may still be running from this data
    folder (an upgrade on the same machine) and reads its panel's files from disk. Older builds, and
-   half-written folders whose writer has exited, are removed, so upgrades do not pile up. */
+   half-written folders whose writer has exited, are removed, so upgrades do not pile up. Best effort:
+   a folder that another start renames or removes meanwhile is skipped, and a removal that fails is
+   logged; neither stops the start. */
 function pruneAdminBuilds(current: string): void {
   const parent = dirname(current);
+  // As scripts/pg.mjs's pidAlive: EPERM means the process exists (another user's).
   const alive = (pid: number) => {
     try {
       process.kill(pid, 0);
       return true;
-    } catch {
-      return false;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM';
     }
   };
   const others = readdirSync(parent)
     .filter((name) => join(parent, name) !== current)
-    .map((name) => ({ name, path: join(parent, name), mtime: statSync(join(parent, name)).mtimeMs }));
+    .flatMap((name) => {
+      const st = statSync(join(parent, name), { throwIfNoEntry: false });
+      return st ? [{ name, path: join(parent, name), mtime: st.mtimeMs }] : [];
+    });
   const builds = others.filter((o) => !/\.tmp-\d+$/.test(o.name)).sort((a, b) => b.mtime - a.mtime);
   const abandoned = others.filter((o) => /\.tmp-(\d+)$/.test(o.name) && !alive(Number(/\.tmp-(\d+)$/.exec(o.name)![1])));
   for (const o of [...builds.slice(1), ...abandoned]) {
-    rmSync(o.path, { recursive: true, force: true });
-    say('old admin build removed', { path: o.path });
+    try {
+      rmSync(o.path, { recursive: true, force: true });
+      say('old admin build removed', { path: o.path });
+    } catch (err) {
+      say('old admin build not removed', { path: o.path, error: String(err) });
+    }
   }
 }
 
