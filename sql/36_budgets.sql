@@ -296,7 +296,7 @@ begin
   select array_agg(distinct l.id order by l.id) into v_lids
     from jsonb_to_recordset(p_rows) x(limits bigint[]) cross join unnest(x.limits) l(id);
   if v_ids is not null then
-    v_tz := private.option_text('BudgetTimeZone');
+    v_tz := private.option_text('BudgetTimeZone'); -- (for the events' resets_at, below)
     perform 1 from private.budgets b where b.id = any(v_ids) order by b.id for update;
     update private.budgets b
        set reserved_micros = greatest(b.reserved_micros - s.reserved, 0),
@@ -307,7 +307,11 @@ begin
                    coalesce(sum(x.reserved) filter (where x.current), 0)::bigint as reserved,
                    coalesce(sum(x.reserved) filter (where not x.current), 0)::bigint as older_reserved,
                    coalesce(sum(x.amount) filter (where x.current), 0)::bigint as spent
-              from (select i.id, x.reserved, x.amount, private.budget_period_start(b.period, x.at, v_tz) = b.period_start as current
+              -- (current: admitted since the period the budget counts now began. Admission counted
+              -- it there, and a rollover since would have moved period_start past it. Not the start
+              -- of x.at's period recomputed: that differs from period_start after BudgetTimeZone
+              -- changes, until the new zone's next period.)
+              from (select i.id, x.reserved, x.amount, x.at >= b.period_start as current
                       from jsonb_to_recordset(p_rows) x(budgets bigint[], reserved bigint, amount bigint, at timestamptz)
                       cross join unnest(x.budgets) i(id)
                       join private.budgets b on b.id = i.id) x

@@ -127,6 +127,25 @@ describe('budgets', () => {
     });
   });
 
+  it('a BudgetTimeZone change mid-period bills what is settled after it to the period the budget counts', async () => {
+    await withTx(async (tx) => {
+      const f = await fixture(tx);
+      await clockAt(tx, '2031-03-15T10:00:00Z');
+      const b = await budget(tx, { key_id: f.key.id, period: 'day', amount_micros: 1000 });
+      const before = await begin(tx, f); // counted in the UTC day that began 2031-03-15T00:00Z
+      // Tokyo's day began at 2031-03-14T15:00Z: earlier, so the budget keeps the day it counts
+      // until Tokyo's next midnight.
+      await tx`select admin.option_set('BudgetTimeZone', 'Asia/Tokyo')`;
+      await clockAt(tx, '2031-03-15T10:00:05Z');
+      const after = await begin(tx, f);
+      await finish(tx, f, [before, after]);
+      const [r] = await tx`select spent_micros::int as spent, reserved_micros::int as reserved, older_reserved::int as older,
+                                  period_start from private.budgets where id = ${b.id}`;
+      expect(r).toMatchObject({ spent: 120, reserved: 0, older: 0 });
+      expect(r.period_start.toISOString()).toBe('2031-03-15T00:00:00.000Z');
+    });
+  });
+
   it('weeks start on Monday and months on the 1st; resets_at says when', async () => {
     await withTx(async (tx) => {
       const f = await fixture(tx);
