@@ -127,6 +127,9 @@ begin
     raise exception using errcode = 'BADIN', column = 'amount_micros', message = 'A budget needs "amount_micros": what it allows per period, in micro-USD.';
   end if;
   v_threshold := private.arg_int(p_args, 'threshold_percent', 1, 100);
+  -- Two sessions setting the same new budget at once: the second waits here, then changes the
+  -- row the first made (a row lock alone cannot hold a row that does not exist yet).
+  perform pg_advisory_xact_lock(hashtext(format('budget %s %s %s %s %s %s', v_t.scope, v_t.key_id, v_t.user_id, v_t.group_name, v_model, v_period)));
   select * into v_before from private.budgets b
    where b.scope = v_t.scope and b.key_id is not distinct from v_t.key_id and b.user_id is not distinct from v_t.user_id
      and b.group_name is not distinct from v_t.group_name and b.model is not distinct from v_model and b.period = v_period
@@ -215,6 +218,8 @@ begin
     raise exception using errcode = 'BADIN', column = 'rpm_limit',
       message = 'A model limit needs "rpm_limit", "tpm_limit" or both (admin.model_limit_clear removes one).';
   end if;
+  -- (as admin.budget_set: a second session setting the same new limit waits, then changes it)
+  perform pg_advisory_xact_lock(hashtext(format('model limit %s %s %s %s', v_t.scope, v_t.key_id, v_t.group_name, v_model)));
   select * into v_before from private.model_limits l
    where l.scope = v_t.scope and l.key_id is not distinct from v_t.key_id and l.group_name is not distinct from v_t.group_name
      and l.model = v_model

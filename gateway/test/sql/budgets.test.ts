@@ -4,7 +4,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import type { TransactionSql } from 'postgres';
-import { attempt, closeDb, createChannel, createGroup, createKey, createUser, sha256, unique, withTx } from '../support/db';
+import { attempt, closeDb, createChannel, createGroup, createKey, createUser, db, sha256, unique, withTx } from '../support/db';
 
 afterAll(closeDb);
 
@@ -144,6 +144,41 @@ describe('budgets', () => {
       expect(r).toMatchObject({ spent: 120, reserved: 0, older: 0 });
       expect(r.period_start.toISOString()).toBe('2031-03-15T00:00:00.000Z');
     });
+  });
+
+  it('two sessions setting the same new budget or model limit at once: one row, the later values', async () => {
+    const sql = db();
+    const f = await fixture(sql as unknown as TransactionSql); // (committed: two sessions must see it)
+    const waiting = async () => {
+      for (let i = 0; i < 200; i++) {
+        const [{ n }] = await sql`select count(*)::int as n from pg_stat_activity
+                                   where datname = current_database() and wait_event_type = 'Lock'`;
+        if (n > 0) return;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error('the second session never waited');
+    };
+    const race = async (set: (tx: TransactionSql, value: number) => Promise<unknown>) => {
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let setFirst!: () => void;
+      const firstSet = new Promise<void>((r) => (setFirst = r));
+      const first = sql.begin(async (tx) => {
+        await set(tx, 100);
+        setFirst();
+        await held; // the first session keeps its transaction open
+      });
+      await firstSet;
+      const second = sql.begin((tx) => set(tx, 200));
+      await waiting();
+      release();
+      await first;
+      await second; // before: 23505 from the target's unique index
+    };
+    await race((tx, v) => tx`select admin.budget_set(${tx.json({ key_id: f.key.id, period: 'day', amount_micros: v })})`);
+    expect(await sql`select amount_micros::int as a from private.budgets where key_id = ${f.key.id}`).toEqual([{ a: 200 }]);
+    await race((tx, v) => tx`select admin.model_limit_set(${tx.json({ key_id: f.key.id, model: f.model, rpm_limit: v })})`);
+    expect(await sql`select rpm_limit as r from private.model_limits where key_id = ${f.key.id}`).toEqual([{ r: 200 }]);
   });
 
   it('weeks start on Monday and months on the 1st; resets_at says when', async () => {
