@@ -149,6 +149,7 @@ begin
   priced as (
     select p2.*, p2.answer_amount + p2.embedding_amount as amount
       from (select pre.*,
+                   -- (admin.price_preview reprices ledger rows the same way: sql/55_admin_price_preview.sql)
                    case
                      when not billable then 0
                      when usage_source = 'expired' then reserved_micros

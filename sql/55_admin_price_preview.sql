@@ -49,10 +49,12 @@ begin
     end loop;
     with priced as (
       select l.user_id, l.group_name, l.model, l.amount_micros as old,
+             -- (as settlement prices a ledger row: private.settle's answer_amount, sql/35_settlement.sql)
              case
                when l.usage_source = 'none' then 0
                when l.cache in ('exact', 'semantic') then
-                 private.card_cost_micros(c.card, 'hit', null, l.prompt_tokens, l.completion_tokens, l.cached_tokens, l.cache_write_tokens)
+                 private.card_cost_micros(c.card, 'hit', null, l.prompt_tokens, l.completion_tokens, l.cached_tokens,
+                                          l.cache_write_tokens, l.units)
                else private.card_cost_micros(c.card, 'answer', l.channel_multiplier, l.prompt_tokens, l.completion_tokens,
                                              l.cached_tokens, l.cache_write_tokens, l.units)
              end

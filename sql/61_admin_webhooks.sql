@@ -142,7 +142,7 @@ as $$ delete from private.webhook_endpoints where id = p_id returning true $$;
 
 comment on function admin.webhook_delete(bigint) is E'Deletes a webhook endpoint and its delivery log (the events stay). Returns true, or null if there was none.';
 
--- admin.webhook_resend: a delivery (delivered, dead or waiting) goes out again now, with a fresh
+-- admin.webhook_resend: a finished delivery (delivered or dead) goes out again now, with a fresh
 -- count of attempts.
 create or replace function admin.webhook_resend(p_delivery_id bigint)
 returns boolean
