@@ -99,8 +99,10 @@ export function admit<T>(args: AdmitArgs): Promise<T> {
 }
 
 function pump(): void {
-  const lanes = Math.max(1, Number(options.AdmissionConcurrency) || 1);
-  const max = Math.max(1, Math.min(64, Number(options.AdmissionBatchMax) || 32));
+  // (integers from 1 to 64, checked where they are set: sql/20_options.sql; every request has
+  // awaited optionsReady() before it reaches admission)
+  const lanes = Number(options.AdmissionConcurrency);
+  const max = Number(options.AdmissionBatchMax);
   while (waiting.length > 0 && inFlight < lanes) {
     const batch = waiting.splice(0, max);
     let lane = 0;
