@@ -48,10 +48,13 @@ export interface PreparedCall extends UpstreamCall {
 }
 
 /** Upstream operations, by the fields their non-stream answer must have. */
-export type AnswerKind = 'chat/completions' | 'completions' | 'embeddings' | 'responses' | 'messages' | 'generateContent' | MediaKind;
-/** The media endpoints (relay/media.ts checks and measures their answers). */
-type MediaKind = 'images/generations' | 'audio/speech' | 'audio/transcriptions' | 'moderations' | 'rerank';
-const MEDIA_KINDS = new Set<string>(['images/generations', 'audio/speech', 'audio/transcriptions', 'moderations', 'rerank']);
+export type AnswerKind = 'chat/completions' | 'completions' | 'embeddings' | 'responses' | 'messages' | 'generateContent' | MediaEndpoint;
+/** The media endpoints: billed by a unit of their own beside tokens, and moderations (relay/media.ts
+ *  measures their answers). */
+const MEDIA_ENDPOINTS = ['images/generations', 'audio/speech', 'audio/transcriptions', 'moderations', 'rerank'] as const;
+export type MediaEndpoint = (typeof MEDIA_ENDPOINTS)[number];
+const MEDIA_KINDS = new Set<string>(MEDIA_ENDPOINTS);
+export const isMedia = (endpoint: string): endpoint is MediaEndpoint => MEDIA_KINDS.has(endpoint);
 /** Media endpoints an Azure OpenAI deployment serves in OpenAI's shape (no moderations, no rerank there). */
 const AZURE_MEDIA = new Set<string>(['images/generations', 'audio/speech', 'audio/transcriptions']);
 

@@ -6,7 +6,8 @@ import { options, type Channel } from '../snapshot';
 import { settleNowFor } from '../settle';
 import { promptEstimate } from '../usage';
 import { cacheRequest } from '../cache';
-import { isMedia, mediaPromptEstimate, mediaUnits } from './media';
+import { isMedia } from '../adapters';
+import { mediaPromptEstimate, mediaUnits } from './media';
 import type { RelayInput, RequestFacts, Ticket } from './types';
 
 /* why: the bare proxy is the same process with the database switched off, so the benchmark can

@@ -16,10 +16,8 @@ import { cardFor, costMicros, receiptHeaders } from '../receipt';
 import type { Outcome } from '../settle';
 import { responseHeaders } from './render';
 import { errMessage, readAnswer, servedModel, type Result, type Run, type Try } from './attempts';
-import type { MediaEndpoint, MediaUnits, RelayInput } from './types';
+import type { MediaUnits, RelayInput } from './types';
 
-const MEDIA = new Set<string>(['images/generations', 'audio/speech', 'audio/transcriptions', 'moderations', 'rerank']);
-export const isMedia = (endpoint: string): endpoint is MediaEndpoint => MEDIA.has(endpoint);
 
 /** Documents of one Cohere search unit, and tokens of a document before it counts as another. */
 const DOCS_PER_SEARCH_UNIT = 100;

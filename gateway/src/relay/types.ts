@@ -1,15 +1,13 @@
 // The shapes the request path passes between its stages: what the client asked (RelayInput), what
 // admission answered (Ticket), and what each upstream try left behind (RouteAttempt).
-import type { Protocol } from '../adapters';
+import type { MediaEndpoint, Protocol } from '../adapters';
 import type { PlanEntry } from '../snapshot';
 import type { Attempt } from '../settle';
 import type { PriceCard } from '../receipt';
 import type { CacheRequest, CachedAnswer } from '../cache';
 
 export type Endpoint = 'chat/completions' | 'completions' | 'embeddings' | 'messages' | 'responses' | MediaEndpoint;
-/** The endpoints billed by a unit of their own beside tokens (media.ts), and moderations. */
-export type MediaEndpoint = 'images/generations' | 'audio/speech' | 'audio/transcriptions' | 'moderations' | 'rerank';
-export type { Protocol };
+export type { MediaEndpoint, Protocol };
 
 export interface RelayInput {
   requestId: string;
