@@ -10,6 +10,7 @@
 //   rerank                search units (Cohere: meta.billed_units.search_units), or tokens (Jina:
 //                         usage.total_tokens); else the admission's estimate, marked estimated
 //   moderations           tokens (usage if reported, else counted: estimated); no unit
+import { checkAnswer } from '../adapters';
 import { options } from '../snapshot';
 import { countUsage, promptEstimate, readUsage, textTokensEstimate } from '../usage';
 import { cardFor, costMicros, receiptHeaders } from '../receipt';
@@ -109,8 +110,6 @@ function costOf(run: Run, t: Try, m: Measured): number {
   return costMicros(cardFor(run.ticket.price, t.entry.fallback), t.channel.id, m);
 }
 
-const problem = (endpoint: string) => ({ problem: `upstream answered 200 without the fields of a ${endpoint} answer` });
-
 /** Reads what an answer is billed for, or why it is not the endpoint's answer (then the next channel is tried). */
 async function measure(run: Run, payload: Uint8Array, contentType: string): Promise<Measured | { problem: string }> {
   const { input } = run;
@@ -118,27 +117,22 @@ async function measure(run: Run, payload: Uint8Array, contentType: string): Prom
   const json = /json/i.test(contentType) || endpoint !== 'audio/transcriptions';
   let a: Record<string, any> | null = null;
   if (json) {
-    try {
-      a = JSON.parse(new TextDecoder().decode(payload));
-    } catch {
-      return { problem: 'upstream answered 200 with a body that is not JSON' };
-    }
-    if (!a || typeof a !== 'object' || Array.isArray(a)) return { problem: 'upstream answered 200 with JSON that is not an object' };
+    // (JSON, an object, with the fields of the endpoint's answer: adapters' checkAnswer, as for chat)
+    const checked = checkAnswer(endpoint, payload);
+    if ('problem' in checked) return checked;
+    a = checked.parsed;
   }
   const usage = readUsage(a?.usage);
   const tokens = { prompt_tokens: usage?.prompt_tokens ?? 0, completion_tokens: usage?.completion_tokens ?? 0 };
   switch (endpoint) {
     case 'images/generations':
-      if (!Array.isArray(a!.data)) return problem(endpoint);
       return { units: a!.data.length, ...tokens, usage_source: 'upstream' };
     case 'moderations': {
-      if (!Array.isArray(a!.results)) return problem(endpoint);
       if (usage) return { units: 0, ...tokens, usage_source: 'upstream' };
       const counted = await countUsage(input.body, '');
       return { units: 0, prompt_tokens: counted.prompt_tokens, completion_tokens: 0, usage_source: 'estimated' };
     }
     case 'rerank': {
-      if (!Array.isArray(a!.results)) return problem(endpoint);
       const searchUnits = a!.meta?.billed_units?.search_units;
       const jinaTokens = a!.usage?.total_tokens;
       if (Number.isFinite(searchUnits)) return { units: Math.ceil(searchUnits), prompt_tokens: 0, completion_tokens: 0, usage_source: 'upstream' };
@@ -146,14 +140,13 @@ async function measure(run: Run, payload: Uint8Array, contentType: string): Prom
       return { units: run.facts.units?.count ?? 1, prompt_tokens: 0, completion_tokens: 0, usage_source: 'estimated' };
     }
     case 'audio/transcriptions': {
-      if (a && typeof a.text !== 'string') return problem(endpoint);
       if (!a && payload.byteLength === 0) return { problem: 'upstream answered 200 with an empty transcription' };
       const seconds = Number.isFinite(a?.duration) ? a!.duration : a?.usage?.type === 'duration' && Number.isFinite(a.usage.seconds) ? a.usage.seconds : null;
       if (seconds !== null) return { units: Math.ceil(seconds), ...tokens, usage_source: 'upstream' };
       return { units: estimateSeconds(input), ...tokens, usage_source: 'estimated' };
     }
   }
-  return problem(endpoint);
+  return { problem: `upstream answered 200 without the fields of a ${endpoint} answer` };
 }
 
 /**
