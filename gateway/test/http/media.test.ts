@@ -260,6 +260,19 @@ describe('media endpoints, billed by their unit', () => {
     }
   });
 
+  it('a 200 that is not an images answer is an upstream failure, not billed', async () => {
+    upstream.mode = { kind: 'status', status: 200 }; // (the mock's error object, with status 200)
+    try {
+      const { response } = await client.images.generate({ model: m.image, prompt: 'x', size: '1024x1024' }).withResponse().catch((e) => ({ response: null, e }));
+      expect(response).toBeNull();
+    } finally {
+      upstream.mode = { kind: 'ok' };
+    }
+    await settled();
+    const [r] = await db()`select cost_micros::int, status, error_message from admin.requests where model = ${m.image} order by created_at desc limit 1`;
+    expect(r).toMatchObject({ cost_micros: 0, status: 'error', error_message: expect.stringContaining('without the fields of a images/generations answer') });
+  });
+
   it('an upstream error is passed on and not billed', async () => {
     const [{ balance: before }] = await db()`select balance_micros::bigint as balance from private.wallets where user_id = ${userId}`;
     upstream.mode = { kind: 'status', status: 400 };
