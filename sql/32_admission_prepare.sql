@@ -65,7 +65,8 @@ begin
   -- A model with fallbacks: their candidates after its own (planned here, never cached). why an IF
   -- on the row read with the key: a model without fallbacks costs no statement more.
   if (v_auth.model).fallbacks is not null then
-    select * into v_fb from private.route_fallbacks(p_opt, v_key, v_auth.user_group, p_model, v_route, (v_auth.model).fallbacks);
+    select * into v_fb from private.route_fallbacks(p_opt, v_key, v_auth.user_group, p_model, v_route, (v_auth.model).fallbacks,
+                                                    p_endpoint, p_units);
     v_route := v_fb.route;
     v_fallbacks := v_fb.prices;
   end if;
@@ -105,12 +106,6 @@ begin
                                                    else 'rerank (search_unit_price)' end) end,
         hint = 'An operator sets one with admin.model_upsert(...): image_prices, character_price, audio_second_price or search_unit_price.';
     end if;
-  end if;
-  -- A fallback model serving a media request is billed at its own price of the request's unit.
-  if v_fallbacks is not null and p_endpoint in ('images/generations', 'audio/speech', 'audio/transcriptions', 'rerank') then
-    select jsonb_object_agg(f.name, f.p || jsonb_build_object('unit_price', private.unit_price(m, p_endpoint, p_units)))
-      into v_fallbacks
-      from jsonb_each(v_fallbacks) f(name, p) join private.models m on m.name = f.name;
   end if;
   if v_price.name is null or num_nonnulls(v_price.input_price, v_price.output_price, v_price.per_call_price, v_unit_price) = 0 then
     if not (p_opt ->> 'AllowUnpricedModels')::boolean then

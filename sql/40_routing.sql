@@ -116,11 +116,12 @@ comment on function private.route_plan(text, text) is
 -- private.route_fallbacks: a model's route with its fallbacks' after it (private.admit_prepare
 -- calls it only for a model whose models.fallbacks is set, so the common path pays nothing).
 -- The fallback models are taken in their declared order, each once, leaving out the model itself,
--- a model the key may not use (allowed_models) and an unpriced one (unless AllowUnpricedModels).
+-- a model the key may not use (allowed_models) and one without a price for the request (a token or
+-- call price, or the unit price of p_endpoint's unit for p_units; unless AllowUnpricedModels).
 -- Only the asked-for model's own list counts: a fallback's fallbacks are not followed.
 -- Each fallback candidate (and skipped channel) carries "fallback": the model it serves; served,
 -- multipliers and max_multiplier cover them all. prices: each fallback model's prices by name,
--- {"model", "input", "output", "cached_input", "cache_write", "per_call"}: the admission keeps them in its
+-- {"model", "input", "output", "cached_input", "cache_write", "per_call", "unit_price"}: the admission keeps them in its
 -- route plan and its ticket's price card, and a request a fallback served is billed with them
 -- (private.settle), as its receipt is (gateway/src/receipt.ts).
 /* why not in private.route_cache: a route's cache entry is the model's own channels (its
@@ -128,6 +129,7 @@ comment on function private.route_plan(text, text) is
    like any route, so a change of a fallback list or of a fallback's channels needs no rebuild. */
 create or replace function private.route_fallbacks(p_opt jsonb, p_key private.api_keys, p_group text, p_model text,
                                                    p_route private.route_choice, p_fallbacks text[],
+                                                   p_endpoint text, p_units jsonb,
                                                    out route private.route_choice, out prices jsonb)
 language plpgsql volatile
 as $$
@@ -140,15 +142,17 @@ begin
   select array_agg(f.name order by f.ord),
          jsonb_object_agg(f.name, jsonb_build_object('model', f.name, 'input', m.input_price, 'output', m.output_price,
                                                      'cached_input', m.cached_input_price, 'cache_write', m.cache_write_price,
-                                                     'per_call', m.per_call_price))
+                                                     'per_call', m.per_call_price, 'unit_price', u.unit_price))
     into v_models, prices
     from (select distinct on (u.name) u.name, u.ord from unnest(p_fallbacks) with ordinality u(name, ord)
            order by u.name, u.ord) f
     left join private.models m on m.name = f.name
+    -- (a media endpoint's unit, priced as the request's: an image model may have only image prices)
+    cross join lateral (select private.unit_price(m, p_endpoint, p_units) as unit_price) u
    where f.name <> p_model
      and m.archived_at is null   -- (an archived model serves nobody, not even as a fallback)
      and (p_key.allowed_models is null or f.name = any(p_key.allowed_models))
-     and (num_nonnulls(m.input_price, m.output_price, m.per_call_price) > 0 or (p_opt ->> 'AllowUnpricedModels')::boolean);
+     and (num_nonnulls(m.input_price, m.output_price, m.per_call_price, u.unit_price) > 0 or (p_opt ->> 'AllowUnpricedModels')::boolean);
   if v_models is null then
     return;
   end if;
@@ -170,8 +174,8 @@ begin
 end
 $$;
 
-comment on function private.route_fallbacks(jsonb, private.api_keys, text, text, private.route_choice, text[]) is
-  E'The route of p_model with its fallback models'' candidates after its own (each marked with "fallback": the model it serves), and the fallbacks'' prices by model. Fallbacks the key may not use, or without a price, are left out.';
+comment on function private.route_fallbacks(jsonb, private.api_keys, text, text, private.route_choice, text[], text, jsonb) is
+  E'The route of p_model with its fallback models'' candidates after its own (each marked with "fallback": the model it serves), and the fallbacks'' prices by model, with the unit price of p_endpoint''s unit (p_units) for a media request. Fallbacks the key may not use, or without a price for the request, are left out.';
 
 -- private.route_cache_rebuild: private.route_cache from scratch: every (model, group) a channel
 -- serves whose plan has nothing random in it, with the plan private.route_plans makes for it.

@@ -70,8 +70,8 @@ beforeAll(async () => {
   await upsert({ name: m.rerank, search_unit_price: 2_000, input_price: 2_000_000 });
   await upsert({ name: m.chat, input_price: 1_000_000, output_price: 1_000_000 });
   await upsert({ name: m.claudeOnly, image_prices: { default: 1000 } });
-  // (per_call_price 0: a fallback needs a token or call price to be listed, private.route_fallbacks)
-  await upsert({ name: m.imageBackup, image_prices: { '1024x1024': 10_000 }, per_call_price: 0 });
+  // (only image prices: a fallback is listed by its price for the request's unit, private.route_fallbacks)
+  await upsert({ name: m.imageBackup, image_prices: { '1024x1024': 10_000 } });
   await upsert({ name: m.imageDown, image_prices: { '1024x1024': 40_000 }, fallbacks: [m.imageBackup] });
   const user = await createUser(sql, { group });
   userId = user.id;

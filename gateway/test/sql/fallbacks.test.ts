@@ -43,8 +43,8 @@ describe('model fallbacks', () => {
       // At the dearest candidate's multiplier (1.5): 15000 × 1.5 = 22500.
       expect(t.reserved).toBe(22_500);
       expect(t.price.fallbacks).toEqual({
-        [f.cheap]: { model: f.cheap, input: 1_000_000, output: 2_000_000, cached_input: null, cache_write: null, per_call: null },
-        [f.dear]: { model: f.dear, input: 5_000_000, output: 20_000_000, cached_input: null, cache_write: null, per_call: null },
+        [f.cheap]: { model: f.cheap, input: 1_000_000, output: 2_000_000, cached_input: null, cache_write: null, per_call: null, unit_price: null },
+        [f.dear]: { model: f.dear, input: 5_000_000, output: 20_000_000, cached_input: null, cache_write: null, per_call: null, unit_price: null },
       });
       // A batch admission plans and reserves alike.
       const [b] = await tx`select t.reserved_micros::int as reserved, t.plan, t.error
@@ -60,6 +60,28 @@ describe('model fallbacks', () => {
       expect(plain.price.fallbacks).toBeNull();
       const [a] = await tx`select route_plan ? 'fallbacks' as has from private.admissions where id = ${plain.request_id}`;
       expect(a.has).toBe(false);
+    });
+  });
+
+  it("an image model's fallback priced only by image size is listed for images, at its unit price, and not for chat", async () => {
+    await withTx(async (tx) => {
+      const f = await world(tx);
+      const [img, backup] = ['img', 'img-backup'].map(unique);
+      await tx`select admin.model_upsert(${tx.json({ name: backup, image_prices: { '1024x1024': 10_000 } })})`;
+      await tx`select admin.model_upsert(${tx.json({ name: img, image_prices: { '1024x1024': 40_000 }, input_price: 1_000_000, fallbacks: [backup] })})`;
+      await createChannel(tx, { base_url: 'http://127.0.0.1:9', models: [img, backup], groups: [f.group] });
+      const admit = async (endpoint: string, units: unknown) =>
+        (await tx`select t.price, t.plan from gateway.relay_begin(${randomUUID()}, ${sha256(f.key.key)}, ${img}, ${endpoint}, false,
+                                                                  '127.0.0.1', 10, 0, null, ${tx.json(units as never)}) t`)[0];
+      const images = await admit('images/generations', { count: 1, size: '1024x1024' });
+      expect(images.price.fallbacks).toEqual({
+        [backup]: { model: backup, input: null, output: null, cached_input: null, cache_write: null, per_call: null, unit_price: 10_000_000_000 },
+      });
+      expect(images.plan.some((c: any) => c.fallback === backup)).toBe(true);
+      // For a chat request it has no price at all: left out, as an unpriced fallback is.
+      const chat = await admit('chat/completions', null);
+      expect(chat.price.fallbacks ?? null).toBeNull();
+      expect(chat.plan.some((c: any) => c.fallback === backup)).toBe(false);
     });
   });
 
